@@ -1,0 +1,161 @@
+//! Command-line definition and dispatch. `main.rs` only calls [`main`].
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use wiber_model::NewMessage;
+
+use crate::client::{ApiClient, DEFAULT_API_URL};
+use crate::commands;
+use crate::exit::{self, Outcome};
+
+#[derive(Parser)]
+#[command(
+    name = "wiberctl",
+    version,
+    about = "Operator CLI and load/fault-injection harness for the Wiber messaging stack.",
+    long_about = "Operator CLI and load/fault-injection harness for the Wiber messaging stack \
+(HTTP API → Kafka → consumer group → MongoDB).\n\n\
+Exit codes: 0 pass; 1 a check failed (the API refused a message, the stack is not ready, \
+an invariant or threshold failed); 2 wiberctl itself failed (bad usage, API unreachable, I/O).",
+    after_help = "Examples:\n  wiberctl stack up                      # Kafka, FerretDB, api, 2 consumers as local processes\n  wiberctl send --from alice --to bob \"Hello\"\n  wiberctl read alice bob --limit 20\n  wiberctl count --user1 alice\n  wiberctl health --json"
+)]
+pub struct Cli {
+    /// Base URL of the Wiber API.
+    #[arg(long, global = true, env = "WIBER_API_URL", default_value = DEFAULT_API_URL)]
+    api_url: String,
+    /// Print machine-readable JSON on stdout instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Per-request timeout, e.g. 10s, 500ms.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send a message; succeeds once Kafka acknowledged it (acks=all).
+    #[command(after_help = "Example:\n  wiberctl send --from alice --to bob \"Hello\"\n  wiberctl send --from alice --to bob --id order-42 \"retry-safe: stored once\"")]
+    Send {
+        /// Sender (1–50 characters).
+        #[arg(long = "from")]
+        from: String,
+        /// Recipient (1–50 characters).
+        #[arg(long = "to")]
+        to: String,
+        /// Client-chosen message id: re-sending with the same id stores the message once.
+        #[arg(long = "id")]
+        id: Option<String>,
+        /// The message text (1–5000 characters).
+        content: String,
+    },
+    /// Read a conversation (two users, oldest first) or a user's recent messages (one user, newest first).
+    #[command(after_help = "Examples:\n  wiberctl read alice bob --limit 20 --skip 40\n  wiberctl read alice")]
+    Read {
+        user1: String,
+        user2: Option<String>,
+        /// How many messages (1–500). Default: 50 for a conversation, 100 for a user.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Skip this many messages first (conversations only).
+        #[arg(long, alias = "offset", default_value_t = 0)]
+        skip: u64,
+    },
+    /// Count stored messages: all, one user's (one of --user1/--user2), or a conversation (both).
+    Count {
+        #[arg(long)]
+        user1: Option<String>,
+        #[arg(long)]
+        user2: Option<String>,
+    },
+    /// Readiness of the stack as the API sees it (Kafka and MongoDB). Exit 1 when not ready.
+    Health,
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected a number and a unit, e.g. 500ms, 10s, 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit {unit:?} in {s:?}: use ms, s, m or h")),
+    };
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(format!("duration {s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses the command line, runs the command, maps the result to the exit-code contract.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wiberctl: cannot start the async runtime: {e}");
+            return exit::tool_error();
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(outcome) => outcome.code(),
+        Err(e) => {
+            eprintln!("wiberctl: {e:#}");
+            exit::tool_error()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let api = ApiClient::new(&cli.api_url, cli.timeout)?;
+    let json = cli.json;
+    match cli.command {
+        Command::Send { from, to, id, content } => {
+            let msg = NewMessage {
+                from_user: from,
+                to_user: to,
+                content,
+                message_id: id,
+            };
+            commands::messages::send(&api, msg, json).await
+        }
+        Command::Read { user1, user2, limit, skip } => {
+            let limit = limit.unwrap_or(if user2.is_some() { 50 } else { 100 });
+            commands::messages::read(&api, &user1, user2.as_deref(), limit, skip, json).await
+        }
+        Command::Count { user1, user2 } => {
+            commands::messages::count(&api, user1.as_deref(), user2.as_deref(), json).await
+        }
+        Command::Health => commands::messages::health(&api, json).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("10x").unwrap_err().contains("unit"));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

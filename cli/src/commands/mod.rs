@@ -1,0 +1,4 @@
+//! One module per command group. Each command returns the exit code it decided on;
+//! errors that stop the tool itself bubble up as `anyhow` errors (exit 2).
+
+pub mod messages;

@@ -1,0 +1,896 @@
+//! The local-process runtime: the whole stack as plain processes on 127.0.0.1.
+//!
+//! For machines without Docker, and for the integration tests. Components:
+//! - `kafka#1`: one KRaft node (broker + controller) run from the jars [`crate::provision`]
+//!   fetched (`java -cp 'libs/*' kafka.Kafka server.properties`);
+//! - `mongo#1`: FerretDB on SQLite, speaking the MongoDB wire protocol;
+//! - `consumer#N`, `api#N`: our `wiber-server consumer|api`, configured by environment.
+//!
+//! Everything of one stack lives in its directory ([`LocalStackConfig::dir`]):
+//!
+//! ```text
+//! state.json                 config, resolved ports, pids (+ start times), restarts
+//! logs/kafka-1.log ...       stdout+stderr of each instance, appended across restarts
+//! kafka/server.properties    kafka/data/ (formatted once, so restarts keep the data)
+//! mongo/data/                FerretDB's SQLite files (one file per database)
+//! ```
+//!
+//! Ownership decides who cleans up:
+//! - [`Ownership::Attached`] (tests): children die with the owning process, even on
+//!   SIGKILL or abort (see `process.rs`), and dropping the [`LocalStack`] kills them.
+//! - [`Ownership::Detached`] (`wiberctl stack up --runtime local`): processes outlive the
+//!   CLI; a later invocation re-opens the stack with [`LocalStack::load`] and acts on the
+//!   pids recorded in `state.json` (each checked against its recorded start time, so a
+//!   reused pid is never signalled).
+//!
+//! Typical use in a test:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use wiberctl::{provision, runtime::local::{LocalStack, LocalStackConfig}};
+//! let prov = provision::ensure(&provision::repo_root()?)?;
+//! let mut cfg = LocalStackConfig::new("/tmp/my-stack");
+//! cfg.consumers = 0; // Kafka + FerretDB only
+//! cfg.apis = 0;
+//! let stack = LocalStack::up(cfg, &prov).await?;
+//! println!("{} {}", stack.bootstrap(), stack.mongo_uri());
+//! # Ok(()) }
+//! ```
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::process::{self, ProcState, SpawnSpec};
+use super::{probe, rfc3339_opt, InstanceId, InstanceInfo, Runtime, Service, Signal};
+use crate::provision::Provisioned;
+
+/// How long each component may take to become ready. Generous because a cold JVM on two
+/// busy cores (cargo building next to it) is slow; a healthy start is much faster
+/// (Kafka ~7 s, FerretDB ~0.2 s).
+const KAFKA_READY_TIMEOUT: Duration = Duration::from_secs(120);
+const MONGO_READY_TIMEOUT: Duration = Duration::from_secs(30);
+const API_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// A consumer has no port to probe: it counts as started if it is still alive after this.
+const CONSUMER_GRACE: Duration = Duration::from_millis(750);
+/// Graceful stop: SIGTERM, then SIGKILL after this. Kafka's controlled shutdown is the
+/// slowest (a few seconds); consumers flush and commit.
+const KAFKA_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Who cleans up the stack's processes; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Ownership {
+    /// Processes die with the owning process and when the [`LocalStack`] is dropped.
+    #[default]
+    Attached,
+    /// Processes outlive the owner; `state.json` lets later processes manage them.
+    Detached,
+}
+
+/// Configuration of a local stack. Ports set to 0 are picked (free ports on 127.0.0.1)
+/// by [`LocalStack::up`] and then recorded, so restarts reuse them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalStackConfig {
+    /// The stack's own directory (created if missing): state, logs, data.
+    pub dir: PathBuf,
+    /// Kafka client listener (PLAINTEXT).
+    pub kafka_port: u16,
+    /// Kafka KRaft controller listener.
+    pub kafka_controller_port: u16,
+    /// FerretDB.
+    pub mongo_port: u16,
+    /// Port of `api#1`; further api instances get picked ports.
+    pub api_port: u16,
+    /// Number of `wiber-server consumer` instances started by `up` (0 = none).
+    pub consumers: u32,
+    /// Number of `wiber-server api` instances started by `up` (0 = none).
+    pub apis: u32,
+    /// `KAFKA_PARTITIONS` for the services, and the broker's default partition count.
+    pub partitions: u32,
+    pub topic: String,
+    pub consumer_group: String,
+    pub db: String,
+    pub collection: String,
+    /// Kafka JVM heap (-Xmx), MiB.
+    pub kafka_heap_mb: u32,
+    /// Extra environment for api and consumer instances (e.g. `RUST_LOG`).
+    pub extra_env: Vec<(String, String)>,
+    pub ownership: Ownership,
+}
+
+impl LocalStackConfig {
+    /// Defaults: picked ports, 1 api, 1 consumer, 3 partitions, topic `wiber.messages`,
+    /// group `wiber-consumers`, database `wiber`, collection `messages`, attached.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        LocalStackConfig {
+            dir: dir.into(),
+            kafka_port: 0,
+            kafka_controller_port: 0,
+            mongo_port: 0,
+            api_port: 0,
+            consumers: 1,
+            apis: 1,
+            partitions: 3,
+            topic: "wiber.messages".into(),
+            consumer_group: "wiber-consumers".into(),
+            db: "wiber".into(),
+            collection: "messages".into(),
+            kafka_heap_mb: 512,
+            extra_env: Vec::new(),
+            ownership: Ownership::Attached,
+        }
+    }
+}
+
+/// One instance as recorded in `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InstanceRecord {
+    id: InstanceId,
+    /// Listening port (kafka, mongo, api); None for consumers.
+    port: Option<u16>,
+    pid: Option<u32>,
+    /// Identifies the process behind `pid` (see `process.rs`).
+    start_ticks: Option<u64>,
+    #[serde(with = "rfc3339_opt")]
+    started_at: Option<DateTime<Utc>>,
+    /// Times started after the first start.
+    restarts: u32,
+    /// Times started at all.
+    starts: u32,
+}
+
+/// Everything `state.json` holds: enough for another process to manage the stack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StackState {
+    config: LocalStackConfig,
+    provisioned: Provisioned,
+    /// KRaft cluster id used to format Kafka's data dir.
+    kafka_cluster_id: String,
+    instances: Vec<InstanceRecord>,
+}
+
+impl StackState {
+    fn record(&self, id: &InstanceId) -> Result<&InstanceRecord> {
+        self.instances.iter().find(|r| r.id == *id).ok_or_else(|| {
+            let have: Vec<String> = self.instances.iter().map(|r| r.id.to_string()).collect();
+            anyhow!(
+                "no instance {id} in the local stack at {} (it has: {})",
+                self.config.dir.display(),
+                have.join(", ")
+            )
+        })
+    }
+
+    fn record_mut(&mut self, id: &InstanceId) -> Result<&mut InstanceRecord> {
+        self.record(id)?;
+        Ok(self.instances.iter_mut().find(|r| r.id == *id).expect("checked above"))
+    }
+}
+
+/// A running (or stopped) local stack. See the module docs.
+///
+/// Operations on *different* instances may run concurrently; do not run two operations
+/// on the *same* instance at once.
+pub struct LocalStack {
+    dir: PathBuf,
+    ownership: Ownership,
+    state: Mutex<StackState>,
+}
+
+impl LocalStack {
+    /// Starts a stack: Kafka, then FerretDB, then the consumers, then the apis, each
+    /// waited for. On failure everything already started is killed and the error says
+    /// which component failed, with the last lines of its log.
+    pub async fn up(cfg: LocalStackConfig, prov: &Provisioned) -> Result<LocalStack> {
+        let mut cfg = cfg;
+        fs::create_dir_all(cfg.dir.join("logs"))
+            .with_context(|| format!("creating the stack directory {}", cfg.dir.display()))?;
+        cfg.dir = cfg
+            .dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", cfg.dir.display()))?;
+        for port in [
+            &mut cfg.kafka_port,
+            &mut cfg.kafka_controller_port,
+            &mut cfg.mongo_port,
+            &mut cfg.api_port,
+        ] {
+            if *port == 0 {
+                *port = pick_free_port()?;
+            }
+        }
+        let mut instances = vec![
+            InstanceRecord::new(InstanceId::first(Service::Kafka), Some(cfg.kafka_port)),
+            InstanceRecord::new(InstanceId::first(Service::Mongo), Some(cfg.mongo_port)),
+        ];
+        for i in 1..=cfg.consumers {
+            instances.push(InstanceRecord::new(InstanceId::new(Service::Consumer, i), None));
+        }
+        for i in 1..=cfg.apis {
+            let port = if i == 1 { cfg.api_port } else { pick_free_port()? };
+            instances.push(InstanceRecord::new(InstanceId::new(Service::Api, i), Some(port)));
+        }
+        let stack = LocalStack {
+            dir: cfg.dir.clone(),
+            ownership: cfg.ownership,
+            state: Mutex::new(StackState {
+                config: cfg,
+                provisioned: prov.clone(),
+                kafka_cluster_id: kafka_cluster_id(),
+                instances,
+            }),
+        };
+        stack.save()?;
+        let order: Vec<InstanceId> = stack.lock().instances.iter().map(|r| r.id).collect();
+        for id in order {
+            if let Err(e) = stack.start_instance(&id).await {
+                stack.kill_all_now();
+                return Err(e.context(format!(
+                    "local stack at {} did not come up; everything started was killed",
+                    stack.dir.display()
+                )));
+            }
+        }
+        Ok(stack)
+    }
+
+    /// Re-opens a stack started (usually detached) by another process, from its
+    /// `state.json`. The returned handle never kills anything on drop.
+    pub fn load(dir: &Path) -> Result<LocalStack> {
+        let path = dir.join("state.json");
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {}: no local stack there (start one with `wiberctl stack up --runtime local`)",
+                path.display()
+            )
+        })?;
+        let state: StackState = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {} (written by another wiberctl version?)", path.display()))?;
+        Ok(LocalStack {
+            dir: state.config.dir.clone(),
+            ownership: Ownership::Detached,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Stops everything gracefully, in reverse start order (apis, consumers, FerretDB,
+    /// Kafka). Data and logs stay in the directory.
+    pub async fn down(&self) -> Result<()> {
+        let mut ids: Vec<InstanceId> = self.lock().instances.iter().map(|r| r.id).collect();
+        ids.sort_by_key(|id| std::cmp::Reverse(start_rank(id.service)));
+        let mut first_err = None;
+        for id in ids {
+            if let Err(e) = self.stop_instance(&id).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Adds and starts one more consumer or api instance; returns its id.
+    pub async fn add_instance(&self, service: Service) -> Result<InstanceId> {
+        if !matches!(service, Service::Consumer | Service::Api) {
+            bail!("the local runtime runs exactly one {service} (single node); only consumer and api scale");
+        }
+        let id = {
+            let mut st = self.lock();
+            let index = st
+                .instances
+                .iter()
+                .filter(|r| r.id.service == service)
+                .map(|r| r.id.index)
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let id = InstanceId::new(service, index);
+            let port = if service == Service::Api {
+                Some(if index == 1 { st.config.api_port } else { pick_free_port()? })
+            } else {
+                None
+            };
+            st.instances.push(InstanceRecord::new(id, port));
+            id
+        };
+        self.save()?;
+        self.start_instance(&id).await?;
+        Ok(id)
+    }
+
+    /// Kafka bootstrap servers, `127.0.0.1:PORT`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.lock().config.kafka_port)
+    }
+
+    /// `mongodb://127.0.0.1:PORT/?directConnection=true` (FerretDB is no replica set).
+    pub fn mongo_uri(&self) -> String {
+        format!(
+            "mongodb://127.0.0.1:{}/?directConnection=true",
+            self.lock().config.mongo_port
+        )
+    }
+
+    /// Base URL of `api#1`, `http://127.0.0.1:PORT` (defined even when no api runs, so a
+    /// test can start one itself on that port).
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.lock().config.api_port)
+    }
+
+    /// The stack's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The config with resolved ports.
+    pub fn config(&self) -> LocalStackConfig {
+        self.lock().config.clone()
+    }
+
+    /// Path of an instance's log file.
+    pub fn log_path(&self, id: &InstanceId) -> PathBuf {
+        self.dir.join("logs").join(format!("{}.log", id.file_stem()))
+    }
+
+    /// The environment an api or consumer instance gets (exposed so tests can run a
+    /// service binary of their own against this stack).
+    pub fn service_env(&self, id: &InstanceId) -> Vec<(String, String)> {
+        service_env_from(&self.lock(), id)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StackState> {
+        // A panic while holding the lock leaves consistent data (we never hold it across
+        // partial updates), so recover from poisoning instead of cascading panics.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `state.json` atomically (temp file + rename).
+    fn save(&self) -> Result<()> {
+        let text = serde_json::to_string_pretty(&*self.lock())?;
+        let tmp = self.dir.join("state.json.tmp");
+        fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, self.dir.join("state.json"))
+            .with_context(|| format!("writing {}", self.dir.join("state.json").display()))
+    }
+
+    /// (pid, start_ticks, state) of the instance's current process, if any.
+    fn proc_of(&self, id: &InstanceId) -> Result<Option<(u32, u64, ProcState)>> {
+        let st = self.lock();
+        let rec = st.record(id)?;
+        Ok(match (rec.pid, rec.start_ticks) {
+            (Some(pid), Some(ticks)) => Some((pid, ticks, process::state(pid, ticks))),
+            _ => None,
+        })
+    }
+
+    fn running_proc(&self, id: &InstanceId) -> Result<(u32, u64, ProcState)> {
+        match self.proc_of(id)? {
+            Some(p) if p.2 != ProcState::Gone => Ok(p),
+            _ => bail!("{id} is not running (exited); start it first"),
+        }
+    }
+
+    /// Starts one instance (no-op if running) and waits until it is ready.
+    async fn start_instance(&self, id: &InstanceId) -> Result<()> {
+        if let Some((_, _, s)) = self.proc_of(id)? {
+            if s != ProcState::Gone {
+                return Ok(());
+            }
+        }
+        let (spec, port) = {
+            let st = self.lock();
+            (self.spawn_spec(&st, id)?, st.record(id)?.port)
+        };
+        if id.service == Service::Kafka {
+            self.prepare_kafka().await?;
+        }
+        if id.service == Service::Mongo {
+            fs::create_dir_all(self.dir.join("mongo").join("data"))?;
+        }
+        if let Some(port) = port {
+            // A leftover process (e.g. of a stack whose owner was SIGKILLed a moment
+            // ago) would make the readiness probe talk to the wrong server.
+            if probe::tcp_accepts(&format!("127.0.0.1:{port}")).await {
+                bail!(
+                    "cannot start {id}: port {port} on 127.0.0.1 is already in use by another \
+                     process (check with `ss -ltnp 'sport = :{port}'`)"
+                );
+            }
+        }
+        append_banner(&spec.log, &format!("starting {id}"));
+        let spawned = process::spawn(spec).with_context(|| format!("starting {id}"))?;
+        {
+            let mut st = self.lock();
+            let rec = st.record_mut(id)?;
+            if rec.starts > 0 {
+                rec.restarts += 1;
+            }
+            rec.starts += 1;
+            rec.pid = Some(spawned.pid);
+            rec.start_ticks = Some(spawned.start_ticks);
+            rec.started_at = Some(Utc::now());
+        }
+        self.save()?;
+        let started = Instant::now();
+        match self.wait_ready(id, port, spawned.pid, spawned.start_ticks).await {
+            Ok(()) => {
+                tracing::info!(instance = %id, pid = spawned.pid, elapsed_ms = started.elapsed().as_millis() as u64, "local instance ready");
+                Ok(())
+            }
+            Err(e) => {
+                // Leave nothing half-started behind: the caller sees the error and the log.
+                let _ = process::signal(spawned.pid, spawned.start_ticks, libc::SIGKILL);
+                process::wait_gone(spawned.pid, spawned.start_ticks, Duration::from_secs(5)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Polls the instance's readiness probe until it passes, the process dies, or the
+    /// component's timeout passes.
+    async fn wait_ready(&self, id: &InstanceId, port: Option<u16>, pid: u32, ticks: u64) -> Result<()> {
+        let (limit, what) = match id.service {
+            Service::Kafka => (KAFKA_READY_TIMEOUT, "Kafka answering ApiVersions"),
+            Service::Mongo => (MONGO_READY_TIMEOUT, "FerretDB accepting connections"),
+            Service::Api => (API_READY_TIMEOUT, "GET /health/readiness answering 200"),
+            Service::Consumer => (CONSUMER_GRACE, "the consumer staying alive"),
+        };
+        let addr = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let deadline = Instant::now() + limit;
+        let mut last_probe_error = String::new();
+        loop {
+            if process::state(pid, ticks) == ProcState::Gone {
+                bail!(
+                    "{id} (pid {pid}) exited during start-up.\nLast lines of {}:\n{}",
+                    self.log_path(id).display(),
+                    process::tail_file(&self.log_path(id), 30)
+                );
+            }
+            let ready = match id.service {
+                Service::Kafka => match probe::kafka_api_versions(&addr).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        last_probe_error = format!("{e:#}");
+                        false
+                    }
+                },
+                Service::Mongo => probe::tcp_accepts(&addr).await,
+                Service::Api => match probe::http_get(&addr, "/health/readiness", Duration::from_secs(2)).await {
+                    Ok((200, _)) => true,
+                    Ok((status, body)) => {
+                        last_probe_error = format!("HTTP {status}: {}", body.trim());
+                        false
+                    }
+                    Err(e) => {
+                        last_probe_error = format!("{e:#}");
+                        false
+                    }
+                },
+                // Alive at the end of the grace period = started.
+                Service::Consumer => Instant::now() >= deadline,
+            };
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{id} (pid {pid}) was not ready within {limit:?} (waiting for {what} on {addr}; \
+                     last probe: {}); it was killed.\nLast lines of {}:\n{}",
+                    if last_probe_error.is_empty() { "-" } else { &last_probe_error },
+                    self.log_path(id).display(),
+                    process::tail_file(&self.log_path(id), 30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Graceful stop: SIGCONT (a stopped process cannot handle SIGTERM), SIGTERM, bounded
+    /// wait, then SIGKILL. No-op if not running.
+    async fn stop_instance(&self, id: &InstanceId) -> Result<()> {
+        let Some((pid, ticks, s)) = self.proc_of(id)? else {
+            return Ok(());
+        };
+        if s == ProcState::Gone {
+            return Ok(());
+        }
+        let _ = process::signal(pid, ticks, libc::SIGCONT);
+        let _ = process::signal(pid, ticks, libc::SIGTERM);
+        let limit = if id.service == Service::Kafka { KAFKA_STOP_TIMEOUT } else { STOP_TIMEOUT };
+        if !process::wait_gone(pid, ticks, limit).await {
+            tracing::warn!(instance = %id, pid, "did not stop within {limit:?} after SIGTERM; sending SIGKILL");
+            let _ = process::signal(pid, ticks, libc::SIGKILL);
+            if !process::wait_gone(pid, ticks, Duration::from_secs(10)).await {
+                bail!("{id} (pid {pid}) survived SIGKILL for 10 s (stuck in the kernel?)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `server.properties` and formats Kafka's data dir if it is not formatted
+    /// yet (formatting again would refuse, and a restart must keep the data).
+    async fn prepare_kafka(&self) -> Result<()> {
+        let (cfg, prov, cluster_id) = {
+            let st = self.lock();
+            (st.config.clone(), st.provisioned.clone(), st.kafka_cluster_id.clone())
+        };
+        let kdir = self.dir.join("kafka");
+        let data = kdir.join("data");
+        fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+        let props = kdir.join("server.properties");
+        fs::write(&props, kafka_properties(&cfg, &data))
+            .with_context(|| format!("writing {}", props.display()))?;
+        if data.join("meta.properties").is_file() {
+            return Ok(());
+        }
+        let log = self.log_path(&InstanceId::first(Service::Kafka));
+        append_banner(&log, "formatting the KRaft storage");
+        let out = tokio::task::spawn_blocking(move || {
+            let file = fs::OpenOptions::new().create(true).append(true).open(&log)?;
+            let mut child = std::process::Command::new(&prov.java)
+                .arg(format!("-Dlog4j2.configurationFile={}", prov.kafka_log4j2_config.display()))
+                .arg("-cp")
+                .arg(prov.kafka_libs.join("*"))
+                .arg("kafka.tools.StorageTool")
+                .args(["format", "--ignore-formatted", "-t", &cluster_id, "-c"])
+                .arg(&props)
+                .stdin(std::process::Stdio::null())
+                .stdout(file.try_clone()?)
+                .stderr(file)
+                .spawn()?;
+            // Bounded: formatting takes ~2 s.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    return anyhow::Ok((status, log));
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("kafka-storage format did not finish within 120 s");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await??;
+        if !out.0.success() {
+            bail!(
+                "formatting Kafka's storage in {} failed ({}); if the directory holds data of \
+                 another cluster, remove it.\nLast lines of {}:\n{}",
+                data.display(),
+                out.0,
+                out.1.display(),
+                process::tail_file(&out.1, 20)
+            );
+        }
+        Ok(())
+    }
+
+    /// How to run an instance. Deterministic from the state, so another process (after
+    /// [`LocalStack::load`]) restarts it exactly the same way.
+    fn spawn_spec(&self, st: &StackState, id: &InstanceId) -> Result<SpawnSpec> {
+        let rec = st.record(id)?;
+        let prov = &st.provisioned;
+        let c = &st.config;
+        let (program, args, env): (PathBuf, Vec<OsString>, Vec<(String, String)>) = match id.service {
+            Service::Kafka => (
+                prov.java.clone(),
+                vec![
+                    format!("-Xms{}m", c.kafka_heap_mb.min(256)).into(),
+                    format!("-Xmx{}m", c.kafka_heap_mb).into(),
+                    "-XX:+UseG1GC".into(),
+                    "-XX:MaxGCPauseMillis=20".into(),
+                    "-Djava.awt.headless=true".into(),
+                    format!("-Dlog4j2.configurationFile={}", prov.kafka_log4j2_config.display()).into(),
+                    format!("-Dkafka.logs.dir={}", self.dir.join("kafka").join("logs").display()).into(),
+                    "-cp".into(),
+                    prov.kafka_libs.join("*").into(),
+                    "kafka.Kafka".into(),
+                    self.dir.join("kafka").join("server.properties").into(),
+                ],
+                Vec::new(),
+            ),
+            Service::Mongo => {
+                let mdir = self.dir.join("mongo");
+                (
+                    prov.ferretdb_bin.clone(),
+                    vec![
+                        "--handler=sqlite".into(),
+                        // FerretDB wants a directory URI with a trailing slash.
+                        format!("--sqlite-url=file:{}/", mdir.join("data").display()).into(),
+                        format!("--listen-addr=127.0.0.1:{}", rec.port.unwrap_or(c.mongo_port)).into(),
+                        format!("--state-dir={}", mdir.display()).into(),
+                        // Its debug/metrics HTTP listener defaults to a fixed port
+                        // (8088), which would clash between stacks: off.
+                        "--debug-addr=-".into(),
+                        // No phoning home, ever.
+                        "--telemetry=disable".into(),
+                        "--log-format=json".into(),
+                    ],
+                    Vec::new(),
+                )
+            }
+            Service::Api | Service::Consumer => {
+                let bin = server_bin()?;
+                let sub = if id.service == Service::Api { "api" } else { "consumer" };
+                (bin, vec![sub.into()], service_env_from(st, id))
+            }
+        };
+        Ok(SpawnSpec {
+            program,
+            args,
+            env,
+            cwd: self.dir.clone(),
+            log: self.log_path(id),
+            die_with_owner: self.ownership == Ownership::Attached,
+        })
+    }
+
+    /// SIGKILLs every live instance and reaps it (used by `Drop` and on failed `up`).
+    fn kill_all_now(&self) {
+        let procs: Vec<(u32, u64)> = self
+            .lock()
+            .instances
+            .iter()
+            .filter_map(|r| Some((r.pid?, r.start_ticks?)))
+            .collect();
+        for (pid, ticks) in &procs {
+            let _ = process::signal(*pid, *ticks, libc::SIGKILL);
+        }
+        for (pid, ticks) in procs {
+            process::wait_gone_blocking(pid, ticks, Duration::from_secs(5));
+        }
+    }
+}
+
+fn service_env_from(st: &StackState, id: &InstanceId) -> Vec<(String, String)> {
+    let c = &st.config;
+    let mut env = vec![
+        ("KAFKA_BOOTSTRAP_SERVERS".into(), format!("127.0.0.1:{}", c.kafka_port)),
+        ("KAFKA_TOPIC".into(), c.topic.clone()),
+        ("KAFKA_CONSUMER_GROUP".into(), c.consumer_group.clone()),
+        ("KAFKA_PARTITIONS".into(), c.partitions.to_string()),
+        (
+            "MONGO_URI".into(),
+            format!("mongodb://127.0.0.1:{}/?directConnection=true", c.mongo_port),
+        ),
+        ("MONGO_DB".into(), c.db.clone()),
+        ("MONGO_COLLECTION".into(), c.collection.clone()),
+        ("API_HOST".into(), "127.0.0.1".into()),
+        ("WIBER_INSTANCE".into(), id.to_string()),
+    ];
+    if id.service == Service::Api {
+        if let Some(port) = st.record(id).ok().and_then(|r| r.port) {
+            env.push(("API_PORT".into(), port.to_string()));
+        }
+    }
+    env.extend(c.extra_env.iter().cloned());
+    env
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        if self.ownership == Ownership::Attached {
+            self.kill_all_now();
+        }
+    }
+}
+
+impl InstanceRecord {
+    fn new(id: InstanceId, port: Option<u16>) -> Self {
+        InstanceRecord {
+            id,
+            port,
+            pid: None,
+            start_ticks: None,
+            started_at: None,
+            restarts: 0,
+            starts: 0,
+        }
+    }
+}
+
+impl Runtime for LocalStack {
+    async fn list(&self) -> Result<Vec<InstanceInfo>> {
+        let st = self.lock();
+        Ok(st
+            .instances
+            .iter()
+            .map(|r| {
+                let state = match (r.pid, r.start_ticks) {
+                    (Some(pid), Some(t)) => process::state(pid, t),
+                    _ => ProcState::Gone,
+                };
+                InstanceInfo {
+                    id: r.id,
+                    state: match state {
+                        ProcState::Running => "running",
+                        ProcState::Stopped => "paused",
+                        ProcState::Gone => "exited",
+                    }
+                    .to_string(),
+                    pid_or_container: r.pid.map_or("-".to_string(), |p| p.to_string()),
+                    started_at: r.started_at,
+                    restarts: r.restarts,
+                    address: match (r.id.service, r.port) {
+                        (Service::Api, Some(p)) => format!("http://127.0.0.1:{p}"),
+                        (Service::Mongo, Some(p)) => format!("mongodb://127.0.0.1:{p}"),
+                        (_, Some(p)) => format!("127.0.0.1:{p}"),
+                        (_, None) => String::new(),
+                    },
+                }
+            })
+            .collect())
+    }
+
+    async fn kill(&self, id: &InstanceId, sig: Signal) -> Result<()> {
+        let (pid, ticks, _) = self.running_proc(id)?;
+        process::signal(pid, ticks, sig.as_libc()).with_context(|| format!("sending {} to {id}", sig.name()))?;
+        if sig == Signal::Kill {
+            // SIGKILL is immediate; wait (briefly) so a following list() says "exited".
+            process::wait_gone(pid, ticks, Duration::from_secs(5)).await;
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, id: &InstanceId) -> Result<()> {
+        self.stop_instance(id).await
+    }
+
+    async fn start(&self, id: &InstanceId) -> Result<()> {
+        self.start_instance(id).await
+    }
+
+    async fn restart(&self, id: &InstanceId) -> Result<()> {
+        self.stop_instance(id).await?;
+        self.start_instance(id).await
+    }
+
+    async fn pause(&self, id: &InstanceId) -> Result<()> {
+        let (pid, ticks, _) = self.running_proc(id)?;
+        process::signal(pid, ticks, libc::SIGSTOP).with_context(|| format!("pausing {id}"))?;
+        wait_for_state(pid, ticks, ProcState::Stopped).await;
+        Ok(())
+    }
+
+    async fn unpause(&self, id: &InstanceId) -> Result<()> {
+        let (pid, ticks, _) = self.running_proc(id)?;
+        process::signal(pid, ticks, libc::SIGCONT).with_context(|| format!("unpausing {id}"))?;
+        wait_for_state(pid, ticks, ProcState::Running).await;
+        Ok(())
+    }
+
+    async fn disconnect(&self, id: &InstanceId) -> Result<()> {
+        bail!("disconnecting {id} from the network is not supported by the local runtime; use the docker runtime")
+    }
+
+    async fn reconnect(&self, id: &InstanceId) -> Result<()> {
+        bail!("reconnecting {id} to the network is not supported by the local runtime; use the docker runtime")
+    }
+
+    async fn logs(&self, id: &InstanceId, tail: usize) -> Result<String> {
+        self.lock().record(id)?;
+        Ok(process::tail_file(&self.log_path(id), tail))
+    }
+}
+
+/// SIGSTOP/SIGCONT are asynchronous; wait (bounded, 2 s) until /proc reflects them.
+async fn wait_for_state(pid: u32, ticks: u64, want: ProcState) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while process::state(pid, ticks) != want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn start_rank(s: Service) -> usize {
+    Service::ALL.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+/// The single-node KRaft configuration (broker and controller in one process).
+fn kafka_properties(c: &LocalStackConfig, data: &Path) -> String {
+    format!(
+        "# Generated by wiberctl (cli/src/runtime/local.rs) at every start of kafka#1.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{cport}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data}
+num.partitions={partitions}
+# Topics are created by the services with their configured partitions, never implicitly.
+auto.create.topics.enable=false
+# One broker: every internal topic must make do with one replica.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Consumers join at once instead of waiting 3 s for more members.
+group.initial.rebalance.delay.ms=0
+",
+        cport = c.kafka_controller_port,
+        port = c.kafka_port,
+        data = data.display(),
+        partitions = c.partitions,
+    )
+}
+
+/// A KRaft cluster id: 16 random bytes, base64url without padding (what
+/// `kafka-storage random-uuid` prints).
+fn kafka_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut out = String::with_capacity(22);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A currently free TCP port on 127.0.0.1 (the OS picks; there is a small window in
+/// which another process could take it, which start-up would then report).
+pub fn pick_free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to pick a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Finds the `wiber-server` binary: `$WIBER_SERVER_BIN`, else next to the current
+/// executable (`target/debug/`), or one level up when the current executable is a test
+/// binary in `target/debug/deps/`.
+pub fn server_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("WIBER_SERVER_BIN") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("WIBER_SERVER_BIN={} does not exist: build it with `cargo build -p wiber-server`", p.display());
+        }
+        return Ok(p);
+    }
+    let exe = std::env::current_exe().context("locating the current executable")?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let mut candidates = vec![dir.join("wiber-server")];
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        if let Some(up) = dir.parent() {
+            candidates.push(up.join("wiber-server"));
+        }
+    }
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        anyhow!(
+            "wiber-server binary not found (looked at {}): build it with `cargo build -p wiber-server` \
+             or set WIBER_SERVER_BIN",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+fn append_banner(log: &Path, what: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(log) {
+        let _ = writeln!(f, "=== wiberctl {}: {what} ===", Utc::now().to_rfc3339());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_id_is_22_base64url_chars() {
+        let id = kafka_cluster_id();
+        assert_eq!(id.len(), 22, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    }
+}

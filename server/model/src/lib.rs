@@ -1,0 +1,233 @@
+//! Types shared by the Wiber server and `wiberctl`, so neither copies the other's structs.
+//!
+//! Layout:
+//! - [`Message`]: the message as the API returns it, as it travels on the Kafka topic and
+//!   (with provenance added, [`StoredMessage`]) as it lives in MongoDB.
+//! - [`NewMessage`] and [`validate`]: what a client sends and the rules it must meet.
+//! - [`conversation_key`]: the unordered user pair that is the Kafka key, so one
+//!   conversation stays in one partition and in order.
+//! - [`new_message_id`]: server-chosen ids when the client gave none.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted user name, in characters.
+pub const MAX_USER_CHARS: usize = 50;
+/// Longest accepted content, in characters.
+pub const MAX_CONTENT_CHARS: usize = 5000;
+/// Longest accepted client-chosen message id, in characters.
+pub const MAX_MESSAGE_ID_CHARS: usize = 128;
+/// Largest accepted request body for `POST /messages`.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A message accepted by the API: returned to the client, published to Kafka, stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub message_id: String,
+    pub from_user: String,
+    pub to_user: String,
+    pub content: String,
+    /// Milliseconds since the Unix epoch, assigned by the API when it accepted the message.
+    pub timestamp: i64,
+    /// RFC 3339 rendering of `timestamp`.
+    pub created_at: String,
+}
+
+impl Message {
+    /// Builds a message accepted now (`timestamp_ms`), deriving `createdAt` from it.
+    pub fn accept(new: NewMessage, message_id: String, timestamp_ms: i64) -> Message {
+        Message {
+            message_id,
+            from_user: new.from_user,
+            to_user: new.to_user,
+            content: new.content,
+            timestamp: timestamp_ms,
+            created_at: rfc3339_ms(timestamp_ms),
+        }
+    }
+
+    /// The Kafka key of this message's conversation.
+    pub fn conversation(&self) -> String {
+        conversation_key(&self.from_user, &self.to_user)
+    }
+}
+
+/// A message as stored in MongoDB: the [`Message`] plus where and when it was stored.
+/// `_id` equals `messageId`, which is what makes a redelivered record a duplicate-key hit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredMessage {
+    #[serde(flatten)]
+    pub message: Message,
+    /// Milliseconds since the epoch when the consumer wrote the document.
+    pub stored_at: i64,
+    /// Kafka partition the record was consumed from.
+    pub partition: i32,
+    /// Kafka offset of the record.
+    pub offset: i64,
+}
+
+/// The body of `POST /messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewMessage {
+    pub from_user: String,
+    pub to_user: String,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+}
+
+/// A field that failed validation, and why. Rendered to clients as a 422.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ValidationError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks a new message against the contract: users 1–50 characters without control
+/// characters, content 1–5000 characters, an optional message id of 1–128 printable characters.
+pub fn validate(m: &NewMessage) -> Result<(), ValidationError> {
+    validate_user("fromUser", &m.from_user)?;
+    validate_user("toUser", &m.to_user)?;
+    let n = m.content.chars().count();
+    if n == 0 || n > MAX_CONTENT_CHARS {
+        return Err(ValidationError::new(
+            "content",
+            format!("must be 1 to {MAX_CONTENT_CHARS} characters, got {n}"),
+        ));
+    }
+    if let Some(id) = &m.message_id {
+        validate_message_id("messageId", id)?;
+    }
+    Ok(())
+}
+
+/// Checks a user name (also used for path parameters of the read routes).
+pub fn validate_user(field: &'static str, user: &str) -> Result<(), ValidationError> {
+    let n = user.chars().count();
+    if n == 0 || n > MAX_USER_CHARS {
+        return Err(ValidationError::new(
+            field,
+            format!("must be 1 to {MAX_USER_CHARS} characters, got {n}"),
+        ));
+    }
+    if user.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a client-chosen message id (body `messageId` or header `Idempotency-Key`).
+pub fn validate_message_id(field: &'static str, id: &str) -> Result<(), ValidationError> {
+    let n = id.chars().count();
+    if n == 0 || n > MAX_MESSAGE_ID_CHARS {
+        return Err(ValidationError::new(
+            field,
+            format!("must be 1 to {MAX_MESSAGE_ID_CHARS} characters, got {n}"),
+        ));
+    }
+    if id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ValidationError::new(
+            field,
+            "must not contain whitespace or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The conversation of two users, independent of direction. User names cannot hold
+/// control characters, so the unit separator cannot be confused with a name.
+pub fn conversation_key(a: &str, b: &str) -> String {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    format!("{lo}\u{1f}{hi}")
+}
+
+/// A fresh server-chosen message id: `msg_<ms>_<16 hex>`, the seed's shape with more
+/// randomness, so ids from several API instances never collide in practice.
+pub fn new_message_id(timestamp_ms: i64) -> String {
+    let r = uuid::Uuid::new_v4().simple().to_string();
+    format!("msg_{timestamp_ms}_{}", &r[..16])
+}
+
+/// RFC 3339 with millisecond precision and a `Z` suffix, e.g. `2025-01-27T10:30:00.040Z`.
+pub fn rfc3339_ms(timestamp_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(timestamp_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(from: &str, to: &str, content: &str) -> NewMessage {
+        NewMessage {
+            from_user: from.into(),
+            to_user: to.into(),
+            content: content.into(),
+            message_id: None,
+        }
+    }
+
+    #[test]
+    fn conversation_key_ignores_direction() {
+        assert_eq!(conversation_key("alice", "bob"), conversation_key("bob", "alice"));
+        assert_ne!(conversation_key("ab", "c"), conversation_key("a", "bc"));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert!(validate(&new("alice", "bob", "hi")).is_ok());
+        assert_eq!(validate(&new("", "bob", "hi")).unwrap_err().field, "fromUser");
+        assert_eq!(validate(&new("a", &"b".repeat(51), "hi")).unwrap_err().field, "toUser");
+        assert_eq!(validate(&new("a\n", "b", "hi")).unwrap_err().field, "fromUser");
+        assert_eq!(validate(&new("a", "b", "")).unwrap_err().field, "content");
+        assert_eq!(
+            validate(&new("a", "b", &"x".repeat(5001))).unwrap_err().field,
+            "content"
+        );
+        // Limits count characters, not bytes.
+        assert!(validate(&new(&"é".repeat(50), "b", &"€".repeat(5000))).is_ok());
+        let mut m = new("a", "b", "c");
+        m.message_id = Some("has space".into());
+        assert_eq!(validate(&m).unwrap_err().field, "messageId");
+    }
+
+    #[test]
+    fn message_json_uses_the_contract_names() {
+        let m = Message::accept(new("alice", "bob", "Hello!"), "m1".into(), 1_758_865_780_040);
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["messageId"], "m1");
+        assert_eq!(v["fromUser"], "alice");
+        assert_eq!(v["toUser"], "bob");
+        assert_eq!(v["timestamp"], 1_758_865_780_040i64);
+        assert_eq!(v["createdAt"], "2025-09-26T05:49:40.040Z");
+    }
+
+    #[test]
+    fn server_ids_are_unique_and_valid() {
+        let a = new_message_id(1);
+        let b = new_message_id(1);
+        assert_ne!(a, b);
+        assert!(validate_message_id("messageId", &a).is_ok());
+    }
+}

@@ -1,0 +1,66 @@
+//! One error type for every handler: it picks the HTTP status and renders a JSON body
+//! `{"error": kind, "detail": text, "field": name?}` so clients never parse prose.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use wiber_model::ValidationError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    #[error("unsupported content type {0:?}: send `Content-Type: application/json`")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Validation(#[from] ValidationError),
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("kafka unavailable: {0}")]
+    KafkaUnavailable(String),
+    #[error("mongodb unavailable: {0}")]
+    StoreUnavailable(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::KafkaUnavailable(_) | ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::KafkaUnavailable(_) => "kafka_unavailable",
+            ApiError::StoreUnavailable(_) => "mongodb_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"error": self.kind(), "detail": self.to_string()});
+        if let ApiError::Validation(v) = &self {
+            body["field"] = json!(v.field);
+        }
+        if self.status().is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::StoreUnavailable(e.to_string())
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTTP API service (axum).
+//!
+//! Layout: [`handlers`] (one function per route), [`error`] (status + JSON body for every
+//! failure), [`metrics`] (Prometheus), [`docs`] (OpenAPI + vendored Swagger UI). This file
+//! wires them into a [`router`] and [`run`]s it with graceful shutdown.
+
+mod docs;
+mod error;
+mod handlers;
+mod metrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tracing::Instrument;
+
+pub use docs::OPENAPI_JSON;
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+use crate::config::{instance_name, ApiConfig};
+use crate::kafka::{self, Publisher};
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub publisher: Publisher,
+    pub store: Store,
+    pub topic: Arc<str>,
+    pub metrics: Metrics,
+}
+
+/// Every route of the contract. `/messages/user/{username}` and `/messages/count` are
+/// static segments, so they win over `/messages/{user1}/{user2}`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/messages", post(handlers::post_message))
+        .route("/messages/count", get(handlers::count))
+        .route("/messages/user/{username}", get(handlers::user_messages))
+        .route("/messages/{user1}/{user2}", get(handlers::conversation))
+        .route("/health/liveness", get(handlers::liveness))
+        .route("/health/readiness", get(handlers::readiness))
+        .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(docs::openapi))
+        .route("/docs", get(docs::ui))
+        .route("/docs/", get(docs::ui))
+        .route("/docs/swagger-ui-bundle.js", get(docs::bundle_js))
+        .route("/docs/swagger-ui.css", get(docs::css))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Per request: a correlation id (the client's `X-Request-Id` or a fresh one) on a log
+/// span and the response, and the request counted and timed by route.
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let started = Instant::now();
+    let mut resp = next.run(req).instrument(span).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = resp.status();
+    st.metrics
+        .requests
+        .with_label_values(&[method.as_str(), &route, status.as_str()])
+        .inc();
+    st.metrics
+        .request_seconds
+        .with_label_values(&[method.as_str(), &route])
+        .observe(elapsed);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// Runs the API until `shutdown` resolves, then drains in-flight requests and flushes
+/// the producer (both bounded).
+pub async fn run(cfg: ApiConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let instance = instance_name("api");
+    let publisher = Publisher::new(&cfg.kafka, cfg.message_timeout(), cfg.linger_ms)?;
+    let store = Store::connect(&cfg.mongo).await?;
+    // Topics and indexes are ensured in the background: the API serves liveness at once
+    // and readiness tells when the dependencies are there.
+    {
+        let kafka_cfg = cfg.kafka.clone();
+        tokio::spawn(async move {
+            kafka::ensure_topics_until(&kafka_cfg, std::future::pending()).await;
+        });
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            for _ in 0..100 {
+                match store.ensure_indexes().await {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(error = %e, "mongodb indexes not ensured yet; retrying"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+    let state = AppState {
+        publisher: publisher.clone(),
+        store,
+        topic: cfg.kafka.topic.clone().into(),
+        metrics: Metrics::new(),
+    };
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e} (is another process using the port? set API_PORT)"))?;
+    tracing::info!(%instance, %addr, "api listening");
+    serve(listener, state, shutdown).await?;
+    publisher.flush(Duration::from_secs(5));
+    tracing::info!(%instance, "api stopped");
+    Ok(())
+}
+
+/// Serves the router on `listener` until `shutdown`; in-flight requests get a bounded
+/// grace period so a stuck client cannot hold the process.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+    let drained = async {
+        let _ = rx.await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    };
+    tokio::select! {
+        r = server => r.map_err(|e| anyhow::anyhow!("http server failed: {e}")),
+        _ = drained => {
+            tracing::warn!("in-flight requests did not finish within 10s of shutdown; leaving");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Kafka adapter: the only module that touches rdkafka. It creates the topics, publishes
+//! messages with the delivery contract (acks=all, idempotent, bounded timeout, key = the
+//! conversation) and builds the group consumer. Domain code sees [`Publisher`] and
+//! [`PublishError`], not rdkafka types.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+use crate::config::{ConsumerConfig, KafkaConfig};
+
+/// Why a publish failed. Every variant means "not acknowledged": the API answers 503.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("kafka did not acknowledge the message within {0:?}: {1}")]
+    Timeout(Duration, String),
+    #[error("kafka rejected the message: {0}")]
+    Rejected(String),
+}
+
+impl PublishError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PublishError::Timeout(..) => "timeout",
+            PublishError::Rejected(_) => "rejected",
+        }
+    }
+}
+
+/// Where Kafka stored a record.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Publishes records with acks=all and idempotence. An idempotent producer that hits a
+/// fatal error (librdkafka then refuses every later record) is replaced by a fresh one,
+/// so a long broker outage does not leave the API failing forever after Kafka returns.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<RwLock<FutureProducer>>,
+    config: ClientConfig,
+    timeout: Duration,
+}
+
+impl Publisher {
+    pub fn new(kafka: &KafkaConfig, message_timeout: Duration, linger_ms: u64) -> anyhow::Result<Self> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &kafka.bootstrap_servers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", message_timeout.as_millis().to_string())
+            .set("linger.ms", linger_ms.to_string())
+            .set("compression.type", "lz4")
+            .set("client.id", "wiber-api");
+        let producer = create_producer(&config)?;
+        Ok(Publisher {
+            inner: Arc::new(RwLock::new(producer)),
+            config,
+            timeout: message_timeout,
+        })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.inner.read().expect("producer lock").clone()
+    }
+
+    /// Sends `payload` under `key` and waits for the broker's acknowledgement
+    /// (all in-sync replicas), at most the configured message timeout.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        correlation_id: &str,
+    ) -> Result<Delivered, PublishError> {
+        let producer = self.producer();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "wiber-correlation-id",
+            value: Some(correlation_id),
+        });
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
+        // The queue timeout bounds the wait for room in librdkafka's local queue; the
+        // message timeout (set in the config) bounds the wait for the broker's ack.
+        match producer.send(record, Timeout::After(self.timeout)).await {
+            Ok(d) => Ok(Delivered {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Err((err, _msg)) => {
+                self.replace_if_fatal(&producer);
+                Err(classify(err, self.timeout))
+            }
+        }
+    }
+
+    fn replace_if_fatal(&self, failed: &FutureProducer) {
+        if let Some((code, reason)) = failed.client().fatal_error() {
+            tracing::error!(?code, %reason, "kafka producer hit a fatal error; replacing it");
+            match create_producer(&self.config) {
+                Ok(p) => *self.inner.write().expect("producer lock") = p,
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "could not recreate the kafka producer"),
+            }
+        }
+    }
+
+    /// Asks the cluster for the topic's metadata: proves a broker answers and the topic
+    /// exists. Blocking inside librdkafka, so run on the blocking pool.
+    pub async fn check(&self, topic: &str, timeout: Duration) -> Result<(), String> {
+        let producer = self.producer();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let md = producer
+                .client()
+                .fetch_metadata(Some(&topic), Timeout::After(timeout))
+                .map_err(|e| e.to_string())?;
+            match md.topics().first() {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+                Some(t) => Err(format!("topic {topic} not available: {:?}", t.error())),
+                None => Err(format!("topic {topic} not found")),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Waits (at most `timeout`) until every queued record is acknowledged or failed.
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.producer().flush(Timeout::After(timeout));
+    }
+}
+
+fn create_producer(config: &ClientConfig) -> anyhow::Result<FutureProducer> {
+    config
+        .create()
+        .map_err(|e| anyhow::anyhow!("cannot create the kafka producer: {e}"))
+}
+
+fn classify(err: KafkaError, timeout: Duration) -> PublishError {
+    match err.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageTimedOut) | Some(RDKafkaErrorCode::QueueFull) => {
+            PublishError::Timeout(timeout, err.to_string())
+        }
+        _ => PublishError::Rejected(err.to_string()),
+    }
+}
+
+/// Creates the message topic and its dead-letter topic with the configured partitions
+/// and replication. Topics that already exist are left as they are.
+pub async fn ensure_topics(kafka: &KafkaConfig) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .create()
+        .map_err(|e| anyhow::anyhow!("cannot create the kafka admin client: {e}"))?;
+    let dlq = kafka.dlq_topic();
+    let topics = [
+        NewTopic::new(
+            &kafka.topic,
+            kafka.partitions,
+            TopicReplication::Fixed(kafka.replication_factor),
+        ),
+        NewTopic::new(&dlq, 1, TopicReplication::Fixed(kafka.replication_factor)),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&topics, &opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach kafka at {} to create topics: {e}", kafka.bootstrap_servers))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!(
+                "cannot create kafka topic {name}: {code} (check the broker's replication settings)"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Retries [`ensure_topics`] with capped back-off until it works or `stop` resolves.
+pub async fn ensure_topics_until(kafka: &KafkaConfig, stop: impl std::future::Future<Output = ()>) -> bool {
+    tokio::pin!(stop);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match ensure_topics(kafka).await {
+            Ok(()) => {
+                tracing::info!(topic = %kafka.topic, "kafka topics ready");
+                return true;
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "kafka topics not ready yet; retrying"),
+        }
+        tokio::select! {
+            _ = &mut stop => return false,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Builds the group consumer: manual commits only, offsets stored only by us, start
+/// from the earliest record when the group has no committed offset.
+pub fn group_consumer(cfg: &ConsumerConfig, instance: &str) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
+        .set("group.id", &cfg.group)
+        .set("client.id", instance)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (cfg.session_timeout_ms / 5).max(100).to_string())
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| anyhow::anyhow!("cannot create the kafka consumer: {e}"))?;
+    Ok(consumer)
+}
+
+/// A producer for the dead-letter topic (same delivery guarantees as the main one).
+pub fn dlq_producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000")
+        .set("client.id", "wiber-consumer-dlq")
+        .create()
+        .map_err(|e| anyhow::anyhow!("cannot create the kafka dead-letter producer: {e}"))
+}
