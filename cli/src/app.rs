@@ -38,7 +38,9 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Send a message; succeeds once Kafka acknowledged it (acks=all).
-    #[command(after_help = "Example:\n  wiberctl send --from alice --to bob \"Hello\"\n  wiberctl send --from alice --to bob --id order-42 \"retry-safe: stored once\"")]
+    #[command(
+        after_help = "Example:\n  wiberctl send --from alice --to bob \"Hello\"\n  wiberctl send --from alice --to bob --id order-42 \"retry-safe: stored once\""
+    )]
     Send {
         /// Sender (1–50 characters).
         #[arg(long = "from")]
@@ -53,7 +55,9 @@ enum Command {
         content: String,
     },
     /// Read a conversation (two users, oldest first) or a user's recent messages (one user, newest first).
-    #[command(after_help = "Examples:\n  wiberctl read alice bob --limit 20 --skip 40\n  wiberctl read alice")]
+    #[command(
+        after_help = "Examples:\n  wiberctl read alice bob --limit 20 --skip 40\n  wiberctl read alice"
+    )]
     Read {
         user1: String,
         user2: Option<String>,
@@ -73,22 +77,39 @@ enum Command {
     },
     /// Readiness of the stack as the API sees it (Kafka and MongoDB). Exit 1 when not ready.
     Health,
+    /// Bring the stack up or down (Docker or local processes), show its status and logs.
+    Stack {
+        #[command(subcommand)]
+        cmd: commands::stack::StackCmd,
+    },
+    /// Inject faults: kill, stop, start, restart, pause, unpause, disconnect, reconnect.
+    Chaos(commands::chaos::ChaosArgs),
+    /// Open-loop load at a constant rate with honest latency; writes a ledger and a report.
+    Bench(Box<commands::bench::BenchArgs>),
+    /// Check a bench run's delivery invariants in MongoDB (lost, duplicated, ...). Exit 1 on a violation.
+    Verify(commands::verify::VerifyArgs),
 }
 
 /// Parses `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected a number and a unit, e.g. 500ms, 10s, 2m"))?;
+    let n: f64 = num.parse().map_err(|_| {
+        format!("invalid duration {s:?}: expected a number and a unit, e.g. 500ms, 10s, 2m")
+    })?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit {unit:?} in {s:?}: use ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {s:?}: use ms, s, m or h"
+            ))
+        }
     };
     if !(0.0..=1e9).contains(&secs) {
         return Err(format!("duration {s:?} is out of range"));
@@ -119,7 +140,12 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let api = ApiClient::new(&cli.api_url, cli.timeout)?;
     let json = cli.json;
     match cli.command {
-        Command::Send { from, to, id, content } => {
+        Command::Send {
+            from,
+            to,
+            id,
+            content,
+        } => {
             let msg = NewMessage {
                 from_user: from,
                 to_user: to,
@@ -128,7 +154,12 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             };
             commands::messages::send(&api, msg, json).await
         }
-        Command::Read { user1, user2, limit, skip } => {
+        Command::Read {
+            user1,
+            user2,
+            limit,
+            skip,
+        } => {
             let limit = limit.unwrap_or(if user2.is_some() { 50 } else { 100 });
             commands::messages::read(&api, &user1, user2.as_deref(), limit, skip, json).await
         }
@@ -136,6 +167,10 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             commands::messages::count(&api, user1.as_deref(), user2.as_deref(), json).await
         }
         Command::Health => commands::messages::health(&api, json).await,
+        Command::Stack { cmd } => commands::stack::run(cmd, json).await,
+        Command::Chaos(args) => commands::chaos::run(args, json).await,
+        Command::Bench(args) => commands::bench::run(*args, &cli.api_url, cli.timeout, json).await,
+        Command::Verify(args) => commands::verify::run(args, json).await,
     }
 }
 

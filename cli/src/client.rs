@@ -82,24 +82,41 @@ impl ApiClient {
         self.decode("POST /messages", &url, resp).await
     }
 
-    pub async fn conversation(&self, a: &str, b: &str, limit: u32, skip: u64) -> Result<Vec<Message>, ClientError> {
-        let url = format!("{}/messages/{}/{}", self.base, path_segment(a), path_segment(b));
+    pub async fn conversation(
+        &self,
+        a: &str,
+        b: &str,
+        limit: u32,
+        skip: u64,
+    ) -> Result<Vec<Message>, ClientError> {
+        let url = format!(
+            "{}/messages/{}/{}",
+            self.base,
+            path_segment(a),
+            path_segment(b)
+        );
         let resp = self
             .http
             .get(&url)
             .query(&[("limit", limit.to_string()), ("skip", skip.to_string())])
             .send()
             .await;
-        self.decode("GET /messages/{user1}/{user2}", &url, resp).await
+        self.decode("GET /messages/{user1}/{user2}", &url, resp)
+            .await
     }
 
     pub async fn user_messages(&self, user: &str, limit: u32) -> Result<Vec<Message>, ClientError> {
         let url = format!("{}/messages/user/{}", self.base, path_segment(user));
         let resp = self.http.get(&url).query(&[("limit", limit)]).send().await;
-        self.decode("GET /messages/user/{username}", &url, resp).await
+        self.decode("GET /messages/user/{username}", &url, resp)
+            .await
     }
 
-    pub async fn count(&self, user1: Option<&str>, user2: Option<&str>) -> Result<Count, ClientError> {
+    pub async fn count(
+        &self,
+        user1: Option<&str>,
+        user2: Option<&str>,
+    ) -> Result<Count, ClientError> {
         let url = format!("{}/messages/count", self.base);
         let mut q = Vec::new();
         if let Some(u) = user1 {
@@ -177,7 +194,9 @@ fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

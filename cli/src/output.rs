@@ -27,7 +27,10 @@ pub fn messages(msgs: &[Message]) -> Table {
     let mut t = table(&["time (UTC)", "from", "to", "content", "messageId"]);
     for m in msgs {
         t.add_row(vec![
-            m.created_at.replace('T', " ").trim_end_matches('Z').to_string(),
+            m.created_at
+                .replace('T', " ")
+                .trim_end_matches('Z')
+                .to_string(),
             m.from_user.clone(),
             m.to_user.clone(),
             m.content.clone(),

@@ -168,8 +168,7 @@ fn kafka_complete(p: &Provisioned) -> bool {
     let dir = p.kafka_libs.parent().unwrap_or(Path::new("."));
     dir.join(".complete").is_file()
         && p.kafka_log4j2_config.is_file()
-        && p
-            .kafka_libs
+        && p.kafka_libs
             .join(format!("kafka_2.13-{}.jar", p.kafka_version))
             .is_file()
 }
@@ -431,7 +430,10 @@ fn write_marker(dir: &Path, version: &str) -> Result<()> {
     let marker = dir.join(".complete");
     fs::write(
         &marker,
-        format!("{version} provisioned at {}\n", chrono::Utc::now().to_rfc3339()),
+        format!(
+            "{version} provisioned at {}\n",
+            chrono::Utc::now().to_rfc3339()
+        ),
     )
     .with_context(|| format!("writing {}", marker.display()))
 }
@@ -466,7 +468,12 @@ pub fn check_java_version(java: &Path) -> Result<u32> {
         .nth(1)
         .and_then(|v| v.split(['.', '-', '+']).next())
         .and_then(|m| m.parse::<u32>().ok())
-        .ok_or_else(|| anyhow!("cannot read the version from `{} -version`: {text}", java.display()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "cannot read the version from `{} -version`: {text}",
+                java.display()
+            )
+        })?;
     if major < 17 {
         bail!(
             "{} is Java {major}; Kafka 4 needs Java 17+: install openjdk-17-jre-headless \
@@ -493,7 +500,13 @@ fn require_tool(name: &str, fix: &str) -> Result<()> {
 
 /// Runs `cmd` with stdout+stderr appended to `log`, bounded by `timeout`. On failure the
 /// error names `what`, suggests `fix` and quotes the log's last lines.
-fn run_logged(mut cmd: Command, log: &Path, timeout: Duration, what: &str, fix: &str) -> Result<()> {
+fn run_logged(
+    mut cmd: Command,
+    log: &Path,
+    timeout: Duration,
+    what: &str,
+    fix: &str,
+) -> Result<()> {
     let mut file = fs::OpenOptions::new()
         .create(true)
         .append(true)

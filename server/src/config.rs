@@ -11,7 +11,11 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct KafkaConfig {
     /// Kafka bootstrap servers, comma separated.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub bootstrap_servers: String,
     /// Topic messages are published to.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "wiber.messages")]

@@ -118,7 +118,11 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    async fn process(&self, batch: &[OwnedMessage], shutdown: &mut (impl Future<Output = ()> + Unpin)) -> Processed {
+    async fn process(
+        &self,
+        batch: &[OwnedMessage],
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Processed {
         let mut good = Vec::with_capacity(batch.len());
         for rec in batch {
             match decode(rec) {
@@ -142,7 +146,12 @@ impl Worker<'_> {
                     for m in &good {
                         tracing::debug!(message_id = %m.message.message_id, partition = m.partition, offset = m.offset, "stored");
                     }
-                    tracing::info!(records = batch.len(), inserted = o.inserted, duplicates = o.duplicates, "batch stored");
+                    tracing::info!(
+                        records = batch.len(),
+                        inserted = o.inserted,
+                        duplicates = o.duplicates,
+                        "batch stored"
+                    );
                     return Processed::Done;
                 }
                 Err(e) => {
@@ -160,15 +169,32 @@ impl Worker<'_> {
 
     /// Publishes an undecodable record to the dead-letter topic, retrying until Kafka
     /// acknowledges it (false: shutdown came first and the record stays uncommitted).
-    async fn dead_letter(&self, rec: &OwnedMessage, reason: &str, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+    async fn dead_letter(
+        &self,
+        rec: &OwnedMessage,
+        reason: &str,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> bool {
         let (partition, offset) = (rec.partition().to_string(), rec.offset().to_string());
         let mut backoff = Duration::from_millis(200);
         loop {
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "wiber-dlq-reason", value: Some(reason) })
-                .insert(Header { key: "wiber-source-topic", value: Some(rec.topic()) })
-                .insert(Header { key: "wiber-source-partition", value: Some(&partition) })
-                .insert(Header { key: "wiber-source-offset", value: Some(&offset) });
+                .insert(Header {
+                    key: "wiber-dlq-reason",
+                    value: Some(reason),
+                })
+                .insert(Header {
+                    key: "wiber-source-topic",
+                    value: Some(rec.topic()),
+                })
+                .insert(Header {
+                    key: "wiber-source-partition",
+                    value: Some(&partition),
+                })
+                .insert(Header {
+                    key: "wiber-source-offset",
+                    value: Some(&offset),
+                });
             let mut out = FutureRecord::to(&self.dlq_topic).headers(headers);
             if let Some(k) = rec.key() {
                 out = out.key(k);
@@ -176,7 +202,11 @@ impl Worker<'_> {
             if let Some(p) = rec.payload() {
                 out = out.payload(p);
             }
-            match self.dlq.send(out, Timeout::After(Duration::from_secs(30))).await {
+            match self
+                .dlq
+                .send(out, Timeout::After(Duration::from_secs(30)))
+                .await
+            {
                 Ok(_) => {
                     tracing::warn!(%reason, partition = rec.partition(), offset = rec.offset(), "record sent to the dead-letter topic");
                     return true;
@@ -195,7 +225,8 @@ impl Worker<'_> {
 /// Decodes and re-validates a record: the topic may hold records from other producers.
 fn decode(rec: &OwnedMessage) -> Result<Message, String> {
     let payload = rec.payload().ok_or("record has no payload")?;
-    let m: Message = serde_json::from_slice(payload).map_err(|e| format!("not a wiber message: {e}"))?;
+    let m: Message =
+        serde_json::from_slice(payload).map_err(|e| format!("not a wiber message: {e}"))?;
     validate(&NewMessage {
         from_user: m.from_user.clone(),
         to_user: m.to_user.clone(),

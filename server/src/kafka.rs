@@ -54,15 +54,26 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(kafka: &KafkaConfig, message_timeout: Duration, linger_ms: u64) -> anyhow::Result<Self> {
+    pub fn new(
+        kafka: &KafkaConfig,
+        message_timeout: Duration,
+        linger_ms: u64,
+    ) -> anyhow::Result<Self> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &kafka.bootstrap_servers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("message.timeout.ms", message_timeout.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                message_timeout.as_millis().to_string(),
+            )
             .set("linger.ms", linger_ms.to_string())
             .set("compression.type", "lz4")
+            // The broker thread checks message timeouts between reconnect attempts; with
+            // the default 10 s reconnect back-off a POST during an outage waited ~10 s
+            // instead of message.timeout.ms. 1 s keeps the bound honest and recovery quick.
+            .set("reconnect.backoff.max.ms", "1000")
             .set("client.id", "wiber-api");
         let producer = create_producer(&config)?;
         Ok(Publisher {
@@ -95,16 +106,29 @@ impl Publisher {
             .payload(payload)
             .headers(headers);
         // The queue timeout bounds the wait for room in librdkafka's local queue; the
-        // message timeout (set in the config) bounds the wait for the broker's ack.
-        match producer.send(record, Timeout::After(self.timeout)).await {
-            Ok(d) => Ok(Delivered {
+        // message timeout (set in the config) bounds the wait for the broker's ack. The
+        // outer timeout is a backstop so the HTTP answer is bounded whatever librdkafka
+        // does; a record it abandons may still be delivered later (an `unknown` outcome
+        // for the client, never a 200 without an ack).
+        let hard_bound = self.timeout + Duration::from_secs(1);
+        match tokio::time::timeout(
+            hard_bound,
+            producer.send(record, Timeout::After(self.timeout)),
+        )
+        .await
+        {
+            Ok(Ok(d)) => Ok(Delivered {
                 partition: d.partition,
                 offset: d.offset,
             }),
-            Err((err, _msg)) => {
+            Ok(Err((err, _msg))) => {
                 self.replace_if_fatal(&producer);
                 Err(classify(err, self.timeout))
             }
+            Err(_) => Err(PublishError::Timeout(
+                self.timeout,
+                "no delivery report within the bound".into(),
+            )),
         }
     }
 
@@ -113,7 +137,9 @@ impl Publisher {
             tracing::error!(?code, %reason, "kafka producer hit a fatal error; replacing it");
             match create_producer(&self.config) {
                 Ok(p) => *self.inner.write().expect("producer lock") = p,
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "could not recreate the kafka producer"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "could not recreate the kafka producer")
+                }
             }
         }
     }
@@ -176,10 +202,12 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> anyhow::Result<()> {
         NewTopic::new(&dlq, 1, TopicReplication::Fixed(kafka.replication_factor)),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(&topics, &opts)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach kafka at {} to create topics: {e}", kafka.bootstrap_servers))?;
+    let results = admin.create_topics(&topics, &opts).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach kafka at {} to create topics: {e}",
+            kafka.bootstrap_servers
+        )
+    })?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -192,7 +220,10 @@ pub async fn ensure_topics(kafka: &KafkaConfig) -> anyhow::Result<()> {
 }
 
 /// Retries [`ensure_topics`] with capped back-off until it works or `stop` resolves.
-pub async fn ensure_topics_until(kafka: &KafkaConfig, stop: impl std::future::Future<Output = ()>) -> bool {
+pub async fn ensure_topics_until(
+    kafka: &KafkaConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> bool {
     tokio::pin!(stop);
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -201,7 +232,9 @@ pub async fn ensure_topics_until(kafka: &KafkaConfig, stop: impl std::future::Fu
                 tracing::info!(topic = %kafka.topic, "kafka topics ready");
                 return true;
             }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "kafka topics not ready yet; retrying"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "kafka topics not ready yet; retrying")
+            }
         }
         tokio::select! {
             _ = &mut stop => return false,
@@ -222,7 +255,10 @@ pub fn group_consumer(cfg: &ConsumerConfig, instance: &str) -> anyhow::Result<St
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (cfg.session_timeout_ms / 5).max(100).to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (cfg.session_timeout_ms / 5).max(100).to_string(),
+        )
         .set("enable.partition.eof", "false")
         .create()
         .map_err(|e| anyhow::anyhow!("cannot create the kafka consumer: {e}"))?;

@@ -8,7 +8,11 @@ use wiber_server::config::{ApiConfig, ConsumerConfig};
 use wiber_server::{api, consumer, shutdown, telemetry};
 
 #[derive(Parser)]
-#[command(name = "wiber-server", version, about = "The Wiber stack's services. Every flag can also be set by its environment variable.")]
+#[command(
+    name = "wiber-server",
+    version,
+    about = "The Wiber stack's services. Every flag can also be set by its environment variable."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

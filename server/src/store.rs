@@ -76,32 +76,49 @@ impl Store {
         };
         let wc = WriteConcern::builder().w(w).journal(cfg.journal).build();
         let client = Client::with_options(opts)?;
-        let messages = client
-            .database(&cfg.mongo_db)
-            .collection_with_options(
-                &cfg.mongo_collection,
-                mongodb::options::CollectionOptions::builder()
-                    .write_concern(wc)
-                    .build(),
-            );
+        let messages = client.database(&cfg.mongo_db).collection_with_options(
+            &cfg.mongo_collection,
+            mongodb::options::CollectionOptions::builder()
+                .write_concern(wc)
+                .build(),
+        );
         Ok(Store { client, messages })
     }
 
-    /// Creates the read indexes (idempotent). Uniqueness comes from `_id`.
+    /// Creates the read indexes that are missing (idempotent). Uniqueness comes from `_id`.
+    ///
+    /// Only missing indexes are created, one per command: FerretDB 1.24 (SQLite) panics
+    /// on a `createIndexes` that names several indexes which already exist, and that
+    /// happens on every restart otherwise. A single existing index is answered normally,
+    /// so two instances racing on the same index are harmless.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let idx = |keys: Document, name: &str| {
-            IndexModel::builder()
+        let existing = self
+            .messages
+            .list_index_names()
+            .await
+            .or_else(|e| match *e.kind {
+                // The collection does not exist yet: nothing is indexed.
+                ErrorKind::Command(ref c) if c.code == 26 => Ok(Vec::new()),
+                _ => Err(e),
+            })?;
+        let wanted = [
+            (
+                "conversation_time",
+                doc! {"conversation": 1, "timestamp": 1},
+            ),
+            ("from_time", doc! {"fromUser": 1, "timestamp": -1}),
+            ("to_time", doc! {"toUser": 1, "timestamp": -1}),
+        ];
+        for (name, keys) in wanted {
+            if existing.iter().any(|n| n == name) {
+                continue;
+            }
+            let model = IndexModel::builder()
                 .keys(keys)
                 .options(IndexOptions::builder().name(name.to_string()).build())
-                .build()
-        };
-        self.messages
-            .create_indexes([
-                idx(doc! {"conversation": 1, "timestamp": 1}, "conversation_time"),
-                idx(doc! {"fromUser": 1, "timestamp": -1}, "from_time"),
-                idx(doc! {"toUser": 1, "timestamp": -1}, "to_time"),
-            ])
-            .await?;
+                .build();
+            self.messages.create_index(model).await?;
+        }
         Ok(())
     }
 
@@ -116,7 +133,11 @@ impl Store {
     /// Writes a batch with one unordered `insert_many`. Duplicate-key errors are
     /// de-duplication hits; any other failure fails the whole call so the caller retries
     /// the batch (retrying is safe: what was written comes back as duplicates).
-    pub async fn insert_batch(&self, batch: &[Incoming], stored_at: i64) -> Result<InsertOutcome, StoreError> {
+    pub async fn insert_batch(
+        &self,
+        batch: &[Incoming],
+        stored_at: i64,
+    ) -> Result<InsertOutcome, StoreError> {
         if batch.is_empty() {
             return Ok(InsertOutcome::default());
         }
@@ -146,7 +167,13 @@ impl Store {
     }
 
     /// Both directions of a conversation, oldest first, ordered by (timestamp, messageId).
-    pub async fn conversation(&self, a: &str, b: &str, limit: i64, skip: u64) -> Result<Vec<Message>, StoreError> {
+    pub async fn conversation(
+        &self,
+        a: &str,
+        b: &str,
+        limit: i64,
+        skip: u64,
+    ) -> Result<Vec<Message>, StoreError> {
         let filter = doc! {"conversation": conversation_key(a, b)};
         let cursor = self
             .messages
@@ -204,15 +231,23 @@ async fn collect_messages(cursor: mongodb::Cursor<Document>) -> Result<Vec<Messa
 
 fn from_document(d: &Document) -> Result<Message, StoreError> {
     let s = |k: &str| -> Result<String, StoreError> {
-        d.get_str(k)
-            .map(str::to_string)
-            .map_err(|_| StoreError(format!("stored document {:?} lacks string field {k}", d.get("_id"))))
+        d.get_str(k).map(str::to_string).map_err(|_| {
+            StoreError(format!(
+                "stored document {:?} lacks string field {k}",
+                d.get("_id")
+            ))
+        })
     };
     let timestamp = match d.get("timestamp") {
         Some(Bson::Int64(v)) => *v,
         Some(Bson::Int32(v)) => *v as i64,
         Some(Bson::Double(v)) => *v as i64,
-        _ => return Err(StoreError(format!("stored document {:?} lacks timestamp", d.get("_id")))),
+        _ => {
+            return Err(StoreError(format!(
+                "stored document {:?} lacks timestamp",
+                d.get("_id")
+            )))
+        }
     };
     Ok(Message {
         message_id: s("messageId")?,

@@ -1,6 +1,5 @@
 //! `send`, `read`, `count`, `health`: talk to the API like any client would.
 
-
 use wiber_model::NewMessage;
 
 use crate::client::{ApiClient, ClientError};
@@ -24,7 +23,14 @@ pub async fn send(api: &ApiClient, msg: NewMessage, json: bool) -> anyhow::Resul
 }
 
 /// Reads a conversation (two users) or one user's recent messages (one user).
-pub async fn read(api: &ApiClient, user1: &str, user2: Option<&str>, limit: u32, skip: u64, json: bool) -> anyhow::Result<Outcome> {
+pub async fn read(
+    api: &ApiClient,
+    user1: &str,
+    user2: Option<&str>,
+    limit: u32,
+    skip: u64,
+    json: bool,
+) -> anyhow::Result<Outcome> {
     let result = match user2 {
         Some(u2) => api.conversation(user1, u2, limit, skip).await,
         None => api.user_messages(user1, limit).await,
@@ -45,7 +51,12 @@ pub async fn read(api: &ApiClient, user1: &str, user2: Option<&str>, limit: u32,
     }
 }
 
-pub async fn count(api: &ApiClient, user1: Option<&str>, user2: Option<&str>, json: bool) -> anyhow::Result<Outcome> {
+pub async fn count(
+    api: &ApiClient,
+    user1: Option<&str>,
+    user2: Option<&str>,
+    json: bool,
+) -> anyhow::Result<Outcome> {
     match api.count(user1, user2).await {
         Ok(c) => {
             if json {
@@ -78,7 +89,10 @@ pub async fn health(api: &ApiClient, json: bool) -> anyhow::Result<Outcome> {
                 }));
             } else {
                 let mut t = output::table(&["component", "state"]);
-                t.add_row(vec!["api".to_string(), format!("{} ({})", r.status, api.base())]);
+                t.add_row(vec![
+                    "api".to_string(),
+                    format!("{} ({})", r.status, api.base()),
+                ]);
                 t.add_row(vec!["kafka".to_string(), r.kafka]);
                 t.add_row(vec!["mongodb".to_string(), r.mongodb]);
                 println!("{t}");
@@ -87,7 +101,9 @@ pub async fn health(api: &ApiClient, json: bool) -> anyhow::Result<Outcome> {
         }
         Err(e @ ClientError::Unreachable { .. }) => {
             if json {
-                output::json(&serde_json::json!({"api": api.base(), "ready": false, "error": e.to_string()}));
+                output::json(
+                    &serde_json::json!({"api": api.base(), "ready": false, "error": e.to_string()}),
+                );
             } else {
                 eprintln!("wiberctl: {e}");
             }
@@ -101,7 +117,13 @@ pub async fn health(api: &ApiClient, json: bool) -> anyhow::Result<Outcome> {
 /// tool failing to do its job: exit 2 through the error path.
 fn refused(e: ClientError, json: bool) -> anyhow::Result<Outcome> {
     match &e {
-        ClientError::Status { status, kind, field, detail, .. } => {
+        ClientError::Status {
+            status,
+            kind,
+            field,
+            detail,
+            ..
+        } => {
             if json {
                 output::json(&serde_json::json!({
                     "ok": false, "status": status, "error": kind, "field": field, "detail": detail,

@@ -170,7 +170,11 @@ impl StackState {
 
     fn record_mut(&mut self, id: &InstanceId) -> Result<&mut InstanceRecord> {
         self.record(id)?;
-        Ok(self.instances.iter_mut().find(|r| r.id == *id).expect("checked above"))
+        Ok(self
+            .instances
+            .iter_mut()
+            .find(|r| r.id == *id)
+            .expect("checked above"))
     }
 }
 
@@ -211,11 +215,21 @@ impl LocalStack {
             InstanceRecord::new(InstanceId::first(Service::Mongo), Some(cfg.mongo_port)),
         ];
         for i in 1..=cfg.consumers {
-            instances.push(InstanceRecord::new(InstanceId::new(Service::Consumer, i), None));
+            instances.push(InstanceRecord::new(
+                InstanceId::new(Service::Consumer, i),
+                None,
+            ));
         }
         for i in 1..=cfg.apis {
-            let port = if i == 1 { cfg.api_port } else { pick_free_port()? };
-            instances.push(InstanceRecord::new(InstanceId::new(Service::Api, i), Some(port)));
+            let port = if i == 1 {
+                cfg.api_port
+            } else {
+                pick_free_port()?
+            };
+            instances.push(InstanceRecord::new(
+                InstanceId::new(Service::Api, i),
+                Some(port),
+            ));
         }
         let stack = LocalStack {
             dir: cfg.dir.clone(),
@@ -251,8 +265,12 @@ impl LocalStack {
                 path.display()
             )
         })?;
-        let state: StackState = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {} (written by another wiberctl version?)", path.display()))?;
+        let state: StackState = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "parsing {} (written by another wiberctl version?)",
+                path.display()
+            )
+        })?;
         Ok(LocalStack {
             dir: state.config.dir.clone(),
             ownership: Ownership::Detached,
@@ -291,7 +309,11 @@ impl LocalStack {
                 + 1;
             let id = InstanceId::new(service, index);
             let port = if service == Service::Api {
-                Some(if index == 1 { st.config.api_port } else { pick_free_port()? })
+                Some(if index == 1 {
+                    st.config.api_port
+                } else {
+                    pick_free_port()?
+                })
             } else {
                 None
             };
@@ -334,7 +356,9 @@ impl LocalStack {
 
     /// Path of an instance's log file.
     pub fn log_path(&self, id: &InstanceId) -> PathBuf {
-        self.dir.join("logs").join(format!("{}.log", id.file_stem()))
+        self.dir
+            .join("logs")
+            .join(format!("{}.log", id.file_stem()))
     }
 
     /// The environment an api or consumer instance gets (exposed so tests can run a
@@ -417,7 +441,10 @@ impl LocalStack {
         }
         self.save()?;
         let started = Instant::now();
-        match self.wait_ready(id, port, spawned.pid, spawned.start_ticks).await {
+        match self
+            .wait_ready(id, port, spawned.pid, spawned.start_ticks)
+            .await
+        {
             Ok(()) => {
                 tracing::info!(instance = %id, pid = spawned.pid, elapsed_ms = started.elapsed().as_millis() as u64, "local instance ready");
                 Ok(())
@@ -433,7 +460,13 @@ impl LocalStack {
 
     /// Polls the instance's readiness probe until it passes, the process dies, or the
     /// component's timeout passes.
-    async fn wait_ready(&self, id: &InstanceId, port: Option<u16>, pid: u32, ticks: u64) -> Result<()> {
+    async fn wait_ready(
+        &self,
+        id: &InstanceId,
+        port: Option<u16>,
+        pid: u32,
+        ticks: u64,
+    ) -> Result<()> {
         let (limit, what) = match id.service {
             Service::Kafka => (KAFKA_READY_TIMEOUT, "Kafka answering ApiVersions"),
             Service::Mongo => (MONGO_READY_TIMEOUT, "FerretDB accepting connections"),
@@ -460,17 +493,20 @@ impl LocalStack {
                     }
                 },
                 Service::Mongo => probe::tcp_accepts(&addr).await,
-                Service::Api => match probe::http_get(&addr, "/health/readiness", Duration::from_secs(2)).await {
-                    Ok((200, _)) => true,
-                    Ok((status, body)) => {
-                        last_probe_error = format!("HTTP {status}: {}", body.trim());
-                        false
+                Service::Api => {
+                    match probe::http_get(&addr, "/health/readiness", Duration::from_secs(2)).await
+                    {
+                        Ok((200, _)) => true,
+                        Ok((status, body)) => {
+                            last_probe_error = format!("HTTP {status}: {}", body.trim());
+                            false
+                        }
+                        Err(e) => {
+                            last_probe_error = format!("{e:#}");
+                            false
+                        }
                     }
-                    Err(e) => {
-                        last_probe_error = format!("{e:#}");
-                        false
-                    }
-                },
+                }
                 // Alive at the end of the grace period = started.
                 Service::Consumer => Instant::now() >= deadline,
             };
@@ -501,7 +537,11 @@ impl LocalStack {
         }
         let _ = process::signal(pid, ticks, libc::SIGCONT);
         let _ = process::signal(pid, ticks, libc::SIGTERM);
-        let limit = if id.service == Service::Kafka { KAFKA_STOP_TIMEOUT } else { STOP_TIMEOUT };
+        let limit = if id.service == Service::Kafka {
+            KAFKA_STOP_TIMEOUT
+        } else {
+            STOP_TIMEOUT
+        };
         if !process::wait_gone(pid, ticks, limit).await {
             tracing::warn!(instance = %id, pid, "did not stop within {limit:?} after SIGTERM; sending SIGKILL");
             let _ = process::signal(pid, ticks, libc::SIGKILL);
@@ -517,7 +557,11 @@ impl LocalStack {
     async fn prepare_kafka(&self) -> Result<()> {
         let (cfg, prov, cluster_id) = {
             let st = self.lock();
-            (st.config.clone(), st.provisioned.clone(), st.kafka_cluster_id.clone())
+            (
+                st.config.clone(),
+                st.provisioned.clone(),
+                st.kafka_cluster_id.clone(),
+            )
         };
         let kdir = self.dir.join("kafka");
         let data = kdir.join("data");
@@ -531,9 +575,15 @@ impl LocalStack {
         let log = self.log_path(&InstanceId::first(Service::Kafka));
         append_banner(&log, "formatting the KRaft storage");
         let out = tokio::task::spawn_blocking(move || {
-            let file = fs::OpenOptions::new().create(true).append(true).open(&log)?;
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?;
             let mut child = std::process::Command::new(&prov.java)
-                .arg(format!("-Dlog4j2.configurationFile={}", prov.kafka_log4j2_config.display()))
+                .arg(format!(
+                    "-Dlog4j2.configurationFile={}",
+                    prov.kafka_log4j2_config.display()
+                ))
                 .arg("-cp")
                 .arg(prov.kafka_libs.join("*"))
                 .arg("kafka.tools.StorageTool")
@@ -577,7 +627,8 @@ impl LocalStack {
         let rec = st.record(id)?;
         let prov = &st.provisioned;
         let c = &st.config;
-        let (program, args, env): (PathBuf, Vec<OsString>, Vec<(String, String)>) = match id.service {
+        let (program, args, env): (PathBuf, Vec<OsString>, Vec<(String, String)>) = match id.service
+        {
             Service::Kafka => (
                 prov.java.clone(),
                 vec![
@@ -586,8 +637,16 @@ impl LocalStack {
                     "-XX:+UseG1GC".into(),
                     "-XX:MaxGCPauseMillis=20".into(),
                     "-Djava.awt.headless=true".into(),
-                    format!("-Dlog4j2.configurationFile={}", prov.kafka_log4j2_config.display()).into(),
-                    format!("-Dkafka.logs.dir={}", self.dir.join("kafka").join("logs").display()).into(),
+                    format!(
+                        "-Dlog4j2.configurationFile={}",
+                        prov.kafka_log4j2_config.display()
+                    )
+                    .into(),
+                    format!(
+                        "-Dkafka.logs.dir={}",
+                        self.dir.join("kafka").join("logs").display()
+                    )
+                    .into(),
                     "-cp".into(),
                     prov.kafka_libs.join("*").into(),
                     "kafka.Kafka".into(),
@@ -603,7 +662,11 @@ impl LocalStack {
                         "--handler=sqlite".into(),
                         // FerretDB wants a directory URI with a trailing slash.
                         format!("--sqlite-url=file:{}/", mdir.join("data").display()).into(),
-                        format!("--listen-addr=127.0.0.1:{}", rec.port.unwrap_or(c.mongo_port)).into(),
+                        format!(
+                            "--listen-addr=127.0.0.1:{}",
+                            rec.port.unwrap_or(c.mongo_port)
+                        )
+                        .into(),
                         format!("--state-dir={}", mdir.display()).into(),
                         // Its debug/metrics HTTP listener defaults to a fixed port
                         // (8088), which would clash between stacks: off.
@@ -617,7 +680,11 @@ impl LocalStack {
             }
             Service::Api | Service::Consumer => {
                 let bin = server_bin()?;
-                let sub = if id.service == Service::Api { "api" } else { "consumer" };
+                let sub = if id.service == Service::Api {
+                    "api"
+                } else {
+                    "consumer"
+                };
                 (bin, vec![sub.into()], service_env_from(st, id))
             }
         };
@@ -651,13 +718,19 @@ impl LocalStack {
 fn service_env_from(st: &StackState, id: &InstanceId) -> Vec<(String, String)> {
     let c = &st.config;
     let mut env = vec![
-        ("KAFKA_BOOTSTRAP_SERVERS".into(), format!("127.0.0.1:{}", c.kafka_port)),
+        (
+            "KAFKA_BOOTSTRAP_SERVERS".into(),
+            format!("127.0.0.1:{}", c.kafka_port),
+        ),
         ("KAFKA_TOPIC".into(), c.topic.clone()),
         ("KAFKA_CONSUMER_GROUP".into(), c.consumer_group.clone()),
         ("KAFKA_PARTITIONS".into(), c.partitions.to_string()),
         (
             "MONGO_URI".into(),
-            format!("mongodb://127.0.0.1:{}/?directConnection=true", c.mongo_port),
+            format!(
+                "mongodb://127.0.0.1:{}/?directConnection=true",
+                c.mongo_port
+            ),
         ),
         ("MONGO_DB".into(), c.db.clone()),
         ("MONGO_COLLECTION".into(), c.collection.clone()),
@@ -730,7 +803,8 @@ impl Runtime for LocalStack {
 
     async fn kill(&self, id: &InstanceId, sig: Signal) -> Result<()> {
         let (pid, ticks, _) = self.running_proc(id)?;
-        process::signal(pid, ticks, sig.as_libc()).with_context(|| format!("sending {} to {id}", sig.name()))?;
+        process::signal(pid, ticks, sig.as_libc())
+            .with_context(|| format!("sending {} to {id}", sig.name()))?;
         if sig == Signal::Kill {
             // SIGKILL is immediate; wait (briefly) so a following list() says "exited".
             process::wait_gone(pid, ticks, Duration::from_secs(5)).await;
@@ -831,7 +905,11 @@ fn kafka_cluster_id() -> String {
     let bytes = uuid::Uuid::new_v4().into_bytes();
     let mut out = String::with_capacity(22);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
@@ -844,7 +922,8 @@ fn kafka_cluster_id() -> String {
 /// A currently free TCP port on 127.0.0.1 (the OS picks; there is a small window in
 /// which another process could take it, which start-up would then report).
 pub fn pick_free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to pick a free port")?;
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .context("binding 127.0.0.1:0 to pick a free port")?;
     Ok(l.local_addr()?.port())
 }
 
@@ -855,7 +934,10 @@ pub fn server_bin() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("WIBER_SERVER_BIN") {
         let p = PathBuf::from(p);
         if !p.is_file() {
-            bail!("WIBER_SERVER_BIN={} does not exist: build it with `cargo build -p wiber-server`", p.display());
+            bail!(
+                "WIBER_SERVER_BIN={} does not exist: build it with `cargo build -p wiber-server`",
+                p.display()
+            );
         }
         return Ok(p);
     }
@@ -887,10 +969,25 @@ fn append_banner(log: &Path, what: &str) {
 mod tests {
     use super::*;
 
+    /// Compile-time check: the stack's futures are `Send`, so callers may `tokio::spawn`
+    /// them (e.g. a chaos task running next to a load generator).
+    #[allow(dead_code)]
+    fn futures_are_send(stack: &LocalStack, id: &InstanceId, prov: &Provisioned) {
+        fn is_send<T: Send>(_: &T) {}
+        is_send(&stack.restart(id));
+        is_send(&stack.kill(id, Signal::Kill));
+        is_send(&stack.list());
+        is_send(&stack.down());
+        is_send(&stack.add_instance(Service::Consumer));
+        is_send(&LocalStack::up(LocalStackConfig::new("x"), prov));
+    }
+
     #[test]
     fn cluster_id_is_22_base64url_chars() {
         let id = kafka_cluster_id();
         assert_eq!(id.len(), 22, "{id}");
-        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     }
 }

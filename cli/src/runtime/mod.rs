@@ -18,6 +18,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod docker;
 pub mod local;
 pub mod probe;
 mod process;
@@ -38,7 +39,12 @@ pub enum Service {
 
 impl Service {
     /// All services, in start order (dependencies first).
-    pub const ALL: [Service; 4] = [Service::Kafka, Service::Mongo, Service::Consumer, Service::Api];
+    pub const ALL: [Service; 4] = [
+        Service::Kafka,
+        Service::Mongo,
+        Service::Consumer,
+        Service::Api,
+    ];
 
     /// The name used on the command line, in logs and in container names.
     pub fn name(self) -> &'static str {

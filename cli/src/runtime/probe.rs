@@ -73,8 +73,9 @@ pub async fn kafka_api_versions(addr: &str) -> Result<()> {
 pub async fn http_get(addr: &str, path: &str, limit: Duration) -> Result<(u16, String)> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await?;
         let mut buf = Vec::new();
         // Bounded: at most 1 MiB is read.

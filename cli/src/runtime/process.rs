@@ -106,8 +106,13 @@ fn spawn_here(spec: &SpawnSpec) -> Result<Spawned> {
             // detached stack must survive the terminal closing.
             libc::setsid();
             if die_with_owner {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0)
-                    != 0
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -125,8 +130,12 @@ fn spawn_here(spec: &SpawnSpec) -> Result<Spawned> {
     let pid = child.id();
     // Dropping `child` neither waits nor kills; we reap by pid in `state()`.
     drop(child);
-    let start_ticks = read_start_ticks(pid)
-        .ok_or_else(|| anyhow!("{} (pid {pid}) vanished right after start", spec.program.display()))?;
+    let start_ticks = read_start_ticks(pid).ok_or_else(|| {
+        anyhow!(
+            "{} (pid {pid}) vanished right after start",
+            spec.program.display()
+        )
+    })?;
     Ok(Spawned { pid, start_ticks })
 }
 

@@ -10,6 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod ledger;
+pub mod report;
+
 /// Longest accepted user name, in characters.
 pub const MAX_USER_CHARS: usize = 50;
 /// Longest accepted content, in characters.
@@ -190,19 +193,35 @@ mod tests {
 
     #[test]
     fn conversation_key_ignores_direction() {
-        assert_eq!(conversation_key("alice", "bob"), conversation_key("bob", "alice"));
+        assert_eq!(
+            conversation_key("alice", "bob"),
+            conversation_key("bob", "alice")
+        );
         assert_ne!(conversation_key("ab", "c"), conversation_key("a", "bc"));
     }
 
     #[test]
     fn validation_names_the_field() {
         assert!(validate(&new("alice", "bob", "hi")).is_ok());
-        assert_eq!(validate(&new("", "bob", "hi")).unwrap_err().field, "fromUser");
-        assert_eq!(validate(&new("a", &"b".repeat(51), "hi")).unwrap_err().field, "toUser");
-        assert_eq!(validate(&new("a\n", "b", "hi")).unwrap_err().field, "fromUser");
+        assert_eq!(
+            validate(&new("", "bob", "hi")).unwrap_err().field,
+            "fromUser"
+        );
+        assert_eq!(
+            validate(&new("a", &"b".repeat(51), "hi"))
+                .unwrap_err()
+                .field,
+            "toUser"
+        );
+        assert_eq!(
+            validate(&new("a\n", "b", "hi")).unwrap_err().field,
+            "fromUser"
+        );
         assert_eq!(validate(&new("a", "b", "")).unwrap_err().field, "content");
         assert_eq!(
-            validate(&new("a", "b", &"x".repeat(5001))).unwrap_err().field,
+            validate(&new("a", "b", &"x".repeat(5001)))
+                .unwrap_err()
+                .field,
             "content"
         );
         // Limits count characters, not bytes.
@@ -214,7 +233,11 @@ mod tests {
 
     #[test]
     fn message_json_uses_the_contract_names() {
-        let m = Message::accept(new("alice", "bob", "Hello!"), "m1".into(), 1_758_865_780_040);
+        let m = Message::accept(
+            new("alice", "bob", "Hello!"),
+            "m1".into(),
+            1_758_865_780_040,
+        );
         let v = serde_json::to_value(&m).unwrap();
         assert_eq!(v["messageId"], "m1");
         assert_eq!(v["fromUser"], "alice");

@@ -27,7 +27,11 @@ pub async fn ui() -> Html<&'static str> {
 }
 
 pub async fn bundle_js() -> Response {
-    ([(header::CONTENT_TYPE, "application/javascript")], BUNDLE_JS).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/javascript")],
+        BUNDLE_JS,
+    )
+        .into_response()
 }
 
 pub async fn css() -> Response {

@@ -19,7 +19,11 @@ use super::{ApiError, AppState};
 use crate::store::CountScope;
 
 /// `POST /messages`: validate, publish with acks=all, answer only after Kafka's ack.
-pub async fn post_message(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Message>, ApiError> {
+pub async fn post_message(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Message>, ApiError> {
     check_json_content_type(&headers)?;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -27,12 +31,16 @@ pub async fn post_message(State(st): State<AppState>, headers: HeaderMap, body: 
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > MAX_BODY_BYTES {
-            return Err(ApiError::TooLarge { limit: MAX_BODY_BYTES });
+            return Err(ApiError::TooLarge {
+                limit: MAX_BODY_BYTES,
+            });
         }
     }
     let bytes = to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| ApiError::TooLarge { limit: MAX_BODY_BYTES })?;
+        .map_err(|_| ApiError::TooLarge {
+            limit: MAX_BODY_BYTES,
+        })?;
     let mut new = parse_new_message(&bytes)?;
     if let Some(key) = headers.get("idempotency-key") {
         let key = key
@@ -54,24 +62,41 @@ pub async fn post_message(State(st): State<AppState>, headers: HeaderMap, body: 
     validate(&new)?;
 
     let timestamp = now_ms();
-    let id = new.message_id.clone().unwrap_or_else(|| new_message_id(timestamp));
+    let id = new
+        .message_id
+        .clone()
+        .unwrap_or_else(|| new_message_id(timestamp));
     let message = Message::accept(new, id, timestamp);
     let payload = serde_json::to_vec(&message).expect("a message serialises");
     let started = Instant::now();
     let result = st
         .publisher
-        .publish(&st.topic, &message.conversation(), &payload, &message.message_id)
+        .publish(
+            &st.topic,
+            &message.conversation(),
+            &payload,
+            &message.message_id,
+        )
         .await;
     let elapsed = started.elapsed().as_secs_f64();
     match result {
         Ok(d) => {
-            st.metrics.produce_seconds.with_label_values(&["ok"]).observe(elapsed);
+            st.metrics
+                .produce_seconds
+                .with_label_values(&["ok"])
+                .observe(elapsed);
             tracing::info!(message_id = %message.message_id, partition = d.partition, offset = d.offset, "message acknowledged by kafka");
             Ok(Json(message))
         }
         Err(e) => {
-            st.metrics.produce_seconds.with_label_values(&["error"]).observe(elapsed);
-            st.metrics.produce_errors.with_label_values(&[e.kind()]).inc();
+            st.metrics
+                .produce_seconds
+                .with_label_values(&["error"])
+                .observe(elapsed);
+            st.metrics
+                .produce_errors
+                .with_label_values(&[e.kind()])
+                .inc();
             tracing::warn!(message_id = %message.message_id, error = %e, "message not acknowledged");
             Err(ApiError::KafkaUnavailable(e.to_string()))
         }
@@ -83,7 +108,12 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
         Ok(())
     } else {
@@ -94,7 +124,8 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 /// Parses the body field by field, so a wrong type is a 422 naming that field and only
 /// text that is not JSON at all is a 400. Unknown fields are ignored, as the seed did.
 fn parse_new_message(bytes: &[u8]) -> Result<NewMessage, ApiError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let Value::Object(obj) = value else {
         return Err(ValidationError::new("body", "must be a JSON object").into());
     };
@@ -119,14 +150,24 @@ fn parse_new_message(bytes: &[u8]) -> Result<NewMessage, ApiError> {
 }
 
 /// Reads an integer query parameter within `[min, max]`, naming it when it is not.
-fn int_param(q: &HashMap<String, String>, names: &[&'static str], default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+fn int_param(
+    q: &HashMap<String, String>,
+    names: &[&'static str],
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
     for &name in names {
         if let Some(raw) = q.get(name) {
-            let v: i64 = raw
-                .parse()
-                .map_err(|_| ValidationError::new(name, format!("must be an integer, got {raw:?}")))?;
+            let v: i64 = raw.parse().map_err(|_| {
+                ValidationError::new(name, format!("must be an integer, got {raw:?}"))
+            })?;
             if v < min || v > max {
-                return Err(ValidationError::new(name, format!("must be between {min} and {max}, got {v}")).into());
+                return Err(ValidationError::new(
+                    name,
+                    format!("must be between {min} and {max}, got {v}"),
+                )
+                .into());
             }
             return Ok(v);
         }
@@ -144,7 +185,11 @@ pub async fn conversation(
     validate_user("user2", &user2)?;
     let limit = int_param(&q, &["limit"], 50, 1, 500)?;
     let skip = int_param(&q, &["skip", "offset"], 0, 0, i64::MAX)?;
-    Ok(Json(st.store.conversation(&user1, &user2, limit, skip as u64).await?))
+    Ok(Json(
+        st.store
+            .conversation(&user1, &user2, limit, skip as u64)
+            .await?,
+    ))
 }
 
 /// `GET /messages/user/{username}?limit=100`: newest first.
@@ -159,7 +204,10 @@ pub async fn user_messages(
 }
 
 /// `GET /messages/count[?user1=&user2=]`: total, per user, or per conversation.
-pub async fn count(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+pub async fn count(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let user1 = q.get("user1").filter(|s| !s.is_empty()).cloned();
     let user2 = q.get("user2").filter(|s| !s.is_empty()).cloned();
     if let Some(u) = &user1 {
@@ -204,7 +252,11 @@ pub async fn readiness(State(st): State<AppState>) -> Response {
         "kafka": describe(&kafka),
         "mongodb": describe(&mongo),
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 

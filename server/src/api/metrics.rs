@@ -22,13 +22,19 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("wiber_http_requests_total", "HTTP requests by route and status"),
+            Opts::new(
+                "wiber_http_requests_total",
+                "HTTP requests by route and status",
+            ),
             &["method", "route", "status"],
         )
         .expect("valid metric");
         let request_seconds = HistogramVec::new(
-            HistogramOpts::new("wiber_http_request_duration_seconds", "HTTP request latency")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "wiber_http_request_duration_seconds",
+                "HTTP request latency",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["method", "route"],
         )
         .expect("valid metric");
@@ -42,7 +48,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let produce_errors = IntCounterVec::new(
-            Opts::new("wiber_kafka_produce_errors_total", "Produce failures by kind"),
+            Opts::new(
+                "wiber_kafka_produce_errors_total",
+                "Produce failures by kind",
+            ),
             &["kind"],
         )
         .expect("valid metric");

@@ -73,7 +73,8 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
     let started = Instant::now();
     let mut resp = next.run(req).instrument(span).await;
     let elapsed = started.elapsed().as_secs_f64();
@@ -94,28 +95,19 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
 
 /// Runs the API until `shutdown` resolves, then drains in-flight requests and flushes
 /// the producer (both bounded).
-pub async fn run(cfg: ApiConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let instance = instance_name("api");
     let publisher = Publisher::new(&cfg.kafka, cfg.message_timeout(), cfg.linger_ms)?;
     let store = Store::connect(&cfg.mongo).await?;
-    // Topics and indexes are ensured in the background: the API serves liveness at once
-    // and readiness tells when the dependencies are there.
+    // Topics are ensured in the background: the API serves liveness at once and
+    // readiness tells when Kafka is there. Indexes belong to the consumers (the writers).
     {
         let kafka_cfg = cfg.kafka.clone();
         tokio::spawn(async move {
             kafka::ensure_topics_until(&kafka_cfg, std::future::pending()).await;
-        });
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
-            for _ in 0..100 {
-                match store.ensure_indexes().await {
-                    Ok(()) => return,
-                    Err(e) => tracing::warn!(error = %e, "mongodb indexes not ensured yet; retrying"),
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
         });
     }
     let state = AppState {
@@ -125,9 +117,11 @@ pub async fn run(cfg: ApiConfig, shutdown: impl Future<Output = ()> + Send + 'st
         metrics: Metrics::new(),
     };
     let addr = format!("{}:{}", cfg.host, cfg.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e} (is another process using the port? set API_PORT)"))?;
+    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr}: {e} (is another process using the port? set API_PORT)"
+        )
+    })?;
     tracing::info!(%instance, %addr, "api listening");
     serve(listener, state, shutdown).await?;
     publisher.flush(Duration::from_secs(5));

@@ -1,0 +1,736 @@
+//! `wiberctl bench`: open-loop load with honest latency, a ledger, and a report.
+//!
+//! Layout (oha's separation: measuring apart from rendering):
+//! - [`schedule`]: when each request is due (pure arithmetic).
+//! - [`worker`]: the one worker loop, a task per conversation, sends [`worker::Event`]s.
+//! - [`collector`]: the single owner of histograms, counters, the ledger file and the
+//!   progress bar.
+//! - [`hist`]: HdrHistogram wrapper (µs in, ms out, `.hgrm` text).
+//! - [`transport`]: the seam to the API (`reqwest` behind a trait, so tests can stall it).
+//! - [`slo`]: `--slo` / `--find-max` objectives.
+//! - [`print`]: the summary table and `--json` output.
+//!
+//! This module runs the phases (one, or the `--find-max` steps), joins the result with
+//! MongoDB for end-to-end latency, and writes the run directory:
+//! `run.json`, `ledger.jsonl`, `report.{json,md,html}`, `ack.hgrm`, `e2e.hgrm`,
+//! `events.jsonl` (when faults were recorded during the run).
+
+pub mod collector;
+pub mod hist;
+pub mod print;
+pub mod schedule;
+pub mod slo;
+pub mod transport;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use wiber_model::ledger::Outcome;
+use wiber_model::report::{
+    self as model, BenchConfigRecord, FindMax, FindMaxStep, Report, RunInfo, Summary,
+};
+
+use crate::verify::store::{self, StoreTarget};
+use collector::{LedgerWriter, PhaseInfo, PhaseStats};
+use hist::LatencyHist;
+use schedule::{Pacing, Schedule};
+use slo::Slo;
+use transport::{HttpTransport, Transport};
+
+/// Capacity of the worker → collector channel: seconds of events at high rates, so the
+/// collector can pause (a terminal redraw, a ledger flush) without stalling workers.
+const EVENT_CHANNEL: usize = 65_536;
+/// Lead time between spawning the workers and request 0 being due.
+const START_LEAD: Duration = Duration::from_millis(50);
+/// The share of the target rate a run must achieve to count as keeping up.
+const KEEP_UP: f64 = 0.99;
+
+/// How the run is driven.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// Constant arrival rate (requests per second).
+    Open { rate: f64 },
+    /// Closed loop: as fast as answers come back.
+    Max,
+    /// Step the rate up from `start` by `factor` until the SLO fails or `max_rate`.
+    FindMax {
+        start: f64,
+        factor: f64,
+        max_rate: f64,
+        slo: Slo,
+    },
+}
+
+/// Everything `bench` needs; built by `commands::bench` from the flags.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub api_url: String,
+    pub mode: Mode,
+    /// Measured window (per step for `--find-max`).
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub conversations: u32,
+    pub size: usize,
+    pub connections: usize,
+    pub retries: u32,
+    pub timeout: Duration,
+    pub name: String,
+    pub reports_dir: PathBuf,
+    pub target: StoreTarget,
+    /// Measure end-to-end latency (drain, then read `storedAt` from MongoDB).
+    pub e2e: bool,
+    pub drain_timeout: Duration,
+    /// Fault events written by `chaos` or scenarios during the run.
+    pub events_file: Option<PathBuf>,
+    /// An SLO the run must meet (exit 1 otherwise); for `--find-max` the step criterion.
+    pub slo: Option<Slo>,
+    pub progress: bool,
+}
+
+/// `run.json`: what verify needs to check the run later without repeating the flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFile {
+    pub run: String,
+    pub name: String,
+    pub started_ms: i64,
+    pub api_url: String,
+    pub conversations: u32,
+    pub size: usize,
+    pub target: StoreTarget,
+}
+
+impl RunFile {
+    pub fn read(dir: &Path) -> anyhow::Result<RunFile> {
+        let path = dir.join("run.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {} (is {} a bench run directory?)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a run file", path.display()))
+    }
+}
+
+/// The result of a bench run.
+pub struct BenchResult {
+    pub dir: PathBuf,
+    pub report: Report,
+    /// Whether `--slo` held (or `--find-max` found a rate); true without an SLO.
+    pub slo_met: bool,
+}
+
+/// One phase to run: a schedule plus what identifies its requests.
+struct PhasePlan {
+    schedule: Schedule,
+    step: u32,
+    conversation_base: u32,
+    target_rate: Option<f64>,
+}
+
+/// What a phase left behind.
+struct PhaseRun {
+    stats: PhaseStats,
+    target_rate: Option<f64>,
+    start_ms: i64,
+    measured_from_ms: i64,
+    ended_ms: i64,
+}
+
+/// Runs `bench` against the API at `opts.api_url`.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchResult> {
+    let transport = HttpTransport::new(&opts.api_url, opts.timeout, opts.connections)?;
+    // A run against nothing would only fill a ledger with `unknown`s: fail fast instead.
+    transport.preflight().await?;
+    run_with(opts, Arc::new(transport)).await
+}
+
+/// [`run`] with any transport.
+pub async fn run_with<T: Transport>(
+    opts: BenchOptions,
+    transport: Arc<T>,
+) -> anyhow::Result<BenchResult> {
+    validate(&opts)?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let dir = create_run_dir(&opts.reports_dir, &opts.name)?;
+    let run_file = RunFile {
+        run: run_id.clone(),
+        name: opts.name.clone(),
+        started_ms: wiber_model::now_ms(),
+        api_url: opts.api_url.clone(),
+        conversations: opts.conversations,
+        size: opts.size,
+        target: opts.target.clone(),
+    };
+    std::fs::write(
+        dir.join("run.json"),
+        serde_json::to_string_pretty(&run_file)?,
+    )
+    .with_context(|| format!("cannot write {}", dir.join("run.json").display()))?;
+    let ledger = LedgerWriter::create(&dir.join("ledger.jsonl"))?;
+
+    let schedule = |pacing| Schedule {
+        pacing,
+        conversations: opts.conversations,
+        warmup: opts.warmup,
+        window: opts.duration,
+    };
+    let single = |pacing, target_rate| PhasePlan {
+        schedule: schedule(pacing),
+        step: 0,
+        conversation_base: 0,
+        target_rate,
+    };
+    let (main, find_max) = match &opts.mode {
+        Mode::Open { rate } => {
+            let plan = single(Pacing::Open { rate: *rate }, Some(*rate));
+            (
+                run_phase(&opts, &run_id, &transport, plan, ledger).await?.0,
+                None,
+            )
+        }
+        Mode::Max => (
+            run_phase(
+                &opts,
+                &run_id,
+                &transport,
+                single(Pacing::Closed, None),
+                ledger,
+            )
+            .await?
+            .0,
+            None,
+        ),
+        Mode::FindMax {
+            start,
+            factor,
+            max_rate,
+            slo,
+        } => {
+            let (best, fm) = find_max(
+                &opts,
+                &run_id,
+                &transport,
+                ledger,
+                (*start, *factor, *max_rate),
+                slo,
+            )
+            .await?;
+            (best, Some(fm))
+        }
+    };
+    let target_rate = main.target_rate;
+
+    // End-to-end latency: bounded by the drain timeout; a failure here costs the e2e
+    // numbers, not the run.
+    let mut warnings = Vec::new();
+    let e2e = if opts.e2e {
+        match end_to_end(&opts.target, &run_id, &main.stats, opts.drain_timeout).await {
+            Ok(e) => {
+                if !e.drained {
+                    warnings.push(format!(
+                        "the consumer group still had lag {} after {:?}: end-to-end latency covers what was stored by then",
+                        e.lag, opts.drain_timeout
+                    ));
+                }
+                Some(e)
+            }
+            Err(e) => {
+                warnings.push(format!("end-to-end latency not measured: {e:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let events = collect_events(
+        &dir,
+        opts.events_file.as_deref(),
+        run_file.started_ms,
+        wiber_model::now_ms(),
+    )?;
+    let report = build_report(
+        &opts,
+        &run_id,
+        &dir,
+        target_rate,
+        &main,
+        e2e.as_ref(),
+        find_max,
+        events,
+        warnings,
+    );
+    std::fs::write(dir.join("ack.hgrm"), main.stats.ack.hgrm())?;
+    if let Some(e) = &e2e {
+        std::fs::write(dir.join("e2e.hgrm"), e.hist.hgrm())?;
+    }
+    crate::report::write_all(&dir, &report)?;
+    let slo_met = match (&opts.mode, &opts.slo) {
+        (Mode::FindMax { .. }, _) => report
+            .find_max
+            .as_ref()
+            .is_some_and(|f| f.best_rate.is_some()),
+        (_, Some(slo)) => slo
+            .violations(
+                &report.summary.ack_ms,
+                &report.summary.service_ms,
+                report.summary.e2e_ms.as_ref(),
+            )
+            .is_empty(),
+        (_, None) => true,
+    };
+    Ok(BenchResult {
+        dir,
+        report,
+        slo_met,
+    })
+}
+
+fn validate(opts: &BenchOptions) -> anyhow::Result<()> {
+    let rate_ok = |r: f64| r.is_finite() && r > 0.0;
+    match &opts.mode {
+        Mode::Open { rate } if !rate_ok(*rate) => {
+            bail!("--rate must be a positive number of requests per second, got {rate}")
+        }
+        Mode::FindMax { start, factor, .. } if !rate_ok(*start) || *factor <= 1.0 => {
+            bail!("--find-max needs a positive start --rate and a --step-factor above 1")
+        }
+        _ => {}
+    }
+    if let Mode::FindMax { slo, .. } = &opts.mode {
+        if slo.needs_e2e() {
+            bail!("--find-max judges each step by ack and service latency; drop the e2e objective from --slo {slo}");
+        }
+    }
+    if opts.conversations == 0 || opts.connections == 0 {
+        bail!("--conversations and --connections must be at least 1");
+    }
+    if opts.duration.is_zero() {
+        bail!("--duration must be longer than 0, e.g. 60s");
+    }
+    if opts.size > wiber_model::MAX_CONTENT_CHARS {
+        bail!(
+            "--size {} is over the API's content limit of {} characters",
+            opts.size,
+            wiber_model::MAX_CONTENT_CHARS
+        );
+    }
+    Ok(())
+}
+
+/// Runs one phase: workers and collector, until every worker is done.
+async fn run_phase<T: Transport>(
+    opts: &BenchOptions,
+    run_id: &str,
+    transport: &Arc<T>,
+    plan: PhasePlan,
+    ledger: LedgerWriter,
+) -> anyhow::Result<(PhaseRun, LedgerWriter)> {
+    let (tx, rx) = mpsc::channel(EVENT_CHANNEL);
+    let start = Instant::now() + START_LEAD;
+    let start_ms = wiber_model::now_ms() + START_LEAD.as_millis() as i64;
+    let info = PhaseInfo {
+        run: run_id.to_string(),
+        start_ms,
+        start,
+        warmup: plan.schedule.warmup,
+        window: plan.schedule.window,
+        step: plan.step,
+        target_rate: plan.target_rate,
+    };
+    let progress = if opts.progress {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    // The collector owns the ledger for the phase and hands it back.
+    let collector = tokio::spawn(collector::collect(info, rx, ledger, progress));
+    let phase = worker::Phase {
+        transport: Arc::clone(transport),
+        schedule: plan.schedule.clone(),
+        start,
+        run: run_id.to_string(),
+        size: opts.size,
+        retries: opts.retries,
+        conversation_base: plan.conversation_base,
+        connections: Arc::new(Semaphore::new(opts.connections)),
+        events: tx,
+    };
+    phase.run().await;
+    let (stats, ledger) = collector.await.context("the collector task failed")??;
+    let run = PhaseRun {
+        target_rate: plan.target_rate,
+        measured_from_ms: start_ms + plan.schedule.warmup.as_millis() as i64,
+        ended_ms: start_ms + stats.last_answer.max(plan.schedule.end()).as_millis() as i64,
+        start_ms,
+        stats,
+    };
+    Ok((run, ledger))
+}
+
+/// Steps the rate up until a step misses the SLO (or the generator's own limit), then
+/// bisects once between the last good and the first bad rate.
+async fn find_max<T: Transport>(
+    opts: &BenchOptions,
+    run_id: &str,
+    transport: &Arc<T>,
+    mut ledger: LedgerWriter,
+    (start, factor, max_rate): (f64, f64, f64),
+    slo: &Slo,
+) -> anyhow::Result<(PhaseRun, FindMax)> {
+    let mut steps: Vec<FindMaxStep> = Vec::new();
+    let mut best: Option<(PhaseRun, f64)> = None;
+    let mut last: Option<(PhaseRun, f64)> = None;
+    let mut rate = start;
+    let mut first_bad: Option<f64> = None;
+    let mut bisected = false;
+    for step in 0.. {
+        let plan = PhasePlan {
+            schedule: Schedule {
+                pacing: Pacing::Open { rate },
+                conversations: opts.conversations,
+                warmup: opts.warmup,
+                window: opts.duration,
+            },
+            step,
+            conversation_base: step * opts.conversations,
+            target_rate: Some(rate),
+        };
+        if opts.progress {
+            eprintln!(
+                "find-max step {}: {rate:.0} req/s for {:?}",
+                step + 1,
+                opts.duration
+            );
+        }
+        let (phase, back) = run_phase(opts, run_id, transport, plan, ledger).await?;
+        ledger = back;
+        let s = &phase.stats;
+        let (ack, service) = (s.ack.percentiles(), s.service.percentiles());
+        let mut reasons = slo.violations(&ack, &service, None);
+        reasons.extend(keep_up_problems(s, Some(rate)));
+        let pass = reasons.is_empty();
+        steps.push(FindMaxStep {
+            target_rate: rate,
+            achieved_rate: round1(s.achieved_rate()),
+            ok: s.ok,
+            failed: s.failed,
+            unknown: s.unknown,
+            not_started: s.not_started,
+            ack_ms: ack,
+            pass,
+            reasons,
+        });
+        let good = best.as_ref().map(|b| b.1);
+        if pass {
+            best = Some((phase, rate));
+        } else {
+            first_bad = Some(first_bad.map_or(rate, |b: f64| b.min(rate)));
+            last = Some((phase, rate));
+        }
+        // Next rate: geometric steps while passing; one bisection after the first miss.
+        let next = match (pass, first_bad, good) {
+            (true, None, _) => rate * factor,
+            (true, Some(bad), _) if !bisected => (rate + bad) / 2.0,
+            (false, _, Some(g)) if !bisected => (g + rate) / 2.0,
+            _ => break,
+        };
+        if first_bad.is_some() {
+            bisected = true;
+        }
+        if next > max_rate || (first_bad.is_some() && (next - rate).abs() < 1.0) {
+            break;
+        }
+        rate = next;
+    }
+    let best_rate = best.as_ref().map(|b| b.1);
+    let main = best.or(last).expect("at least one step ran").0;
+    Ok((
+        main,
+        FindMax {
+            slo: slo.text.clone(),
+            steps,
+            best_rate,
+        },
+    ))
+}
+
+/// Why a phase did not keep up with its target, as sentences (empty: it did).
+fn keep_up_problems(s: &PhaseStats, target: Option<f64>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(t) = target {
+        let a = s.achieved_rate();
+        if a < t * KEEP_UP {
+            out.push(format!(
+                "achieved {a:.0} req/s, below {:.0}% of the target {t:.0}",
+                KEEP_UP * 100.0
+            ));
+        }
+    }
+    if s.failed > 0 || s.unknown > 0 {
+        let kinds: Vec<String> = s
+            .errors
+            .iter()
+            .filter(|(k, _)| *k != "not_started")
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        out.push(format!(
+            "{} failed and {} unknown outcomes ({})",
+            s.failed,
+            s.unknown,
+            kinds.join(", ")
+        ));
+    }
+    if s.not_started > 0 {
+        out.push(format!(
+            "{} requests due could not be started: the generator could not keep up (all --connections \
+             busy or conversations still waiting for answers; raise --connections / --conversations)",
+            s.not_started
+        ));
+    }
+    out
+}
+
+/// End-to-end latency of the measured requests: due time → `storedAt`.
+struct EndToEnd {
+    hist: LatencyHist,
+    per_second: Vec<LatencyHist>,
+    missing: u64,
+    drained: bool,
+    lag: i64,
+}
+
+async fn end_to_end(
+    target: &StoreTarget,
+    run_id: &str,
+    s: &PhaseStats,
+    drain_timeout: Duration,
+) -> anyhow::Result<EndToEnd> {
+    let drain = store::drain(target, drain_timeout).await?;
+    let docs = store::fetch_run(target, run_id, false).await?;
+    let stored_at: HashMap<&str, i64> = docs
+        .iter()
+        .filter_map(|d| Some((d.message_id.as_deref()?, d.stored_at?)))
+        .collect();
+    let mut e = EndToEnd {
+        hist: LatencyHist::new(),
+        per_second: vec![LatencyHist::new(); s.seconds.len()],
+        missing: 0,
+        drained: drain.drained,
+        lag: drain.lag,
+    };
+    for m in &s.may_be_stored {
+        match stored_at.get(m.message_id.as_str()) {
+            Some(at) => {
+                e.hist.record_ms(at - m.due_ms);
+                e.per_second[m.second as usize].record_ms(at - m.due_ms);
+            }
+            None if m.outcome == Outcome::Ok => e.missing += 1,
+            None => {}
+        }
+    }
+    Ok(e)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    opts: &BenchOptions,
+    run_id: &str,
+    dir: &Path,
+    target_rate: Option<f64>,
+    main: &PhaseRun,
+    e2e: Option<&EndToEnd>,
+    find_max: Option<FindMax>,
+    events: Vec<crate::events::Event>,
+    mut warnings: Vec<String>,
+) -> Report {
+    let s = &main.stats;
+    for p in keep_up_problems(s, target_rate) {
+        warnings.insert(0, p);
+    }
+    let delay = s.start_delay.percentiles();
+    if delay.p99 > 10.0 {
+        warnings.push(format!(
+            "requests started late (start delay p99 {:.1} ms): the generator or the connection limit held them back; \
+             ack latency includes that delay, service latency does not",
+            delay.p99
+        ));
+    }
+    let summary = Summary {
+        target_rate,
+        achieved_rate: round1(s.achieved_rate()),
+        sent: s.sent,
+        ok: s.ok,
+        failed: s.failed,
+        unknown: s.unknown,
+        not_started: s.not_started,
+        retried: s.retried,
+        errors: s.errors.clone(),
+        ack_ms: s.ack.percentiles(),
+        service_ms: s.service.percentiles(),
+        start_delay_ms: delay,
+        e2e_ms: e2e.map(|e| e.hist.percentiles()),
+        e2e_missing: e2e.map_or(0, |e| e.missing),
+        warnings,
+    };
+    let timeline = s
+        .seconds
+        .iter()
+        .enumerate()
+        .map(|(t, sec)| {
+            let q = |h: &LatencyHist, q: f64| (!h.is_empty()).then(|| h.quantile_ms(q));
+            let e2e_sec = e2e.map(|e| &e.per_second[t]);
+            model::Second {
+                t: t as u32,
+                answered: sec.answered,
+                ok: sec.ok,
+                errors: sec.errors,
+                ack_p50: q(&sec.ack, 0.5),
+                ack_p99: q(&sec.ack, 0.99),
+                e2e_p50: e2e_sec.and_then(|h| q(h, 0.5)),
+                e2e_p99: e2e_sec.and_then(|h| q(h, 0.99)),
+            }
+        })
+        .collect();
+    let mode = match opts.mode {
+        Mode::Open { .. } => "open",
+        Mode::Max => "closed",
+        Mode::FindMax { .. } => "find_max",
+    };
+    Report {
+        schema: model::SCHEMA.to_string(),
+        run: RunInfo {
+            id: run_id.to_string(),
+            name: opts.name.clone(),
+            started_ms: main.start_ms,
+            measured_from_ms: main.measured_from_ms,
+            ended_ms: main.ended_ms,
+            dir: dir.display().to_string(),
+            wiberctl_version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        config: BenchConfigRecord {
+            mode: mode.to_string(),
+            target_rate,
+            duration_ms: opts.duration.as_millis() as u64,
+            warmup_ms: opts.warmup.as_millis() as u64,
+            conversations: opts.conversations,
+            size: opts.size,
+            connections: opts.connections,
+            retries: opts.retries,
+            timeout_ms: opts.timeout.as_millis() as u64,
+            api_url: opts.api_url.clone(),
+        },
+        summary,
+        timeline,
+        distribution: model::Distribution {
+            ack: s.ack.curve(),
+            e2e: e2e.map(|e| e.hist.curve()).unwrap_or_default(),
+        },
+        events: events
+            .into_iter()
+            .map(|e| model::EventMark {
+                time_ms: e.time_ms,
+                action: e.action,
+                target: e.target,
+                result: e.result,
+            })
+            .collect(),
+        find_max,
+        verify: None,
+    }
+}
+
+/// Fault events of the run: the run directory's own `events.jsonl` (chaos pointed at
+/// it) plus those of `events_file` that fall within the run, copied into the directory.
+fn collect_events(
+    dir: &Path,
+    events_file: Option<&Path>,
+    from_ms: i64,
+    to_ms: i64,
+) -> anyhow::Result<Vec<crate::events::Event>> {
+    let own = dir.join("events.jsonl");
+    let mut events = crate::events::read(&own)?;
+    if let Some(file) = events_file {
+        let log = crate::events::EventLog::new(&own);
+        for e in crate::events::read(file)? {
+            if (from_ms..=to_ms).contains(&e.time_ms) && !events.contains(&e) {
+                log.append(&e)?;
+                events.push(e);
+            }
+        }
+    }
+    events.sort_by_key(|e| e.time_ms);
+    Ok(events)
+}
+
+/// `reports/<UTC time>-<name>/`, made unique if two runs start in the same second.
+fn create_run_dir(reports: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    std::fs::create_dir_all(reports).with_context(|| {
+        format!(
+            "cannot create the reports directory {} (set --reports-dir)",
+            reports.display()
+        )
+    })?;
+    for n in 1.. {
+        let dir = if n == 1 {
+            reports.join(format!("{stamp}-{safe}"))
+        } else {
+            reports.join(format!("{stamp}-{safe}-{n}"))
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create the run directory {}", dir.display()))
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// The most recent run directory under `reports` (by the start time in its `run.json`).
+pub fn latest_run(reports: &Path) -> anyhow::Result<PathBuf> {
+    let entries = std::fs::read_dir(reports).with_context(|| {
+        format!(
+            "cannot list {} (run `wiberctl bench` first, or pass RUN_DIR)",
+            reports.display()
+        )
+    })?;
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| RunFile::read(&p).ok().map(|r| (r.started_ms, p)))
+        .max()
+        .map(|(_, p)| p)
+        .with_context(|| {
+            format!(
+                "no bench run in {} (run `wiberctl bench` first, or pass RUN_DIR)",
+                reports.display()
+            )
+        })
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}

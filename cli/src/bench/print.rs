@@ -1,0 +1,158 @@
+//! Rendering a bench result: the summary table for people, JSON for scripts. Nothing
+//! here measures; it only reads the [`Report`].
+
+use comfy_table::Table;
+use serde::Serialize;
+use wiber_model::report::{FindMax, Percentiles, Report};
+
+use crate::output;
+
+/// `--json` output: the summary plus where the report is.
+#[derive(Serialize)]
+pub struct BenchJson<'a> {
+    pub run_id: &'a str,
+    pub target_rate: Option<f64>,
+    pub achieved_rate: f64,
+    pub sent: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub not_started: u64,
+    pub retried: u64,
+    pub errors: &'a std::collections::BTreeMap<String, u64>,
+    pub ack_ms: &'a Percentiles,
+    pub service_ms: &'a Percentiles,
+    pub e2e_ms: Option<&'a Percentiles>,
+    pub warnings: &'a [String],
+    pub find_max: Option<&'a FindMax>,
+    pub report_dir: &'a str,
+}
+
+pub fn json(r: &Report) -> BenchJson<'_> {
+    let s = &r.summary;
+    BenchJson {
+        run_id: &r.run.id,
+        target_rate: s.target_rate,
+        achieved_rate: s.achieved_rate,
+        sent: s.sent,
+        ok: s.ok,
+        failed: s.failed,
+        unknown: s.unknown,
+        not_started: s.not_started,
+        retried: s.retried,
+        errors: &s.errors,
+        ack_ms: &s.ack_ms,
+        service_ms: &s.service_ms,
+        e2e_ms: s.e2e_ms.as_ref(),
+        warnings: &s.warnings,
+        find_max: r.find_max.as_ref(),
+        report_dir: &r.run.dir,
+    }
+}
+
+/// The final summary: rate and outcome counts, then latencies, then errors by kind.
+pub fn summary_table(r: &Report) -> String {
+    let s = &r.summary;
+    let mut counts = output::table(&[
+        "target rate",
+        "achieved rate",
+        "ok",
+        "failed",
+        "unknown",
+        "not started",
+        "retried",
+    ]);
+    let achieved = match s.target_rate {
+        Some(t) if t > 0.0 => format!(
+            "{:.1}/s ({:.1}%)",
+            s.achieved_rate,
+            100.0 * s.achieved_rate / t
+        ),
+        _ => format!("{:.1}/s", s.achieved_rate),
+    };
+    counts.add_row(vec![
+        s.target_rate
+            .map_or("closed loop".into(), |t| format!("{t:.0}/s")),
+        achieved,
+        s.ok.to_string(),
+        s.failed.to_string(),
+        s.unknown.to_string(),
+        s.not_started.to_string(),
+        s.retried.to_string(),
+    ]);
+    let mut lat = output::table(&["latency (ms)", "p50", "p90", "p99", "p99.9", "max", "count"]);
+    let mut row = |name: &str, p: &Percentiles| {
+        lat.add_row(vec![
+            name.to_string(),
+            ms(p.p50),
+            ms(p.p90),
+            ms(p.p99),
+            ms(p.p999),
+            ms(p.max),
+            p.count.to_string(),
+        ]);
+    };
+    row("ack (from due time)", &s.ack_ms);
+    row("service (from send)", &s.service_ms);
+    row("start delay", &s.start_delay_ms);
+    match &s.e2e_ms {
+        Some(p) => row("end-to-end (to storedAt)", p),
+        None => {
+            lat.add_row(vec!["end-to-end", "not measured"]);
+        }
+    }
+    let mut out = format!("{counts}\n{lat}\n");
+    if s.e2e_missing > 0 {
+        out.push_str(&format!("ok but not found in MongoDB: {}\n", s.e2e_missing));
+    }
+    let errors = if s.errors.is_empty() {
+        "none".to_string()
+    } else {
+        s.errors
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    out.push_str(&format!("errors by kind: {errors}"));
+    out
+}
+
+/// The `--find-max` steps.
+pub fn find_max_table(f: &FindMax) -> Table {
+    let mut t = output::table(&[
+        "target/s",
+        "achieved/s",
+        "ok",
+        "failed",
+        "unknown",
+        "not started",
+        "ack p99 ms",
+        "SLO",
+    ]);
+    for s in &f.steps {
+        t.add_row(vec![
+            format!("{:.0}", s.target_rate),
+            format!("{:.1}", s.achieved_rate),
+            s.ok.to_string(),
+            s.failed.to_string(),
+            s.unknown.to_string(),
+            s.not_started.to_string(),
+            ms(s.ack_ms.p99),
+            if s.pass {
+                "met".to_string()
+            } else {
+                format!("missed: {}", s.reasons.join("; "))
+            },
+        ]);
+    }
+    t
+}
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}

@@ -1,0 +1,123 @@
+//! How a request reaches the API. The workers see only [`Transport`], so tests can put a
+//! stalled or scripted endpoint behind it and the scheduler can be checked under paused
+//! time; [`HttpTransport`] is the real one (reqwest, keep-alive, no redirects).
+
+use std::future::Future;
+use std::time::Duration;
+
+/// What one attempt got back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status, if the server answered.
+    pub status: Option<u16>,
+    /// Why there is no usable answer: `timeout`, `connect`, `transport`.
+    pub error: Option<&'static str>,
+}
+
+impl Answer {
+    pub fn status(status: u16) -> Answer {
+        Answer {
+            status: Some(status),
+            error: None,
+        }
+    }
+
+    pub fn error(kind: &'static str) -> Answer {
+        Answer {
+            status: None,
+            error: Some(kind),
+        }
+    }
+
+    /// The error kind for the summary, `None` for a 2xx.
+    pub fn error_kind(&self) -> Option<String> {
+        match (self.status, self.error) {
+            (Some(s), _) if (200..300).contains(&s) => None,
+            (Some(s), _) => Some(format!("http_{s}")),
+            (None, Some(e)) => Some(e.to_string()),
+            (None, None) => Some("transport".to_string()),
+        }
+    }
+}
+
+/// Sends one `POST /messages` with a JSON body.
+pub trait Transport: Send + Sync + 'static {
+    fn post(&self, body: Vec<u8>) -> impl Future<Output = Answer> + Send;
+}
+
+/// `POST {api}/messages` over reqwest's keep-alive pool.
+#[derive(Clone)]
+pub struct HttpTransport {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl HttpTransport {
+    /// `connections` caps idle pooled connections; the worker's semaphore caps how many
+    /// are in use at once, so the pool never grows past it.
+    pub fn new(
+        api_url: &str,
+        timeout: Duration,
+        connections: usize,
+    ) -> anyhow::Result<HttpTransport> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(3).min(timeout))
+            .pool_max_idle_per_host(connections)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(HttpTransport {
+            url: format!("{}/messages", api_url.trim_end_matches('/')),
+            http,
+        })
+    }
+}
+
+impl HttpTransport {
+    /// Checks that something answers HTTP at the API's address (any status will do).
+    pub async fn preflight(&self) -> anyhow::Result<()> {
+        let base = self.url.strip_suffix("/messages").unwrap_or(&self.url);
+        let url = format!("{base}/health/liveness");
+        match self.http.get(&url).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => anyhow::bail!(
+                "cannot reach the Wiber API at {url}: {} (is the stack up? try `wiberctl stack up`, or set --api-url / WIBER_API_URL)",
+                classify(&e)
+            ),
+        }
+    }
+}
+
+impl Transport for HttpTransport {
+    async fn post(&self, body: Vec<u8>) -> Answer {
+        let resp = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        match resp {
+            // Read the body to the end so the connection goes back to the pool.
+            Ok(r) => {
+                let status = r.status().as_u16();
+                match r.bytes().await {
+                    Ok(_) => Answer::status(status),
+                    Err(e) => Answer::error(classify(&e)),
+                }
+            }
+            Err(e) => Answer::error(classify(&e)),
+        }
+    }
+}
+
+fn classify(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    }
+}

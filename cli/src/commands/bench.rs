@@ -1,0 +1,195 @@
+//! `wiberctl bench`: flags → [`crate::bench::BenchOptions`], then the summary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::app::parse_duration;
+use crate::bench::{self, print, slo::Slo, BenchOptions, Mode};
+use crate::exit::{self, Outcome};
+use crate::output;
+use crate::verify::store::{StoreTarget, DEFAULT_KAFKA, DEFAULT_MONGO_URI};
+
+/// Where the run's messages are stored and which consumer group moves them there
+/// (recorded in `run.json`, so `verify` uses the same by default).
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// MongoDB (or FerretDB) connection string, read directly for end-to-end latency and verify.
+    #[arg(long, env = "MONGO_URI", default_value = DEFAULT_MONGO_URI)]
+    pub mongo_uri: String,
+    #[arg(long, env = "MONGO_DB", default_value = "wiber")]
+    pub mongo_db: String,
+    #[arg(long, env = "MONGO_COLLECTION", default_value = "messages")]
+    pub mongo_collection: String,
+    /// Kafka bootstrap servers, to wait until the consumer group has drained.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = DEFAULT_KAFKA)]
+    pub kafka: String,
+    /// Consumer group of the store writers.
+    #[arg(long, env = "KAFKA_CONSUMER_GROUP", default_value = "wiber-consumers")]
+    pub group: String,
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "wiber.messages")]
+    pub topic: String,
+}
+
+impl StoreArgs {
+    pub fn target(&self) -> StoreTarget {
+        StoreTarget {
+            mongo_uri: self.mongo_uri.clone(),
+            mongo_db: self.mongo_db.clone(),
+            mongo_collection: self.mongo_collection.clone(),
+            kafka: self.kafka.clone(),
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Examples:
+  wiberctl bench --rate 5000 --duration 60s --warmup 5s      # open loop, constant arrival rate
+  wiberctl bench --max --duration 20s --connections 64        # closed loop: the ceiling
+  wiberctl bench --find-max --slo 'ack.p99<50ms' --rate 1000 --duration 10s
+  wiberctl verify                                             # check the latest run's delivery
+
+Latency is measured from each request's due time (start + i/rate), so a slow server cannot
+hide behind a slowed-down generator; service time (from the actual send) is reported too.
+Writes reports/<UTC time>-<name>/: ledger.jsonl, report.json/.md/.html, ack.hgrm, e2e.hgrm.
+Exit 1 when --slo is missed (or --find-max finds no rate meeting it).")]
+pub struct BenchArgs {
+    /// Target arrival rate, requests per second (open loop). With --find-max: the first step's rate.
+    #[arg(long, required_unless_present_any = ["max", "find_max"])]
+    pub rate: Option<f64>,
+    /// Length of the measured window (per step with --find-max).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Conversations (user pairs); each sends sequentially, one request in flight.
+    #[arg(long, default_value_t = 1000)]
+    pub conversations: u32,
+    /// Content size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// Most requests in flight at once (HTTP keep-alive connections).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Load before the measured window, left out of the statistics (but in the ledger).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Re-send an `unknown` outcome (timeout, 5xx, connection error) up to N times, same messageId.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// Name of the run (part of the run directory's name).
+    #[arg(long, default_value = "bench")]
+    pub name: String,
+    /// Closed loop: each conversation sends as soon as its previous request was answered.
+    #[arg(long, conflicts_with_all = ["find_max", "rate"])]
+    pub max: bool,
+    /// Step the rate up (from --rate, times --step-factor) and report the highest meeting --slo.
+    #[arg(long, requires = "slo")]
+    pub find_max: bool,
+    /// Objectives, e.g. `ack.p99<50ms,ack.p999<200ms` (metrics ack, service, e2e). Exit 1 if missed.
+    #[arg(long)]
+    pub slo: Option<Slo>,
+    /// --find-max: rate multiplier between steps.
+    #[arg(long, default_value_t = 1.25)]
+    pub step_factor: f64,
+    /// --find-max: highest rate to try.
+    #[arg(long, default_value_t = 100_000.0)]
+    pub max_rate: f64,
+    /// Where run directories go. Default: `reports/` at the repository root (or here).
+    #[arg(long, env = "WIBER_REPORTS_DIR")]
+    pub reports_dir: Option<PathBuf>,
+    /// Fault events file to copy events of the run from. Default: REPORTS_DIR/events.jsonl (where `chaos` writes).
+    #[arg(long, env = "WIBER_EVENTS")]
+    pub events: Option<PathBuf>,
+    /// Skip end-to-end latency (no Kafka/MongoDB access after the run).
+    #[arg(long)]
+    pub no_e2e: bool,
+    /// How long to wait for the consumer group to drain before measuring end-to-end latency.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// The default reports directory: `<repo>/reports`, or `./reports` outside the repository.
+pub fn default_reports_dir() -> PathBuf {
+    crate::provision::repo_root()
+        .map(|r| r.join("reports"))
+        .unwrap_or_else(|_| PathBuf::from("reports"))
+}
+
+pub async fn run(
+    args: BenchArgs,
+    api_url: &str,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    let mode = if args.max {
+        Mode::Max
+    } else if args.find_max {
+        Mode::FindMax {
+            start: args.rate.unwrap_or(500.0),
+            factor: args.step_factor,
+            max_rate: args.max_rate,
+            slo: args
+                .slo
+                .clone()
+                .expect("clap requires --slo with --find-max"),
+        }
+    } else {
+        Mode::Open {
+            rate: args.rate.expect("clap requires --rate"),
+        }
+    };
+    let reports_dir = args.reports_dir.clone().unwrap_or_else(default_reports_dir);
+    let opts = BenchOptions {
+        api_url: api_url.to_string(),
+        mode,
+        duration: args.duration,
+        warmup: args.warmup,
+        conversations: args.conversations,
+        size: args.size,
+        connections: args.connections,
+        retries: args.retries,
+        timeout,
+        name: args.name.clone(),
+        events_file: Some(
+            args.events
+                .clone()
+                .unwrap_or_else(|| reports_dir.join("events.jsonl")),
+        ),
+        reports_dir,
+        target: args.store.target(),
+        e2e: !args.no_e2e,
+        drain_timeout: args.drain_timeout,
+        slo: args.slo.clone(),
+        progress: !json,
+    };
+    let result = bench::run(opts).await?;
+    let r = &result.report;
+    if json {
+        output::json(&print::json(r));
+    } else {
+        if let Some(f) = &r.find_max {
+            println!("{}", print::find_max_table(f));
+            match f.best_rate {
+                Some(b) => println!(
+                    "highest rate meeting {}: {b:.0} req/s (summary below is that step)",
+                    f.slo
+                ),
+                None => println!("no rate met {} (summary below is the last step)", f.slo),
+            }
+        }
+        println!("{}", print::summary_table(r));
+        for w in &r.summary.warnings {
+            eprintln!("warning: {w}");
+        }
+        println!("report: {}", result.dir.display());
+    }
+    Ok(if result.slo_met {
+        exit::PASS
+    } else {
+        exit::FAIL
+    })
+}

@@ -1,0 +1,139 @@
+//! `wiberctl verify`: the delivery invariants of a bench run, checked in MongoDB.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Args;
+use serde_json::json;
+use wiber_model::report::VerifyReport;
+
+use crate::app::parse_duration;
+use crate::exit::{self, Outcome};
+use crate::output;
+use crate::verify::{self, VerifyOptions};
+
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Checks, after the consumer group's lag reaches 0:
+  lost        ok in the ledger, absent from MongoDB             (must be 0)
+  duplicated  a messageId or (run, conversation, seq) stored twice (must be 0)
+  unexpected  stored but never sent, or sent as failed           (must be 0)
+  corrupted   stored content or users differ from what was sent  (must be 0)
+  reordered   a conversation stored out of sequence order        (must be 0)
+  recovered   unknown outcomes that were stored                  (informational)
+Exit 0 pass, 1 an invariant failed, 2 could not check (no run, store unreachable, lag not drained).
+MongoDB/Kafka settings default to those recorded in the run's run.json.")]
+pub struct VerifyArgs {
+    /// Run directory (default: the latest run in the reports directory).
+    pub run_dir: Option<PathBuf>,
+    /// How long to wait for the consumer group's lag to reach 0.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Where run directories are. Default: `reports/` at the repository root (or here).
+    #[arg(long, env = "WIBER_REPORTS_DIR")]
+    pub reports_dir: Option<PathBuf>,
+    /// Override the run's MongoDB connection string.
+    #[arg(long)]
+    pub mongo_uri: Option<String>,
+    #[arg(long)]
+    pub mongo_db: Option<String>,
+    #[arg(long)]
+    pub mongo_collection: Option<String>,
+    /// Override the run's Kafka bootstrap servers.
+    #[arg(long)]
+    pub kafka: Option<String>,
+    #[arg(long)]
+    pub group: Option<String>,
+    #[arg(long)]
+    pub topic: Option<String>,
+}
+
+pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<Outcome> {
+    let run_dir = match args.run_dir {
+        Some(d) => d,
+        None => crate::bench::latest_run(
+            &args
+                .reports_dir
+                .unwrap_or_else(super::bench::default_reports_dir),
+        )?,
+    };
+    let opts = VerifyOptions {
+        run_dir: run_dir.clone(),
+        drain_timeout: args.drain_timeout,
+        mongo_uri: args.mongo_uri,
+        mongo_db: args.mongo_db,
+        mongo_collection: args.mongo_collection,
+        kafka: args.kafka,
+        group: args.group,
+        topic: args.topic,
+    };
+    let v = verify::run(&opts).await?;
+    if json {
+        output::json(&json!({
+            "verdict": v.verdict,
+            "run_dir": run_dir,
+            "drained": v.drained,
+            "lag_remaining": v.lag_remaining,
+            "counts": v.counts,
+            "examples": v.examples,
+            "error": v.error,
+        }));
+    } else {
+        print_table(&v, &run_dir);
+    }
+    match v.verdict.as_str() {
+        verify::PASS => Ok(exit::PASS),
+        verify::FAIL => Ok(exit::FAIL),
+        _ => bail!(
+            "{}",
+            v.error
+                .unwrap_or_else(|| "verify could not check the run".into())
+        ),
+    }
+}
+
+fn print_table(v: &VerifyReport, run_dir: &std::path::Path) {
+    let c = &v.counts;
+    let mut t = output::table(&["check", "count", "must be 0"]);
+    let rows: [(&str, u64, bool); 10] = [
+        ("ledger ok", c.ledger_ok, false),
+        ("ledger failed", c.ledger_failed, false),
+        ("ledger unknown", c.ledger_unknown, false),
+        ("stored", c.stored, false),
+        ("lost", c.lost, true),
+        ("duplicated", c.duplicated, true),
+        ("unexpected", c.unexpected, true),
+        ("corrupted", c.corrupted, true),
+        ("reordered", c.reordered, true),
+        ("recovered", c.recovered, false),
+    ];
+    for (name, n, must) in rows {
+        t.add_row(vec![
+            name.to_string(),
+            n.to_string(),
+            if must { "yes" } else { "" }.to_string(),
+        ]);
+    }
+    println!("{t}");
+    for (kind, exs) in &v.examples {
+        println!("{kind} (first {}):", exs.len());
+        for e in exs {
+            println!(
+                "  {}{}  partition {} offset {}: {}",
+                e.message_id,
+                e.doc_id
+                    .as_ref()
+                    .map(|d| format!(" (_id {d})"))
+                    .unwrap_or_default(),
+                e.partition.map_or("-".into(), |p| p.to_string()),
+                e.offset.map_or("-".into(), |o| o.to_string()),
+                e.detail
+            );
+        }
+    }
+    println!(
+        "verdict: {} ({})",
+        v.verdict.to_uppercase(),
+        run_dir.display()
+    );
+}

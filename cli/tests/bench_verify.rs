@@ -1,0 +1,568 @@
+//! `wiberctl bench` and `wiberctl verify` end to end, through the real binary:
+//! - the report a real bench run writes validates against the checked-in JSON schema;
+//! - verify passes on a clean run against a real stack (Kafka + FerretDB + api + 2
+//!   consumers), then names each fault planted in MongoDB (lost, duplicated, corrupted,
+//!   unexpected) and exits 1;
+//! - the generator against a trivial local HTTP endpoint (a correctness check here;
+//!   the throughput benchmark is `#[ignore]`d: run it in release, see below).
+//!
+//! Run: `cargo build -p wiber-server && cargo test -p wiberctl --test bench_verify -- --nocapture`
+//! Generator ceiling: `cargo build --release -p wiberctl && cargo test --release -p wiberctl
+//! --test bench_verify generator_ceiling -- --ignored --nocapture`
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use mongodb::bson::{doc, Document};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const SCHEMA: &str = include_str!("../schema/report.v1.schema.json");
+
+/// Runs the real `wiberctl` binary; panics with its output when it cannot run.
+async fn wiberctl(args: &[&str]) -> Output {
+    let bin = env!("CARGO_BIN_EXE_wiberctl");
+    let out = tokio::process::Command::new(bin)
+        .args(args)
+        .env_remove("MONGO_URI")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .output()
+        .await
+        .expect("run wiberctl");
+    eprintln!(
+        "$ wiberctl {}\n-> {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json_out(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e})"))
+}
+
+fn temp_reports(tag: &str) -> PathBuf {
+    let d = support::workspace_target()
+        .join("bench-verify")
+        .join(format!("{tag}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+// ---------------------------------------------------------------- trivial endpoint
+
+/// A raw HTTP/1.1 keep-alive server answering every request with a fixed 200: the
+/// cheapest endpoint we can put behind the generator to measure the generator itself.
+async fn trivial_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(serve(sock));
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn serve(mut sock: tokio::net::TcpStream) {
+    const RESP: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+    let _ = sock.set_nodelay(true);
+    let mut buf = Vec::with_capacity(8192);
+    let mut chunk = [0u8; 8192];
+    loop {
+        // Answer every complete request (headers + content-length body) in the buffer.
+        while let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            buf.drain(..end + 4 + len);
+            if sock.write_all(RESP).await.is_err() {
+                return;
+            }
+        }
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_against_a_trivial_endpoint_keeps_its_schedule() {
+    let api = trivial_server().await;
+    let reports = temp_reports("trivial");
+    let out = wiberctl(&[
+        "--api-url",
+        &api,
+        "--json",
+        "bench",
+        "--rate",
+        "400",
+        "--duration",
+        "2s",
+        "--conversations",
+        "20",
+        "--connections",
+        "8",
+        "--no-e2e",
+        "--reports-dir",
+        reports.to_str().unwrap(),
+        "--name",
+        "trivial",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    let v = json_out(&out);
+    assert_eq!(v["ok"], 800);
+    assert_eq!(
+        (
+            v["failed"].as_u64(),
+            v["unknown"].as_u64(),
+            v["not_started"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    assert!(v["ack_ms"]["p50"].as_f64().unwrap() < 50.0);
+    assert!(v["e2e_ms"].is_null());
+    let dir = PathBuf::from(v["report_dir"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ledger.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        800
+    );
+    validate_report(&dir);
+}
+
+/// The generator's ceiling: the highest rate it sustains against the trivial endpoint.
+/// A benchmark, not a check: it prints its numbers and asserts nothing about time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore = "benchmark: run in release with --ignored --nocapture"]
+async fn generator_ceiling() {
+    let api = trivial_server().await;
+    let reports = temp_reports("ceiling");
+    let rate = std::env::var("WIBER_CEILING_RATE").unwrap_or_else(|_| "25000".into());
+    for mode in [vec!["--rate", rate.as_str()], vec!["--max"]] {
+        let mut args = vec!["--api-url", &api, "--json", "bench"];
+        args.extend(mode.iter().copied());
+        args.extend([
+            "--duration",
+            "10s",
+            "--conversations",
+            "1000",
+            "--connections",
+            "64",
+            "--no-e2e",
+            "--reports-dir",
+            reports.to_str().unwrap(),
+        ]);
+        let v = json_out(&wiberctl(&args).await);
+        eprintln!(
+            "[bench] generator vs trivial endpoint {mode:?}: achieved {} req/s, ok {}, not started {}, ack p99 {} ms",
+            v["achieved_rate"], v["ok"], v["not_started"], v["ack_ms"]["p99"]
+        );
+    }
+}
+
+// ---------------------------------------------------------------- real stack
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_passes_then_names_each_planted_fault() {
+    let stack = support::start_stack("bench-verify", 2, &[]).await;
+    let reports = temp_reports("stack");
+    let reports = reports.to_str().unwrap();
+    let (api, mongo, kafka) = (stack.api_url(), stack.mongo_uri(), stack.bootstrap());
+    let cfg = stack.config();
+
+    // 200 requests at 100/s over 20 conversations, end-to-end latency included.
+    let out = wiberctl(&[
+        "--api-url",
+        &api,
+        "--json",
+        "bench",
+        "--rate",
+        "100",
+        "--duration",
+        "2s",
+        "--conversations",
+        "20",
+        "--connections",
+        "8",
+        "--reports-dir",
+        reports,
+        "--name",
+        "verify-test",
+        "--mongo-uri",
+        &mongo,
+        "--kafka",
+        &kafka,
+        "--group",
+        &cfg.consumer_group,
+        "--topic",
+        &cfg.topic,
+        "--mongo-db",
+        &cfg.db,
+        "--mongo-collection",
+        &cfg.collection,
+        "--drain-timeout",
+        "60s",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    let v = json_out(&out);
+    assert_eq!(
+        (
+            v["ok"].as_u64(),
+            v["failed"].as_u64(),
+            v["unknown"].as_u64()
+        ),
+        (Some(200), Some(0), Some(0))
+    );
+    assert_eq!(
+        v["e2e_ms"]["count"], 200,
+        "every ok message has its storedAt"
+    );
+    let dir = PathBuf::from(v["report_dir"].as_str().unwrap());
+    for f in [
+        "run.json",
+        "ledger.jsonl",
+        "report.json",
+        "report.md",
+        "report.html",
+        "ack.hgrm",
+        "e2e.hgrm",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing in {}", dir.display());
+    }
+    validate_report(&dir);
+
+    // A clean run passes; verify's default is the latest run in the reports directory.
+    let out = wiberctl(&[
+        "--json",
+        "verify",
+        "--reports-dir",
+        reports,
+        "--drain-timeout",
+        "60s",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    let v = json_out(&out);
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["counts"]["stored"], 200);
+    assert_eq!(v["counts"]["ledger_ok"], 200);
+
+    // Plant one of each fault, directly in MongoDB.
+    let run: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    let run_id = run["run"].as_str().unwrap();
+    let coll = support::collection(&stack).await;
+    let id = |c: u32, s: u64| wiber_model::ledger::message_id(run_id, c, s);
+    // lost: an acknowledged message disappears.
+    let gone = id(3, 4);
+    assert_eq!(
+        coll.delete_one(doc! {"_id": &gone})
+            .await
+            .unwrap()
+            .deleted_count,
+        1
+    );
+    // duplicated: a copy of another under a new _id (same content, same messageId field).
+    let original = id(5, 2);
+    let mut copy: Document = coll
+        .find_one(doc! {"_id": &original})
+        .await
+        .unwrap()
+        .unwrap();
+    copy.insert("_id", format!("{original}-copy"));
+    coll.insert_one(copy).await.unwrap();
+    // corrupted: content altered in place.
+    let altered = id(7, 1);
+    coll.update_one(
+        doc! {"_id": &altered},
+        doc! {"$set": {"content": "tampered"}},
+    )
+    .await
+    .unwrap();
+    // unexpected: a message this run never sent, in one of its conversations.
+    let injected = id(0, 9_999);
+    let (from, to) = wiber_model::ledger::users(run_id, 0);
+    coll.insert_one(doc! {
+        "_id": &injected, "messageId": &injected, "fromUser": from, "toUser": to,
+        "content": wiber_model::ledger::content(run_id, 0, 9_999, 256),
+        "timestamp": wiber_model::now_ms(), "storedAt": wiber_model::now_ms(), "partition": 0, "offset": 999_999i64,
+    })
+    .await
+    .unwrap();
+
+    let out = wiberctl(&[
+        "--json",
+        "verify",
+        dir.to_str().unwrap(),
+        "--drain-timeout",
+        "60s",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "verify must fail on planted faults"
+    );
+    let v = json_out(&out);
+    assert_eq!(v["verdict"], "fail");
+    let c = &v["counts"];
+    assert_eq!(
+        [
+            &c["lost"],
+            &c["duplicated"],
+            &c["corrupted"],
+            &c["unexpected"],
+            &c["reordered"]
+        ]
+        .map(|x| x.as_u64().unwrap()),
+        [1, 1, 1, 1, 0],
+        "{c}"
+    );
+    let named = |kind: &str| {
+        v["examples"][kind][0]["message_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(named("lost"), gone);
+    assert_eq!(named("duplicated"), original);
+    assert_eq!(named("corrupted"), altered);
+    assert_eq!(named("unexpected"), injected);
+    // Examples carry the Kafka provenance of the stored document.
+    assert!(v["examples"]["corrupted"][0]["offset"].is_i64());
+
+    // The verdict is recorded in the run's report, which still validates.
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["verify"]["verdict"], "fail");
+    assert!(std::fs::read_to_string(dir.join("report.md"))
+        .unwrap()
+        .contains("Verify: **FAIL**"));
+    validate_report(&dir);
+
+    // Could not check: MongoDB unreachable is exit 2, not a verdict.
+    let out = wiberctl(&[
+        "verify",
+        dir.to_str().unwrap(),
+        "--mongo-uri",
+        "mongodb://127.0.0.1:1/?directConnection=true",
+        "--drain-timeout",
+        "1s",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+
+    stack.down().await.unwrap();
+}
+
+// ---------------------------------------------------------------- schema
+
+/// Validates `dir/report.json` against the checked-in schema, and checks the schema
+/// against the Rust types by round-tripping through them.
+fn validate_report(dir: &Path) {
+    let schema: Value = serde_json::from_str(SCHEMA).expect("the checked-in schema is JSON");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let mut errors = Vec::new();
+    validate(&schema, &schema, &report, "$", &mut errors);
+    assert!(
+        errors.is_empty(),
+        "report.json does not match the schema:\n{}",
+        errors.join("\n")
+    );
+    let typed: wiber_model::report::Report = serde_json::from_value(report).unwrap();
+    assert_eq!(typed.schema, wiber_model::report::SCHEMA);
+}
+
+/// A validator for the JSON Schema subset the report schema uses: `$ref` (local
+/// `#/$defs/..`), `type` (string or list), `required`, `properties`,
+/// `additionalProperties` (false or a schema), `items`, `minItems`, `maxItems`, `enum`,
+/// `const`, `minimum`, `anyOf`. Any other keyword fails the test rather than being
+/// silently ignored.
+fn validate(root: &Value, schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>) {
+    const KNOWN: &[&str] = &[
+        "$schema",
+        "$id",
+        "$defs",
+        "$ref",
+        "title",
+        "description",
+        "type",
+        "required",
+        "properties",
+        "additionalProperties",
+        "items",
+        "minItems",
+        "maxItems",
+        "enum",
+        "const",
+        "minimum",
+        "anyOf",
+    ];
+    for k in schema.as_object().into_iter().flat_map(|o| o.keys()) {
+        assert!(
+            KNOWN.contains(&k.as_str()),
+            "schema keyword {k} (at {path}) is not supported by this validator"
+        );
+    }
+    if let Some(branches) = schema.get("anyOf").and_then(Value::as_array) {
+        let fits = branches.iter().any(|b| {
+            let mut e = Vec::new();
+            validate(root, b, v, path, &mut e);
+            e.is_empty()
+        });
+        if !fits {
+            errors.push(format!("{path}: {v} matches none of the anyOf branches"));
+        }
+    }
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let target = r
+            .strip_prefix("#/")
+            .map(|p| p.split('/').fold(root, |s, k| &s[k]))
+            .unwrap_or_else(|| panic!("unsupported $ref {r}"));
+        assert!(!target.is_null(), "dangling $ref {r}");
+        return validate(root, target, v, path, errors);
+    }
+    if let Some(t) = schema.get("type") {
+        let types: Vec<&str> = match t {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => panic!("bad type in schema at {path}"),
+        };
+        let ok = types.iter().any(|t| match *t {
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "string" => v.is_string(),
+            "integer" => v.is_i64() || v.is_u64(),
+            "number" => v.is_number(),
+            "boolean" => v.is_boolean(),
+            "null" => v.is_null(),
+            other => panic!("unsupported type {other}"),
+        });
+        if !ok {
+            errors.push(format!("{path}: expected {types:?}, got {v}"));
+            return;
+        }
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        if !e.contains(v) {
+            errors.push(format!("{path}: {v} is not one of {e:?}"));
+        }
+    }
+    if let Some(c) = schema.get("const") {
+        if c != v {
+            errors.push(format!("{path}: expected {c}, got {v}"));
+        }
+    }
+    if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_f64), v.as_f64()) {
+        if n < min {
+            errors.push(format!("{path}: {n} is below the minimum {min}"));
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        for req in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let k = req.as_str().unwrap();
+            if !obj.contains_key(k) {
+                errors.push(format!("{path}: missing required field {k}"));
+            }
+        }
+        let props = schema.get("properties").and_then(Value::as_object);
+        for (k, val) in obj {
+            let sub = format!("{path}.{k}");
+            match (
+                props.and_then(|p| p.get(k)),
+                schema.get("additionalProperties"),
+            ) {
+                (Some(s), _) => validate(root, s, val, &sub, errors),
+                (None, Some(Value::Bool(false))) => {
+                    errors.push(format!("{sub}: not allowed by the schema"))
+                }
+                (None, Some(s)) if s.is_object() => validate(root, s, val, &sub, errors),
+                _ => {}
+            }
+        }
+    }
+    if let Some(arr) = v.as_array() {
+        if let Some(items) = schema.get("items") {
+            for (i, item) in arr.iter().enumerate() {
+                validate(root, items, item, &format!("{path}[{i}]"), errors);
+            }
+        }
+        let len = arr.len() as u64;
+        if schema
+            .get("minItems")
+            .and_then(Value::as_u64)
+            .is_some_and(|m| len < m)
+            || schema
+                .get("maxItems")
+                .and_then(Value::as_u64)
+                .is_some_and(|m| len > m)
+        {
+            errors.push(format!("{path}: {len} items is out of the allowed range"));
+        }
+    }
+}
+
+#[test]
+fn the_validator_catches_mismatches() {
+    let schema: Value = serde_json::json!({
+        "type": "object", "required": ["a"], "additionalProperties": false,
+        "properties": {"a": {"type": "integer", "minimum": 0}, "b": {"$ref": "#/$defs/s"}},
+        "$defs": {"s": {"enum": ["x", "y"]}}
+    });
+    let mut errors = Vec::new();
+    validate(
+        &schema,
+        &schema,
+        &serde_json::json!({"a": 1, "b": "x"}),
+        "$",
+        &mut errors,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    validate(
+        &schema,
+        &schema,
+        &serde_json::json!({"a": -1, "b": "z", "c": 0}),
+        "$",
+        &mut errors,
+    );
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    validate(
+        &schema,
+        &schema,
+        &serde_json::json!({"b": "x"}),
+        "$",
+        &mut errors,
+    );
+    assert!(errors.last().unwrap().contains("missing required field a"));
+}

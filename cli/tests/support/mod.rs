@@ -1,0 +1,140 @@
+//! Shared helpers of the end-to-end tests: a real stack (Kafka KRaft broker, FerretDB,
+//! `wiber-server api` and consumers as local processes, via the same `LocalStack` that
+//! `wiberctl stack up --runtime local` uses), plus small HTTP and MongoDB helpers.
+//! Nothing here mocks Kafka or MongoDB.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{doc, Document};
+use serde_json::Value;
+use wiberctl::provision;
+use wiberctl::runtime::local::{LocalStack, LocalStackConfig};
+
+/// Brings up a stack in a fresh directory under `target/e2e/` with `consumers` consumer
+/// instances and one api. Extra environment goes to the api and consumers.
+pub async fn start_stack(name: &str, consumers: u32, extra_env: &[(&str, &str)]) -> LocalStack {
+    let root = provision::repo_root().expect("find the repo root");
+    let prov = tokio::task::spawn_blocking(move || provision::ensure(&root))
+        .await
+        .unwrap()
+        .expect("provision Kafka and FerretDB");
+    let dir = workspace_target()
+        .join("e2e")
+        .join(format!("{name}-{}", uuid::Uuid::new_v4().simple()));
+    let mut cfg = LocalStackConfig::new(dir);
+    cfg.consumers = consumers;
+    cfg.apis = 1;
+    cfg.extra_env = extra_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // Quick failure detection keeps the tests short; the defaults are for production.
+    cfg.extra_env
+        .push(("KAFKA_SESSION_TIMEOUT_MS".into(), "6000".into()));
+    cfg.extra_env.push(("RUST_LOG".into(), "info".into()));
+    LocalStack::up(cfg, &prov)
+        .await
+        .expect("bring up the local stack")
+}
+
+/// `target/` of the workspace (the test binary lives in `target/debug/deps`).
+pub fn workspace_target() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "target"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("wiber-target"))
+}
+
+/// Unique user names for one test, so tests sharing a stack never see each other's data.
+pub fn users(tag: &str) -> (String, String) {
+    let r = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    (format!("{tag}-a-{r}"), format!("{tag}-b-{r}"))
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// POSTs a message; returns the status and the JSON body.
+pub async fn post(http: &reqwest::Client, api: &str, body: Value) -> (u16, Value) {
+    let resp = http
+        .post(format!("{api}/messages"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /messages reaches the api");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn get(http: &reqwest::Client, url: &str) -> (u16, Value) {
+    let resp = http.get(url).send().await.expect("GET reaches the api");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn conversation_count(http: &reqwest::Client, api: &str, a: &str, b: &str) -> u64 {
+    let (s, v) = get(http, &format!("{api}/messages/count?user1={a}&user2={b}")).await;
+    assert_eq!(s, 200, "count answered {v}");
+    v["count"].as_u64().unwrap()
+}
+
+/// Polls the conversation count until it reaches `n` (bounded); returns the last count.
+pub async fn wait_for_count(
+    http: &reqwest::Client,
+    api: &str,
+    a: &str,
+    b: &str,
+    n: u64,
+    within: Duration,
+) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let c = conversation_count(http, api, a, b).await;
+        if c >= n || Instant::now() > deadline {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The messages collection of the stack, read directly (not through the API).
+pub async fn collection(stack: &LocalStack) -> mongodb::Collection<Document> {
+    let client = mongodb::Client::with_uri_str(stack.mongo_uri())
+        .await
+        .unwrap();
+    let cfg = stack.config();
+    client.database(&cfg.db).collection(&cfg.collection)
+}
+
+/// How many stored documents carry each of `ids` (0 = lost, 2+ = duplicated).
+pub async fn stored_counts(
+    coll: &mongodb::Collection<Document>,
+    ids: &[String],
+) -> std::collections::HashMap<String, u64> {
+    use futures::TryStreamExt;
+    let mut counts: std::collections::HashMap<String, u64> =
+        ids.iter().map(|i| (i.clone(), 0)).collect();
+    for chunk in ids.chunks(500) {
+        let docs: Vec<Document> = coll
+            .find(doc! {"messageId": {"$in": chunk.to_vec()}})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        for d in docs {
+            *counts
+                .entry(d.get_str("messageId").unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    counts
+}

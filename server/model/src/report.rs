@@ -1,0 +1,222 @@
+//! The run report (`report.json`), schema version [`SCHEMA`]. Its JSON Schema is checked
+//! in at `cli/schema/report.v1.schema.json` and a test validates real output against it:
+//! change both together, and bump the version when a change is not backwards compatible.
+//!
+//! All latencies are milliseconds (f64); all instants are ms since the Unix epoch.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies the schema (and its version) of a `report.json`.
+pub const SCHEMA: &str = "wiber.report.v1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    pub run: RunInfo,
+    pub config: BenchConfigRecord,
+    pub summary: Summary,
+    /// One point per second of the measured window.
+    pub timeline: Vec<Second>,
+    /// Latency distribution curves, for charts.
+    pub distribution: Distribution,
+    /// Fault events (from the events file) during the run.
+    pub events: Vec<EventMark>,
+    /// `--find-max` steps and result.
+    pub find_max: Option<FindMax>,
+    /// Added by `wiberctl verify`.
+    pub verify: Option<VerifyReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Short id embedded in every message id and user name of the run.
+    pub id: String,
+    pub name: String,
+    /// Wall-clock start of the schedule (due time of request 0), ms.
+    pub started_ms: i64,
+    /// Start of the measured window (after warm-up), ms.
+    pub measured_from_ms: i64,
+    pub ended_ms: i64,
+    /// The run directory.
+    pub dir: String,
+    pub wiberctl_version: String,
+}
+
+/// How the run was driven (a record of the flags).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchConfigRecord {
+    /// `open` (constant arrival rate), `closed` (`--max`) or `find_max`.
+    pub mode: String,
+    /// Requests per second (open loop; the last step for find-max; null for closed loop).
+    pub target_rate: Option<f64>,
+    pub duration_ms: u64,
+    pub warmup_ms: u64,
+    pub conversations: u32,
+    pub size: usize,
+    pub connections: usize,
+    pub retries: u32,
+    pub timeout_ms: u64,
+    pub api_url: String,
+}
+
+/// Latency percentiles, ms.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub target_rate: Option<f64>,
+    /// Answered requests of the measured window per second of it.
+    pub achieved_rate: f64,
+    /// Requests of the measured window that started (first attempt).
+    pub sent: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    /// Requests due in the window that the generator could not start in time.
+    pub not_started: u64,
+    /// Extra attempts made by `--retries`.
+    pub retried: u64,
+    /// Errors by kind (`timeout`, `connect`, `http_503`, `not_started`, ...).
+    pub errors: BTreeMap<String, u64>,
+    /// Due time → HTTP answer (coordinated omission corrected).
+    pub ack_ms: Percentiles,
+    /// Actual send → HTTP answer (what a closed-loop tool would report).
+    pub service_ms: Percentiles,
+    /// Due time → actual send: how late the generator started requests.
+    pub start_delay_ms: Percentiles,
+    /// Due time → `storedAt` in MongoDB; null when it could not be measured.
+    pub e2e_ms: Option<Percentiles>,
+    /// `ok` requests whose document was not found when e2e was measured.
+    pub e2e_missing: u64,
+    /// Warnings for people, e.g. that the generator could not keep up.
+    pub warnings: Vec<String>,
+}
+
+/// One second of the measured window (second 0 starts at `measured_from_ms`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Second {
+    pub t: u32,
+    /// Requests answered during this second, any outcome.
+    pub answered: u64,
+    pub ok: u64,
+    pub errors: u64,
+    /// Percentiles of requests *due* in this second (so a stall shows where it began).
+    pub ack_p50: Option<f64>,
+    pub ack_p99: Option<f64>,
+    pub e2e_p50: Option<f64>,
+    pub e2e_p99: Option<f64>,
+}
+
+/// `[percentile (0..100), ms]` points of the cumulative latency distribution.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Distribution {
+    pub ack: Vec<[f64; 2]>,
+    pub e2e: Vec<[f64; 2]>,
+}
+
+/// A fault event placed on the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMark {
+    pub time_ms: i64,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindMax {
+    /// The SLO as given, e.g. `ack.p99<50ms`.
+    pub slo: String,
+    pub steps: Vec<FindMaxStep>,
+    /// Highest target rate whose step met the SLO (null: none did).
+    pub best_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FindMaxStep {
+    pub target_rate: f64,
+    pub achieved_rate: f64,
+    pub ok: u64,
+    pub failed: u64,
+    pub unknown: u64,
+    pub not_started: u64,
+    pub ack_ms: Percentiles,
+    pub pass: bool,
+    /// Why it failed, empty when it passed.
+    pub reasons: Vec<String>,
+}
+
+/// What `wiberctl verify` found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// `pass`, `fail`, or `error` (could not check).
+    pub verdict: String,
+    pub checked_ms: i64,
+    /// Whether the consumer group's lag reached 0 before the check.
+    pub drained: bool,
+    pub lag_remaining: Option<i64>,
+    pub counts: VerifyCounts,
+    /// Up to 20 examples per kind (`lost`, `duplicated`, ...).
+    pub examples: BTreeMap<String, Vec<Example>>,
+    /// Why it could not check, when `verdict` is `error`.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VerifyCounts {
+    pub ledger_ok: u64,
+    pub ledger_failed: u64,
+    pub ledger_unknown: u64,
+    /// Documents of this run found in MongoDB.
+    pub stored: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub unexpected: u64,
+    pub corrupted: u64,
+    pub reordered: u64,
+    /// `unknown` outcomes that were stored (informational).
+    pub recovered: u64,
+}
+
+impl VerifyCounts {
+    /// The counts that must be zero for the run to pass. Reordered is among them: bench
+    /// sends each conversation sequentially, so the store must keep that order.
+    pub fn must_be_zero(&self) -> [(&'static str, u64); 5] {
+        [
+            ("lost", self.lost),
+            ("duplicated", self.duplicated),
+            ("unexpected", self.unexpected),
+            ("corrupted", self.corrupted),
+            ("reordered", self.reordered),
+        ]
+    }
+
+    pub fn pass(&self) -> bool {
+        self.must_be_zero().iter().all(|(_, n)| *n == 0)
+    }
+}
+
+/// One offending document or request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    pub message_id: String,
+    /// `_id` of the stored document, when there is one and it differs from `message_id`.
+    pub doc_id: Option<String>,
+    pub conversation: Option<u32>,
+    pub seq: Option<u64>,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    pub detail: String,
+}
