@@ -19,7 +19,7 @@ use crate::exit::{self, Outcome};
 (HTTP API → Kafka → consumer group → MongoDB).\n\n\
 Exit codes: 0 pass; 1 a check failed (the API refused a message, the stack is not ready, \
 an invariant or threshold failed); 2 wiberctl itself failed (bad usage, API unreachable, I/O).",
-    after_help = "Examples:\n  wiberctl stack up                      # Kafka, FerretDB, api, 2 consumers as local processes\n  wiberctl send --from alice --to bob \"Hello\"\n  wiberctl read alice bob --limit 20\n  wiberctl count --user1 alice\n  wiberctl health --json"
+    after_help = "Examples:\n  wiberctl demo                          # local stack up, send, read back\n  wiberctl stack up                      # Kafka, FerretDB, api, 2 consumers in Docker\n  wiberctl send --from alice --to bob \"Hello\"\n  wiberctl read alice bob --limit 20\n  wiberctl count --user1 alice\n  wiberctl health --json"
 )]
 pub struct Cli {
     /// Base URL of the Wiber API.
@@ -77,6 +77,8 @@ enum Command {
     },
     /// Readiness of the stack as the API sees it (Kafka and MongoDB). Exit 1 when not ready.
     Health,
+    /// Bring the stack up (local processes by default), send a message and read it back.
+    Demo(commands::demo::DemoArgs),
     /// Bring the stack up or down (Docker or local processes), show its status and logs.
     Stack {
         #[command(subcommand)]
@@ -167,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             commands::messages::count(&api, user1.as_deref(), user2.as_deref(), json).await
         }
         Command::Health => commands::messages::health(&api, json).await,
+        Command::Demo(args) => commands::demo::run(args, cli.timeout).await,
         Command::Stack { cmd } => commands::stack::run(cmd, json).await,
         Command::Chaos(args) => commands::chaos::run(args, json).await,
         Command::Bench(args) => commands::bench::run(*args, &cli.api_url, cli.timeout, json).await,

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod demo;
 pub mod messages;
 pub mod stack;
 pub mod verify;

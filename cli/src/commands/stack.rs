@@ -307,7 +307,8 @@ pub async fn open(r: &StackRef) -> Result<Stack> {
 
 // --- up ------------------------------------------------------------------------------
 
-async fn up(args: UpArgs, json: bool) -> Result<Outcome> {
+/// Brings the stack up (or finds it up) and waits until it is healthy.
+pub async fn up(args: UpArgs, json: bool) -> Result<Outcome> {
     docker::validate_project(&args.stack.project)?;
     let t0 = std::time::Instant::now();
     let (runtime, detail) = match args.stack.runtime.unwrap_or(RuntimeKind::Docker) {
