@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, Message as _, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use wiber_model::{now_ms, validate, Message, NewMessage};
@@ -113,7 +113,7 @@ enum Processed {
 struct Worker<'a> {
     cfg: &'a ConsumerConfig,
     store: &'a Store,
-    dlq: &'a FutureProducer,
+    dlq: &'a kafka::DlqProducer,
     dlq_topic: String,
 }
 
@@ -241,7 +241,7 @@ fn decode(rec: &OwnedMessage) -> Result<Message, String> {
 /// the stored offsets. The batch was fully written before this is called, so every record
 /// below a committed offset is durable. Partitions revoked meanwhile are refused by the
 /// store call: their new owner re-reads and de-duplicates.
-fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage], mode: CommitMode) {
+fn commit(consumer: &kafka::GroupConsumer, batch: &[OwnedMessage], mode: CommitMode) {
     let mut next: HashMap<(&str, i32), i64> = HashMap::new();
     for m in batch {
         let e = next.entry((m.topic(), m.partition())).or_insert(0);

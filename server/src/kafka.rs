@@ -3,13 +3,14 @@
 //! conversation) and builds the group consumer. Domain code sees [`Publisher`] and
 //! [`PublishError`], not rdkafka types.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -24,6 +25,10 @@ pub enum PublishError {
     Timeout(Duration, String),
     #[error("kafka rejected the message: {0}")]
     Rejected(String),
+    #[error(
+        "all kafka brokers are down; not waiting for a timeout (retry with the same messageId)"
+    )]
+    BrokersDown,
 }
 
 impl PublishError {
@@ -32,6 +37,7 @@ impl PublishError {
         match self {
             PublishError::Timeout(..) => "timeout",
             PublishError::Rejected(_) => "rejected",
+            PublishError::BrokersDown => "brokers_down",
         }
     }
 }
@@ -43,13 +49,50 @@ pub struct Delivered {
     pub offset: i64,
 }
 
+/// librdkafka's callbacks for our clients. It notices when every broker connection is
+/// down, so the API can answer 503 at once instead of holding each POST for the whole
+/// message timeout during an outage; and it reports that state at most every 30 s instead
+/// of on every reconnect attempt (several lines a second otherwise).
+#[derive(Clone, Default)]
+pub struct KafkaContext {
+    brokers_down: Arc<AtomicBool>,
+    last_down_log_ms: Arc<AtomicI64>,
+}
+
+impl ClientContext for KafkaContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.brokers_down.store(true, Ordering::SeqCst);
+            let now = wiber_model::now_ms();
+            let last = self.last_down_log_ms.load(Ordering::Relaxed);
+            if now - last >= 30_000 {
+                self.last_down_log_ms.store(now, Ordering::Relaxed);
+                tracing::error!(%reason, "all kafka brokers are down");
+            }
+        } else {
+            tracing::error!(error = %error, %reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for KafkaContext {}
+
+type WiberProducer = FutureProducer<KafkaContext>;
+
+/// The dead-letter producer type.
+pub type DlqProducer = WiberProducer;
+
+/// The group consumer type the consumer service uses.
+pub type GroupConsumer = StreamConsumer<KafkaContext>;
+
 /// Publishes records with acks=all and idempotence. An idempotent producer that hits a
 /// fatal error (librdkafka then refuses every later record) is replaced by a fresh one,
 /// so a long broker outage does not leave the API failing forever after Kafka returns.
 #[derive(Clone)]
 pub struct Publisher {
-    inner: Arc<RwLock<FutureProducer>>,
+    inner: Arc<RwLock<WiberProducer>>,
     config: ClientConfig,
+    context: KafkaContext,
     timeout: Duration,
 }
 
@@ -75,15 +118,45 @@ impl Publisher {
             // instead of message.timeout.ms. 1 s keeps the bound honest and recovery quick.
             .set("reconnect.backoff.max.ms", "1000")
             .set("client.id", "wiber-api");
-        let producer = create_producer(&config)?;
-        Ok(Publisher {
+        let context = KafkaContext::default();
+        let producer = create_producer(&config, &context)?;
+        let publisher = Publisher {
             inner: Arc::new(RwLock::new(producer)),
             config,
+            context,
             timeout: message_timeout,
-        })
+        };
+        publisher.spawn_recovery_probe();
+        Ok(publisher)
     }
 
-    fn producer(&self) -> FutureProducer {
+    /// While the brokers are marked down, asks for cluster metadata every 500 ms and
+    /// clears the mark as soon as a broker answers. Must be called inside a tokio runtime.
+    fn spawn_recovery_probe(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if !this.context.brokers_down.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let producer = this.producer();
+                let up = tokio::task::spawn_blocking(move || {
+                    producer
+                        .client()
+                        .fetch_metadata(None, Timeout::After(Duration::from_secs(1)))
+                        .is_ok()
+                })
+                .await
+                .unwrap_or(false);
+                if up && this.context.brokers_down.swap(false, Ordering::SeqCst) {
+                    tracing::info!("a kafka broker answers again; accepting messages");
+                }
+            }
+        });
+    }
+
+    fn producer(&self) -> WiberProducer {
         self.inner.read().expect("producer lock").clone()
     }
 
@@ -96,6 +169,9 @@ impl Publisher {
         payload: &[u8],
         correlation_id: &str,
     ) -> Result<Delivered, PublishError> {
+        if self.context.brokers_down.load(Ordering::SeqCst) {
+            return Err(PublishError::BrokersDown);
+        }
         let producer = self.producer();
         let headers = OwnedHeaders::new().insert(Header {
             key: "wiber-correlation-id",
@@ -132,10 +208,10 @@ impl Publisher {
         }
     }
 
-    fn replace_if_fatal(&self, failed: &FutureProducer) {
+    fn replace_if_fatal(&self, failed: &WiberProducer) {
         if let Some((code, reason)) = failed.client().fatal_error() {
             tracing::error!(?code, %reason, "kafka producer hit a fatal error; replacing it");
-            match create_producer(&self.config) {
+            match create_producer(&self.config, &self.context) {
                 Ok(p) => *self.inner.write().expect("producer lock") = p,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "could not recreate the kafka producer")
@@ -170,9 +246,9 @@ impl Publisher {
     }
 }
 
-fn create_producer(config: &ClientConfig) -> anyhow::Result<FutureProducer> {
+fn create_producer(config: &ClientConfig, context: &KafkaContext) -> anyhow::Result<WiberProducer> {
     config
-        .create()
+        .create_with_context(context.clone())
         .map_err(|e| anyhow::anyhow!("cannot create the kafka producer: {e}"))
 }
 
@@ -246,8 +322,8 @@ pub async fn ensure_topics_until(
 
 /// Builds the group consumer: manual commits only, offsets stored only by us, start
 /// from the earliest record when the group has no committed offset.
-pub fn group_consumer(cfg: &ConsumerConfig, instance: &str) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = ClientConfig::new()
+pub fn group_consumer(cfg: &ConsumerConfig, instance: &str) -> anyhow::Result<GroupConsumer> {
+    let consumer: GroupConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
         .set("group.id", &cfg.group)
         .set("client.id", instance)
@@ -260,19 +336,19 @@ pub fn group_consumer(cfg: &ConsumerConfig, instance: &str) -> anyhow::Result<St
             (cfg.session_timeout_ms / 5).max(100).to_string(),
         )
         .set("enable.partition.eof", "false")
-        .create()
+        .create_with_context(KafkaContext::default())
         .map_err(|e| anyhow::anyhow!("cannot create the kafka consumer: {e}"))?;
     Ok(consumer)
 }
 
 /// A producer for the dead-letter topic (same delivery guarantees as the main one).
-pub fn dlq_producer(kafka: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+pub fn dlq_producer(kafka: &KafkaConfig) -> anyhow::Result<WiberProducer> {
     ClientConfig::new()
         .set("bootstrap.servers", &kafka.bootstrap_servers)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "30000")
         .set("client.id", "wiber-consumer-dlq")
-        .create()
+        .create_with_context(KafkaContext::default())
         .map_err(|e| anyhow::anyhow!("cannot create the kafka dead-letter producer: {e}"))
 }
