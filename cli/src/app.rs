@@ -90,6 +90,11 @@ enum Command {
     Bench(Box<commands::bench::BenchArgs>),
     /// Check a bench run's delivery invariants in MongoDB (lost, duplicated, ...). Exit 1 on a violation.
     Verify(commands::verify::VerifyArgs),
+    /// Scenario files: load, a fault timeline, invariants and thresholds in one file (what CI runs).
+    Scenario {
+        #[command(subcommand)]
+        cmd: commands::scenario::ScenarioCmd,
+    },
 }
 
 /// Parses `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).
@@ -174,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Chaos(args) => commands::chaos::run(args, json).await,
         Command::Bench(args) => commands::bench::run(*args, &cli.api_url, cli.timeout, json).await,
         Command::Verify(args) => commands::verify::run(args, json).await,
+        Command::Scenario { cmd } => commands::scenario::run(cmd, json).await,
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`output`]: tables and JSON; [`exit`]: the exit-code contract.
 //! - [`bench`]: open-loop load generator and ledger; [`verify`]: the delivery invariants
 //!   checked in MongoDB; [`report`]: report.json/md/html writers.
+//! - [`scenario`]: scenario files (load + fault timeline + thresholds) and their runner.
 
 pub mod app;
 pub mod bench;
@@ -24,4 +25,5 @@ pub mod output;
 pub mod provision;
 pub mod report;
 pub mod runtime;
+pub mod scenario;
 pub mod verify;

@@ -394,14 +394,7 @@ async fn health_metrics_and_docs() {
 
     let (a, b) = users("metrics");
     send_ok(&http, &a, &b, "count me").await;
-    let text = http
-        .get(format!("{}/metrics", api()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&http, &format!("{}/metrics", api())).await;
     assert!(
         text.contains(
             "wiber_http_requests_total{method=\"POST\",route=\"/messages\",status=\"200\"}"
@@ -429,14 +422,7 @@ async fn health_metrics_and_docs() {
     ] {
         assert!(doc["paths"][path].is_object(), "openapi.json lacks {path}");
     }
-    let html = http
-        .get(format!("{}/docs", api()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&http, &format!("{}/docs", api())).await;
     assert!(html.contains("swagger-ui-bundle.js"));
     let js = http
         .get(format!("{}/docs/swagger-ui-bundle.js", api()))

@@ -13,7 +13,8 @@ use super::stack::{self, Stack, StackRef};
 use crate::events::{Event, EventLog};
 use crate::exit::{self, Outcome};
 use crate::output;
-use crate::runtime::{InstanceId, InstanceInfo, Runtime, Service, Signal};
+use crate::runtime::target::Target;
+use crate::runtime::{InstanceInfo, Runtime, Signal};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Action {
@@ -133,72 +134,6 @@ pub struct ChaosArgs {
     pub events: Option<PathBuf>,
 }
 
-/// Who a TARGET names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
-    Instance(InstanceId),
-    Service(Service),
-    Random(Service),
-}
-
-fn parse_target(s: &str) -> Result<Target> {
-    let s = s.trim();
-    if let Some(svc) = s.strip_prefix("random:") {
-        return Ok(Target::Random(svc.parse()?));
-    }
-    if s.contains('#') {
-        return Ok(Target::Instance(s.parse()?));
-    }
-    Ok(Target::Service(s.parse()?))
-}
-
-/// The instances a target names in this stack (errors name what the stack has).
-fn resolve(target: &Target, have: &[InstanceInfo], action: Action) -> Result<Vec<InstanceInfo>> {
-    let list = || {
-        have.iter()
-            .map(|i| i.id.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match target {
-        Target::Instance(id) => have
-            .iter()
-            .find(|i| i.id == *id)
-            .cloned()
-            .map(|i| vec![i])
-            .ok_or_else(|| anyhow!("unknown target {id}: the stack has {}", list())),
-        Target::Service(s) | Target::Random(s) => {
-            let of: Vec<InstanceInfo> = have
-                .iter()
-                .filter(|i| i.id.service == *s)
-                .cloned()
-                .collect();
-            if of.is_empty() {
-                bail!(
-                    "unknown target {s}: the stack has no {s} instance (it has {})",
-                    list()
-                );
-            }
-            if matches!(target, Target::Service(_)) {
-                return Ok(of);
-            }
-            // Prefer instances the action makes sense for (a running one to kill, a
-            // stopped one to start), else any.
-            let fitting: Vec<&InstanceInfo> = of
-                .iter()
-                .filter(|i| (i.state == "running") == action.wants_running())
-                .collect();
-            let pool: Vec<&InstanceInfo> = if fitting.is_empty() {
-                of.iter().collect()
-            } else {
-                fitting
-            };
-            let pick = (uuid::Uuid::new_v4().as_u128() % pool.len() as u128) as usize;
-            Ok(vec![pool[pick].clone()])
-        }
-    }
-}
-
 pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
     let (action, target_str) = match (args.action.expand(), &args.target) {
         (Some(_), Some(t)) => bail!(
@@ -212,7 +147,7 @@ pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
             args.action.name()
         ),
     };
-    let target = parse_target(&target_str)?;
+    let target = Target::parse(&target_str)?;
     if args.for_.is_some() && action.undo().is_none() {
         bail!(
             "--for undoes kill, stop, pause and disconnect; {} has no undo",
@@ -238,7 +173,7 @@ pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
 
     if args.dry_run {
         let have = stack.list().await?;
-        let chosen = resolve(&target, &have, action)?;
+        let chosen = target.resolve(&have, action.wants_running())?;
         let mut plan = Vec::new();
         for i in &chosen {
             let mut what = format!(
@@ -286,7 +221,7 @@ pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
     'rounds: for round in 0..args.count {
         let round_start = tokio::time::Instant::now();
         let have = stack.list().await?;
-        let chosen = resolve(&target, &have, action)?;
+        let chosen = target.resolve(&have, action.wants_running())?;
         for i in &chosen {
             if let Err(e) = act(&stack, &log, action, args.signal, i, &mut done).await {
                 failed = Some(e);
@@ -400,6 +335,7 @@ async fn act(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Service;
 
     fn info(id: &str, state: &str) -> InstanceInfo {
         InstanceInfo {
@@ -420,24 +356,34 @@ mod tests {
             info("consumer#2", "running"),
         ];
         assert_eq!(
-            parse_target("consumer#2").unwrap(),
+            Target::parse("consumer#2").unwrap(),
             Target::Instance("consumer#2".parse().unwrap())
         );
         assert_eq!(
-            parse_target("random:consumer").unwrap(),
+            Target::parse("random:consumer").unwrap(),
             Target::Random(Service::Consumer)
         );
-        assert!(parse_target("zookeeper").is_err());
-        let all = resolve(&Target::Service(Service::Consumer), &have, Action::Kill).unwrap();
+        assert!(Target::parse("zookeeper").is_err());
+        let all = (Target::Service(Service::Consumer))
+            .resolve(&have, Action::Kill.wants_running())
+            .unwrap();
         assert_eq!(all.len(), 2);
         // Random kill picks the running one; random start the exited one.
-        let k = resolve(&Target::Random(Service::Consumer), &have, Action::Kill).unwrap();
+        let k = (Target::Random(Service::Consumer))
+            .resolve(&have, Action::Kill.wants_running())
+            .unwrap();
         assert_eq!(k[0].id.to_string(), "consumer#2");
-        let s = resolve(&Target::Random(Service::Consumer), &have, Action::Start).unwrap();
+        let s = (Target::Random(Service::Consumer))
+            .resolve(&have, Action::Start.wants_running())
+            .unwrap();
         assert_eq!(s[0].id.to_string(), "consumer#1");
-        let err = resolve(&parse_target("consumer#9").unwrap(), &have, Action::Kill).unwrap_err();
+        let err = (Target::parse("consumer#9").unwrap())
+            .resolve(&have, Action::Kill.wants_running())
+            .unwrap_err();
         assert!(err.to_string().contains("consumer#9"), "{err}");
-        assert!(resolve(&Target::Service(Service::Api), &have, Action::Kill).is_err());
+        assert!((Target::Service(Service::Api))
+            .resolve(&have, Action::Kill.wants_running())
+            .is_err());
     }
 
     #[test]

@@ -5,5 +5,6 @@ pub mod bench;
 pub mod chaos;
 pub mod demo;
 pub mod messages;
+pub mod scenario;
 pub mod stack;
 pub mod verify;

@@ -22,6 +22,7 @@ pub mod docker;
 pub mod local;
 pub mod probe;
 mod process;
+pub mod target;
 
 /// The kinds of process a Wiber stack is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -80,6 +80,11 @@ pub async fn get(http: &reqwest::Client, url: &str) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    let resp = http.get(url).send().await.expect("GET reaches the api");
+    resp.text().await.expect("a text body")
+}
+
 pub async fn conversation_count(http: &reqwest::Client, api: &str, a: &str, b: &str) -> u64 {
     let (s, v) = get(http, &format!("{api}/messages/count?user1={a}&user2={b}")).await;
     assert_eq!(s, 200, "count answered {v}");

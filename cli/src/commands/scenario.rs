@@ -1,0 +1,253 @@
+//! `wiberctl scenario run|validate|list`: flags → [`crate::scenario`], then the tables.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use super::stack::{ImageChoice, StackRef};
+use crate::app::parse_duration;
+use crate::exit::{self, Outcome};
+use crate::output;
+use crate::scenario::{self, run::RunVerdict};
+
+#[derive(Debug, Subcommand)]
+pub enum ScenarioCmd {
+    /// Run scenario files: stack up (or attach), load + faults, verify, thresholds, reports.
+    #[command(
+        after_help = "Each run writes reports/<UTC time>-scenario-<name>/: scenario.toml (the file as run), \
+scenario.json, summary.md, junit.xml, events.jsonl, lag.jsonl, and load/ (the bench run: ledger, report.json/md/html).\n\n\
+A file with [stack] brings the stack up when it is not running and takes it down afterwards (unless --keep-stack); \
+without [stack] (or with --attach) it runs against the running stack. Every fault is undone at the end, also on \
+failure or Ctrl-C.\n\n\
+Exit codes: 0 every scenario passed; 1 a threshold or invariant failed; 2 a scenario could not be run \
+(bad file, no stack, broken steady state, a fault step or rollback failed, interrupted).\n\n\
+Examples:\n  wiberctl scenario run scenarios/smoke.toml\n  wiberctl scenario run scenarios/*.toml --junit reports/junit.xml\n  \
+wiberctl scenario run scenarios/kill-api.toml --attach\n  wiberctl scenario run scenarios/bench-5000.toml --baseline reports/<run>/"
+    )]
+    Run(Box<RunArgs>),
+    /// Check scenario files without running them (errors give file:line and the expected syntax).
+    #[command(after_help = "Exit codes: 0 every file is valid; 2 a file is not.")]
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the scenarios of a directory: name, description, duration, faults.
+    List {
+        /// Directory of scenario files. Default: scenarios/ at the repository root.
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub stack: StackRef,
+    /// Run against the running stack even when the file has a [stack] section.
+    #[arg(long)]
+    pub attach: bool,
+    /// Leave a stack that the run brought up running afterwards.
+    #[arg(long)]
+    pub keep_stack: bool,
+    /// Compare with an earlier run (a scenario or bench run directory, or its scenario.json / report.json);
+    /// enables thresholds such as `"ack.p99" = "< 1.2 * baseline"`.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Also write one JUnit XML file for all the scenarios here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Where run directories go. Default: reports/ at the repository root.
+    #[arg(long, env = "WIBER_REPORTS_DIR")]
+    pub reports_dir: Option<PathBuf>,
+    /// How long verify waits for the consumer group to drain after the load.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Images, when the run brings the stack up (docker).
+    #[arg(long, value_enum, env = "WIBER_IMAGES", default_value = "auto")]
+    pub images: ImageChoice,
+    /// Host ports, when the run brings the stack up.
+    #[arg(long, default_value_t = 8000)]
+    pub api_port: u16,
+    #[arg(long, default_value_t = 27017)]
+    pub mongo_port: u16,
+    #[arg(long, default_value_t = 9094)]
+    pub kafka_port: u16,
+    /// How long bringing the stack up may take.
+    #[arg(long, default_value = "4m", value_parser = parse_duration)]
+    pub wait: Duration,
+}
+
+pub async fn run(cmd: ScenarioCmd, json: bool) -> Result<Outcome> {
+    match cmd {
+        ScenarioCmd::Run(args) => run_files(*args, json).await,
+        ScenarioCmd::Validate { files } => validate(&files, json),
+        ScenarioCmd::List { dir } => list(dir, json),
+    }
+}
+
+async fn run_files(args: RunArgs, json: bool) -> Result<Outcome> {
+    let baseline = match &args.baseline {
+        Some(p) => Some((p.clone(), scenario::run::load_baseline(p)?)),
+        None => None,
+    };
+    let opts = scenario::run::RunOptions {
+        stack: args.stack.clone(),
+        images: args.images,
+        api_port: args.api_port,
+        mongo_port: args.mongo_port,
+        kafka_port: args.kafka_port,
+        wait: args.wait,
+        attach: args.attach,
+        keep_stack: args.keep_stack,
+        baseline,
+        reports_dir: args
+            .reports_dir
+            .clone()
+            .unwrap_or_else(super::bench::default_reports_dir),
+        drain_timeout: args.drain_timeout,
+        progress: !json,
+    };
+    let mut outcomes = Vec::new();
+    for f in &args.files {
+        let o = scenario::run::run(f, &opts).await;
+        if !json {
+            println!("{}", scenario::print::terminal(&o));
+        }
+        outcomes.push(o);
+    }
+    if let Some(p) = &args.junit {
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let suites: Vec<_> = outcomes.iter().map(|o| o.junit()).collect();
+        std::fs::write(p, scenario::junit::render(&suites))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if json {
+        output::json(&outcomes);
+    } else if outcomes.len() > 1 {
+        println!("{}", scenario::print::overview(&outcomes));
+    }
+    let errors: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.verdict == RunVerdict::Error)
+        .map(|o| {
+            format!(
+                "{}: {}",
+                o.name,
+                o.error.as_deref().unwrap_or("could not be run")
+            )
+        })
+        .collect();
+    if !errors.is_empty() {
+        bail!(
+            "{} of {} scenario(s) could not be run: {}",
+            errors.len(),
+            outcomes.len(),
+            errors.join("; ")
+        );
+    }
+    Ok(if outcomes.iter().all(|o| o.verdict == RunVerdict::Pass) {
+        exit::PASS
+    } else {
+        exit::FAIL
+    })
+}
+
+fn validate(files: &[PathBuf], json: bool) -> Result<Outcome> {
+    let mut bad = Vec::new();
+    let mut rows = Vec::new();
+    for f in files {
+        match scenario::load(f) {
+            Ok(s) => rows.push(serde_json::json!({"file": f, "name": s.name, "ok": true})),
+            Err(e) => {
+                rows.push(serde_json::json!({"file": f, "ok": false, "error": format!("{e:#}")}));
+                bad.push(format!("{e:#}"));
+            }
+        }
+    }
+    if json {
+        output::json(&rows);
+    } else {
+        for r in &rows {
+            if r["ok"] == true {
+                println!(
+                    "{}: ok ({})",
+                    r["file"].as_str().unwrap_or_default(),
+                    r["name"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    }
+    if !bad.is_empty() {
+        bail!(
+            "{} of {} file(s) are not valid scenarios:\n{}",
+            bad.len(),
+            files.len(),
+            bad.join("\n")
+        );
+    }
+    Ok(exit::PASS)
+}
+
+fn list(dir: Option<PathBuf>, json: bool) -> Result<Outcome> {
+    let dir = match dir {
+        Some(d) => d,
+        None => crate::provision::repo_root()
+            .map(|r| r.join("scenarios"))
+            .unwrap_or_else(|_| PathBuf::from("scenarios")),
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| {
+            format!(
+                "cannot list {} (pass the directory of your scenario files)",
+                dir.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut rows = Vec::new();
+    let mut t = output::table(&["name", "description", "load", "faults", "file"]);
+    for f in &files {
+        match scenario::load(f) {
+            Ok(s) => {
+                let load = format!(
+                    "{} s at {:.0} req/s",
+                    s.load.duration().as_secs(),
+                    s.load.mean_rate()
+                );
+                t.add_row(vec![
+                    s.name.clone(),
+                    s.description.clone(),
+                    load.clone(),
+                    s.faults.len().to_string(),
+                    f.display().to_string(),
+                ]);
+                rows.push(serde_json::json!({"name": s.name, "description": s.description, "duration_s": s.load.duration().as_secs_f64(),
+                    "mean_rate": s.load.mean_rate(), "faults": s.faults.iter().map(|f| f.describe()).collect::<Vec<_>>(), "file": f}));
+            }
+            Err(e) => {
+                t.add_row(vec![
+                    "(invalid)".to_string(),
+                    format!("{e:#}"),
+                    String::new(),
+                    String::new(),
+                    f.display().to_string(),
+                ]);
+                rows.push(serde_json::json!({"file": f, "error": format!("{e:#}")}));
+            }
+        }
+    }
+    if json {
+        output::json(&rows);
+    } else {
+        println!("{t}");
+    }
+    Ok(exit::PASS)
+}

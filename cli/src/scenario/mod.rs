@@ -1,0 +1,23 @@
+//! Scenario files: load, a fault timeline, invariants and thresholds in one TOML file,
+//! run against the stack by `wiberctl scenario run` (and by CI).
+//!
+//! Layout:
+//! - [`format`]: the file format (serde, `deny_unknown_fields`) and its validation into
+//!   [`format::Scenario`], with `file:line:column` errors that show the expected syntax.
+//! - [`threshold`]: `metric = "OP EXPR"` parsing and evaluation (absolute, `* rate`,
+//!   `* baseline`).
+//! - [`timeline`]: faults expanded into steps and run through a seam ([`timeline::FaultSeam`]),
+//!   with rollbacks that run on every way out.
+//! - [`recovery`]: per-fault figures from the ledger and the lag samples.
+//! - [`run`]: one scenario end to end (stack, steady state, load + faults, verify,
+//!   thresholds, run directory); [`print`]: tables and `summary.md`; [`junit`]: JUnit XML.
+
+pub mod format;
+pub mod junit;
+pub mod print;
+pub mod recovery;
+pub mod run;
+pub mod threshold;
+pub mod timeline;
+
+pub use format::{load, parse, FormatError, Scenario};

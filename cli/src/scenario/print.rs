@@ -1,0 +1,202 @@
+//! Rendering of scenario outcomes: terminal tables and `summary.md` share the rows.
+
+use comfy_table::{presets, ContentArrangement, Table, TableStyle};
+
+use super::run::{Outcome, RunVerdict};
+use super::threshold::{fmt_metric, fmt_num, Verdict};
+
+fn table(preset: TableStyle, header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(preset)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    t
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.0}"))
+}
+
+fn secs(v: Option<i64>) -> String {
+    v.map_or_else(|| "never".into(), |v| format!("{:.1} s", v as f64 / 1000.0))
+}
+
+pub fn verdict(v: RunVerdict) -> &'static str {
+    match v {
+        RunVerdict::Pass => "PASS",
+        RunVerdict::Fail => "FAIL",
+        RunVerdict::Error => "ERROR",
+    }
+}
+
+/// The tables of one outcome: checks, faults with recovery, baseline comparison.
+fn tables(o: &Outcome, preset: TableStyle) -> Vec<(String, Table)> {
+    let mut out = Vec::new();
+    let mut checks = table(preset, &["check", "threshold", "actual", "verdict"]);
+    if let Some(c) = &o.verify {
+        let bad = c.must_be_zero().iter().filter(|(_, n)| *n > 0).count();
+        let undrained = o.verify_verdicts.iter().any(|v| v == "error");
+        checks.add_row(vec![
+            "invariants (verify)".to_string(),
+            "lost, duplicated, unexpected, corrupted, reordered == 0".into(),
+            format!(
+                "lost {}, duplicated {}, unexpected {}, corrupted {}, reordered {} (ok {}, unknown {}, recovered {}){}",
+                c.lost, c.duplicated, c.unexpected, c.corrupted, c.reordered, c.ledger_ok, c.ledger_unknown, c.recovered,
+                if undrained { "; did not drain" } else { "" }
+            ),
+            if bad == 0 && !undrained { "pass" } else { "FAIL" }.into(),
+        ]);
+    }
+    for e in &o.thresholds {
+        checks.add_row(vec![
+            e.metric.clone(),
+            // The computed limit only where the text does not already say it.
+            match e.limit {
+                Some(l) if e.threshold.contains('*') || e.threshold.ends_with("baseline") => {
+                    format!("{} (= {})", e.threshold, fmt_num(l))
+                }
+                _ => e.threshold.clone(),
+            },
+            e.actual
+                .map_or_else(|| "-".into(), |v| fmt_metric(&e.metric, v)),
+            match e.verdict {
+                Verdict::Pass => "pass".into(),
+                Verdict::Fail => format!("FAIL: {}", e.detail.clone().unwrap_or_default()),
+                Verdict::Skipped => format!("skipped: {}", e.detail.clone().unwrap_or_default()),
+            },
+        ]);
+    }
+    out.push(("checks".to_string(), checks));
+    if !o.recovery.is_empty() {
+        let mut t = table(
+            preset,
+            &[
+                "fault",
+                "targets",
+                "window",
+                "first ack after",
+                "lag back to 0 (peak)",
+                "ack p99 ms before / during / after",
+            ],
+        );
+        for r in &o.recovery {
+            t.add_row(vec![
+                r.description.clone(),
+                r.targets.join(","),
+                format!("{:.1} s", r.window_ms as f64 / 1000.0),
+                secs(r.first_ack_ms),
+                format!(
+                    "{} ({})",
+                    secs(r.lag_zero_ms),
+                    r.peak_lag.map_or("-".into(), |p| p.to_string())
+                ),
+                format!(
+                    "{} / {} / {}",
+                    ms(r.before.p99_ms),
+                    ms(r.during.p99_ms),
+                    ms(r.after.p99_ms)
+                ),
+            ]);
+        }
+        out.push(("faults and recovery".to_string(), t));
+    }
+    if !o.comparison.is_empty() {
+        let mut t = table(preset, &["metric", "baseline", "this run", "change"]);
+        for c in &o.comparison {
+            t.add_row(vec![
+                c.metric.clone(),
+                fmt_num(c.baseline),
+                fmt_num(c.run),
+                c.change_pct.map_or("-".into(), |p| format!("{p:+.1}%")),
+            ]);
+        }
+        out.push(("compared with the baseline".to_string(), t));
+    }
+    out
+}
+
+/// For the terminal.
+pub fn terminal(o: &Outcome) -> String {
+    let mut s = format!(
+        "scenario {}: {} in {:.1} s",
+        o.name,
+        verdict(o.verdict),
+        o.seconds
+    );
+    if let Some(e) = &o.error {
+        s.push_str(&format!("\n  {e}"));
+    }
+    if o.verify.is_some() || !o.thresholds.is_empty() {
+        for (title, t) in tables(o, presets::UTF8_FULL_CONDENSED) {
+            s.push_str(&format!("\n{title}:\n{t}"));
+        }
+    }
+    if let Some(d) = &o.dir {
+        s.push_str(&format!("\nreport: {}", d.display()));
+    }
+    s
+}
+
+/// `summary.md` of the run directory.
+pub fn markdown(o: &Outcome) -> String {
+    let mut s = format!(
+        "# Scenario {}: {}\n\n{}\n\n",
+        o.name,
+        verdict(o.verdict),
+        o.description
+    );
+    s.push_str(&format!(
+        "- file: `{}`\n- stack: project `{}` ({}){}\n- load: {:.0} req/s mean, run directories {}\n- took {:.1} s\n",
+        o.file,
+        o.project,
+        o.runtime.as_deref().unwrap_or("-"),
+        if o.brought_up { ", brought up by this run" } else { "" },
+        o.mean_rate,
+        o.load_dirs.iter().map(|d| format!("`{}`", d.file_name().unwrap_or_default().to_string_lossy())).collect::<Vec<_>>().join(", "),
+        o.seconds
+    ));
+    if let Some(e) = &o.error {
+        s.push_str(&format!("\n**Could not be done:** {e}\n"));
+    }
+    for f in &o.rollback_failures {
+        s.push_str(&format!("\n**Rollback failed:** {f}\n"));
+    }
+    for (title, t) in tables(o, presets::ASCII_MARKDOWN) {
+        s.push_str(&format!("\n## {title}\n\n{t}\n"));
+    }
+    s
+}
+
+/// One line per scenario, for runs of several files.
+pub fn overview(outcomes: &[Outcome]) -> Table {
+    let mut t = table(
+        presets::UTF8_FULL_CONDENSED,
+        &[
+            "scenario",
+            "verdict",
+            "lost",
+            "duplicated",
+            "first ack after fault",
+            "lag back to 0",
+            "seconds",
+        ],
+    );
+    for o in outcomes {
+        let c = o.verify;
+        let m = |k: &str| {
+            o.metrics
+                .get(k)
+                .map_or("-".into(), |v| format!("{:.1} s", v / 1000.0))
+        };
+        t.add_row(vec![
+            o.name.clone(),
+            verdict(o.verdict).into(),
+            c.map_or("-".into(), |c| c.lost.to_string()),
+            c.map_or("-".into(), |c| c.duplicated.to_string()),
+            m("recovery.first_ack"),
+            m("recovery.lag_zero"),
+            format!("{:.0}", o.seconds),
+        ]);
+    }
+    t
+}

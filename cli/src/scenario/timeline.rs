@@ -1,0 +1,553 @@
+//! The fault timeline: `[[faults]]` expanded into time-ordered steps, run against the
+//! stack through [`FaultSeam`], with rollbacks that always run.
+//!
+//! Rollback design: before a fault that has an undo (kill → start, pause → unpause,
+//! disconnect → reconnect) is applied, its undo is put in [`Rollbacks`], which lives
+//! *outside* the timeline future. A `for` undo or a later repair (`restart` after `kill`)
+//! takes it out again. Whatever remains when the timeline ends, fails, or is dropped
+//! (load failed, Ctrl-C) is run by [`rollback_all`]. Registering before acting means a
+//! timeline dropped mid-action still gets its undo.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::format::{FaultAction, FaultSpec, Target};
+use crate::events::{Event, EventLog};
+use crate::runtime::{InstanceId, InstanceInfo, Service, Signal};
+
+/// What the timeline does to the stack; implemented over the real runtimes in
+/// `scenario::run`, and by a recording mock in tests.
+#[allow(async_fn_in_trait)] // Not used as `dyn`; callers are generic.
+pub trait FaultSeam {
+    async fn list(&self) -> Result<Vec<InstanceInfo>>;
+    /// One action on one instance (not `scale`).
+    async fn apply(&self, action: FaultAction, id: &InstanceId, sig: Signal) -> Result<()>;
+    /// Adds instances of `service` until it has `to`; returns the ones added.
+    async fn scale(&self, service: Service, to: u32) -> Result<Vec<InstanceId>>;
+}
+
+/// One occurrence of a fault as it happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// Index in `[[faults]]` (0-based) and occurrence number (0-based).
+    pub fault: usize,
+    pub occurrence: u32,
+    pub line: usize,
+    pub description: String,
+    pub action: String,
+    /// The instances acted on (a random target resolved).
+    pub targets: Vec<String>,
+    /// Offset from the start of the load when it was due.
+    pub due_s: f64,
+    /// When the action started and returned, ms since the epoch.
+    pub started_ms: i64,
+    pub acted_ms: Option<i64>,
+    /// When the fault window closed: its undo (`for`, a later repair, or the final
+    /// rollback) returned; for actions without an undo, when the action returned.
+    pub ended_ms: Option<i64>,
+    /// `ok`, or `error: ...`.
+    pub result: String,
+}
+
+/// An undo still owed to the stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undo {
+    pub record: usize,
+    pub id: InstanceId,
+    pub fault: FaultAction,
+    pub action: FaultAction,
+}
+
+/// Undos owed, shared between the timeline and whoever cleans up after it.
+#[derive(Debug, Default)]
+pub struct Rollbacks(Mutex<Vec<Undo>>);
+
+impl Rollbacks {
+    fn push(&self, u: Undo) {
+        self.0.lock().expect("rollbacks lock").push(u);
+    }
+
+    fn remove_where(&self, f: impl Fn(&Undo) -> bool) -> Vec<Undo> {
+        let mut v = self.0.lock().expect("rollbacks lock");
+        let (gone, keep): (Vec<Undo>, Vec<Undo>) = v.drain(..).partition(f);
+        *v = keep;
+        gone
+    }
+
+    pub fn pending(&self) -> Vec<Undo> {
+        self.0.lock().expect("rollbacks lock").clone()
+    }
+}
+
+/// The fault records, shared the same way (the timeline may be dropped).
+#[derive(Debug, Default)]
+pub struct Records(Mutex<Vec<FaultRecord>>);
+
+impl Records {
+    pub fn snapshot(&self) -> Vec<FaultRecord> {
+        self.0.lock().expect("records lock").clone()
+    }
+
+    fn push(&self, r: FaultRecord) -> usize {
+        let mut v = self.0.lock().expect("records lock");
+        v.push(r);
+        v.len() - 1
+    }
+
+    fn update(&self, i: usize, f: impl FnOnce(&mut FaultRecord)) {
+        if let Some(r) = self.0.lock().expect("records lock").get_mut(i) {
+            f(r);
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<FaultRecord> {
+        self.0.lock().expect("records lock").get(i).cloned()
+    }
+}
+
+/// A step of the timeline.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Act {
+        fault: usize,
+        occurrence: u32,
+    },
+    /// The `for` undo of that occurrence.
+    Undo {
+        fault: usize,
+        occurrence: u32,
+    },
+}
+
+/// Every step, ordered by due offset (an undo before an action due at the same time).
+fn steps(faults: &[FaultSpec]) -> Vec<(Duration, Step)> {
+    let mut out = Vec::new();
+    for (i, f) in faults.iter().enumerate() {
+        for (n, at) in f.occurrences().into_iter().enumerate() {
+            let occurrence = n as u32;
+            out.push((
+                at,
+                Step::Act {
+                    fault: i,
+                    occurrence,
+                },
+            ));
+            if let Some(d) = f.for_ {
+                out.push((
+                    at + d,
+                    Step::Undo {
+                        fault: i,
+                        occurrence,
+                    },
+                ));
+            }
+        }
+    }
+    out.sort_by_key(|(at, s)| (*at, matches!(s, Step::Act { .. })));
+    out
+}
+
+/// Progress lines for people (stderr), or nothing.
+pub type Say<'a> = &'a (dyn Fn(String) + Sync);
+
+/// Runs the timeline from `start` (the load's start). Returns at the first failed step
+/// (the caller rolls back); a step due while an earlier one still runs (a slow restart)
+/// runs as soon as that one returns.
+pub async fn run<S: FaultSeam>(
+    seam: &S,
+    faults: &[FaultSpec],
+    start: Instant,
+    log: &EventLog,
+    rollbacks: &Rollbacks,
+    records: &Records,
+    say: Say<'_>,
+) -> Result<()> {
+    // (fault, occurrence) → record index, for `for` undos.
+    let mut index: std::collections::HashMap<(usize, u32), usize> = Default::default();
+    for (at, step) in steps(faults) {
+        tokio::time::sleep_until(start + at).await;
+        match step {
+            Step::Act { fault, occurrence } => {
+                let spec = &faults[fault];
+                let rec = act(
+                    seam, spec, fault, occurrence, at, log, rollbacks, records, say,
+                )
+                .await?;
+                index.insert((fault, occurrence), rec);
+            }
+            Step::Undo { fault, occurrence } => {
+                let Some(&rec) = index.get(&(fault, occurrence)) else {
+                    continue;
+                };
+                let owed = rollbacks.remove_where(|u| u.record == rec);
+                for u in &owed {
+                    if let Err(e) = undo(seam, u, log, records, "").await {
+                        // Still owed: the final rollback tries again.
+                        rollbacks.push(u.clone());
+                        return Err(e);
+                    }
+                    say(format!(
+                        "  {:>6.1}s {} {} ok",
+                        start.elapsed().as_secs_f64(),
+                        u.action.name(),
+                        u.id
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn act<S: FaultSeam>(
+    seam: &S,
+    spec: &FaultSpec,
+    fault: usize,
+    occurrence: u32,
+    at: Duration,
+    log: &EventLog,
+    rollbacks: &Rollbacks,
+    records: &Records,
+    say: Say<'_>,
+) -> Result<usize> {
+    let started_ms = wiber_model::now_ms();
+    let have = seam.list().await?;
+    let chosen = resolve(&spec.target, &have, spec.action)?;
+    let rec = records.push(FaultRecord {
+        fault,
+        occurrence,
+        line: spec.line,
+        description: spec.describe(),
+        action: spec.action.name().to_string(),
+        targets: chosen.iter().map(|i| i.id.to_string()).collect(),
+        due_s: at.as_secs_f64(),
+        started_ms,
+        acted_ms: None,
+        ended_ms: None,
+        result: "running".into(),
+    });
+    let label = |id: &str| {
+        format!(
+            "scenario fault line {}: {} {id}",
+            spec.line,
+            spec.action.name()
+        )
+    };
+    let result: Result<()> = async {
+        if spec.action == FaultAction::Scale {
+            let Target::Service(service) = spec.target else {
+                bail!("scale needs a service target");
+            };
+            let to = spec.to.expect("validated: scale has to");
+            let added = seam.scale(service, to).await?;
+            let ev = Event::now(
+                "scale",
+                &format!("{service} to {to}"),
+                &added
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Ok(()),
+            );
+            log.append(&ev)?;
+            records.update(rec, |r| {
+                r.targets = added.iter().map(|i| i.to_string()).collect()
+            });
+            return Ok(());
+        }
+        for i in &chosen {
+            // A repair closes the window of the fault it repairs.
+            let repaired = rollbacks.remove_where(|u| u.id == i.id && spec.action.repairs(u.fault));
+            if let Some(undo) = spec.action.undo() {
+                rollbacks.push(Undo {
+                    record: rec,
+                    id: i.id,
+                    fault: spec.action,
+                    action: undo,
+                });
+            }
+            let r = seam.apply(spec.action, &i.id, spec.signal).await;
+            let mut ev = Event::now(
+                &event_label(spec.action, spec.signal),
+                &i.id.to_string(),
+                &i.pid_or_container,
+                Ok(()),
+            );
+            if let Err(e) = &r {
+                ev.result = format!("error: {e:#}");
+            }
+            log.append(&ev)?;
+            match r {
+                Ok(()) => {
+                    let now = wiber_model::now_ms();
+                    for u in &repaired {
+                        records.update(u.record, |r| r.ended_ms = Some(now));
+                    }
+                }
+                Err(e) => {
+                    // Not applied: nothing to undo for it; the repaired fault is still owed.
+                    rollbacks.remove_where(|u| u.record == rec && u.id == i.id);
+                    for u in repaired {
+                        rollbacks.push(u);
+                    }
+                    return Err(e.context(label(&i.id.to_string())));
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let now = wiber_model::now_ms();
+    let has_undo = spec.action.undo().is_some();
+    records.update(rec, |r| {
+        r.acted_ms = Some(now);
+        if !has_undo {
+            r.ended_ms = Some(now);
+        }
+        r.result = match &result {
+            Ok(()) => "ok".into(),
+            Err(e) => format!("error: {e:#}"),
+        };
+    });
+    let r = records.get(rec).expect("just pushed");
+    say(format!(
+        "  {:>6.1}s {} {} {}",
+        at.as_secs_f64(),
+        spec.action.name(),
+        r.targets.join(","),
+        r.result
+    ));
+    result.map(|()| rec)
+}
+
+fn event_label(action: FaultAction, sig: Signal) -> String {
+    match (action, sig) {
+        (FaultAction::Kill, s) if s != Signal::Kill => format!("kill({})", s.name()),
+        (a, _) => a.name().to_string(),
+    }
+}
+
+async fn undo<S: FaultSeam>(
+    seam: &S,
+    u: &Undo,
+    log: &EventLog,
+    records: &Records,
+    note: &str,
+) -> Result<()> {
+    let r = seam.apply(u.action, &u.id, Signal::Kill).await;
+    let mut ev = Event::now(
+        &format!("{}{note}", u.action.name()),
+        &u.id.to_string(),
+        "",
+        Ok(()),
+    );
+    if let Err(e) = &r {
+        ev.result = format!("error: {e:#}");
+    }
+    log.append(&ev)?;
+    if r.is_ok() {
+        let now = wiber_model::now_ms();
+        records.update(u.record, |r| r.ended_ms = Some(now));
+    }
+    r.map_err(|e| {
+        e.context(format!(
+            "undoing {} of {} ({})",
+            u.fault.name(),
+            u.id,
+            u.action.name()
+        ))
+    })
+}
+
+/// Runs every undo still owed, newest first; returns the failures (each one names the
+/// instance, so the operator can repair it by hand).
+pub async fn rollback_all<S: FaultSeam>(
+    seam: &S,
+    rollbacks: &Rollbacks,
+    log: &EventLog,
+    records: &Records,
+) -> Vec<String> {
+    let owed = rollbacks.remove_where(|_| true);
+    let mut failures = Vec::new();
+    for u in owed.iter().rev() {
+        if let Err(e) = undo(seam, u, log, records, " (rollback)").await {
+            failures.push(format!(
+                "{e:#}; repair it with `wiberctl chaos {} {}`",
+                u.action.name(),
+                u.id
+            ));
+        }
+    }
+    failures
+}
+
+/// The instances a target names (as `wiberctl chaos` resolves them); scaling names none.
+fn resolve(
+    target: &Target,
+    have: &[InstanceInfo],
+    action: FaultAction,
+) -> Result<Vec<InstanceInfo>> {
+    if action == FaultAction::Scale {
+        return Ok(Vec::new());
+    }
+    target.resolve(have, action.wants_running())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A stack of our own seam that records what was done and fails on request.
+    #[derive(Default)]
+    pub struct MockSeam {
+        pub done: Mutex<Vec<String>>,
+        /// `action id` strings that fail.
+        pub fail: Vec<String>,
+    }
+
+    impl FaultSeam for MockSeam {
+        async fn list(&self) -> Result<Vec<InstanceInfo>> {
+            Ok(["kafka#1", "mongo#1", "api#1", "consumer#1", "consumer#2"]
+                .iter()
+                .map(|id| InstanceInfo {
+                    id: id.parse().unwrap(),
+                    state: "running".into(),
+                    pid_or_container: "c".into(),
+                    started_at: None,
+                    restarts: 0,
+                    address: String::new(),
+                })
+                .collect())
+        }
+        async fn apply(&self, action: FaultAction, id: &InstanceId, _sig: Signal) -> Result<()> {
+            let what = format!("{} {id}", action.name());
+            self.done.lock().unwrap().push(what.clone());
+            if self.fail.contains(&what) {
+                bail!("injected failure of {what}");
+            }
+            Ok(())
+        }
+        async fn scale(&self, service: Service, to: u32) -> Result<Vec<InstanceId>> {
+            self.done
+                .lock()
+                .unwrap()
+                .push(format!("scale {service} {to}"));
+            Ok(vec![InstanceId::new(service, to)])
+        }
+    }
+
+    pub fn faults(src: &str) -> Vec<FaultSpec> {
+        let text = format!("name = \"t\"\n[load]\nrate = 10\nduration = \"60s\"\n{src}");
+        super::super::format::parse(Path::new("t.toml"), &text)
+            .unwrap()
+            .faults
+    }
+
+    fn log() -> (EventLog, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("wiber-timeline-{}", uuid::Uuid::new_v4()));
+        (EventLog::new(dir.join("events.jsonl")), dir)
+    }
+
+    #[tokio::test]
+    async fn for_undoes_and_repairs_close_windows() {
+        let f = faults(
+            "[[faults]]\nat = \"20ms\"\naction = \"pause\"\ntarget = \"consumer#2\"\nfor = \"40ms\"\n\
+             [[faults]]\nat = \"40ms\"\naction = \"kill\"\ntarget = \"consumer#1\"\n\
+             [[faults]]\nat = \"100ms\"\naction = \"restart\"\ntarget = \"consumer#1\"\n\
+             [[faults]]\nat = \"120ms\"\naction = \"scale\"\ntarget = \"consumer\"\nto = 3\n",
+        );
+        let seam = MockSeam::default();
+        let (log, dir) = log();
+        let (rb, recs) = (Rollbacks::default(), Records::default());
+        run(&seam, &f, Instant::now(), &log, &rb, &recs, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            *seam.done.lock().unwrap(),
+            [
+                "pause consumer#2",
+                "kill consumer#1",
+                "unpause consumer#2",
+                "restart consumer#1",
+                "scale consumer 3"
+            ]
+        );
+        assert!(rb.pending().is_empty(), "{:?}", rb.pending());
+        let r = recs.snapshot();
+        assert!(
+            r.iter().all(|r| r.ended_ms.is_some() && r.result == "ok"),
+            "{r:#?}"
+        );
+        assert_eq!(crate::events::read(log.path()).unwrap().len(), 5);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A failed step stops the timeline, and the rollback still undoes what was done.
+    #[tokio::test]
+    async fn rollbacks_run_after_a_failed_step() {
+        let f = faults(
+            "[[faults]]\nat = \"20ms\"\naction = \"kill\"\ntarget = \"consumer#1\"\n\
+             [[faults]]\nat = \"40ms\"\naction = \"disconnect\"\ntarget = \"kafka\"\nfor = \"100ms\"\n\
+             [[faults]]\nat = \"60ms\"\naction = \"pause\"\ntarget = \"api\"\n\
+             [[faults]]\nat = \"80ms\"\naction = \"kill\"\ntarget = \"consumer#2\"\n",
+        );
+        let seam = MockSeam {
+            fail: vec!["pause api#1".into()],
+            ..Default::default()
+        };
+        let (log, dir) = log();
+        let (rb, recs) = (Rollbacks::default(), Records::default());
+        let err = run(&seam, &f, Instant::now(), &log, &rb, &recs, &|_| {})
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("injected failure of pause api#1"),
+            "{err:#}"
+        );
+        assert!(format!("{err:#}").contains("line 14"), "{err:#}");
+        // The failed pause is not owed an unpause; the kill and the disconnect are.
+        assert_eq!(rb.pending().len(), 2);
+        let failures = rollback_all(&seam, &rb, &log, &recs).await;
+        assert!(failures.is_empty(), "{failures:?}");
+        assert_eq!(
+            *seam.done.lock().unwrap(),
+            [
+                "kill consumer#1",
+                "disconnect kafka#1",
+                "pause api#1",
+                "reconnect kafka#1",
+                "start consumer#1"
+            ]
+        );
+        let events = crate::events::read(log.path()).unwrap();
+        assert_eq!(events.last().unwrap().action, "start (rollback)");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A timeline dropped mid-run (the load failed, Ctrl-C) leaves its undos owed.
+    #[tokio::test]
+    async fn a_dropped_timeline_still_rolls_back() {
+        let f = faults("[[faults]]\nat = \"20ms\"\naction = \"pause\"\ntarget = \"consumer#1\"\nfor = \"600ms\"\n");
+        let seam = MockSeam::default();
+        let (log, dir) = log();
+        let (rb, recs) = (Rollbacks::default(), Records::default());
+        let tl = run(&seam, &f, Instant::now(), &log, &rb, &recs, &|_| {});
+        let r = tokio::time::timeout(Duration::from_millis(100), tl).await;
+        assert!(r.is_err(), "the timeline is still waiting for its undo");
+        assert_eq!(rb.pending().len(), 1);
+        assert!(rollback_all(&seam, &rb, &log, &recs).await.is_empty());
+        assert_eq!(
+            *seam.done.lock().unwrap(),
+            ["pause consumer#1", "unpause consumer#1"]
+        );
+        assert!(recs.snapshot()[0].ended_ms.is_some());
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

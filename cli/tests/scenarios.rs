@@ -1,0 +1,267 @@
+//! The scenario suite in `scenarios/`, run as CI runs it: the real `wiberctl` binary runs
+//! each file (`scenario run`) against its own Docker stack on the offline images (unique
+//! project, free ports), which the run brings up and takes down; the test takes it down
+//! again on any failure. Reports go to `reports/ci-scenarios/` (kept by `.ci/run`), with
+//! one JUnit file per scenario.
+//!
+//! Docker rather than local processes: three of the faults (network disconnect, pause of
+//! a container, a broker restart with its volume) are what the suite is about, and
+//! `disconnect` exists only there. bench-5000 is a performance run, not part of CI.
+//!
+//! Needs what `docker_stack.rs` needs: a Docker engine and `target/debug/wiber-server`.
+//! Set WIBER_SKIP_DOCKER_TESTS=1 to skip. One scenario at a time (2 cores).
+//!
+//! Run: `cargo build -p wiber-server && cargo test -p wiberctl --test scenarios -- --nocapture`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+const WIBERCTL: &str = env!("CARGO_BIN_EXE_wiberctl");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
+}
+
+fn skip() -> bool {
+    if std::env::var_os("WIBER_SKIP_DOCKER_TESTS").is_some() {
+        eprintln!("WIBER_SKIP_DOCKER_TESTS is set: skipping");
+        return true;
+    }
+    false
+}
+
+/// One scenario at a time; builds the offline images once per test binary.
+fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    static IMAGES: OnceLock<()> = OnceLock::new();
+    let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    IMAGES.get_or_init(|| {
+        let root = repo_root();
+        let exe = std::env::current_exe().expect("test executable path");
+        let server = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/debug/deps/<test>")
+            .join("wiber-server");
+        assert!(
+            server.is_file(),
+            "{} is missing: build it first with `cargo build -p wiber-server`",
+            server.display()
+        );
+        run_ok(Command::new(root.join("docker/offline/ensure-engine.sh")).current_dir(&root));
+        run_ok(
+            Command::new(root.join("docker/offline/build.sh"))
+                .args(["--only", "kafka,ferretdb,server"])
+                .env("WIBER_SERVER_BIN", &server)
+                .current_dir(&root),
+        );
+    });
+    guard
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", describe(&out));
+    out
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn free_port() -> u16 {
+    wiberctl::runtime::local::pick_free_port().expect("a free port")
+}
+
+/// Takes the project's stack down on drop, also when the test panics.
+struct Project(String);
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let out = Command::new(WIBERCTL)
+            .args([
+                "stack",
+                "down",
+                "--volumes",
+                "--runtime",
+                "docker",
+                "--project",
+                &self.0,
+            ])
+            .env("WIBER_ROOT", repo_root())
+            .output();
+        if let Ok(o) = out {
+            if !o.status.success() {
+                eprintln!("stack down {} failed: {}", self.0, describe(&o));
+            }
+        }
+    }
+}
+
+/// Runs `scenarios/<name>.toml` on a fresh stack and expects exit 0.
+fn run_scenario(name: &str) {
+    if skip() {
+        return;
+    }
+    let _one = exclusive();
+    let root = repo_root();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let project = Project(format!("sc{}", &id[..8]));
+    let reports = root.join("reports").join("ci-scenarios");
+    let (a, m, k) = (free_port(), free_port(), free_port());
+    let t = Instant::now();
+    let out = Command::new(WIBERCTL)
+        .args(["scenario", "run"])
+        .arg(root.join("scenarios").join(format!("{name}.toml")))
+        .args([
+            "--project",
+            &project.0,
+            "--runtime",
+            "docker",
+            "--images",
+            "offline",
+        ])
+        .args(["--api-port", &a.to_string(), "--mongo-port", &m.to_string()])
+        .args(["--kafka-port", &k.to_string()])
+        .arg("--reports-dir")
+        .arg(&reports)
+        .arg("--junit")
+        .arg(reports.join(format!("junit-{name}.xml")))
+        .env("WIBER_ROOT", &root)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run wiberctl: {e}"));
+    eprintln!(
+        "[scenario] {name}: exit {:?} in {:.1?}\n{}",
+        out.status.code(),
+        t.elapsed(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "scenario {name} did not pass: {}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn smoke() {
+    run_scenario("smoke");
+}
+
+#[test]
+fn kill_consumer() {
+    run_scenario("kill-consumer");
+}
+
+#[test]
+fn kill_api() {
+    run_scenario("kill-api");
+}
+
+#[test]
+fn restart_broker() {
+    run_scenario("restart-broker");
+}
+
+#[test]
+fn restart_mongo() {
+    run_scenario("restart-mongo");
+}
+
+#[test]
+fn pause_consumer() {
+    run_scenario("pause-consumer");
+}
+
+#[test]
+fn partition_consumer() {
+    run_scenario("partition-consumer");
+}
+
+#[test]
+fn scale_consumers() {
+    run_scenario("scale-consumers");
+}
+
+/// Every file of the suite is valid, and a broken one is refused with file:line, the
+/// expected syntax and exit 2 (no stack needed).
+#[test]
+fn the_suite_validates_and_bad_files_are_located() {
+    let root = repo_root();
+    let files: Vec<PathBuf> = std::fs::read_dir(root.join("scenarios"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    assert!(files.len() >= 9, "{files:?}");
+    let out = Command::new(WIBERCTL)
+        .args(["scenario", "validate"])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("scenario-bad-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "name = \"bad\"\n[load]\nrate = 10\nduration = \"5s\"\n[[faults]]\nat = \"1s\"\naction = \"kill\"\ntarget = \"consumer#1\"\nfor = \"soon\"\n").unwrap();
+    let out = Command::new(WIBERCTL)
+        .args(["scenario", "validate"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:9:"), "{err}");
+    assert!(err.contains("expected: [[faults]]"), "{err}");
+
+    // A scenario without [stack] and no running stack: exit 2 with a hint, nothing run.
+    let attach = dir.join("attach.toml");
+    std::fs::write(
+        &attach,
+        "name = \"attach\"\n[load]\nrate = 10\nduration = \"5s\"\n",
+    )
+    .unwrap();
+    let out = Command::new(WIBERCTL)
+        .args([
+            "scenario",
+            "run",
+            "--runtime",
+            "local",
+            "--project",
+            "nosuchstack",
+            "--reports-dir",
+        ])
+        .arg(&dir)
+        .arg(&attach)
+        .env("WIBER_ROOT", &root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stack up"),
+        "{}",
+        describe(&out)
+    );
+    let junit = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .map(|d| std::fs::read_to_string(d.join("junit.xml")).unwrap())
+        .expect("the run directory with junit.xml");
+    assert!(junit.contains("<error"), "{junit}");
+}
