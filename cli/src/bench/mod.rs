@@ -493,8 +493,9 @@ fn keep_up_problems(s: &PhaseStats, target: Option<f64>) -> Vec<String> {
     }
     if s.not_started > 0 {
         out.push(format!(
-            "{} requests due could not be started: the generator could not keep up (all --connections \
-             busy or conversations still waiting for answers; raise --connections / --conversations)",
+            "{} requests due in the window could not be started in time: the load was capped because \
+             all --connections, or their conversations, were still waiting for answers (compare service \
+             latency; raise --connections / --conversations to offer more concurrency)",
             s.not_started
         ));
     }
