@@ -587,7 +587,14 @@ impl LocalStack {
                 .arg("-cp")
                 .arg(prov.kafka_libs.join("*"))
                 .arg("kafka.tools.StorageTool")
-                .args(["format", "--ignore-formatted", "-t", &cluster_id, "-c"])
+                // `--cluster-id=ID` in one argument: a base64url id may start with `-`, which
+                // the tool would otherwise read as an option (a 1-in-32 failure).
+                .args([
+                    "format",
+                    "--ignore-formatted",
+                    &format!("--cluster-id={cluster_id}"),
+                    "-c",
+                ])
                 .arg(&props)
                 .stdin(std::process::Stdio::null())
                 .stdout(file.try_clone()?)
