@@ -8,9 +8,11 @@
 //! from inside this test). The images are built by `docker/offline/build.sh` (cached:
 //! seconds when warm). Each test uses its own project and free ports and always runs
 //! `stack down --volumes` at the end, even on failure. Stack tests run one at a time
-//! (2 cores). Set WIBER_SKIP_DOCKER_TESTS=1 to skip them on machines without Docker.
+//! (2 cores).
 //!
 //! Run: `cargo build -p wiber-server && cargo test -p wiberctl --test docker_stack -- --nocapture`.
+
+mod support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use serde_json::Value;
+use support::*;
 
 const WIBERCTL: &str = env!("CARGO_BIN_EXE_wiberctl");
 
@@ -30,23 +33,6 @@ fn repo_root() -> PathBuf {
         .parent()
         .expect("cli/ has a parent")
         .to_path_buf()
-}
-
-/// `target/debug` (the test binary lives in `target/debug/deps`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/debug/deps/<test>")
-        .to_path_buf()
-}
-
-fn skip() -> bool {
-    if std::env::var_os("WIBER_SKIP_DOCKER_TESTS").is_some() {
-        eprintln!("WIBER_SKIP_DOCKER_TESTS is set: skipping");
-        return true;
-    }
-    false
 }
 
 /// One stack at a time on two cores; also builds the images once per test binary.
@@ -59,46 +45,12 @@ fn exclusive() -> MutexGuard<'static, ()> {
 }
 
 fn build_images() {
-    let root = repo_root();
-    let server = target_dir().join("wiber-server");
-    assert!(
-        server.is_file(),
-        "{} is missing: build it first with `cargo build -p wiber-server`",
-        server.display()
-    );
     let t = Instant::now();
-    run_ok(Command::new(root.join("docker/offline/ensure-engine.sh")).current_dir(&root));
-    run_ok(
-        Command::new(root.join("docker/offline/build.sh"))
-            .args(["--only", "kafka,ferretdb,server"])
-            .env("WIBER_SERVER_BIN", &server)
-            .current_dir(&root),
-    );
+    ensure_offline_images();
     eprintln!(
         "[timing] ensure-engine + build.sh (kafka, ferretdb, server): {:.1?}",
         t.elapsed()
     );
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", describe(&out));
-    out
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn free_port() -> u16 {
-    wiberctl::runtime::local::pick_free_port().expect("a free port")
 }
 
 /// A stack of the test's own: unique project, free ports, events file in a temp dir.
@@ -250,9 +202,6 @@ fn wait_status(
 
 #[test]
 fn kill_and_restart_a_consumer_under_traffic_stores_every_ack_once() {
-    if skip() {
-        return;
-    }
     let _one = exclusive();
     let stack = TestStack::new("k");
     let cold = stack.up();
@@ -450,9 +399,6 @@ fn stored_ids(mongo_port: u16, from: &str) -> HashMap<String, usize> {
 
 #[test]
 fn pause_disconnect_and_dry_run_show_in_status() {
-    if skip() {
-        return;
-    }
     let _one = exclusive();
     let stack = TestStack::new("p");
     let cold = stack.up();
@@ -562,9 +508,6 @@ fn pause_disconnect_and_dry_run_show_in_status() {
 
 #[test]
 fn unknown_targets_and_missing_stacks_are_clear_errors() {
-    if skip() {
-        return;
-    }
     let stack = TestStack::new("u"); // never brought up
     let out = stack.expect(&["chaos", "kill", "zookeeper"], 2);
     assert!(

@@ -9,14 +9,17 @@
 //! `disconnect` exists only there. bench-5000 is a performance run, not part of CI.
 //!
 //! Needs what `docker_stack.rs` needs: a Docker engine and `target/debug/wiber-server`.
-//! Set WIBER_SKIP_DOCKER_TESTS=1 to skip. One scenario at a time (2 cores).
+//! One scenario at a time (2 cores).
 //!
 //! Run: `cargo build -p wiber-server && cargo test -p wiberctl --test scenarios -- --nocapture`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
+use support::*;
 
 const WIBERCTL: &str = env!("CARGO_BIN_EXE_wiberctl");
 
@@ -27,62 +30,13 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn skip() -> bool {
-    if std::env::var_os("WIBER_SKIP_DOCKER_TESTS").is_some() {
-        eprintln!("WIBER_SKIP_DOCKER_TESTS is set: skipping");
-        return true;
-    }
-    false
-}
-
 /// One scenario at a time; builds the offline images once per test binary.
 fn exclusive() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     static IMAGES: OnceLock<()> = OnceLock::new();
     let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    IMAGES.get_or_init(|| {
-        let root = repo_root();
-        let exe = std::env::current_exe().expect("test executable path");
-        let server = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/debug/deps/<test>")
-            .join("wiber-server");
-        assert!(
-            server.is_file(),
-            "{} is missing: build it first with `cargo build -p wiber-server`",
-            server.display()
-        );
-        run_ok(Command::new(root.join("docker/offline/ensure-engine.sh")).current_dir(&root));
-        run_ok(
-            Command::new(root.join("docker/offline/build.sh"))
-                .args(["--only", "kafka,ferretdb,server"])
-                .env("WIBER_SERVER_BIN", &server)
-                .current_dir(&root),
-        );
-    });
+    IMAGES.get_or_init(ensure_offline_images);
     guard
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", describe(&out));
-    out
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn free_port() -> u16 {
-    wiberctl::runtime::local::pick_free_port().expect("a free port")
 }
 
 /// Takes the project's stack down on drop, also when the test panics.
@@ -112,9 +66,6 @@ impl Drop for Project {
 
 /// Runs `scenarios/<name>.toml` on a fresh stack and expects exit 0.
 fn run_scenario(name: &str) {
-    if skip() {
-        return;
-    }
     let _one = exclusive();
     let root = repo_root();
     let id = uuid::Uuid::new_v4().simple().to_string();

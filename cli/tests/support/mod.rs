@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::PathBuf;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Document};
@@ -142,4 +143,47 @@ pub async fn stored_counts(
         }
     }
     counts
+}
+
+/// Runs `cmd`; panics with its status, stdout and stderr when it cannot run or fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", describe(&out));
+    out
+}
+
+/// A finished command's status, stdout and stderr, for failure messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn free_port() -> u16 {
+    wiberctl::runtime::local::pick_free_port().expect("a free port")
+}
+
+/// Makes sure a Docker engine answers (installing and starting one if needed) and the
+/// offline images exist: Kafka, FerretDB, and our server from this workspace's debug
+/// build. Both scripts cache by their inputs, so this takes seconds when warm.
+pub fn ensure_offline_images() {
+    let root = wiberctl::provision::repo_root().expect("find the repo root");
+    let server = workspace_target().join("debug").join("wiber-server");
+    assert!(
+        server.is_file(),
+        "{} is missing: build it first with `cargo build -p wiber-server`",
+        server.display()
+    );
+    run_ok(Command::new(root.join("docker/offline/ensure-engine.sh")).current_dir(&root));
+    run_ok(
+        Command::new(root.join("docker/offline/build.sh"))
+            .args(["--only", "kafka,ferretdb,server"])
+            .env("WIBER_SERVER_BIN", &server)
+            .current_dir(&root),
+    );
 }
