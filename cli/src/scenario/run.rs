@@ -418,7 +418,17 @@ async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut Outcome) -> Result
             return existing.with_context(|| format!("{why}, so it runs against a running stack; bring one up with `wiberctl stack up --project {}`", opts.stack.project));
         }
     };
-    out.brought_up = existing.is_err();
+    // A stack counts as already there only when something of it runs: a stopped one
+    // (state left by an earlier `stack down`) is brought up, and so taken down, by us.
+    let running = match &existing {
+        Ok(s) => s
+            .list()
+            .await
+            .map(|l| l.iter().any(|i| i.state == "running"))
+            .unwrap_or(false),
+        Err(_) => false,
+    };
+    out.brought_up = !running;
     let existing_kind = existing.as_ref().ok().map(|s| s.kind());
     drop(existing);
     let runtime = opts.stack.runtime.or(match existing_kind {
