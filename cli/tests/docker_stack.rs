@@ -28,13 +28,6 @@ use support::*;
 
 const WIBERCTL: &str = env!("CARGO_BIN_EXE_wiberctl");
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .to_path_buf()
-}
-
 /// One stack at a time on two cores; also builds the images once per test binary.
 fn exclusive() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());

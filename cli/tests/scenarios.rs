@@ -23,13 +23,6 @@ use support::*;
 
 const WIBERCTL: &str = env!("CARGO_BIN_EXE_wiberctl");
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .to_path_buf()
-}
-
 /// One scenario at a time; builds the offline images once per test binary.
 fn exclusive() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());

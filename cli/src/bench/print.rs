@@ -3,48 +3,25 @@
 
 use comfy_table::Table;
 use serde::Serialize;
-use wiber_model::report::{FindMax, Percentiles, Report};
+use wiber_model::report::{FindMax, Percentiles, Report, Summary};
 
 use crate::output;
 
-/// `--json` output: the summary plus where the report is.
+/// `--json` output: the report's summary (one definition, `wiber_model::report::Summary`)
+/// plus the run id, the `--find-max` result and where the report is.
 #[derive(Serialize)]
 pub struct BenchJson<'a> {
     pub run_id: &'a str,
-    pub target_rate: Option<f64>,
-    pub achieved_rate: f64,
-    pub sent: u64,
-    pub ok: u64,
-    pub failed: u64,
-    pub unknown: u64,
-    pub not_started: u64,
-    pub retried: u64,
-    pub errors: &'a std::collections::BTreeMap<String, u64>,
-    pub ack_ms: &'a Percentiles,
-    pub service_ms: &'a Percentiles,
-    pub e2e_ms: Option<&'a Percentiles>,
-    pub warnings: &'a [String],
+    #[serde(flatten)]
+    pub summary: &'a Summary,
     pub find_max: Option<&'a FindMax>,
     pub report_dir: &'a str,
 }
 
 pub fn json(r: &Report) -> BenchJson<'_> {
-    let s = &r.summary;
     BenchJson {
         run_id: &r.run.id,
-        target_rate: s.target_rate,
-        achieved_rate: s.achieved_rate,
-        sent: s.sent,
-        ok: s.ok,
-        failed: s.failed,
-        unknown: s.unknown,
-        not_started: s.not_started,
-        retried: s.retried,
-        errors: &s.errors,
-        ack_ms: &s.ack_ms,
-        service_ms: &s.service_ms,
-        e2e_ms: s.e2e_ms.as_ref(),
-        warnings: &s.warnings,
+        summary: &r.summary,
         find_max: r.find_max.as_ref(),
         report_dir: &r.run.dir,
     }

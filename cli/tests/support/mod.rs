@@ -41,6 +41,11 @@ pub async fn start_stack(name: &str, consumers: u32, extra_env: &[(&str, &str)])
         .expect("bring up the local stack")
 }
 
+/// The workspace root (where `docker/`, `scenarios/` and `.wiber/` are).
+pub fn repo_root() -> PathBuf {
+    provision::repo_root().expect("find the repo root")
+}
+
 /// `target/` of the workspace (the test binary lives in `target/debug/deps`).
 pub fn workspace_target() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -172,7 +177,7 @@ pub fn free_port() -> u16 {
 /// offline images exist: Kafka, FerretDB, and our server from this workspace's debug
 /// build. Both scripts cache by their inputs, so this takes seconds when warm.
 pub fn ensure_offline_images() {
-    let root = wiberctl::provision::repo_root().expect("find the repo root");
+    let root = repo_root();
     let server = workspace_target().join("debug").join("wiber-server");
     assert!(
         server.is_file(),
