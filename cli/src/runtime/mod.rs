@@ -11,7 +11,6 @@
 //! Instances are addressed as `service#index` (1-based), e.g. `consumer#2`; a bare
 //! service name means index 1 (`kafka` == `kafka#1`).
 
-use std::fmt;
 use std::str::FromStr;
 
 use anyhow::Result;
@@ -24,123 +23,7 @@ pub mod probe;
 mod process;
 pub mod target;
 
-/// The kinds of process a Wiber stack is made of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Service {
-    /// The Kafka broker (single KRaft node, broker + controller).
-    Kafka,
-    /// The MongoDB-wire store (MongoDB in Docker, FerretDB locally).
-    Mongo,
-    /// The HTTP API (`wiber-server api`).
-    Api,
-    /// A consumer-group member (`wiber-server consumer`).
-    Consumer,
-}
-
-impl Service {
-    /// All services, in start order (dependencies first).
-    pub const ALL: [Service; 4] = [
-        Service::Kafka,
-        Service::Mongo,
-        Service::Consumer,
-        Service::Api,
-    ];
-
-    /// The name used on the command line, in logs and in container names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Kafka => "kafka",
-            Service::Mongo => "mongo",
-            Service::Api => "api",
-            Service::Consumer => "consumer",
-        }
-    }
-}
-
-impl fmt::Display for Service {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Error for an unknown service or malformed instance id.
-#[derive(Debug, thiserror::Error)]
-pub enum ParseIdError {
-    #[error("unknown service {0:?}: expected one of kafka, mongo, api, consumer")]
-    UnknownService(String),
-    #[error("bad instance index in {0:?}: expected service#N with N >= 1, e.g. consumer#2")]
-    BadIndex(String),
-}
-
-impl FromStr for Service {
-    type Err = ParseIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "kafka" => Ok(Service::Kafka),
-            // "ferretdb" is accepted because that is what runs locally.
-            "mongo" | "mongodb" | "ferretdb" => Ok(Service::Mongo),
-            "api" => Ok(Service::Api),
-            "consumer" => Ok(Service::Consumer),
-            _ => Err(ParseIdError::UnknownService(s.to_string())),
-        }
-    }
-}
-
-/// One instance of a service: `consumer#2` is the second consumer (indexes are 1-based).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct InstanceId {
-    pub service: Service,
-    pub index: u32,
-}
-
-impl InstanceId {
-    pub fn new(service: Service, index: u32) -> Self {
-        InstanceId { service, index }
-    }
-
-    /// The first (often only) instance of a service.
-    pub fn first(service: Service) -> Self {
-        InstanceId { service, index: 1 }
-    }
-
-    /// A file-name-friendly form, `consumer-2` (no `#`, which shells treat as a comment).
-    pub fn file_stem(&self) -> String {
-        format!("{}-{}", self.service.name(), self.index)
-    }
-}
-
-impl fmt::Display for InstanceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.service.name(), self.index)
-    }
-}
-
-impl FromStr for InstanceId {
-    type Err = ParseIdError;
-
-    /// Parses `consumer`, `consumer#2` (and `consumer-2`, the [`InstanceId::file_stem`] form).
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let (name, index) = match s.split_once('#').or_else(|| s.split_once('-')) {
-            Some((name, index)) => {
-                let index: u32 = index
-                    .parse()
-                    .map_err(|_| ParseIdError::BadIndex(s.to_string()))?;
-                if index == 0 {
-                    return Err(ParseIdError::BadIndex(s.to_string()));
-                }
-                (name, index)
-            }
-            None => (s, 1),
-        };
-        Ok(InstanceId {
-            service: name.parse()?,
-            index,
-        })
-    }
-}
+pub use wiber_model::contract::{InstanceId, ParseIdError, Service};
 
 /// What a runtime knows about one instance, for `wiberctl stack status` and reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,19 +142,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn instance_ids_parse_and_display() {
-        let id: InstanceId = "consumer#2".parse().unwrap();
-        assert_eq!(id, InstanceId::new(Service::Consumer, 2));
-        assert_eq!(id.to_string(), "consumer#2");
-        assert_eq!(id.file_stem(), "consumer-2");
-        assert_eq!("consumer-2".parse::<InstanceId>().unwrap(), id);
-        assert_eq!(
-            "kafka".parse::<InstanceId>().unwrap(),
-            InstanceId::first(Service::Kafka)
-        );
-        assert_eq!("ferretdb".parse::<Service>().unwrap(), Service::Mongo);
-        assert!("consumer#0".parse::<InstanceId>().is_err());
-        assert!("zookeeper".parse::<InstanceId>().is_err());
+    fn signals_parse() {
         assert_eq!("sigkill".parse::<Signal>().unwrap(), Signal::Kill);
+        assert_eq!("15".parse::<Signal>().unwrap(), Signal::Term);
+        assert!("HUP".parse::<Signal>().is_err());
     }
 }

@@ -7,9 +7,13 @@
 //! - [`conversation_key`]: the unordered user pair that is the Kafka key, so one
 //!   conversation stays in one partition and in order.
 //! - [`new_message_id`]: server-chosen ids when the client gave none.
+//! - [`contract`]: the service contract: service names, env variables and their
+//!   defaults, the topic/group/database/collection names of a stack.
+//! - [`ledger`], [`report`]: the harness's run files (ledger lines, report schema).
 
 use serde::{Deserialize, Serialize};
 
+pub mod contract;
 pub mod ledger;
 pub mod report;
 

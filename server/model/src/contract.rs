@@ -1,0 +1,302 @@
+//! The service contract: what the stack's parts are called and how they are configured.
+//!
+//! One place for the names every other part relies on: the services a stack is made of
+//! ([`Service`], [`InstanceId`]), the environment variables the server reads ([`env`]),
+//! their defaults ([`defaults`]), and the topic/group/database/collection a stack uses
+//! ([`Names`]). The server's config, both runtimes of `wiberctl`, `bench` and `verify`
+//! read them from here; a test holds `docker/docker-compose.yml` to them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Names of the environment variables the services read (as in the seed, plus ours).
+pub mod env {
+    pub const KAFKA_BOOTSTRAP_SERVERS: &str = "KAFKA_BOOTSTRAP_SERVERS";
+    pub const KAFKA_TOPIC: &str = "KAFKA_TOPIC";
+    pub const KAFKA_DLQ_TOPIC: &str = "KAFKA_DLQ_TOPIC";
+    pub const KAFKA_PARTITIONS: &str = "KAFKA_PARTITIONS";
+    pub const KAFKA_REPLICATION_FACTOR: &str = "KAFKA_REPLICATION_FACTOR";
+    pub const KAFKA_CONSUMER_GROUP: &str = "KAFKA_CONSUMER_GROUP";
+    pub const KAFKA_MESSAGE_TIMEOUT_MS: &str = "KAFKA_MESSAGE_TIMEOUT_MS";
+    pub const KAFKA_LINGER_MS: &str = "KAFKA_LINGER_MS";
+    pub const KAFKA_SESSION_TIMEOUT_MS: &str = "KAFKA_SESSION_TIMEOUT_MS";
+    pub const MONGO_URI: &str = "MONGO_URI";
+    pub const MONGO_DB: &str = "MONGO_DB";
+    pub const MONGO_COLLECTION: &str = "MONGO_COLLECTION";
+    pub const MONGO_WRITE_CONCERN: &str = "MONGO_WRITE_CONCERN";
+    pub const MONGO_JOURNAL: &str = "MONGO_JOURNAL";
+    pub const CONSUMER_BATCH_SIZE: &str = "CONSUMER_BATCH_SIZE";
+    pub const CONSUMER_BATCH_LINGER_MS: &str = "CONSUMER_BATCH_LINGER_MS";
+    pub const CONSUMER_MAX_BACKOFF_MS: &str = "CONSUMER_MAX_BACKOFF_MS";
+    pub const API_HOST: &str = "API_HOST";
+    pub const API_PORT: &str = "API_PORT";
+    /// The instance's name in logs, e.g. `consumer#2` (set by the runtimes).
+    pub const WIBER_INSTANCE: &str = "WIBER_INSTANCE";
+    /// Log filter (tracing's `EnvFilter`).
+    pub const RUST_LOG: &str = "RUST_LOG";
+
+    /// Every variable the services read, for checks of deployment files.
+    pub const ALL: [&str; 21] = [
+        KAFKA_BOOTSTRAP_SERVERS,
+        KAFKA_TOPIC,
+        KAFKA_DLQ_TOPIC,
+        KAFKA_PARTITIONS,
+        KAFKA_REPLICATION_FACTOR,
+        KAFKA_CONSUMER_GROUP,
+        KAFKA_MESSAGE_TIMEOUT_MS,
+        KAFKA_LINGER_MS,
+        KAFKA_SESSION_TIMEOUT_MS,
+        MONGO_URI,
+        MONGO_DB,
+        MONGO_COLLECTION,
+        MONGO_WRITE_CONCERN,
+        MONGO_JOURNAL,
+        CONSUMER_BATCH_SIZE,
+        CONSUMER_BATCH_LINGER_MS,
+        CONSUMER_MAX_BACKOFF_MS,
+        API_HOST,
+        API_PORT,
+        WIBER_INSTANCE,
+        RUST_LOG,
+    ];
+}
+
+/// Defaults of the services' settings (what a service uses when its variable is unset).
+pub mod defaults {
+    pub const KAFKA_BOOTSTRAP_SERVERS: &str = "127.0.0.1:9092";
+    pub const TOPIC: &str = "wiber.messages";
+    pub const CONSUMER_GROUP: &str = "wiber-consumers";
+    pub const PARTITIONS: i32 = 6;
+    pub const REPLICATION_FACTOR: i32 = 1;
+    pub const MESSAGE_TIMEOUT_MS: u64 = 5000;
+    /// Measured on 2 cores with everything co-located: 2 ms capped the stack at ~1,350
+    /// req/s (the broker burnt its CPU on tiny produce requests); 10 ms sustained 2,000
+    /// req/s at the same concurrency, for a few ms more latency at low load.
+    pub const LINGER_MS: u64 = 10;
+    pub const SESSION_TIMEOUT_MS: u64 = 10_000;
+    pub const MONGO_URI: &str = "mongodb://127.0.0.1:27017";
+    pub const MONGO_DB: &str = "wiber";
+    pub const MONGO_COLLECTION: &str = "messages";
+    pub const MONGO_WRITE_CONCERN: &str = "majority";
+    pub const MONGO_JOURNAL: bool = true;
+    pub const BATCH_SIZE: usize = 500;
+    pub const BATCH_LINGER_MS: u64 = 20;
+    pub const MAX_BACKOFF_MS: u64 = 5000;
+    pub const API_HOST: &str = "0.0.0.0";
+    pub const API_PORT: u16 = 8000;
+}
+
+/// The names a stack's data lives under: which topic the api publishes to, which group
+/// consumes it, where the consumers store it. A runtime knows them for its stack, so
+/// `bench`, `verify` and scenarios look where the services actually write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Names {
+    pub topic: String,
+    pub group: String,
+    pub db: String,
+    pub collection: String,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            topic: defaults::TOPIC.into(),
+            group: defaults::CONSUMER_GROUP.into(),
+            db: defaults::MONGO_DB.into(),
+            collection: defaults::MONGO_COLLECTION.into(),
+        }
+    }
+}
+
+impl Names {
+    /// The variables that carry these names to a service.
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        vec![
+            (env::KAFKA_TOPIC.into(), self.topic.clone()),
+            (env::KAFKA_CONSUMER_GROUP.into(), self.group.clone()),
+            (env::MONGO_DB.into(), self.db.clone()),
+            (env::MONGO_COLLECTION.into(), self.collection.clone()),
+        ]
+    }
+
+    /// Reads the names back from a service's environment (`KEY=value` strings, as a
+    /// container reports them); unset ones keep their defaults, as the service would.
+    pub fn from_env<'a>(vars: impl IntoIterator<Item = &'a str>) -> Names {
+        let mut n = Names::default();
+        for kv in vars {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            match k {
+                env::KAFKA_TOPIC => n.topic = v.to_string(),
+                env::KAFKA_CONSUMER_GROUP => n.group = v.to_string(),
+                env::MONGO_DB => n.db = v.to_string(),
+                env::MONGO_COLLECTION => n.collection = v.to_string(),
+                _ => {}
+            }
+        }
+        n
+    }
+}
+
+/// The kinds of process a Wiber stack is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// The Kafka broker (single KRaft node, broker + controller).
+    Kafka,
+    /// The MongoDB-wire store (MongoDB or FerretDB).
+    Mongo,
+    /// The HTTP API (`wiber-server api`).
+    Api,
+    /// A consumer-group member (`wiber-server consumer`).
+    Consumer,
+}
+
+impl Service {
+    /// All services, in start order (dependencies first).
+    pub const ALL: [Service; 4] = [
+        Service::Kafka,
+        Service::Mongo,
+        Service::Consumer,
+        Service::Api,
+    ];
+
+    /// The name used on the command line, in logs, container names and compose services.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Kafka => "kafka",
+            Service::Mongo => "mongo",
+            Service::Api => "api",
+            Service::Consumer => "consumer",
+        }
+    }
+
+    /// Whether this service runs our `wiber-server` binary (and so reads [`env`]).
+    pub fn is_ours(self) -> bool {
+        matches!(self, Service::Api | Service::Consumer)
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Error for an unknown service or malformed instance id.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseIdError {
+    #[error("unknown service {0:?}: expected one of kafka, mongo, api, consumer")]
+    UnknownService(String),
+    #[error("bad instance index in {0:?}: expected service#N with N >= 1, e.g. consumer#2")]
+    BadIndex(String),
+}
+
+impl FromStr for Service {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "kafka" => Ok(Service::Kafka),
+            // "ferretdb" is accepted because that is what runs locally.
+            "mongo" | "mongodb" | "ferretdb" => Ok(Service::Mongo),
+            "api" => Ok(Service::Api),
+            "consumer" => Ok(Service::Consumer),
+            _ => Err(ParseIdError::UnknownService(s.to_string())),
+        }
+    }
+}
+
+/// One instance of a service: `consumer#2` is the second consumer (indexes are 1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InstanceId {
+    pub service: Service,
+    pub index: u32,
+}
+
+impl InstanceId {
+    pub fn new(service: Service, index: u32) -> Self {
+        InstanceId { service, index }
+    }
+
+    /// The first (often only) instance of a service.
+    pub fn first(service: Service) -> Self {
+        InstanceId { service, index: 1 }
+    }
+
+    /// A file-name-friendly form, `consumer-2` (no `#`, which shells treat as a comment).
+    pub fn file_stem(&self) -> String {
+        format!("{}-{}", self.service.name(), self.index)
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.service.name(), self.index)
+    }
+}
+
+impl FromStr for InstanceId {
+    type Err = ParseIdError;
+
+    /// Parses `consumer`, `consumer#2` (and `consumer-2`, the [`InstanceId::file_stem`] form).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (name, index) = match s.split_once('#').or_else(|| s.split_once('-')) {
+            Some((name, index)) => {
+                let index: u32 = index
+                    .parse()
+                    .map_err(|_| ParseIdError::BadIndex(s.to_string()))?;
+                if index == 0 {
+                    return Err(ParseIdError::BadIndex(s.to_string()));
+                }
+                (name, index)
+            }
+            None => (s, 1),
+        };
+        Ok(InstanceId {
+            service: name.parse()?,
+            index,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_parse_and_display() {
+        let id: InstanceId = "consumer#2".parse().unwrap();
+        assert_eq!(id, InstanceId::new(Service::Consumer, 2));
+        assert_eq!(id.to_string(), "consumer#2");
+        assert_eq!(id.file_stem(), "consumer-2");
+        assert_eq!("consumer-2".parse::<InstanceId>().unwrap(), id);
+        assert_eq!(
+            "kafka".parse::<InstanceId>().unwrap(),
+            InstanceId::first(Service::Kafka)
+        );
+        assert_eq!("ferretdb".parse::<Service>().unwrap(), Service::Mongo);
+        assert!("consumer#0".parse::<InstanceId>().is_err());
+        assert!("zookeeper".parse::<InstanceId>().is_err());
+    }
+
+    #[test]
+    fn names_round_trip_through_the_environment() {
+        let n = Names {
+            topic: "t".into(),
+            group: "g".into(),
+            db: "d".into(),
+            collection: "c".into(),
+        };
+        let env: Vec<String> = n.to_env().iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(Names::from_env(env.iter().map(String::as_str)), n);
+        assert_eq!(Names::from_env(["PATH=/bin"]), Names::default());
+        for (k, _) in n.to_env() {
+            assert!(env::ALL.contains(&k.as_str()), "{k} is not in env::ALL");
+        }
+    }
+}
