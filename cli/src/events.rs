@@ -5,6 +5,7 @@
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -43,15 +44,25 @@ impl Event {
     }
 }
 
-/// Appends events to a JSON-lines file (created with its parent directory if missing).
+/// Appends events to a JSON-lines file (created with its parent directory if missing),
+/// and remembers what this handle wrote, so a command can show what it did.
 #[derive(Debug, Clone)]
 pub struct EventLog {
     path: PathBuf,
+    written: Arc<Mutex<Vec<Event>>>,
 }
 
 impl EventLog {
     pub fn new(path: impl Into<PathBuf>) -> EventLog {
-        EventLog { path: path.into() }
+        EventLog {
+            path: path.into(),
+            written: Arc::default(),
+        }
+    }
+
+    /// The events appended through this handle (and its clones), in order.
+    pub fn written(&self) -> Vec<Event> {
+        self.written.lock().expect("event log lock").clone()
     }
 
     pub fn path(&self) -> &Path {
@@ -72,7 +83,12 @@ impl EventLog {
             .append(true)
             .open(&self.path)
             .and_then(|mut f| f.write_all(line.as_bytes()))
-            .with_context(|| format!("cannot append to the event log {}", self.path.display()))
+            .with_context(|| format!("cannot append to the event log {}", self.path.display()))?;
+        self.written
+            .lock()
+            .expect("event log lock")
+            .push(event.clone());
+        Ok(())
     }
 }
 

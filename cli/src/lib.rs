@@ -24,6 +24,8 @@ pub mod kafka;
 pub mod output;
 pub mod provision;
 pub mod report;
+pub mod runfile;
 pub mod runtime;
 pub mod scenario;
+pub mod units;
 pub mod verify;

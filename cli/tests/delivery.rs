@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::*;
 use tokio::sync::Mutex;
-use wiberctl::runtime::{InstanceId, Runtime, Service, Signal};
+use wiberctl::runtime::{InstanceId, InstanceState, Runtime, Service, Signal};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn consumer_killed_mid_stream_loses_nothing_and_stores_nothing_twice() {
@@ -61,13 +61,10 @@ async fn consumer_killed_mid_stream_loses_nothing_and_stores_nothing_twice() {
         .await
         .expect("SIGKILL consumer#1");
     let listed = stack.list().await.unwrap();
-    let state = listed
-        .iter()
-        .find(|i| i.id == victim)
-        .map(|i| i.state.clone());
+    let state = listed.iter().find(|i| i.id == victim).map(|i| i.state);
     assert_ne!(
-        state.as_deref(),
-        Some("running"),
+        state,
+        Some(InstanceState::Running),
         "consumer#1 should be dead after SIGKILL"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -147,7 +144,7 @@ async fn two_consumers_share_the_partitions() {
         .set("bootstrap.servers", stack.bootstrap())
         .create()
         .unwrap();
-    let group = stack.config().consumer_group;
+    let group = stack.config().names.group;
     // The group may still be rebalancing right after start: poll (bounded) for a stable
     // group with both members.
     let mut last = String::new();
@@ -170,7 +167,7 @@ async fn two_consumers_share_the_partitions() {
     for m in g.members() {
         let assignment = m.assignment().unwrap_or_default();
         // A consumer-protocol assignment that names the topic holds at least one partition.
-        let topic = stack.config().topic;
+        let topic = stack.config().names.topic;
         assert!(
             assignment
                 .windows(topic.len())

@@ -104,7 +104,7 @@ async fn local_stack_kafka_and_ferretdb() -> Result<()> {
     );
     let info = stack.list().await?;
     let k = info.iter().find(|i| i.id == kafka).unwrap();
-    assert_eq!((k.state.as_str(), k.restarts), ("running", 1));
+    assert_eq!((k.state.name(), k.restarts), ("running", 1));
     let payload = kafka_read(&stack.bootstrap(), partition, offset).await?;
     assert_eq!(
         payload, "hello from the runtime test",
@@ -163,7 +163,7 @@ async fn detached_stack_outlives_its_handle() -> Result<()> {
         again.restart(&mongo).await?;
         let info = again.list().await?;
         let m = info.iter().find(|i| i.id == mongo).unwrap();
-        assert_eq!((m.state.as_str(), m.restarts), ("running", 1));
+        assert_eq!((m.state.name(), m.restarts), ("running", 1));
         anyhow::Ok(())
     }
     .await;
@@ -184,7 +184,7 @@ async fn assert_states(stack: &LocalStack, want: &[(&str, &str)]) -> Result<()> 
             .iter()
             .find(|i| i.id.to_string() == *id)
             .with_context(|| format!("{id} missing from {list:?}"))?;
-        assert_eq!(info.state, *state, "{id}: {info:?}");
+        assert_eq!(info.state.name(), *state, "{id}: {info:?}");
     }
     Ok(())
 }

@@ -1,33 +1,34 @@
 //! Configuration of both services, from flags or the environment (names as in the seed:
 //! `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC`, `KAFKA_CONSUMER_GROUP`, `MONGO_URI`,
 //! `MONGO_DB`, `MONGO_COLLECTION`, plus the `WIBER_*`/`API_*` knobs added here).
+//!
+//! The variable names and defaults are not spelled here: they come from the service
+//! contract ([`wiber_model::contract`]), which `wiberctl`'s runtimes and the compose file
+//! are held to as well, so the services and their deployments cannot drift apart.
 
 use std::time::Duration;
 
 use clap::Args;
+use wiber_model::contract::{defaults, env};
 
 /// Where Kafka is and how the topics look. Both services create the topics at start
 /// (never relying on broker auto-create), so both need the partition settings.
 #[derive(Debug, Clone, Args)]
 pub struct KafkaConfig {
     /// Kafka bootstrap servers, comma separated.
-    #[arg(
-        long,
-        env = "KAFKA_BOOTSTRAP_SERVERS",
-        default_value = "127.0.0.1:9092"
-    )]
+    #[arg(long, env = env::KAFKA_BOOTSTRAP_SERVERS, default_value = defaults::KAFKA_BOOTSTRAP_SERVERS)]
     pub bootstrap_servers: String,
     /// Topic messages are published to.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "wiber.messages")]
+    #[arg(long, env = env::KAFKA_TOPIC, default_value = defaults::TOPIC)]
     pub topic: String,
     /// Dead-letter topic for records the consumer cannot decode (default: TOPIC.dlq).
-    #[arg(long, env = "KAFKA_DLQ_TOPIC")]
+    #[arg(long, env = env::KAFKA_DLQ_TOPIC)]
     pub dlq_topic: Option<String>,
     /// Partitions of the topics when the services create them.
-    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
+    #[arg(long, env = env::KAFKA_PARTITIONS, default_value_t = defaults::PARTITIONS)]
     pub partitions: i32,
     /// Replication factor of the topics when the services create them.
-    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
+    #[arg(long, env = env::KAFKA_REPLICATION_FACTOR, default_value_t = defaults::REPLICATION_FACTOR)]
     pub replication_factor: i32,
 }
 
@@ -43,19 +44,19 @@ impl KafkaConfig {
 #[derive(Debug, Clone, Args)]
 pub struct MongoConfig {
     /// MongoDB connection string.
-    #[arg(long, env = "MONGO_URI", default_value = "mongodb://127.0.0.1:27017")]
+    #[arg(long, env = env::MONGO_URI, default_value = defaults::MONGO_URI)]
     pub mongo_uri: String,
     /// Database holding the messages.
-    #[arg(long, env = "MONGO_DB", default_value = "wiber")]
+    #[arg(long, env = env::MONGO_DB, default_value = defaults::MONGO_DB)]
     pub mongo_db: String,
     /// Collection holding the messages.
-    #[arg(long, env = "MONGO_COLLECTION", default_value = "messages")]
+    #[arg(long, env = env::MONGO_COLLECTION, default_value = defaults::MONGO_COLLECTION)]
     pub mongo_collection: String,
     /// Write concern `w` for stored messages: `majority` or a number of nodes.
-    #[arg(long, env = "MONGO_WRITE_CONCERN", default_value = "majority")]
+    #[arg(long, env = env::MONGO_WRITE_CONCERN, default_value = defaults::MONGO_WRITE_CONCERN)]
     pub write_concern: String,
     /// Whether writes wait for the journal.
-    #[arg(long, env = "MONGO_JOURNAL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = env::MONGO_JOURNAL, default_value_t = defaults::MONGO_JOURNAL, action = clap::ArgAction::Set)]
     pub journal: bool,
 }
 
@@ -67,20 +68,18 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub mongo: MongoConfig,
     /// Address to listen on.
-    #[arg(long, env = "API_HOST", default_value = "0.0.0.0")]
+    #[arg(long, env = env::API_HOST, default_value = defaults::API_HOST)]
     pub host: String,
     /// Port to listen on.
-    #[arg(long, env = "API_PORT", default_value_t = 8000)]
+    #[arg(long, env = env::API_PORT, default_value_t = defaults::API_PORT)]
     pub port: u16,
     /// Upper bound, in ms, on how long a POST waits for Kafka's acknowledgement before it
     /// answers 503 (librdkafka's `message.timeout.ms`).
-    #[arg(long, env = "KAFKA_MESSAGE_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = env::KAFKA_MESSAGE_TIMEOUT_MS, default_value_t = defaults::MESSAGE_TIMEOUT_MS)]
     pub message_timeout_ms: u64,
     /// How long the producer waits to fill a batch (`linger.ms`): throughput vs latency.
-    /// Measured on 2 cores with everything co-located: 2 ms capped the stack at ~1,350
-    /// req/s (the broker burnt its CPU on tiny produce requests); 10 ms sustained 2,000
-    /// req/s at the same concurrency, for a few ms more latency at low load.
-    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 10)]
+    // Why the default is 10 ms (measured): see `contract::defaults::LINGER_MS`.
+    #[arg(long, env = env::KAFKA_LINGER_MS, default_value_t = defaults::LINGER_MS)]
     pub linger_ms: u64,
 }
 
@@ -98,23 +97,95 @@ pub struct ConsumerConfig {
     #[command(flatten)]
     pub mongo: MongoConfig,
     /// Consumer group shared by all consumer instances.
-    #[arg(long, env = "KAFKA_CONSUMER_GROUP", default_value = "wiber-consumers")]
+    #[arg(long, env = env::KAFKA_CONSUMER_GROUP, default_value = defaults::CONSUMER_GROUP)]
     pub group: String,
     /// Largest number of records written in one `insert_many`.
-    #[arg(long, env = "CONSUMER_BATCH_SIZE", default_value_t = 500)]
+    #[arg(long, env = env::CONSUMER_BATCH_SIZE, default_value_t = defaults::BATCH_SIZE)]
     pub batch_size: usize,
     /// How long, in ms, a batch waits for more records once it holds one.
-    #[arg(long, env = "CONSUMER_BATCH_LINGER_MS", default_value_t = 20)]
+    #[arg(long, env = env::CONSUMER_BATCH_LINGER_MS, default_value_t = defaults::BATCH_LINGER_MS)]
     pub batch_linger_ms: u64,
     /// Kafka session timeout (ms): how long a silent consumer keeps its partitions.
-    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10000)]
+    #[arg(long, env = env::KAFKA_SESSION_TIMEOUT_MS, default_value_t = defaults::SESSION_TIMEOUT_MS)]
     pub session_timeout_ms: u64,
     /// Longest back-off, in ms, between retries of a failed store write.
-    #[arg(long, env = "CONSUMER_MAX_BACKOFF_MS", default_value_t = 5000)]
+    #[arg(long, env = env::CONSUMER_MAX_BACKOFF_MS, default_value_t = defaults::MAX_BACKOFF_MS)]
     pub max_backoff_ms: u64,
 }
 
 /// A name for this process in logs, e.g. `consumer#2` (set by the runtimes).
 pub fn instance_name(default: &str) -> String {
-    std::env::var("WIBER_INSTANCE").unwrap_or_else(|_| default.to_string())
+    std::env::var(env::WIBER_INSTANCE).unwrap_or_else(|_| default.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::{Args, Command};
+
+    use super::*;
+
+    /// Each flag's variable and default, read from clap's definition (not from the
+    /// process environment, which a test cannot control safely).
+    fn env_defaults<A: Args>() -> BTreeMap<String, Option<String>> {
+        A::augment_args(Command::new("test"))
+            .get_arguments()
+            .filter_map(|a| {
+                let env = a.get_env()?.to_str()?.to_string();
+                let default = a
+                    .get_default_values()
+                    .first()
+                    .map(|v| v.to_string_lossy().into_owned());
+                Some((env, default))
+            })
+            .collect()
+    }
+
+    fn table(rows: &[(&str, Option<&str>)]) -> BTreeMap<String, Option<String>> {
+        rows.iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect()
+    }
+
+    /// The README's table of variables and defaults, spelled out: the contract constants
+    /// may be renamed or moved, but what a deployment sets and gets must not change.
+    #[test]
+    fn variables_and_defaults_are_the_documented_ones() {
+        let shared = [
+            ("KAFKA_BOOTSTRAP_SERVERS", Some("127.0.0.1:9092")),
+            ("KAFKA_TOPIC", Some("wiber.messages")),
+            ("KAFKA_DLQ_TOPIC", None),
+            ("KAFKA_PARTITIONS", Some("6")),
+            ("KAFKA_REPLICATION_FACTOR", Some("1")),
+            ("MONGO_URI", Some("mongodb://127.0.0.1:27017")),
+            ("MONGO_DB", Some("wiber")),
+            ("MONGO_COLLECTION", Some("messages")),
+            ("MONGO_WRITE_CONCERN", Some("majority")),
+            ("MONGO_JOURNAL", Some("true")),
+        ];
+        let mut api = table(&shared);
+        api.extend(table(&[
+            ("API_HOST", Some("0.0.0.0")),
+            ("API_PORT", Some("8000")),
+            ("KAFKA_MESSAGE_TIMEOUT_MS", Some("5000")),
+            ("KAFKA_LINGER_MS", Some("10")),
+        ]));
+        assert_eq!(env_defaults::<ApiConfig>(), api);
+        let mut consumer = table(&shared);
+        consumer.extend(table(&[
+            ("KAFKA_CONSUMER_GROUP", Some("wiber-consumers")),
+            ("CONSUMER_BATCH_SIZE", Some("500")),
+            ("CONSUMER_BATCH_LINGER_MS", Some("20")),
+            ("KAFKA_SESSION_TIMEOUT_MS", Some("10000")),
+            ("CONSUMER_MAX_BACKOFF_MS", Some("5000")),
+        ]));
+        assert_eq!(env_defaults::<ConsumerConfig>(), consumer);
+        for var in api.keys().chain(consumer.keys()) {
+            assert!(
+                env::ALL.contains(&var.as_str()),
+                "{var} is read by the services but missing from contract::env::ALL"
+            );
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Kafka adapter: the only module that touches rdkafka. It creates the topics, publishes
 //! messages with the delivery contract (acks=all, idempotent, bounded timeout, key = the
-//! conversation) and builds the group consumer. Domain code sees [`Publisher`] and
-//! [`PublishError`], not rdkafka types.
+//! conversation) and runs the consumer's side of the group. Domain code sees
+//! [`Publisher`] and [`PublishError`] (the API), and [`GroupRecords`] through the
+//! consumer's [`RecordSource`] seam, never rdkafka types.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -10,13 +11,15 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{ConsumerConfig, KafkaConfig};
+use crate::consumer::{Position, Record, RecordSource};
 
 /// Why a publish failed. Every variant means "not acknowledged": the API answers 503.
 #[derive(Debug, thiserror::Error)]
@@ -79,11 +82,7 @@ impl ConsumerContext for KafkaContext {}
 
 type WiberProducer = FutureProducer<KafkaContext>;
 
-/// The dead-letter producer type.
-pub type DlqProducer = WiberProducer;
-
-/// The group consumer type the consumer service uses.
-pub type GroupConsumer = StreamConsumer<KafkaContext>;
+type GroupConsumer = StreamConsumer<KafkaContext>;
 
 /// Publishes records with acks=all and idempotence. An idempotent producer that hits a
 /// fatal error (librdkafka then refuses every later record) is replaced by a fresh one,
@@ -320,9 +319,121 @@ pub async fn ensure_topics_until(
     }
 }
 
+/// The consumer service's view of Kafka: a member of the group, subscribed to the
+/// message topic, with a producer for the dead-letter topic. Offsets are committed only
+/// when the consumer loop says so ([`RecordSource::commit`]).
+pub struct GroupRecords {
+    consumer: GroupConsumer,
+    dlq: WiberProducer,
+    dlq_topic: String,
+}
+
+impl GroupRecords {
+    /// Joins group `cfg.group` as `instance` and subscribes to the message topic.
+    pub fn subscribe(cfg: &ConsumerConfig, instance: &str) -> anyhow::Result<GroupRecords> {
+        let consumer = group_consumer(cfg, instance)?;
+        consumer.subscribe(&[&cfg.kafka.topic]).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot subscribe to kafka topic {} at {}: {e}",
+                cfg.kafka.topic,
+                cfg.kafka.bootstrap_servers
+            )
+        })?;
+        Ok(GroupRecords {
+            consumer,
+            dlq: dlq_producer(&cfg.kafka)?,
+            dlq_topic: cfg.kafka.dlq_topic(),
+        })
+    }
+}
+
+impl RecordSource for GroupRecords {
+    type Error = KafkaError;
+
+    async fn recv(&self) -> Result<Record, KafkaError> {
+        // Copied out of librdkafka's buffer (as `detach` would), so the loop can hold a
+        // batch of records across awaits.
+        self.consumer.recv().await.map(|m| to_record(&m))
+    }
+
+    async fn dead_letter(&self, record: &Record, reason: &str) -> Result<(), KafkaError> {
+        let (partition, offset) = (record.partition.to_string(), record.offset.to_string());
+        // Where the record came from, so it can be found and replayed from the DLQ.
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "wiber-dlq-reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "wiber-source-topic",
+                value: Some(&record.topic),
+            })
+            .insert(Header {
+                key: "wiber-source-partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "wiber-source-offset",
+                value: Some(&offset),
+            });
+        let mut out = FutureRecord::to(&self.dlq_topic).headers(headers);
+        if let Some(k) = &record.key {
+            out = out.key(k);
+        }
+        if let Some(p) = &record.payload {
+            out = out.payload(p);
+        }
+        self.dlq
+            .send(out, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+
+    /// Stores the positions as the group's offsets and commits them asynchronously. A
+    /// commit that is lost (or refused for partitions revoked meanwhile) only means
+    /// redelivery, which the store de-duplicates.
+    fn commit(&self, positions: &[Position]) {
+        let mut tpl = TopicPartitionList::new();
+        for p in positions {
+            if let Err(e) =
+                tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next_offset))
+            {
+                tracing::error!(error = %e, topic = %p.topic, partition = p.partition, "cannot build the commit list");
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            tracing::info!(error = %e, "offsets not stored (partitions reassigned?); they will be redelivered");
+        }
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
+            tracing::warn!(error = %e, "offset commit failed; the batch will be redelivered");
+        }
+    }
+
+    /// A final synchronous commit of the stored offsets the async commits may not have
+    /// delivered yet, so the next owner of these partitions starts where we stopped.
+    fn close(&self) {
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::info!(error = %e, "final commit had nothing to commit or failed; records will be redelivered");
+        }
+        self.consumer.unsubscribe();
+    }
+}
+
+fn to_record(m: &BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+    }
+}
+
 /// Builds the group consumer: manual commits only, offsets stored only by us, start
 /// from the earliest record when the group has no committed offset.
-pub fn group_consumer(cfg: &ConsumerConfig, instance: &str) -> anyhow::Result<GroupConsumer> {
+fn group_consumer(cfg: &ConsumerConfig, instance: &str) -> anyhow::Result<GroupConsumer> {
     let consumer: GroupConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.kafka.bootstrap_servers)
         .set("group.id", &cfg.group)
@@ -342,7 +453,7 @@ pub fn group_consumer(cfg: &ConsumerConfig, instance: &str) -> anyhow::Result<Gr
 }
 
 /// A producer for the dead-letter topic (same delivery guarantees as the main one).
-pub fn dlq_producer(kafka: &KafkaConfig) -> anyhow::Result<WiberProducer> {
+fn dlq_producer(kafka: &KafkaConfig) -> anyhow::Result<WiberProducer> {
     ClientConfig::new()
         .set("bootstrap.servers", &kafka.bootstrap_servers)
         .set("acks", "all")

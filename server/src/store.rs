@@ -1,19 +1,22 @@
-//! MongoDB adapter: the only module that touches the `mongodb` crate. It keeps the
-//! store's layout in one place: `_id` = `messageId` (uniqueness without a second unique
-//! index, which is also what FerretDB enforces cheaply), a `conversation` field indexed
-//! with `timestamp` for conversation reads, and provenance (`storedAt`, `partition`,
-//! `offset`) on every document.
+//! MongoDB adapter: the only module that touches the `mongodb` crate. The document's
+//! layout is [`StoredMessage`] (shared with `wiberctl verify`): `_id` = `messageId`
+//! (uniqueness without a second unique index, which is also what FerretDB enforces
+//! cheaply), a `conversation` field indexed with `timestamp` for conversation reads, and
+//! provenance (`storedAt`, `partition`, `offset`) on every document. What this module
+//! adds is how the collection is used: indexes, write concern, what a duplicate key
+//! means, the read queries. The consumer sees it through [`MessageStore`].
 
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::ErrorKind;
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
-use wiber_model::{conversation_key, Message};
+use wiber_model::{conversation_key, Message, StoredMessage};
 
 use crate::config::MongoConfig;
+use crate::consumer::MessageStore;
 
 /// MongoDB's duplicate-key error code: for us, a de-duplication hit.
 const DUPLICATE_KEY: i32 = 11000;
@@ -30,19 +33,11 @@ impl From<mongodb::error::Error> for StoreError {
 }
 
 /// What an `insert_batch` did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct InsertOutcome {
     pub inserted: usize,
-    /// Documents whose `_id` was already stored: redeliveries, de-duplicated.
-    pub duplicates: usize,
-}
-
-/// A message to store, with where it came from in Kafka.
-#[derive(Debug, Clone)]
-pub struct Incoming {
-    pub message: Message,
-    pub partition: i32,
-    pub offset: i64,
+    /// `_id`s that were already stored: redeliveries, de-duplicated.
+    pub duplicates: Vec<String>,
 }
 
 /// Which messages a count covers.
@@ -104,10 +99,16 @@ impl Store {
         let wanted = [
             (
                 "conversation_time",
-                doc! {"conversation": 1, "timestamp": 1},
+                doc! {(StoredMessage::CONVERSATION): 1, (StoredMessage::TIMESTAMP): 1},
             ),
-            ("from_time", doc! {"fromUser": 1, "timestamp": -1}),
-            ("to_time", doc! {"toUser": 1, "timestamp": -1}),
+            (
+                "from_time",
+                doc! {(StoredMessage::FROM_USER): 1, (StoredMessage::TIMESTAMP): -1},
+            ),
+            (
+                "to_time",
+                doc! {(StoredMessage::TO_USER): 1, (StoredMessage::TIMESTAMP): -1},
+            ),
         ];
         for (name, keys) in wanted {
             if existing.iter().any(|n| n == name) {
@@ -133,33 +134,36 @@ impl Store {
     /// Writes a batch with one unordered `insert_many`. Duplicate-key errors are
     /// de-duplication hits; any other failure fails the whole call so the caller retries
     /// the batch (retrying is safe: what was written comes back as duplicates).
-    pub async fn insert_batch(
-        &self,
-        batch: &[Incoming],
-        stored_at: i64,
-    ) -> Result<InsertOutcome, StoreError> {
+    pub async fn insert_batch(&self, batch: &[StoredMessage]) -> Result<InsertOutcome, StoreError> {
         if batch.is_empty() {
             return Ok(InsertOutcome::default());
         }
-        let docs: Vec<Document> = batch.iter().map(|m| to_document(m, stored_at)).collect();
+        let docs = batch
+            .iter()
+            .map(|m| {
+                bson::to_document(m)
+                    .map_err(|e| StoreError(format!("cannot encode message {} as BSON: {e}", m.id)))
+            })
+            .collect::<Result<Vec<Document>, _>>()?;
         match self.messages.insert_many(docs).ordered(false).await {
             Ok(r) => Ok(InsertOutcome {
                 inserted: r.inserted_ids.len(),
-                duplicates: 0,
+                duplicates: Vec::new(),
             }),
             Err(e) => match *e.kind {
                 ErrorKind::InsertMany(ref ime) if ime.write_concern_error.is_none() => {
-                    let errors = ime.write_errors.as_deref().unwrap_or_default();
-                    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
-                        return Err(StoreError(format!(
-                            "insert_many failed for document {} (code {}): {}",
-                            other.index, other.code, other.message
-                        )));
-                    }
-                    Ok(InsertOutcome {
-                        inserted: batch.len() - errors.len(),
-                        duplicates: errors.len(),
-                    })
+                    let errors: Vec<WriteError<'_>> = ime
+                        .write_errors
+                        .as_deref()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|w| WriteError {
+                            index: w.index,
+                            code: w.code,
+                            message: &w.message,
+                        })
+                        .collect();
+                    outcome_with_errors(batch, &errors)
                 }
                 _ => Err(e.into()),
             },
@@ -174,11 +178,11 @@ impl Store {
         limit: i64,
         skip: u64,
     ) -> Result<Vec<Message>, StoreError> {
-        let filter = doc! {"conversation": conversation_key(a, b)};
+        let filter = doc! {(StoredMessage::CONVERSATION): conversation_key(a, b)};
         let cursor = self
             .messages
             .find(filter)
-            .sort(doc! {"timestamp": 1, "_id": 1})
+            .sort(doc! {(StoredMessage::TIMESTAMP): 1, (StoredMessage::ID): 1})
             .skip(skip)
             .limit(limit)
             .await?;
@@ -187,11 +191,10 @@ impl Store {
 
     /// A user's recent messages, sent or received, newest first.
     pub async fn user_recent(&self, user: &str, limit: i64) -> Result<Vec<Message>, StoreError> {
-        let filter = doc! {"$or": [{"fromUser": user}, {"toUser": user}]};
         let cursor = self
             .messages
-            .find(filter)
-            .sort(doc! {"timestamp": -1, "_id": -1})
+            .find(of_user(user))
+            .sort(doc! {(StoredMessage::TIMESTAMP): -1, (StoredMessage::ID): -1})
             .limit(limit)
             .await?;
         collect_messages(cursor).await
@@ -200,61 +203,179 @@ impl Store {
     pub async fn count(&self, scope: &CountScope) -> Result<u64, StoreError> {
         let filter = match scope {
             CountScope::All => doc! {},
-            CountScope::User(u) => doc! {"$or": [{"fromUser": u}, {"toUser": u}]},
-            CountScope::Conversation(a, b) => doc! {"conversation": conversation_key(a, b)},
+            CountScope::User(u) => of_user(u),
+            CountScope::Conversation(a, b) => {
+                doc! {(StoredMessage::CONVERSATION): conversation_key(a, b)}
+            }
         };
         Ok(self.messages.count_documents(filter).await?)
     }
 }
 
-fn to_document(m: &Incoming, stored_at: i64) -> Document {
-    let msg = &m.message;
-    doc! {
-        "_id": &msg.message_id,
-        "messageId": &msg.message_id,
-        "conversation": msg.conversation(),
-        "fromUser": &msg.from_user,
-        "toUser": &msg.to_user,
-        "content": &msg.content,
-        "timestamp": msg.timestamp,
-        "createdAt": &msg.created_at,
-        "storedAt": stored_at,
-        "partition": m.partition,
-        "offset": m.offset,
+impl MessageStore for Store {
+    type Error = StoreError;
+
+    async fn insert_batch(&self, batch: &[StoredMessage]) -> Result<InsertOutcome, StoreError> {
+        Store::insert_batch(self, batch).await
     }
+}
+
+/// The messages `user` sent or received.
+fn of_user(user: &str) -> Document {
+    doc! {"$or": [{(StoredMessage::FROM_USER): user}, {(StoredMessage::TO_USER): user}]}
+}
+
+/// One document's failure in an unordered `insert_many`, without the driver's types.
+#[derive(Debug, Clone, Copy)]
+struct WriteError<'a> {
+    /// Position of the document in the batch.
+    index: usize,
+    code: i32,
+    message: &'a str,
+}
+
+/// What an `insert_many` that reported per-document errors did: duplicate keys are
+/// de-duplication hits (the document is already stored), any other error fails the
+/// batch so that it is retried whole.
+fn outcome_with_errors(
+    batch: &[StoredMessage],
+    errors: &[WriteError<'_>],
+) -> Result<InsertOutcome, StoreError> {
+    if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
+        let id = batch.get(other.index).map_or("?", |m| m.id.as_str());
+        return Err(StoreError(format!(
+            "insert_many failed for message {id} (document {} of the batch, code {}): {}",
+            other.index, other.code, other.message
+        )));
+    }
+    let duplicates = errors
+        .iter()
+        .map(|w| {
+            batch
+                .get(w.index)
+                .map_or_else(|| format!("#{}", w.index), |m| m.id.clone())
+        })
+        .collect();
+    Ok(InsertOutcome {
+        inserted: batch.len() - errors.len(),
+        duplicates,
+    })
 }
 
 async fn collect_messages(cursor: mongodb::Cursor<Document>) -> Result<Vec<Message>, StoreError> {
     let docs: Vec<Document> = cursor.try_collect().await?;
-    docs.iter().map(from_document).collect()
+    docs.into_iter().map(from_document).collect()
 }
 
-fn from_document(d: &Document) -> Result<Message, StoreError> {
-    let s = |k: &str| -> Result<String, StoreError> {
-        d.get_str(k).map(str::to_string).map_err(|_| {
+/// Decodes a stored document. Documents are read untyped and decoded one by one so that
+/// a document that does not decode (altered by hand, or written by something else) is
+/// named in the error instead of failing the cursor anonymously.
+fn from_document(d: Document) -> Result<Message, StoreError> {
+    let id = d.get(StoredMessage::ID).cloned().unwrap_or(Bson::Null);
+    bson::from_document::<StoredMessage>(d)
+        .map(StoredMessage::into_message)
+        .map_err(|e| {
             StoreError(format!(
-                "stored document {:?} lacks string field {k}",
-                d.get("_id")
+                "stored document {id} is not a wiber message ({e}); fix or delete it in MongoDB"
             ))
         })
-    };
-    let timestamp = match d.get("timestamp") {
-        Some(Bson::Int64(v)) => *v,
-        Some(Bson::Int32(v)) => *v as i64,
-        Some(Bson::Double(v)) => *v as i64,
-        _ => {
-            return Err(StoreError(format!(
-                "stored document {:?} lacks timestamp",
-                d.get("_id")
-            )))
+}
+
+#[cfg(test)]
+mod tests {
+    use wiber_model::{Message, NewMessage};
+
+    use super::*;
+
+    fn stored(id: &str) -> StoredMessage {
+        let new = NewMessage {
+            from_user: "bob".into(),
+            to_user: "alice".into(),
+            content: "Hello!".into(),
+            message_id: None,
+        };
+        StoredMessage::new(
+            Message::accept(new, id.into(), 1_758_865_780_040),
+            1_758_865_781_000,
+            3,
+            42,
+        )
+    }
+
+    /// The document the store has always written (before `StoredMessage` was the one
+    /// type), field by field: names, order and BSON types must not change on disk.
+    #[test]
+    fn documents_are_written_as_before() {
+        let m = stored("m1");
+        let written = bson::to_document(&m).unwrap();
+        let before = doc! {
+            "_id": "m1",
+            "messageId": "m1",
+            "conversation": conversation_key("bob", "alice"),
+            "fromUser": "bob",
+            "toUser": "alice",
+            "content": "Hello!",
+            "timestamp": 1_758_865_780_040i64,
+            "createdAt": "2025-09-26T05:49:40.040Z",
+            "storedAt": 1_758_865_781_000i64,
+            "partition": 3i32,
+            "offset": 42i64,
+        };
+        // `Document`'s equality ignores order; the keys are compared in order too.
+        assert_eq!(
+            written.keys().collect::<Vec<_>>(),
+            before.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(written, before);
+        for (k, v) in &before {
+            assert_eq!(
+                written.get(k).map(Bson::element_type),
+                Some(v.element_type()),
+                "BSON type of {k}"
+            );
         }
-    };
-    Ok(Message {
-        message_id: s("messageId")?,
-        from_user: s("fromUser")?,
-        to_user: s("toUser")?,
-        content: s("content")?,
-        timestamp,
-        created_at: s("createdAt")?,
-    })
+        assert_eq!(from_document(written).unwrap(), m.into_message());
+    }
+
+    #[test]
+    fn an_undecodable_document_is_named() {
+        let mut d = bson::to_document(&stored("m1")).unwrap();
+        d.remove(StoredMessage::CONTENT);
+        let e = from_document(d).unwrap_err().to_string();
+        assert!(e.contains("\"m1\"") && e.contains("content"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_de_duplication_hits() {
+        let batch = [stored("a"), stored("b"), stored("c")];
+        let dup = |index| WriteError {
+            index,
+            code: DUPLICATE_KEY,
+            message: "E11000 duplicate key error",
+        };
+        let o = outcome_with_errors(&batch, &[dup(0), dup(2)]).unwrap();
+        assert_eq!(o.inserted, 1);
+        assert_eq!(o.duplicates, ["a", "c"]);
+    }
+
+    #[test]
+    fn any_other_write_error_fails_the_batch_and_names_the_message() {
+        let batch = [stored("a"), stored("b")];
+        let errors = [
+            WriteError {
+                index: 0,
+                code: DUPLICATE_KEY,
+                message: "E11000 duplicate key error",
+            },
+            WriteError {
+                index: 1,
+                code: 121,
+                message: "Document failed validation",
+            },
+        ];
+        let e = outcome_with_errors(&batch, &errors)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("message b") && e.contains("code 121"), "{e}");
+    }
 }

@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use indicatif::ProgressBar;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use wiber_model::ledger::Outcome;
@@ -38,7 +37,8 @@ use wiber_model::report::{
     self as model, BenchConfigRecord, FindMax, FindMaxStep, Report, RunInfo, Summary,
 };
 
-use crate::verify::store::{self, StoreTarget};
+use crate::runfile::{RunFile, StoreTarget};
+use crate::verify::store;
 use collector::{LedgerWriter, PhaseInfo, PhaseStats};
 use hist::LatencyHist;
 use schedule::{Pacing, Schedule};
@@ -93,32 +93,6 @@ pub struct BenchOptions {
     /// An SLO the run must meet (exit 1 otherwise); for `--find-max` the step criterion.
     pub slo: Option<Slo>,
     pub progress: bool,
-}
-
-/// `run.json`: what verify needs to check the run later without repeating the flags.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunFile {
-    pub run: String,
-    pub name: String,
-    pub started_ms: i64,
-    pub api_url: String,
-    pub conversations: u32,
-    pub size: usize,
-    pub target: StoreTarget,
-}
-
-impl RunFile {
-    pub fn read(dir: &Path) -> anyhow::Result<RunFile> {
-        let path = dir.join("run.json");
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read {} (is {} a bench run directory?)",
-                path.display(),
-                dir.display()
-            )
-        })?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a run file", path.display()))
-    }
 }
 
 /// The result of a bench run.

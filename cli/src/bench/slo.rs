@@ -64,7 +64,7 @@ impl std::str::FromStr for Slo {
                     "unknown SLO statistic {stat:?} in {part:?}: {SYNTAX}"
                 ));
             }
-            let limit: Duration = crate::app::parse_duration(rhs.trim())
+            let limit: Duration = crate::units::parse_duration(rhs.trim())
                 .map_err(|e| format!("invalid SLO limit in {part:?}: {e}"))?;
             objectives.push(Objective {
                 metric,

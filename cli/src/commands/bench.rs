@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::app::parse_duration;
 use crate::bench::{self, print, slo::Slo, BenchOptions, Mode};
 use crate::exit::{self, Outcome};
 use crate::output;
+use crate::units::parse_duration;
 use crate::verify::store::{StoreTarget, DEFAULT_KAFKA, DEFAULT_MONGO_URI};
 
 /// Where the run's messages are stored and which consumer group moves them there

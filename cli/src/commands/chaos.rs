@@ -1,131 +1,65 @@
-//! `chaos ACTION TARGET`: inject one fault (or a bounded series) into the stack through
-//! the runtime seam, undo it after `--for`, and append every action to the event log so
-//! reports can mark faults on their timelines.
+//! `chaos ACTION TARGET`: one fault (or a bounded series), as a one-fault timeline of the
+//! same engine scenario files use ([`crate::scenario::timeline`]): the same actions and
+//! targets, the same undo after `--for`, the same rollback on Ctrl-C, and every action
+//! appended to the event log so reports can mark faults on their timelines.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
-use clap::{Args, ValueEnum};
+use anyhow::{bail, Result};
+use clap::Args;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::stack::{self, Stack, StackRef};
-use crate::events::{Event, EventLog};
+use super::args::StackArgs;
+use crate::events::EventLog;
 use crate::exit::{self, Outcome};
 use crate::output;
-use crate::runtime::target::Target;
-use crate::runtime::{InstanceInfo, Runtime, Signal};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Action {
-    /// Send a signal (SIGKILL unless --signal): the crash fault; nothing restarts it.
-    Kill,
-    /// Graceful stop (SIGTERM, SIGKILL after 30 s).
-    Stop,
-    /// Start a stopped/killed instance and wait until it is ready.
-    Start,
-    /// Stop + start, and wait until ready.
-    Restart,
-    /// Freeze the processes: sockets stay open, nothing answers.
-    Pause,
-    Unpause,
-    /// Cut the instance off the stack's network (docker only).
-    Disconnect,
-    Reconnect,
-    /// Shortcut: kill random:consumer.
-    KillConsumer,
-    /// Shortcut: kill api.
-    KillApi,
-    /// Shortcut: kill kafka.
-    KillBroker,
-    /// Shortcut: restart mongo.
-    RestartMongo,
-    /// Shortcut: pause random:consumer.
-    PauseConsumer,
-}
-
-impl Action {
-    /// A shortcut's action and target.
-    fn expand(self) -> Option<(Action, &'static str)> {
-        Some(match self {
-            Action::KillConsumer => (Action::Kill, "random:consumer"),
-            Action::KillApi => (Action::Kill, "api"),
-            Action::KillBroker => (Action::Kill, "kafka"),
-            Action::RestartMongo => (Action::Restart, "mongo"),
-            Action::PauseConsumer => (Action::Pause, "random:consumer"),
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Action::Kill => "kill",
-            Action::Stop => "stop",
-            Action::Start => "start",
-            Action::Restart => "restart",
-            Action::Pause => "pause",
-            Action::Unpause => "unpause",
-            Action::Disconnect => "disconnect",
-            Action::Reconnect => "reconnect",
-            Action::KillConsumer => "kill-consumer",
-            Action::KillApi => "kill-api",
-            Action::KillBroker => "kill-broker",
-            Action::RestartMongo => "restart-mongo",
-            Action::PauseConsumer => "pause-consumer",
-        }
-    }
-
-    /// What `--for` runs afterwards.
-    fn undo(self) -> Option<Action> {
-        match self {
-            Action::Kill | Action::Stop => Some(Action::Start),
-            Action::Pause => Some(Action::Unpause),
-            Action::Disconnect => Some(Action::Reconnect),
-            _ => None,
-        }
-    }
-
-    /// Destructive actions pick among running instances; repairs among the others.
-    fn wants_running(self) -> bool {
-        matches!(
-            self,
-            Action::Kill | Action::Stop | Action::Restart | Action::Pause | Action::Disconnect
-        )
-    }
-}
+use crate::runtime::fault::{self, Action, Signal, Target};
+use crate::runtime::Stack;
+use crate::scenario::format::FaultSpec;
+use crate::scenario::timeline::{self, Records, Rollbacks};
+use crate::units::parse_duration;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "TARGET: a service (all its instances: kafka, mongo, api, consumer), an instance \
+    after_help = "ACTION: kill (SIGKILL unless --signal: the crash fault), stop (graceful), start, \
+restart, pause (freeze: sockets stay open, nothing answers), unpause, disconnect (cut off the \
+stack's network, docker only), reconnect, scale (add consumers up to --to); or a shortcut that \
+names its target: kill-consumer, kill-api, kill-broker, restart-mongo, pause-consumer.\n\n\
+TARGET: a service (all its instances: kafka, mongo, api, consumer), an instance \
 (consumer#2), or random:SERVICE (one running instance at random, chosen anew each time).\n\n\
-Every action (and every --for undo) is appended to the events file as a JSON line: \
-time_ms, time, action, target, container, result.\n\n\
+The undo actions (start, unpause, reconnect) do nothing to an instance already in the state \
+they restore, so repeating them is safe. Every action (and every --for undo) is appended to \
+the events file as a JSON line: time_ms, time, action, target, container, result.\n\n\
 Exit codes: 0 every action succeeded (or --dry-run); 2 an action failed, the target is unknown, \
 or no stack was found.\n\n\
 Examples:\n  wiberctl chaos kill-consumer\n  wiberctl chaos kill consumer#2 --signal TERM\n  \
 wiberctl chaos pause random:consumer --for 10s\n  wiberctl chaos disconnect kafka --for 5s --every 30s --count 4\n  \
-wiberctl chaos restart consumer#1\n  wiberctl chaos kill api --dry-run"
+wiberctl chaos restart consumer#1\n  wiberctl chaos scale consumer --to 3\n  wiberctl chaos kill api --dry-run"
 )]
 pub struct ChaosArgs {
-    /// What to do (or a shortcut that also names the target).
-    #[arg(value_enum)]
-    pub action: Action,
+    /// What to do: an action or a shortcut (see below).
+    #[arg(value_parser = parse_action)]
+    pub action: (Action, Option<Target>),
     /// kafka, mongo, api, consumer, consumer#2, random:consumer (not with a shortcut).
     pub target: Option<String>,
     #[command(flatten)]
-    pub stack: StackRef,
+    pub stack: StackArgs,
     /// Signal for `kill`: KILL, TERM or INT.
     #[arg(long, default_value = "KILL")]
     pub signal: Signal,
     /// Undo after this long (kill/stop → start, pause → unpause, disconnect → reconnect), e.g. 10s.
-    #[arg(long = "for", value_parser = crate::app::parse_duration)]
+    #[arg(long = "for", value_parser = parse_duration)]
     pub for_: Option<Duration>,
     /// Repeat every DURATION (from one action's start to the next); needs --count.
-    #[arg(long, value_parser = crate::app::parse_duration, requires = "count")]
+    #[arg(long, value_parser = parse_duration, requires = "count")]
     pub every: Option<Duration>,
     /// How many times to act (bounded: 1..=1000).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub count: u32,
+    /// `scale`: how many consumers to have (1..=32).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub to: Option<u32>,
     /// Print what would be done; touch nothing (no action, no event).
     #[arg(long)]
     pub dry_run: bool,
@@ -134,35 +68,71 @@ pub struct ChaosArgs {
     pub events: Option<PathBuf>,
 }
 
-pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
-    let (action, target_str) = match (args.action.expand(), &args.target) {
-        (Some(_), Some(t)) => bail!(
-            "{} is a shortcut and takes no TARGET (got {t:?})",
-            args.action.name()
-        ),
-        (Some((a, t)), None) => (a, t.to_string()),
-        (None, Some(t)) => (args.action, t.clone()),
+fn parse_action(s: &str) -> Result<(Action, Option<Target>), String> {
+    Action::parse(s).ok_or_else(|| {
+        format!(
+            "unknown action {s:?}: expected one of {}",
+            fault::action_names()
+        )
+    })
+}
+
+/// The flags as one fault of the timeline, checked as a scenario file's faults are.
+fn fault_spec(args: &ChaosArgs) -> Result<FaultSpec> {
+    let (action, shortcut) = args.action;
+    let name = action.name();
+    let target = match (shortcut, &args.target) {
+        (Some(_), Some(t)) => bail!("this action is a shortcut and takes no TARGET (got {t:?})"),
+        (Some(t), None) => t,
+        (None, Some(t)) => Target::parse(t)?,
         (None, None) => bail!(
-            "{} needs a TARGET: a service (consumer), an instance (consumer#2) or random:consumer",
-            args.action.name()
+            "{name} needs a TARGET: a service (consumer), an instance (consumer#2) or random:consumer"
         ),
     };
-    let target = Target::parse(&target_str)?;
     if args.for_.is_some() && action.undo().is_none() {
-        bail!(
-            "--for undoes kill, stop, pause and disconnect; {} has no undo",
-            action.name()
-        );
+        bail!("--for undoes kill, stop, pause and disconnect; {name} has no undo");
+    }
+    if let (Some(d), Some(e)) = (args.for_, args.every) {
+        if d >= e {
+            bail!("--for must be shorter than --every: occurrences would overlap");
+        }
+    }
+    if args.every.is_some_and(|e| e.is_zero()) {
+        bail!("--every must be longer than 0");
     }
     if action != Action::Kill && args.signal != Signal::Kill {
         bail!("--signal applies to kill only");
     }
+    match (action, args.to) {
+        (Action::Scale, None) => bail!("scale needs --to N (how many consumers to have)"),
+        (Action::Scale, Some(_)) if !matches!(target, Target::Service(_)) => {
+            bail!("scale acts on a service (e.g. consumer), not on {target}")
+        }
+        (Action::Scale, Some(_)) => {}
+        (_, Some(_)) => bail!("--to applies to scale only"),
+        (_, None) => {}
+    }
+    Ok(FaultSpec {
+        line: 0,
+        at: Duration::ZERO,
+        every: args.every,
+        count: args.count,
+        action,
+        target,
+        for_: args.for_,
+        signal: args.signal,
+        to: args.to,
+    })
+}
+
+pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
+    let spec = fault_spec(&args)?;
     // Installed before the first action so that Ctrl-C (or SIGTERM) during `--for` is
     // noticed and the undo still runs instead of the process dying mid-fault.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
 
-    let stack = stack::open(&args.stack).await?;
+    let stack = Stack::open(&args.stack.locator()).await?;
     let log = EventLog::new(match &args.events {
         Some(p) => p.clone(),
         None => crate::provision::repo_root()
@@ -172,93 +142,40 @@ pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
     });
 
     if args.dry_run {
-        let have = stack.list().await?;
-        let chosen = target.resolve(&have, action.wants_running())?;
-        let mut plan = Vec::new();
-        for i in &chosen {
-            let mut what = format!(
-                "{} {} (container {}, {})",
-                label(action, args.signal),
-                i.id,
-                i.pid_or_container,
-                i.state
-            );
-            if let Some(d) = args.for_ {
-                what.push_str(&format!(
-                    ", then {} after {d:?}",
-                    action.undo().expect("checked").name()
-                ));
-            }
-            plan.push(what);
-        }
-        let repeat = match args.every {
-            Some(e) => format!("{} times, every {e:?}", args.count),
-            None => format!("{} time(s)", args.count),
-        };
-        if json {
-            output::json(&serde_json::json!({
-                "dry_run": true, "runtime": stack.kind(), "plan": plan, "repeat": repeat,
-                "random": matches!(target, Target::Random(_)), "events_file": log.path(),
-            }));
-        } else {
-            for p in &plan {
-                println!("would {p}");
-            }
-            if matches!(target, Target::Random(_)) {
-                println!("(random: the instance is chosen anew at each action)");
-            }
-            println!(
-                "{repeat}; events would go to {} (dry run: nothing done)",
-                log.path().display()
-            );
-        }
-        return Ok(exit::PASS);
+        return dry_run(&stack, &spec, &log, json).await;
     }
 
-    let mut done: Vec<Event> = Vec::new();
-    let mut failed: Option<anyhow::Error> = None;
+    let rollbacks = Rollbacks::default();
+    let records = Records::default();
+    let say = |line: String| {
+        if !json {
+            eprintln!("{line}");
+        }
+    };
+    let faults = [spec];
+    let tl = timeline::run(
+        &stack,
+        &faults,
+        tokio::time::Instant::now(),
+        &log,
+        &rollbacks,
+        &records,
+        &say,
+    );
     let mut interrupted = false;
-    'rounds: for round in 0..args.count {
-        let round_start = tokio::time::Instant::now();
-        let have = stack.list().await?;
-        let chosen = target.resolve(&have, action.wants_running())?;
-        for i in &chosen {
-            if let Err(e) = act(&stack, &log, action, args.signal, i, &mut done).await {
-                failed = Some(e);
-                break 'rounds;
-            }
-        }
-        if let Some(d) = args.for_ {
-            tokio::select! {
-                _ = tokio::time::sleep(d) => {}
-                _ = sigint.recv() => interrupted = true,
-                _ = sigterm.recv() => interrupted = true,
-            }
-            let undo = action.undo().expect("checked above");
-            for i in &chosen {
-                if let Err(e) = act(&stack, &log, undo, Signal::Kill, i, &mut done).await {
-                    failed.get_or_insert(e);
-                }
-            }
-            if failed.is_some() || interrupted {
-                break;
-            }
-        }
-        if round + 1 < args.count {
-            if let Some(every) = args.every {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(round_start + every) => {}
-                    _ = sigint.recv() => { interrupted = true; break; }
-                    _ = sigterm.recv() => { interrupted = true; break; }
-                }
-            }
-        }
-    }
-
+    let result = tokio::select! {
+        r = tl => r,
+        _ = sigint.recv() => { interrupted = true; Ok(()) }
+        _ = sigterm.recv() => { interrupted = true; Ok(()) }
+    };
+    // Whatever is still owed (an interrupted --for, a failed step) is undone now.
+    let failures = timeline::rollback_all(&stack, &rollbacks, &log, &records).await;
+    let done = log.written();
     if json {
         output::json(&serde_json::json!({
             "runtime": stack.kind(), "events_file": log.path(), "actions": done,
-            "interrupted": interrupted, "ok": failed.is_none(),
+            "interrupted": interrupted, "ok": result.is_ok() && failures.is_empty(),
+            "rollback_failures": failures,
         }));
     } else {
         let mut t = output::table(&["time (UTC)", "action", "target", "container", "result"]);
@@ -283,121 +200,106 @@ pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
             }
         );
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(exit::PASS),
+    result?;
+    if !failures.is_empty() {
+        bail!("an undo failed: {}", failures.join("; "));
     }
+    Ok(exit::PASS)
 }
 
-fn label(action: Action, sig: Signal) -> String {
-    match (action, sig) {
-        (Action::Kill, Signal::Kill) => "kill".into(),
-        (Action::Kill, s) => format!("kill({})", s.name()),
-        (a, _) => a.name().into(),
+/// What the fault would do, resolved against the stack as it is now.
+async fn dry_run(stack: &Stack, spec: &FaultSpec, log: &EventLog, json: bool) -> Result<Outcome> {
+    let mut plan = Vec::new();
+    if spec.action == Action::Scale {
+        plan.push(format!(
+            "scale {} to {}",
+            spec.target,
+            spec.to.expect("checked")
+        ));
+    } else {
+        let have = stack.list().await?;
+        for i in spec.target.resolve(&have, spec.action.wants_running())? {
+            let mut what = format!(
+                "{} {} (container {}, {})",
+                spec.action.label(spec.signal),
+                i.id,
+                i.pid_or_container,
+                i.state
+            );
+            if let (Some(d), Some(u)) = (spec.for_, spec.action.undo()) {
+                what.push_str(&format!(", then {u} after {d:?}"));
+            }
+            plan.push(what);
+        }
     }
-}
-
-/// Runs one action on one instance and logs it (time = when it was taken).
-async fn act(
-    stack: &Stack,
-    log: &EventLog,
-    action: Action,
-    sig: Signal,
-    i: &InstanceInfo,
-    done: &mut Vec<Event>,
-) -> Result<()> {
-    let mut ev = Event::now(
-        &label(action, sig),
-        &i.id.to_string(),
-        &i.pid_or_container,
-        Ok(()),
-    );
-    let id = &i.id;
-    let r = match action {
-        Action::Kill => stack.kill(id, sig).await,
-        Action::Stop => stack.stop(id).await,
-        Action::Start => stack.start(id).await,
-        Action::Restart => stack.restart(id).await,
-        Action::Pause => stack.pause(id).await,
-        Action::Unpause => stack.unpause(id).await,
-        Action::Disconnect => stack.disconnect(id).await,
-        Action::Reconnect => stack.reconnect(id).await,
-        other => Err(anyhow!("{} is a shortcut, not an action", other.name())),
+    let repeat = match spec.every {
+        Some(e) => format!("{} times, every {e:?}", spec.count),
+        None => format!("{} time(s)", spec.count),
     };
-    if let Err(e) = &r {
-        ev.result = format!("error: {e:#}");
+    let random = matches!(spec.target, Target::Random(_));
+    if json {
+        output::json(&serde_json::json!({
+            "dry_run": true, "runtime": stack.kind(), "plan": plan, "repeat": repeat,
+            "random": random, "events_file": log.path(),
+        }));
+    } else {
+        for p in &plan {
+            println!("would {p}");
+        }
+        if random {
+            println!("(random: the instance is chosen anew at each action)");
+        }
+        println!(
+            "{repeat}; events would go to {} (dry run: nothing done)",
+            log.path().display()
+        );
     }
-    log.append(&ev)?;
-    done.push(ev);
-    r.map_err(|e| e.context(format!("chaos {} {id} failed", action.name())))
+    Ok(exit::PASS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::Service;
+    use clap::Parser;
 
-    fn info(id: &str, state: &str) -> InstanceInfo {
-        InstanceInfo {
-            id: id.parse().unwrap(),
-            state: state.into(),
-            pid_or_container: "c".into(),
-            started_at: None,
-            restarts: 0,
-            address: String::new(),
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        chaos: ChaosArgs,
+    }
+
+    fn spec(args: &[&str]) -> Result<FaultSpec> {
+        let mut argv = vec!["chaos"];
+        argv.extend_from_slice(args);
+        fault_spec(&T::try_parse_from(argv)?.chaos)
+    }
+
+    #[test]
+    fn flags_become_one_fault_of_the_timeline() {
+        let s = spec(&["kill-consumer"]).unwrap();
+        assert_eq!(
+            (s.action, s.target.to_string()),
+            (Action::Kill, "random:consumer".into())
+        );
+        let s = spec(&["pause", "consumer#2", "--for", "10s"]).unwrap();
+        assert_eq!(s.action.undo(), Some(Action::Unpause));
+        assert_eq!(s.for_, Some(Duration::from_secs(10)));
+        assert_eq!(s.origin(), "chaos");
+        let s = spec(&["scale", "consumer", "--to", "3"]).unwrap();
+        assert_eq!(s.to, Some(3));
+        for bad in [
+            vec!["kill-api", "api"],
+            vec!["kill"],
+            vec!["restart", "api", "--for", "5s"],
+            vec![
+                "pause", "api", "--for", "5s", "--every", "5s", "--count", "2",
+            ],
+            vec!["pause", "api", "--signal", "TERM"],
+            vec!["scale", "consumer"],
+            vec!["kill", "api", "--to", "2"],
+        ] {
+            assert!(spec(&bad).is_err(), "{bad:?} should be refused");
         }
-    }
-
-    #[test]
-    fn targets_parse_and_resolve() {
-        let have = vec![
-            info("kafka#1", "running"),
-            info("consumer#1", "exited"),
-            info("consumer#2", "running"),
-        ];
-        assert_eq!(
-            Target::parse("consumer#2").unwrap(),
-            Target::Instance("consumer#2".parse().unwrap())
-        );
-        assert_eq!(
-            Target::parse("random:consumer").unwrap(),
-            Target::Random(Service::Consumer)
-        );
-        assert!(Target::parse("zookeeper").is_err());
-        let all = (Target::Service(Service::Consumer))
-            .resolve(&have, Action::Kill.wants_running())
-            .unwrap();
-        assert_eq!(all.len(), 2);
-        // Random kill picks the running one; random start the exited one.
-        let k = (Target::Random(Service::Consumer))
-            .resolve(&have, Action::Kill.wants_running())
-            .unwrap();
-        assert_eq!(k[0].id.to_string(), "consumer#2");
-        let s = (Target::Random(Service::Consumer))
-            .resolve(&have, Action::Start.wants_running())
-            .unwrap();
-        assert_eq!(s[0].id.to_string(), "consumer#1");
-        let err = (Target::parse("consumer#9").unwrap())
-            .resolve(&have, Action::Kill.wants_running())
-            .unwrap_err();
-        assert!(err.to_string().contains("consumer#9"), "{err}");
-        assert!((Target::Service(Service::Api))
-            .resolve(&have, Action::Kill.wants_running())
-            .is_err());
-    }
-
-    #[test]
-    fn shortcuts_expand_and_undo() {
-        assert_eq!(
-            Action::KillConsumer.expand(),
-            Some((Action::Kill, "random:consumer"))
-        );
-        assert_eq!(
-            Action::RestartMongo.expand(),
-            Some((Action::Restart, "mongo"))
-        );
-        assert_eq!(Action::Kill.undo(), Some(Action::Start));
-        assert_eq!(Action::Restart.undo(), None);
-        assert_eq!(Action::KillConsumer.name(), "kill-consumer");
+        assert!(T::try_parse_from(["chaos", "explode", "api"]).is_err());
     }
 }

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use wiber_model::NewMessage;
 
+use super::args::{StackArgs, UpFlags};
+use super::stack::{self, UpArgs};
 use crate::client::ApiClient;
-use crate::commands::stack::{self, ImageChoice, RuntimeKind, StackRef, UpArgs};
 use crate::exit::{self, Outcome};
 use crate::output;
+use crate::runtime::{Locator, RuntimeKind, Stack, DEFAULT_PROJECT};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -18,44 +20,31 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value = "local")]
     pub runtime: RuntimeKind,
     /// Project name of the stack.
-    #[arg(long, env = "WIBER_PROJECT", default_value = "wiber")]
+    #[arg(long, env = "WIBER_PROJECT", default_value = DEFAULT_PROJECT)]
     pub project: String,
-    /// Host port of the API.
-    #[arg(long, default_value_t = 8000)]
-    pub api_port: u16,
-    /// Host port of MongoDB / FerretDB.
-    #[arg(long, default_value_t = 27017)]
-    pub mongo_port: u16,
-    /// Host port of Kafka.
-    #[arg(long, default_value_t = 9094)]
-    pub kafka_port: u16,
+    #[command(flatten)]
+    pub up: UpFlags,
 }
 
 pub async fn run(args: DemoArgs, timeout: Duration) -> anyhow::Result<Outcome> {
-    let stack_ref = StackRef {
+    let loc = Locator {
         project: args.project.clone(),
         runtime: Some(args.runtime),
     };
     let up = UpArgs {
-        stack: stack_ref.clone(),
+        stack: StackArgs {
+            project: loc.project.clone(),
+            runtime: loc.runtime,
+        },
         consumers: 2,
-        images: ImageChoice::Offline,
-        api_port: args.api_port,
-        mongo_port: args.mongo_port,
-        kafka_port: args.kafka_port,
-        partitions: 6,
-        wait: Duration::from_secs(240),
+        partitions: wiber_model::contract::defaults::PARTITIONS as u32,
+        up: args.up,
     };
     if stack::up(up, false).await? != exit::PASS {
         return Ok(exit::FAIL);
     }
-    let api_url = stack::open(&stack_ref)
-        .await?
-        .endpoints()
-        .await?
-        .api_url
-        .ok_or_else(|| anyhow::anyhow!("the stack has no API instance"))?;
-    let api = ApiClient::new(&api_url, timeout)?;
+    let endpoints = Stack::open(&loc).await?.endpoints().await?;
+    let api = ApiClient::new(endpoints.api()?, timeout)?;
 
     let sent = api
         .send(&NewMessage {
@@ -87,13 +76,11 @@ pub async fn run(args: DemoArgs, timeout: Duration) -> anyhow::Result<Outcome> {
     let tail = &conversation[conversation.len().saturating_sub(5)..];
     println!("read back from MongoDB (alice ↔ bob, last {}):", tail.len());
     println!("{}", output::messages(tail));
-    let runtime = match args.runtime {
-        RuntimeKind::Local => "local",
-        RuntimeKind::Docker => "docker",
-    };
     println!(
-        "The stack keeps running at {api_url}. Try `wiberctl stack status`, `wiberctl read alice bob`, \
-`wiberctl chaos kill-consumer`; stop it with `wiberctl stack down --runtime {runtime}`."
+        "The stack keeps running at {}. Try `wiberctl stack status`, `wiberctl read alice bob`, \
+`wiberctl chaos kill-consumer`; stop it with `wiberctl stack down --runtime {}`.",
+        api.base(),
+        args.runtime
     );
     Ok(exit::PASS)
 }

@@ -1,6 +1,7 @@
 //! One module per command group. Each command returns the exit code it decided on;
 //! errors that stop the tool itself bubble up as `anyhow` errors (exit 2).
 
+pub mod args;
 pub mod bench;
 pub mod chaos;
 pub mod demo;

@@ -6,11 +6,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use super::stack::{ImageChoice, StackRef};
-use crate::app::parse_duration;
+use super::args::{StackArgs, UpFlags};
 use crate::exit::{self, Outcome};
 use crate::output;
-use crate::scenario::{self, run::RunVerdict};
+use crate::scenario::{self, outcome::RunVerdict};
+use crate::units::parse_duration;
 
 #[derive(Debug, Subcommand)]
 pub enum ScenarioCmd {
@@ -45,7 +45,7 @@ pub struct RunArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
-    pub stack: StackRef,
+    pub stack: StackArgs,
     /// Run against the running stack even when the file has a [stack] section.
     #[arg(long)]
     pub attach: bool,
@@ -65,19 +65,9 @@ pub struct RunArgs {
     /// How long verify waits for the consumer group to drain after the load.
     #[arg(long, default_value = "90s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// Images, when the run brings the stack up (docker).
-    #[arg(long, value_enum, env = "WIBER_IMAGES", default_value = "auto")]
-    pub images: ImageChoice,
-    /// Host ports, when the run brings the stack up.
-    #[arg(long, default_value_t = 8000)]
-    pub api_port: u16,
-    #[arg(long, default_value_t = 27017)]
-    pub mongo_port: u16,
-    #[arg(long, default_value_t = 9094)]
-    pub kafka_port: u16,
-    /// How long bringing the stack up may take.
-    #[arg(long, default_value = "4m", value_parser = parse_duration)]
-    pub wait: Duration,
+    /// Images, ports and wait, when the run brings the stack up.
+    #[command(flatten)]
+    pub up: UpFlags,
 }
 
 pub async fn run(cmd: ScenarioCmd, json: bool) -> Result<Outcome> {
@@ -90,16 +80,14 @@ pub async fn run(cmd: ScenarioCmd, json: bool) -> Result<Outcome> {
 
 async fn run_files(args: RunArgs, json: bool) -> Result<Outcome> {
     let baseline = match &args.baseline {
-        Some(p) => Some((p.clone(), scenario::run::load_baseline(p)?)),
+        Some(p) => Some((p.clone(), scenario::metrics::load_baseline(p)?)),
         None => None,
     };
     let opts = scenario::run::RunOptions {
-        stack: args.stack.clone(),
-        images: args.images,
-        api_port: args.api_port,
-        mongo_port: args.mongo_port,
-        kafka_port: args.kafka_port,
-        wait: args.wait,
+        stack: args.stack.locator(),
+        images: args.up.images,
+        ports: args.up.ports(),
+        wait: args.up.wait,
         attach: args.attach,
         keep_stack: args.keep_stack,
         baseline,

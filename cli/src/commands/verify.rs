@@ -8,9 +8,9 @@ use clap::Args;
 use serde_json::json;
 use wiber_model::report::VerifyReport;
 
-use crate::app::parse_duration;
 use crate::exit::{self, Outcome};
 use crate::output;
+use crate::units::parse_duration;
 use crate::verify::{self, VerifyOptions};
 
 #[derive(Debug, Clone, Args)]

@@ -48,7 +48,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::process::{self, ProcState, SpawnSpec};
-use super::{probe, rfc3339_opt, InstanceId, InstanceInfo, Runtime, Service, Signal};
+use super::{
+    probe, rfc3339_opt, Health, InstanceId, InstanceInfo, InstanceState, InstanceStatus, Names,
+    Runtime, Service, ServiceEnv, Signal,
+};
 use crate::provision::Provisioned;
 
 /// How long each component may take to become ready. Generous because a cold JVM on two
@@ -94,10 +97,8 @@ pub struct LocalStackConfig {
     pub apis: u32,
     /// `KAFKA_PARTITIONS` for the services, and the broker's default partition count.
     pub partitions: u32,
-    pub topic: String,
-    pub consumer_group: String,
-    pub db: String,
-    pub collection: String,
+    /// Topic, group, database and collection the services use.
+    pub names: Names,
     /// Kafka JVM heap (-Xmx), MiB.
     pub kafka_heap_mb: u32,
     /// Extra environment for api and consumer instances (e.g. `RUST_LOG`).
@@ -118,10 +119,7 @@ impl LocalStackConfig {
             consumers: 1,
             apis: 1,
             partitions: 3,
-            topic: "wiber.messages".into(),
-            consumer_group: "wiber-consumers".into(),
-            db: "wiber".into(),
-            collection: "messages".into(),
+            names: Names::default(),
             kafka_heap_mb: 512,
             extra_env: Vec::new(),
             ownership: Ownership::Attached,
@@ -323,6 +321,42 @@ impl LocalStack {
         self.save()?;
         self.start_instance(&id).await?;
         Ok(id)
+    }
+
+    /// Every instance as `stack status` shows it: processes have no healthcheck and no
+    /// network of their own to be cut off from.
+    pub async fn status(&self) -> Result<Vec<InstanceStatus>> {
+        let programs: Vec<(InstanceId, String)> = {
+            let st = self.lock();
+            st.instances
+                .iter()
+                .map(|r| {
+                    let program = self
+                        .spawn_spec(&st, &r.id)
+                        .map(|s| s.program.display().to_string())
+                        .unwrap_or_default();
+                    (r.id, program)
+                })
+                .collect()
+        };
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .map(|info| {
+                let image = programs
+                    .iter()
+                    .find(|(id, _)| *id == info.id)
+                    .map(|(_, p)| p.clone())
+                    .unwrap_or_default();
+                InstanceStatus {
+                    info,
+                    health: Health::None,
+                    connected: true,
+                    image,
+                }
+            })
+            .collect())
     }
 
     /// Kafka bootstrap servers, `127.0.0.1:PORT`.
@@ -724,33 +758,24 @@ impl LocalStack {
 
 fn service_env_from(st: &StackState, id: &InstanceId) -> Vec<(String, String)> {
     let c = &st.config;
-    let mut env = vec![
-        (
-            "KAFKA_BOOTSTRAP_SERVERS".into(),
-            format!("127.0.0.1:{}", c.kafka_port),
+    let api_port = st
+        .record(id)
+        .ok()
+        .and_then(|r| r.port)
+        .unwrap_or(c.api_port);
+    ServiceEnv {
+        id: *id,
+        kafka_bootstrap: &format!("127.0.0.1:{}", c.kafka_port),
+        mongo_uri: &format!(
+            "mongodb://127.0.0.1:{}/?directConnection=true",
+            c.mongo_port
         ),
-        ("KAFKA_TOPIC".into(), c.topic.clone()),
-        ("KAFKA_CONSUMER_GROUP".into(), c.consumer_group.clone()),
-        ("KAFKA_PARTITIONS".into(), c.partitions.to_string()),
-        (
-            "MONGO_URI".into(),
-            format!(
-                "mongodb://127.0.0.1:{}/?directConnection=true",
-                c.mongo_port
-            ),
-        ),
-        ("MONGO_DB".into(), c.db.clone()),
-        ("MONGO_COLLECTION".into(), c.collection.clone()),
-        ("API_HOST".into(), "127.0.0.1".into()),
-        ("WIBER_INSTANCE".into(), id.to_string()),
-    ];
-    if id.service == Service::Api {
-        if let Some(port) = st.record(id).ok().and_then(|r| r.port) {
-            env.push(("API_PORT".into(), port.to_string()));
-        }
+        names: &c.names,
+        partitions: c.partitions,
+        api_listen: ("127.0.0.1", api_port),
+        extra: &c.extra_env,
     }
-    env.extend(c.extra_env.iter().cloned());
-    env
+    .vars()
 }
 
 impl Drop for LocalStack {
@@ -789,11 +814,10 @@ impl Runtime for LocalStack {
                 InstanceInfo {
                     id: r.id,
                     state: match state {
-                        ProcState::Running => "running",
-                        ProcState::Stopped => "paused",
-                        ProcState::Gone => "exited",
-                    }
-                    .to_string(),
+                        ProcState::Running => InstanceState::Running,
+                        ProcState::Stopped => InstanceState::Paused,
+                        ProcState::Gone => InstanceState::Exited,
+                    },
                     pid_or_container: r.pid.map_or("-".to_string(), |p| p.to_string()),
                     started_at: r.started_at,
                     restarts: r.restarts,

@@ -1,37 +1,227 @@
-//! The runtime seam: how `wiberctl` starts, stops and injects faults into the stack.
+//! The runtime seam: the one place that owns the stack. Commands and the scenario runner
+//! talk to a [`Stack`] only: `up(spec)`, `down`, `list`/`status`, [`health`], `scale`,
+//! `endpoints`, `apply(fault)` and `undo(fault)`, `logs`. Which runtime runs it (Docker
+//! containers or local processes) is decided here and nowhere else.
 //!
-//! Everything `wiberctl` does to the stack's processes goes through [`Runtime`], so that
-//! scenarios, chaos commands and tests do not care whether the stack runs as Docker
-//! containers (`docker.rs`, via bollard) or as plain local processes ([`local`], for
-//! machines without Docker and for the integration tests).
+//! Layout:
+//! - [`stack`]: [`Stack`], the facade over both runtimes, and how a stack is found
+//!   ([`Locator`]) and brought up ([`StackSpec`]).
+//! - [`fault`]: the fault model (action, target, signal, undo, shortcuts).
+//! - [`health`]: the one judgement of "is the stack whole" (`stack status`, a scenario's
+//!   steady state).
+//! - [`docker`]: containers on a Docker engine (bollard lives only there).
+//! - [`local`]: plain processes on 127.0.0.1 (Kafka jars, FerretDB, our binary).
+//! - [`probe`]: readiness probes without client libraries; `process`: spawning and
+//!   signalling local processes.
 //!
-//! The trait uses `async fn` directly (no `dyn`): callers are generic over the runtime or
-//! match on an enum of runtimes, which keeps the trait free of boxing.
+//! Both runtimes implement [`Runtime`], the per-instance operations; [`Stack`] adds what
+//! is the same for both (idempotent undos, health, endpoints as [`Names`] + addresses).
 //!
 //! Instances are addressed as `service#index` (1-based), e.g. `consumer#2`; a bare
 //! service name means index 1 (`kafka` == `kafka#1`).
 
-use std::str::FromStr;
+use std::fmt;
+use std::time::Duration;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub mod docker;
+pub mod fault;
+pub mod health;
 pub mod local;
 pub mod probe;
 mod process;
-pub mod target;
+pub mod stack;
 
-pub use wiber_model::contract::{InstanceId, ParseIdError, Service};
+pub use fault::{Action, Signal, Target};
+pub use stack::{Locator, NoStack, Stack};
+pub use wiber_model::contract::{InstanceId, Names, ParseIdError, Service};
+
+/// Default project name (also compose's, from `docker/.env`).
+pub const DEFAULT_PROJECT: &str = "wiber";
+
+/// Which runtime runs a stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Containers on the local Docker engine (bollard).
+    Docker,
+    /// Plain processes on 127.0.0.1 (no Docker needed); state in .wiber/stacks/<project>.
+    Local,
+}
+
+impl RuntimeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Local => "local",
+        }
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which images a Docker stack runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageChoice {
+    /// apache/kafka, mongo:7 and our server image built from docker/Dockerfile.server.
+    Official,
+    /// The :offline images of docker/offline/build.sh (built when missing).
+    Offline,
+    /// Official when they are present or can be pulled (bounded attempt), else offline.
+    Auto,
+}
+
+/// Host ports the stack publishes on 127.0.0.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports {
+    pub api: u16,
+    pub mongo: u16,
+    pub kafka: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            api: 8000,
+            mongo: 27017,
+            kafka: 9094,
+        }
+    }
+}
+
+/// What `up` builds: the same on both runtimes.
+#[derive(Debug, Clone)]
+pub struct StackSpec {
+    /// Consumer instances (0..=32).
+    pub consumers: u32,
+    /// Partitions of the topic (`KAFKA_PARTITIONS` of the services).
+    pub partitions: u32,
+    pub ports: Ports,
+    /// Images (Docker runtime only).
+    pub images: ImageChoice,
+    /// Bound on the whole wait for health.
+    pub wait: Duration,
+    /// Extra environment for api and consumer instances (e.g. `RUST_LOG`).
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Default for StackSpec {
+    fn default() -> Self {
+        StackSpec {
+            consumers: 2,
+            partitions: wiber_model::contract::defaults::PARTITIONS as u32,
+            ports: Ports::default(),
+            images: ImageChoice::Auto,
+            wait: Duration::from_secs(240),
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+/// An instance's life-cycle state, in Docker's words so both runtimes read alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    Running,
+    /// Frozen (cgroup freezer / SIGSTOP): sockets open, nothing answers.
+    Paused,
+    Restarting,
+    Created,
+    Exited,
+    Dead,
+    /// Removing, or a state this version does not know.
+    Unknown,
+}
+
+impl InstanceState {
+    pub fn name(self) -> &'static str {
+        match self {
+            InstanceState::Running => "running",
+            InstanceState::Paused => "paused",
+            InstanceState::Restarting => "restarting",
+            InstanceState::Created => "created",
+            InstanceState::Exited => "exited",
+            InstanceState::Dead => "dead",
+            InstanceState::Unknown => "unknown",
+        }
+    }
+
+    /// From Docker's status word.
+    pub fn from_docker(s: &str) -> InstanceState {
+        match s {
+            "running" => InstanceState::Running,
+            "paused" => InstanceState::Paused,
+            "restarting" => InstanceState::Restarting,
+            "created" => InstanceState::Created,
+            "exited" => InstanceState::Exited,
+            "dead" => InstanceState::Dead,
+            _ => InstanceState::Unknown,
+        }
+    }
+
+    /// A process exists (running or frozen): it has an uptime.
+    pub fn is_alive(self) -> bool {
+        matches!(self, InstanceState::Running | InstanceState::Paused)
+    }
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a healthcheck says (Docker's healthchecks; local instances have none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+    Starting,
+    /// No healthcheck: the state alone tells.
+    None,
+}
+
+impl Health {
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+            Health::Starting => "starting",
+            Health::None => "none",
+        }
+    }
+
+    pub fn from_docker(s: &str) -> Health {
+        match s {
+            "healthy" => Health::Healthy,
+            "unhealthy" => Health::Unhealthy,
+            "starting" => Health::Starting,
+            _ => Health::None,
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// What a runtime knows about one instance, for `wiberctl stack status` and reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceInfo {
     pub id: InstanceId,
-    /// `running`, `paused` or `exited` (Docker's words, so both runtimes read alike).
-    pub state: String,
-    /// The OS pid (local runtime) or the container id/name (Docker runtime).
+    pub state: InstanceState,
+    /// The OS pid (local runtime) or the container id (Docker runtime).
     pub pid_or_container: String,
     /// When the current (or last) incarnation was started.
     #[serde(with = "rfc3339_opt")]
@@ -43,51 +233,136 @@ pub struct InstanceInfo {
     pub address: String,
 }
 
-/// Signals that chaos commands send. Docker maps them to the same names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Signal {
-    /// SIGKILL: dies at once, no flush, no commit (the crash fault).
-    Kill,
-    /// SIGTERM: graceful shutdown (flush, commit, leave the group).
-    Term,
-    /// SIGINT: like Ctrl-C.
-    Int,
+/// An instance with what `stack status` and the health judgement need beyond
+/// [`InstanceInfo`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    pub info: InstanceInfo,
+    pub health: Health,
+    /// Attached to the stack's network (false after `disconnect`; always true locally).
+    pub connected: bool,
+    /// The image (Docker) or program (local) it runs.
+    pub image: String,
 }
 
-impl Signal {
-    pub fn as_libc(self) -> libc::c_int {
-        match self {
-            Signal::Kill => libc::SIGKILL,
-            Signal::Term => libc::SIGTERM,
-            Signal::Int => libc::SIGINT,
-        }
+/// Where the host reaches the stack's services, and the names its data lives under.
+/// `None`: that service has no instance, or publishes no port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Endpoints {
+    pub api_url: Option<String>,
+    pub kafka_bootstrap: Option<String>,
+    pub mongo_uri: Option<String>,
+    /// Topic, group, database and collection, as the stack's services were configured.
+    pub names: Names,
+}
+
+impl Endpoints {
+    /// The API's base URL, or an error naming what is missing.
+    pub fn api(&self) -> Result<&str> {
+        self.api_url
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("the stack has no api instance with a published port"))
     }
 
-    /// `SIGKILL`, `SIGTERM`, `SIGINT` (the names Docker's API takes).
+    /// Where `bench` and `verify` find the run's messages (topic, group, store).
+    pub fn store_target(&self) -> Result<crate::runfile::StoreTarget> {
+        let need = |v: &Option<String>, what: &str| {
+            v.clone().ok_or_else(|| {
+                anyhow::anyhow!("the stack has no {what} instance with a published port")
+            })
+        };
+        Ok(crate::runfile::StoreTarget {
+            mongo_uri: need(&self.mongo_uri, "mongo")?,
+            mongo_db: self.names.db.clone(),
+            mongo_collection: self.names.collection.clone(),
+            kafka: need(&self.kafka_bootstrap, "kafka")?,
+            group: self.names.group.clone(),
+            topic: self.names.topic.clone(),
+        })
+    }
+}
+
+/// Progress of `up`, for the caller's display.
+#[derive(Debug, Clone)]
+pub enum UpEvent {
+    /// Something worth a line of its own (images chosen, provisioning, ...).
+    Note(String),
+    /// An instance was created, started, found running or added.
+    Instance {
+        id: InstanceId,
+        action: UpAction,
+    },
+    /// Still waiting for an instance: its state and health.
+    Waiting {
+        id: InstanceId,
+        state: InstanceState,
+        health: Health,
+    },
+    Ready {
+        id: InstanceId,
+    },
+}
+
+/// What `up` did to one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpAction {
+    Created,
+    Started,
+    AlreadyRunning,
+    Added,
+}
+
+impl UpAction {
     pub fn name(self) -> &'static str {
         match self {
-            Signal::Kill => "SIGKILL",
-            Signal::Term => "SIGTERM",
-            Signal::Int => "SIGINT",
+            UpAction::Created => "created",
+            UpAction::Started => "started",
+            UpAction::AlreadyRunning => "running",
+            UpAction::Added => "added",
         }
     }
 }
 
-impl FromStr for Signal {
-    type Err = anyhow::Error;
+/// Where one of our services (api or consumer) finds the rest of the stack.
+#[derive(Debug, Clone)]
+pub struct ServiceEnv<'a> {
+    pub id: InstanceId,
+    pub kafka_bootstrap: &'a str,
+    pub mongo_uri: &'a str,
+    pub names: &'a Names,
+    pub partitions: u32,
+    /// Where an api listens (host, port); ignored for consumers.
+    pub api_listen: (&'a str, u16),
+    /// Added last, so it can override anything above (e.g. `RUST_LOG`).
+    pub extra: &'a [(String, String)],
+}
 
-    fn from_str(s: &str) -> Result<Self> {
-        let up = s.trim().to_ascii_uppercase();
-        match up.trim_start_matches("SIG") {
-            "KILL" | "9" => Ok(Signal::Kill),
-            "TERM" | "15" => Ok(Signal::Term),
-            "INT" | "2" => Ok(Signal::Int),
-            _ => anyhow::bail!("unknown signal {s:?}: expected KILL, TERM or INT"),
+impl ServiceEnv<'_> {
+    /// The environment of the service, named by the service contract: the one place
+    /// both runtimes build it (the server's config reads the same names).
+    pub fn vars(&self) -> Vec<(String, String)> {
+        use wiber_model::contract::env;
+        let mut out = vec![
+            (
+                env::KAFKA_BOOTSTRAP_SERVERS.into(),
+                self.kafka_bootstrap.into(),
+            ),
+            (env::KAFKA_PARTITIONS.into(), self.partitions.to_string()),
+            (env::MONGO_URI.into(), self.mongo_uri.into()),
+        ];
+        out.extend(self.names.to_env());
+        if self.id.service == Service::Api {
+            out.push((env::API_HOST.into(), self.api_listen.0.into()));
+            out.push((env::API_PORT.into(), self.api_listen.1.to_string()));
         }
+        out.push((env::WIBER_INSTANCE.into(), self.id.to_string()));
+        out.extend(self.extra.iter().cloned());
+        out
     }
 }
 
-/// The seam between `wiberctl` and whatever runs the stack.
+/// The per-instance operations both runtimes implement; [`Stack`] is what callers use.
 ///
 /// Semantics every implementation keeps:
 /// - `start` of a running instance is a no-op; `stop` of a stopped one too.
@@ -98,7 +373,7 @@ impl FromStr for Signal {
 /// - `pause` freezes the processes (SIGSTOP / cgroup freezer): sockets stay open but
 ///   nothing answers, which is a different fault from a crash.
 /// - `disconnect`/`reconnect` cut the instance off the stack's network (Docker only).
-#[allow(async_fn_in_trait)] // Not used as `dyn`; callers are generic.
+#[allow(async_fn_in_trait)] // Not used as `dyn`; `Stack` dispatches over an enum.
 pub trait Runtime {
     async fn list(&self) -> Result<Vec<InstanceInfo>>;
     async fn kill(&self, id: &InstanceId, sig: Signal) -> Result<()>;
@@ -142,9 +417,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signals_parse() {
-        assert_eq!("sigkill".parse::<Signal>().unwrap(), Signal::Kill);
-        assert_eq!("15".parse::<Signal>().unwrap(), Signal::Term);
-        assert!("HUP".parse::<Signal>().is_err());
+    fn states_read_as_docker_names_them() {
+        for s in [
+            "running",
+            "paused",
+            "restarting",
+            "created",
+            "exited",
+            "dead",
+        ] {
+            assert_eq!(InstanceState::from_docker(s).name(), s);
+        }
+        assert_eq!(
+            InstanceState::from_docker("removing"),
+            InstanceState::Unknown
+        );
+        assert_eq!(
+            serde_json::to_string(&InstanceState::Paused).unwrap(),
+            "\"paused\""
+        );
+        assert_eq!(Health::from_docker("starting"), Health::Starting);
+        assert_eq!(Health::from_docker(""), Health::None);
     }
 }

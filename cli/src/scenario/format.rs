@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::threshold::{self, Threshold};
-use crate::runtime::{Service, Signal};
+use crate::runtime::{Action, Service, Signal, Target};
 
 /// Longest load a scenario may ask for: every loop of a run is bounded.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
@@ -137,92 +137,6 @@ impl LoadSpec {
     }
 }
 
-/// What a fault does. Shortcuts of `wiberctl chaos` (kill-consumer, ...) are expanded
-/// into an action and a target when the file is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FaultAction {
-    Kill,
-    Stop,
-    Start,
-    Restart,
-    Pause,
-    Unpause,
-    Disconnect,
-    Reconnect,
-    /// Add instances of a service until it has `to` of them.
-    Scale,
-}
-
-impl FaultAction {
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultAction::Kill => "kill",
-            FaultAction::Stop => "stop",
-            FaultAction::Start => "start",
-            FaultAction::Restart => "restart",
-            FaultAction::Pause => "pause",
-            FaultAction::Unpause => "unpause",
-            FaultAction::Disconnect => "disconnect",
-            FaultAction::Reconnect => "reconnect",
-            FaultAction::Scale => "scale",
-        }
-    }
-
-    /// The action that puts the instance back (what `for` and rollbacks run).
-    pub fn undo(self) -> Option<FaultAction> {
-        match self {
-            FaultAction::Kill | FaultAction::Stop => Some(FaultAction::Start),
-            FaultAction::Pause => Some(FaultAction::Unpause),
-            FaultAction::Disconnect => Some(FaultAction::Reconnect),
-            _ => None,
-        }
-    }
-
-    /// Random targets of destructive actions pick a running instance.
-    pub fn wants_running(self) -> bool {
-        matches!(
-            self,
-            FaultAction::Kill
-                | FaultAction::Stop
-                | FaultAction::Restart
-                | FaultAction::Pause
-                | FaultAction::Disconnect
-        )
-    }
-
-    /// Whether this action, on an instance left broken by `fault`, repairs it (so a
-    /// `kill` at 15s and a `restart` at 30s make one fault window).
-    pub fn repairs(self, fault: FaultAction) -> bool {
-        match fault.undo() {
-            Some(FaultAction::Start) => matches!(self, FaultAction::Start | FaultAction::Restart),
-            Some(u) => self == u,
-            None => false,
-        }
-    }
-
-    fn parse(s: &str) -> Option<(FaultAction, Option<&'static str>)> {
-        Some(match s {
-            "kill" => (FaultAction::Kill, None),
-            "stop" => (FaultAction::Stop, None),
-            "start" => (FaultAction::Start, None),
-            "restart" => (FaultAction::Restart, None),
-            "pause" => (FaultAction::Pause, None),
-            "unpause" => (FaultAction::Unpause, None),
-            "disconnect" => (FaultAction::Disconnect, None),
-            "reconnect" => (FaultAction::Reconnect, None),
-            "scale" => (FaultAction::Scale, None),
-            "kill-consumer" => (FaultAction::Kill, Some("random:consumer")),
-            "kill-api" => (FaultAction::Kill, Some("api")),
-            "kill-broker" => (FaultAction::Kill, Some("kafka")),
-            "restart-mongo" => (FaultAction::Restart, Some("mongo")),
-            "pause-consumer" => (FaultAction::Pause, Some("random:consumer")),
-            _ => return None,
-        })
-    }
-}
-
-pub use crate::runtime::target::Target;
-
 /// One `[[faults]]` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaultSpec {
@@ -232,7 +146,9 @@ pub struct FaultSpec {
     /// Repeat period (from one occurrence's start to the next).
     pub every: Option<Duration>,
     pub count: u32,
-    pub action: FaultAction,
+    /// The fault model's action; shortcuts (kill-consumer, ...) are expanded into an
+    /// action and a target when the file is read.
+    pub action: Action,
     pub target: Target,
     /// Undo after this long.
     pub for_: Option<Duration>,
@@ -246,6 +162,16 @@ impl FaultSpec {
     pub fn occurrences(&self) -> Vec<Duration> {
         let every = self.every.unwrap_or_default();
         (0..self.count).map(|n| self.at + every * n).collect()
+    }
+
+    /// Where the fault comes from, for messages: `scenario fault line 12`, or `chaos`
+    /// for the one-fault timeline of `wiberctl chaos` (line 0).
+    pub fn origin(&self) -> String {
+        if self.line == 0 {
+            "chaos".to_string()
+        } else {
+            format!("scenario fault line {}", self.line)
+        }
     }
 
     /// `kill consumer#1 at 15s for 5s`, for people.
@@ -351,7 +277,7 @@ impl Ctx<'_> {
         what: &str,
         expected: &str,
     ) -> Result<Duration, FormatError> {
-        crate::app::parse_duration(v.get_ref())
+        crate::units::parse_duration(v.get_ref())
             .map_err(|e| self.at(v.span().start, format!("{what}: {e}"), expected))
     }
 }
@@ -570,13 +496,16 @@ fn fault_spec(
     let f = raw.into_inner();
     let err = |offset: usize, msg: String| cx.at(offset, msg, SYNTAX_FAULT);
 
-    let (action, shortcut_target) =
-        FaultAction::parse(f.action.get_ref().trim()).ok_or_else(|| {
-            err(
-                f.action.span().start,
-                format!("unknown action {:?}", f.action.get_ref()),
-            )
-        })?;
+    let (action, shortcut_target) = Action::parse(f.action.get_ref().trim()).ok_or_else(|| {
+        err(
+            f.action.span().start,
+            format!(
+                "unknown action {:?}: expected one of {}",
+                f.action.get_ref(),
+                crate::runtime::fault::action_names()
+            ),
+        )
+    })?;
     let target = match (shortcut_target, &f.target) {
         (Some(_), Some(t)) => {
             return Err(err(
@@ -588,7 +517,7 @@ fn fault_spec(
                 ),
             ))
         }
-        (Some(t), None) => Target::parse(t).expect("shortcut targets parse"),
+        (Some(t), None) => t,
         (None, Some(t)) => Target::parse(t.get_ref())
             .map_err(|e| e.to_string())
             .map_err(|e| err(t.span().start, format!("target {:?}: {e}", t.get_ref())))?,
@@ -673,7 +602,7 @@ fn fault_spec(
 
     let signal = match &f.signal {
         None => Signal::Kill,
-        Some(s) if action == FaultAction::Kill => s
+        Some(s) if action == Action::Kill => s
             .get_ref()
             .parse()
             .map_err(|e: anyhow::Error| err(s.span().start, e.to_string()))?,
@@ -681,7 +610,7 @@ fn fault_spec(
     };
 
     let to = match (action, &f.to) {
-        (FaultAction::Scale, Some(t)) => {
+        (Action::Scale, Some(t)) => {
             let n = *t.get_ref();
             if !(1..=32).contains(&n) {
                 return Err(err(
@@ -694,7 +623,7 @@ fn fault_spec(
             }
             Some(n)
         }
-        (FaultAction::Scale, None) => {
+        (Action::Scale, None) => {
             return Err(err(
                 start,
                 "scale needs to = N (how many consumers to have)".into(),

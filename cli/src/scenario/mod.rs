@@ -6,14 +6,22 @@
 //!   [`format::Scenario`], with `file:line:column` errors that show the expected syntax.
 //! - [`threshold`]: `metric = "OP EXPR"` parsing and evaluation (absolute, `* rate`,
 //!   `* baseline`).
-//! - [`timeline`]: faults expanded into steps and run through a seam ([`timeline::FaultSeam`]),
-//!   with rollbacks that run on every way out.
+//! - [`timeline`]: faults expanded into steps and run through a seam ([`timeline::FaultSeam`],
+//!   implemented by the runtime's `Stack`), with rollbacks that run on every way out.
 //! - [`recovery`]: per-fault figures from the ledger and the lag samples.
 //! - [`run`]: one scenario end to end (stack, steady state, load + faults, verify,
-//!   thresholds, run directory); [`print`]: tables and `summary.md`; [`junit`]: JUnit XML.
+//!   thresholds, run directory), through the runtime's [`crate::runtime::Stack`] only.
+//! - [`outcome`]: what a run found ([`outcome::ScenarioRun`], `scenario.json`);
+//!   [`metrics`]: the numbers thresholds are evaluated on, and `--baseline`.
+//! - [`print`]: tables and `summary.md`; [`junit`]: JUnit XML.
+//!
+//! `wiberctl chaos` runs its fault as a one-fault [`timeline`], so chaos and scenario
+//! files share one fault engine (and the fault model of [`crate::runtime::fault`]).
 
 pub mod format;
 pub mod junit;
+pub mod metrics;
+pub mod outcome;
 pub mod print;
 pub mod recovery;
 pub mod run;

@@ -2,7 +2,7 @@
 
 use comfy_table::{presets, ContentArrangement, Table, TableStyle};
 
-use super::run::{Outcome, RunVerdict};
+use super::outcome::{RunVerdict, ScenarioRun};
 use super::threshold::{fmt_metric, fmt_num, Verdict};
 
 fn table(preset: TableStyle, header: &[&str]) -> Table {
@@ -30,7 +30,7 @@ pub fn verdict(v: RunVerdict) -> &'static str {
 }
 
 /// The tables of one outcome: checks, faults with recovery, baseline comparison.
-fn tables(o: &Outcome, preset: TableStyle) -> Vec<(String, Table)> {
+fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
     let mut out = Vec::new();
     let mut checks = table(preset, &["check", "threshold", "actual", "verdict"]);
     if let Some(c) = &o.verify {
@@ -116,7 +116,7 @@ fn tables(o: &Outcome, preset: TableStyle) -> Vec<(String, Table)> {
 }
 
 /// For the terminal.
-pub fn terminal(o: &Outcome) -> String {
+pub fn terminal(o: &ScenarioRun) -> String {
     let mut s = format!(
         "scenario {}: {} in {:.1} s",
         o.name,
@@ -138,7 +138,7 @@ pub fn terminal(o: &Outcome) -> String {
 }
 
 /// `summary.md` of the run directory.
-pub fn markdown(o: &Outcome) -> String {
+pub fn markdown(o: &ScenarioRun) -> String {
     let mut s = format!(
         "# Scenario {}: {}\n\n{}\n\n",
         o.name,
@@ -149,7 +149,7 @@ pub fn markdown(o: &Outcome) -> String {
         "- file: `{}`\n- stack: project `{}` ({}){}\n- load: {:.0} req/s mean, run directories {}\n- took {:.1} s\n",
         o.file,
         o.project,
-        o.runtime.as_deref().unwrap_or("-"),
+        o.runtime.map_or("-", |k| k.name()),
         if o.brought_up { ", brought up by this run" } else { "" },
         o.mean_rate,
         o.load_dirs.iter().map(|d| format!("`{}`", d.file_name().unwrap_or_default().to_string_lossy())).collect::<Vec<_>>().join(", "),
@@ -168,7 +168,7 @@ pub fn markdown(o: &Outcome) -> String {
 }
 
 /// One line per scenario, for runs of several files.
-pub fn overview(outcomes: &[Outcome]) -> Table {
+pub fn overview(outcomes: &[ScenarioRun]) -> Table {
     let mut t = table(
         presets::UTF8_FULL_CONDENSED,
         &[

@@ -1,5 +1,7 @@
 //! Runs one scenario: stack up (or attach), steady state, load and fault timeline
 //! together, rollbacks, verify, thresholds, recovery figures, and the run directory.
+//! The stack is reached only through [`Stack`]; what was found goes into a
+//! [`ScenarioRun`] ([`super::outcome`]), numbers come from [`super::metrics`].
 //!
 //! Never returns an error: a run that could not be done is an outcome with verdict
 //! `error` (exit 2), written to the run directory like any other, so CI keeps the
@@ -9,28 +11,26 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
-use wiber_model::report::{Report, VerifyCounts};
+use wiber_model::report::VerifyCounts;
 
-use super::format::{FaultAction, Scenario};
-use super::junit::{Case, CaseStatus, Suite};
-use super::recovery::{self, LagSample, Recovery};
-use super::threshold::{self, Evaluation, Metrics, Verdict};
-use super::timeline::{self, FaultRecord, FaultSeam, Records, Rollbacks};
+use super::format::Scenario;
+use super::metrics::{add_counts, compare, metrics, read_report};
+use super::outcome::{RunVerdict, ScenarioRun};
+use super::recovery::{self, LagSample};
+use super::threshold::{self, Metrics, Verdict};
+use super::timeline::{self, Records, Rollbacks};
 use crate::bench::{self, BenchOptions, Mode};
-use crate::client::ApiClient;
-use crate::commands::stack::{self as stackcmd, ImageChoice, Stack, StackCmd, StackRef, UpArgs};
 use crate::events::EventLog;
 use crate::kafka;
-use crate::runtime::docker::{DockerStackConfig, Endpoints, Images};
-use crate::runtime::{InstanceId, InstanceInfo, Runtime, Service, Signal};
-use crate::verify::{self, store::StoreTarget, VerifyOptions};
-
-/// Schema of `scenario.json`.
-pub const SCHEMA: &str = "wiber.scenario.v1";
+use crate::runfile::StoreTarget;
+use crate::runtime::{
+    health, ImageChoice, InstanceState, Locator, Ports, Stack, StackSpec, UpEvent,
+};
+use crate::verify::{self, VerifyOptions};
 /// How long the stack may take to show a steady state before the run is refused.
 const STEADY_WAIT: Duration = Duration::from_secs(60);
 /// After the load ends, how long a fault step still running (a slow restart, a `for`
@@ -43,11 +43,9 @@ const MAX_LAG_SAMPLES: usize = 7200;
 /// How to run scenarios; built by `commands::scenario` from the flags.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub stack: StackRef,
+    pub stack: Locator,
     pub images: ImageChoice,
-    pub api_port: u16,
-    pub mongo_port: u16,
-    pub kafka_port: u16,
+    pub ports: Ports,
     pub wait: Duration,
     /// Use the running stack even when the file has `[stack]`.
     pub attach: bool,
@@ -59,151 +57,18 @@ pub struct RunOptions {
     pub progress: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunVerdict {
-    Pass,
-    Fail,
-    Error,
-}
-
-/// `scenario.json`: everything a run found.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Outcome {
-    pub schema: String,
-    pub name: String,
-    pub description: String,
-    pub file: String,
-    pub verdict: RunVerdict,
-    /// Why the run could not be done (verdict `error`).
-    pub error: Option<String>,
-    pub dir: Option<PathBuf>,
-    pub started_ms: i64,
-    pub seconds: f64,
-    pub project: String,
-    pub runtime: Option<String>,
-    pub brought_up: bool,
-    pub torn_down: bool,
-    pub mean_rate: f64,
-    /// Bench run directories of the load, one per segment.
-    pub load_dirs: Vec<PathBuf>,
-    pub verify: Option<VerifyCounts>,
-    /// Verify's verdicts (`pass`, `fail`, `error` = did not drain), per segment.
-    pub verify_verdicts: Vec<String>,
-    pub metrics: Metrics,
-    pub thresholds: Vec<Evaluation>,
-    pub faults: Vec<FaultRecord>,
-    pub recovery: Vec<Recovery>,
-    pub rollback_failures: Vec<String>,
-    pub baseline: Option<PathBuf>,
-    pub comparison: Vec<Comparison>,
-}
-
-/// One row of the `--baseline` comparison.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Comparison {
-    pub metric: String,
-    pub baseline: f64,
-    pub run: f64,
-    /// (run − baseline) / baseline, percent; `None` when the baseline is 0.
-    pub change_pct: Option<f64>,
-}
-
-impl Outcome {
-    fn new(sc: &Scenario, opts: &RunOptions) -> Outcome {
-        Outcome {
-            schema: SCHEMA.into(),
-            name: sc.name.clone(),
-            description: sc.description.clone(),
-            file: sc.path.display().to_string(),
-            verdict: RunVerdict::Error,
-            error: None,
-            dir: None,
-            started_ms: wiber_model::now_ms(),
-            seconds: 0.0,
-            project: opts.stack.project.clone(),
-            runtime: None,
-            brought_up: false,
-            torn_down: false,
-            mean_rate: sc.load.mean_rate(),
-            load_dirs: Vec::new(),
-            verify: None,
-            verify_verdicts: Vec::new(),
-            metrics: Metrics::new(),
-            thresholds: Vec::new(),
-            faults: Vec::new(),
-            recovery: Vec::new(),
-            rollback_failures: Vec::new(),
-            baseline: opts.baseline.as_ref().map(|b| b.0.clone()),
-            comparison: Vec::new(),
-        }
-    }
-
-    /// The JUnit suite: the run, the invariants, one case per threshold.
-    pub fn junit(&self) -> Suite {
-        let mut cases = vec![Case {
-            name: "run (stack, steady state, load, faults, rollbacks)".into(),
-            status: if self.verdict == RunVerdict::Error {
-                CaseStatus::Error
-            } else {
-                CaseStatus::Pass
-            },
-            message: self.error.clone().unwrap_or_default(),
-        }];
-        if let Some(c) = &self.verify {
-            let bad: Vec<String> = c
-                .must_be_zero()
-                .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(k, n)| format!("{k} = {n}"))
-                .collect();
-            let undrained = self.verify_verdicts.iter().any(|v| v == verify::ERROR);
-            let mut message = bad.join(", ");
-            if undrained {
-                message.push_str(" the consumer group did not drain within the drain timeout");
-            }
-            cases.push(Case {
-                name: "delivery invariants (verify)".into(),
-                status: if bad.is_empty() && !undrained {
-                    CaseStatus::Pass
-                } else {
-                    CaseStatus::Fail
-                },
-                message: message.trim().to_string(),
-            });
-        }
-        for e in &self.thresholds {
-            cases.push(Case {
-                name: format!("{} {}", e.metric, e.threshold),
-                status: match e.verdict {
-                    Verdict::Pass => CaseStatus::Pass,
-                    Verdict::Fail => CaseStatus::Fail,
-                    Verdict::Skipped => CaseStatus::Skipped,
-                },
-                message: e.detail.clone().unwrap_or_default(),
-            });
-        }
-        Suite {
-            name: self.name.clone(),
-            file: self.file.clone(),
-            seconds: self.seconds,
-            cases,
-        }
-    }
-}
-
 /// Progress lines go to stderr, so that `--json` output on stdout stays parseable.
 fn say(line: String) {
     eprintln!("{line}");
 }
 
 /// Runs one scenario file end to end.
-pub async fn run(path: &Path, opts: &RunOptions) -> Outcome {
+pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
     let t0 = Instant::now();
     let sc = match super::format::load(path) {
         Ok(sc) => sc,
         Err(e) => {
-            let mut o = Outcome::new(
+            let mut o = ScenarioRun::new(
                 &Scenario {
                     name: path
                         .file_stem()
@@ -229,7 +94,7 @@ pub async fn run(path: &Path, opts: &RunOptions) -> Outcome {
             return o;
         }
     };
-    let mut out = Outcome::new(&sc, opts);
+    let mut out = ScenarioRun::new(&sc, opts);
     say(format!(
         "scenario {}: {} ({} s of load at {:.0} req/s, {} fault(s), {} threshold(s))",
         sc.name,
@@ -253,17 +118,12 @@ pub async fn run(path: &Path, opts: &RunOptions) -> Outcome {
     }
     // Take down what this run brought up, whatever happened.
     if out.brought_up && !opts.keep_stack {
-        let r = StackRef {
+        let loc = Locator {
             project: opts.stack.project.clone(),
-            runtime: out.runtime.as_deref().map(|k| {
-                if k == "local" {
-                    stackcmd::RuntimeKind::Local
-                } else {
-                    stackcmd::RuntimeKind::Docker
-                }
-            }),
+            runtime: out.runtime.or(opts.stack.runtime),
         };
-        match stackcmd::run(StackCmd::Down { stack: r, volumes: true }, false).await {
+        let down = async { Stack::open(&loc).await?.down(true).await };
+        match down.await {
             Ok(_) => out.torn_down = true,
             Err(e) => say(format!("warning: could not take the stack down: {e:#} (run `wiberctl stack down --project {}`)", opts.stack.project)),
         }
@@ -277,30 +137,20 @@ pub async fn run(path: &Path, opts: &RunOptions) -> Outcome {
     out
 }
 
-async fn execute(sc: &Scenario, opts: &RunOptions, dir: &Path, out: &mut Outcome) -> Result<()> {
+async fn execute(
+    sc: &Scenario,
+    opts: &RunOptions,
+    dir: &Path,
+    out: &mut ScenarioRun,
+) -> Result<()> {
     // 1. The stack.
     let stack = bring_up(sc, opts, out).await?;
-    out.runtime = Some(stack.kind().to_string());
+    out.runtime = Some(stack.kind());
     let ep = stack.endpoints().await?;
-    let api_url = ep
-        .api_url
-        .clone()
-        .context("the stack has no api instance with a published port")?;
-    let target = StoreTarget {
-        mongo_uri: ep
-            .mongo_uri
-            .clone()
-            .context("the stack has no mongo instance with a published port")?,
-        mongo_db: "wiber".into(),
-        mongo_collection: "messages".into(),
-        kafka: ep
-            .kafka_bootstrap
-            .clone()
-            .context("the stack has no kafka instance with a published port")?,
-        group: ep.group.clone(),
-        topic: ep.topic.clone(),
-    };
-    steady_state(&stack, &ep, &opts.stack.project).await?;
+    let api_url = ep.api()?.to_string();
+    // Topic, group, database and collection as the stack's services use them.
+    let target = ep.store_target()?;
+    steady_state(&stack, &opts.stack.project).await?;
     say("  steady state: every instance running, api ready, consumer lag 0".into());
 
     // 2. Load and faults together; rollbacks whatever happens.
@@ -308,19 +158,14 @@ async fn execute(sc: &Scenario, opts: &RunOptions, dir: &Path, out: &mut Outcome
     let samples: Arc<Mutex<Vec<LagSample>>> = Arc::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(sample_lag(target.clone(), Arc::clone(&samples), stop_rx));
-    let seam = StackSeam {
-        stack: &stack,
-        partitions: sc.stack.as_ref().map_or(6, |s| s.partitions),
-        ep: &ep,
-    };
     let rollbacks = Rollbacks::default();
     let records = Records::default();
     let load_start_ms = wiber_model::now_ms();
     let phase = load_and_faults(
-        sc, opts, dir, &api_url, &target, &seam, &log, &rollbacks, &records,
+        sc, opts, dir, &api_url, &target, &stack, &log, &rollbacks, &records,
     )
     .await;
-    let failures = timeline::rollback_all(&seam, &rollbacks, &log, &records).await;
+    let failures = timeline::rollback_all(&stack, &rollbacks, &log, &records).await;
     if !failures.is_empty() {
         say(format!("  rollback FAILED: {}", failures.join("; ")));
     } else if !records.snapshot().is_empty() {
@@ -405,8 +250,8 @@ async fn execute(sc: &Scenario, opts: &RunOptions, dir: &Path, out: &mut Outcome
 }
 
 /// Brings the stack up (or attaches); records whether this run created it.
-async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut Outcome) -> Result<Stack> {
-    let existing = stackcmd::open(&opts.stack).await;
+async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut ScenarioRun) -> Result<Stack> {
+    let existing = Stack::open(&opts.stack).await;
     let spec = match (&sc.stack, opts.attach) {
         (Some(spec), false) => spec,
         _ => {
@@ -424,17 +269,19 @@ async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut Outcome) -> Result
         Ok(s) => s
             .list()
             .await
-            .map(|l| l.iter().any(|i| i.state == "running"))
+            .map(|l| l.iter().any(|i| i.state == InstanceState::Running))
             .unwrap_or(false),
         Err(_) => false,
     };
     out.brought_up = !running;
-    let existing_kind = existing.as_ref().ok().map(|s| s.kind());
+    let loc = Locator {
+        project: opts.stack.project.clone(),
+        runtime: opts
+            .stack
+            .runtime
+            .or(existing.as_ref().ok().map(Stack::kind)),
+    };
     drop(existing);
-    let runtime = opts.stack.runtime.or(match existing_kind {
-        Some("local") => Some(stackcmd::RuntimeKind::Local),
-        _ => None,
-    });
     say(format!(
         "  stack {:?}: {} ({} consumers)",
         opts.stack.project,
@@ -445,82 +292,31 @@ async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut Outcome) -> Result
         },
         spec.consumers
     ));
-    let args = UpArgs {
-        stack: StackRef {
-            project: opts.stack.project.clone(),
-            runtime,
-        },
+    let stack_spec = StackSpec {
         consumers: spec.consumers,
-        images: opts.images,
-        api_port: opts.api_port,
-        mongo_port: opts.mongo_port,
-        kafka_port: opts.kafka_port,
         partitions: spec.partitions,
+        ports: opts.ports,
+        images: opts.images,
         wait: opts.wait,
+        extra_env: Vec::new(),
     };
-    // `up` reports the stack it left running on stderr; it fails (exit 2) when it could
-    // not bring it up, which is what a scenario needs too.
-    stackcmd::up(args, false).await?;
-    stackcmd::open(&StackRef {
-        project: opts.stack.project.clone(),
-        runtime: Some(runtime.unwrap_or(stackcmd::RuntimeKind::Docker)),
+    // Progress as plain lines on stderr, like the rest of the run's.
+    let (stack, _) = Stack::up(&loc, &stack_spec, &|e| match e {
+        UpEvent::Note(n) => say(format!("    {n}")),
+        UpEvent::Instance { id, action } => say(format!("    {id} {}", action.name())),
+        UpEvent::Waiting { .. } | UpEvent::Ready { .. } => {}
     })
-    .await
+    .await?;
+    Ok(stack)
 }
 
-/// Waits (bounded) for every instance running and connected, the api ready and the
-/// consumer lag at 0; refuses to start otherwise, naming what is wrong.
-async fn steady_state(stack: &Stack, ep: &Endpoints, project: &str) -> Result<()> {
+/// Waits (bounded) until the stack is whole by the one health judgement
+/// ([`health::check`]) and the consumer lag is 0; refuses to start otherwise, naming
+/// what is wrong.
+async fn steady_state(stack: &Stack, project: &str) -> Result<()> {
     let deadline = Instant::now() + STEADY_WAIT;
-    let api = ApiClient::new(
-        ep.api_url.as_deref().unwrap_or_default(),
-        Duration::from_secs(3),
-    )?;
     loop {
-        let mut problems = Vec::new();
-        match stack {
-            Stack::Docker(d) => {
-                for c in d.status().await? {
-                    if c.info.state != "running" {
-                        problems.push(format!("{} is {}", c.info.id, c.info.state));
-                    } else if !c.connected {
-                        problems.push(format!("{} is disconnected", c.info.id));
-                    } else if c.health == "unhealthy" {
-                        problems.push(format!("{} is unhealthy", c.info.id));
-                    }
-                }
-            }
-            Stack::Local(l) => {
-                for i in l.list().await? {
-                    if i.state != "running" {
-                        problems.push(format!("{} is {}", i.id, i.state));
-                    }
-                }
-            }
-        }
-        match api.readiness().await {
-            Ok((200, _)) => {}
-            Ok((code, r)) => problems.push(format!(
-                "the api is not ready ({code}: kafka {}, mongodb {})",
-                r.kafka, r.mongodb
-            )),
-            Err(e) => problems.push(format!("the api does not answer: {e}")),
-        }
-        match (&ep.kafka_bootstrap, problems.is_empty()) {
-            (Some(b), true) => {
-                match kafka::group_lag(b, &ep.group, &ep.topic, Duration::from_secs(5)).await {
-                    Ok(l) if kafka::total(&l) == 0 => {}
-                    Ok(l) => problems.push(format!(
-                        "consumer group {} has lag {}",
-                        ep.group,
-                        kafka::total(&l)
-                    )),
-                    Err(e) => problems.push(format!("{e:#}")),
-                }
-            }
-            (None, _) => problems.push("no kafka instance with a published port".into()),
-            _ => {}
-        }
+        let problems = health::check(stack).await?.problems(true);
         if problems.is_empty() {
             return Ok(());
         }
@@ -543,7 +339,7 @@ async fn load_and_faults(
     dir: &Path,
     api_url: &str,
     target: &StoreTarget,
-    seam: &StackSeam<'_>,
+    stack: &Stack,
     log: &EventLog,
     rollbacks: &Rollbacks,
     records: &Records,
@@ -553,7 +349,7 @@ async fn load_and_faults(
     let mut sigterm = signal(SignalKind::terminate())?;
     let start = Instant::now();
     let load = run_load(sc, opts, dir, api_url, target);
-    let tl = timeline::run(seam, &sc.faults, start, log, rollbacks, records, &say);
+    let tl = timeline::run(stack, &sc.faults, start, log, rollbacks, records, &say);
     tokio::pin!(load, tl);
     let mut tl_done = false;
     let loaded = loop {
@@ -673,299 +469,6 @@ async fn sample_lag(
     }
 }
 
-/// The stack as the timeline sees it.
-struct StackSeam<'a> {
-    stack: &'a Stack,
-    partitions: u32,
-    ep: &'a Endpoints,
-}
-
-impl FaultSeam for StackSeam<'_> {
-    async fn list(&self) -> Result<Vec<InstanceInfo>> {
-        self.stack.list().await
-    }
-
-    async fn apply(&self, action: FaultAction, id: &InstanceId, sig: Signal) -> Result<()> {
-        let s = self.stack;
-        match action {
-            FaultAction::Kill => s.kill(id, sig).await,
-            FaultAction::Stop => s.stop(id).await,
-            FaultAction::Start => s.start(id).await,
-            FaultAction::Restart => s.restart(id).await,
-            FaultAction::Pause => s.pause(id).await,
-            // Undo actions are idempotent here: a rollback of an instance that is
-            // already back (or never got the fault) must not fail the run.
-            FaultAction::Unpause => {
-                let paused = s
-                    .list()
-                    .await?
-                    .iter()
-                    .any(|i| i.id == *id && i.state == "paused");
-                if paused {
-                    s.unpause(id).await?;
-                }
-                Ok(())
-            }
-            FaultAction::Disconnect => s.disconnect(id).await,
-            FaultAction::Reconnect => {
-                if let Stack::Docker(d) = s {
-                    let connected = d
-                        .status()
-                        .await?
-                        .iter()
-                        .any(|c| c.info.id == *id && c.connected);
-                    if connected {
-                        return Ok(());
-                    }
-                }
-                s.reconnect(id).await
-            }
-            FaultAction::Scale => bail!("scale is not an instance action"),
-        }
-    }
-
-    async fn scale(&self, service: Service, to: u32) -> Result<Vec<InstanceId>> {
-        let before: Vec<InstanceId> = self
-            .stack
-            .list()
-            .await?
-            .into_iter()
-            .map(|i| i.id)
-            .filter(|i| i.service == service)
-            .collect();
-        match self.stack {
-            Stack::Local(l) => {
-                let mut added = Vec::new();
-                for _ in before.len() as u32..to {
-                    added.push(l.add_instance(service).await?);
-                }
-                Ok(added)
-            }
-            Stack::Docker(d) => {
-                if service != Service::Consumer {
-                    bail!("only consumers scale on docker (the api publishes a fixed port)");
-                }
-                // `up` with more consumers creates the missing ones and leaves the rest.
-                let status = d.status().await?;
-                let offline = Images::offline();
-                let images = if status.iter().any(|c| c.image == offline.server) {
-                    offline
-                } else {
-                    Images::official()
-                };
-                let port = |s: &Option<String>| s.as_deref().and_then(port_of);
-                let cfg = DockerStackConfig {
-                    consumers: to,
-                    api_port: port(&self.ep.api_url).unwrap_or(8000),
-                    mongo_port: port(&self.ep.mongo_uri).unwrap_or(27017),
-                    kafka_port: port(&self.ep.kafka_bootstrap).unwrap_or(9094),
-                    partitions: self.partitions,
-                    images,
-                    ready_timeout: Duration::from_secs(120),
-                    extra_env: Vec::new(),
-                };
-                d.up(&cfg, &|_| {}).await?;
-                let after = self.stack.list().await?;
-                Ok(after
-                    .into_iter()
-                    .map(|i| i.id)
-                    .filter(|i| i.service == service && !before.contains(i))
-                    .collect())
-            }
-        }
-    }
-}
-
-/// The port of `http://127.0.0.1:8000`, `127.0.0.1:9094` or `mongodb://127.0.0.1:27017/?...`.
-fn port_of(s: &str) -> Option<u16> {
-    let after_host = s
-        .rsplit_once("127.0.0.1:")
-        .map(|(_, r)| r)
-        .or_else(|| s.rsplit_once(':').map(|(_, r)| r))?;
-    let digits: String = after_host
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-fn add_counts(a: &mut VerifyCounts, b: &VerifyCounts) {
-    a.ledger_ok += b.ledger_ok;
-    a.ledger_failed += b.ledger_failed;
-    a.ledger_unknown += b.ledger_unknown;
-    a.stored += b.stored;
-    a.lost += b.lost;
-    a.duplicated += b.duplicated;
-    a.unexpected += b.unexpected;
-    a.corrupted += b.corrupted;
-    a.reordered += b.reordered;
-    a.recovered += b.recovered;
-}
-
-fn read_report(dir: &Path) -> Result<Report> {
-    let path = dir.join("report.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a bench report", path.display()))
-}
-
-/// The metrics of one bench report (and its verify verdict, when it has one).
-pub fn report_metrics(r: &Report) -> Metrics {
-    let mut m = Metrics::new();
-    let s = &r.summary;
-    for (k, v) in [
-        ("sent", s.sent),
-        ("ok", s.ok),
-        ("failed", s.failed),
-        ("unknown", s.unknown),
-        ("not_started", s.not_started),
-        ("retried", s.retried),
-    ] {
-        m.insert(k.into(), v as f64);
-    }
-    m.insert("achieved_rate".into(), s.achieved_rate);
-    for (kind, n) in &s.errors {
-        m.insert(format!("errors.{kind}"), *n as f64);
-    }
-    let mut lat = |family: &str, p: &wiber_model::report::Percentiles| {
-        if p.count == 0 {
-            return;
-        }
-        for (stat, v) in [
-            ("mean", p.mean),
-            ("p50", p.p50),
-            ("p90", p.p90),
-            ("p99", p.p99),
-            ("p999", p.p999),
-            ("max", p.max),
-        ] {
-            m.insert(format!("{family}.{stat}"), v);
-        }
-    };
-    lat("ack", &s.ack_ms);
-    lat("service", &s.service_ms);
-    if let Some(e) = &s.e2e_ms {
-        lat("e2e", e);
-    }
-    if let Some(v) = &r.verify {
-        insert_counts(&mut m, &v.counts);
-    }
-    m
-}
-
-fn insert_counts(m: &mut Metrics, c: &VerifyCounts) {
-    for (k, v) in [
-        ("lost", c.lost),
-        ("duplicated", c.duplicated),
-        ("unexpected", c.unexpected),
-        ("corrupted", c.corrupted),
-        ("reordered", c.reordered),
-        ("recovered", c.recovered),
-        ("stored", c.stored),
-    ] {
-        m.insert(k.into(), v as f64);
-    }
-}
-
-/// A scenario's metrics: one segment's exactly; several segments summed (counts),
-/// time-weighted (rate) or the worst segment's (latencies: conservative, as percentiles
-/// of separate runs cannot be merged from their summaries).
-fn metrics(
-    reports: &[Report],
-    durations: &[Duration],
-    counts: &VerifyCounts,
-    rec: &[Recovery],
-) -> Metrics {
-    let mut m = Metrics::new();
-    let total: f64 = durations.iter().map(Duration::as_secs_f64).sum();
-    for (i, r) in reports.iter().enumerate() {
-        let w = durations.get(i).map_or(0.0, Duration::as_secs_f64) / total.max(f64::MIN_POSITIVE);
-        for (k, v) in report_metrics(r) {
-            let e = m.entry(k.clone()).or_insert(0.0);
-            match threshold::kind(&k) {
-                Some(threshold::Kind::Rate) => *e += v * w,
-                Some(threshold::Kind::Latency) => *e = e.max(v),
-                _ => *e += v,
-            }
-        }
-    }
-    insert_counts(&mut m, counts);
-    if !rec.is_empty() {
-        let worst = |f: fn(&Recovery) -> Option<i64>| -> Option<f64> {
-            rec.iter()
-                .map(f)
-                .collect::<Option<Vec<i64>>>()
-                .map(|v| v.into_iter().max().unwrap_or(0) as f64)
-        };
-        if let Some(v) = worst(|r| r.first_ack_ms) {
-            m.insert("recovery.first_ack".into(), v);
-        }
-        if let Some(v) = worst(|r| r.lag_zero_ms) {
-            m.insert("recovery.lag_zero".into(), v);
-        }
-    }
-    m
-}
-
-/// Metrics compared with `--baseline`.
-const COMPARED: [&str; 12] = [
-    "achieved_rate",
-    "ok",
-    "unknown",
-    "lost",
-    "duplicated",
-    "ack.p50",
-    "ack.p99",
-    "ack.max",
-    "service.p99",
-    "e2e.p99",
-    "recovery.first_ack",
-    "recovery.lag_zero",
-];
-
-fn compare(base: &Metrics, run: &Metrics) -> Vec<Comparison> {
-    COMPARED
-        .iter()
-        .filter_map(|k| {
-            let (b, r) = (*base.get(*k)?, *run.get(*k)?);
-            Some(Comparison {
-                metric: k.to_string(),
-                baseline: b,
-                run: r,
-                change_pct: (b != 0.0).then(|| ((r - b) / b * 1000.0).round() / 10.0),
-            })
-        })
-        .collect()
-}
-
-/// Reads a baseline: a scenario run directory or its `scenario.json`, or a bench run
-/// directory or its `report.json`.
-pub fn load_baseline(path: &Path) -> Result<Metrics> {
-    let file = if path.is_dir() {
-        [path.join("scenario.json"), path.join("report.json")]
-            .into_iter()
-            .find(|p| p.is_file())
-            .with_context(|| format!("{} has neither scenario.json nor report.json: pass a scenario or bench run directory", path.display()))?
-    } else {
-        path.to_path_buf()
-    };
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read the baseline {}", file.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("the baseline {} is not JSON", file.display()))?;
-    if let Some(m) = v.get("metrics") {
-        return serde_json::from_value(m.clone())
-            .with_context(|| format!("the metrics of {} are not numbers", file.display()));
-    }
-    let r: Report = serde_json::from_value(v).map_err(|e| {
-        anyhow!(
-            "the baseline {} is neither a scenario.json nor a bench report.json: {e}",
-            file.display()
-        )
-    })?;
-    Ok(report_metrics(&r))
-}
-
 /// `reports/<UTC time>-scenario-<name>/`, unique.
 fn create_dir(reports: &Path, name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(reports).with_context(|| {
@@ -1002,7 +505,7 @@ fn write_lines<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn write_outputs(dir: &Path, out: &Outcome) -> Result<()> {
+fn write_outputs(dir: &Path, out: &ScenarioRun) -> Result<()> {
     let w = |name: &str, text: String| {
         let p = dir.join(name);
         std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))

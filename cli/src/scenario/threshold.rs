@@ -198,7 +198,7 @@ fn parse_rhs(s: &str, kind: Kind) -> Result<Rhs, String> {
             if term.chars().all(|c| c.is_ascii_digit() || c == '.') {
                 return Err(format!("a latency needs a unit: {term}ms or {term}s"));
             }
-            let d = crate::app::parse_duration(term)?;
+            let d = crate::units::parse_duration(term)?;
             Ok(Rhs::Value(d.as_secs_f64() * 1000.0))
         }
         Kind::Count | Kind::Rate => term

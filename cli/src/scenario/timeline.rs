@@ -15,19 +15,33 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::format::{FaultAction, FaultSpec, Target};
+use super::format::FaultSpec;
 use crate::events::{Event, EventLog};
-use crate::runtime::{InstanceId, InstanceInfo, Service, Signal};
+use crate::runtime::{Action, InstanceId, InstanceInfo, Service, Signal, Stack, Target};
 
-/// What the timeline does to the stack; implemented over the real runtimes in
-/// `scenario::run`, and by a recording mock in tests.
+/// What the timeline does to the stack; implemented by [`Stack`] (below), and by a
+/// recording mock in tests.
 #[allow(async_fn_in_trait)] // Not used as `dyn`; callers are generic.
 pub trait FaultSeam {
     async fn list(&self) -> Result<Vec<InstanceInfo>>;
     /// One action on one instance (not `scale`).
-    async fn apply(&self, action: FaultAction, id: &InstanceId, sig: Signal) -> Result<()>;
+    async fn apply(&self, action: Action, id: &InstanceId, sig: Signal) -> Result<()>;
     /// Adds instances of `service` until it has `to`; returns the ones added.
     async fn scale(&self, service: Service, to: u32) -> Result<Vec<InstanceId>>;
+}
+
+impl FaultSeam for Stack {
+    async fn list(&self) -> Result<Vec<InstanceInfo>> {
+        Stack::list(self).await
+    }
+
+    async fn apply(&self, action: Action, id: &InstanceId, sig: Signal) -> Result<()> {
+        Stack::apply(self, action, id, sig).await
+    }
+
+    async fn scale(&self, service: Service, to: u32) -> Result<Vec<InstanceId>> {
+        Stack::scale(self, service, to).await
+    }
 }
 
 /// One occurrence of a fault as it happened.
@@ -58,8 +72,8 @@ pub struct FaultRecord {
 pub struct Undo {
     pub record: usize,
     pub id: InstanceId,
-    pub fault: FaultAction,
-    pub action: FaultAction,
+    pub fault: Action,
+    pub action: Action,
 }
 
 /// Undos owed, shared between the timeline and whoever cleans up after it.
@@ -231,15 +245,9 @@ async fn act<S: FaultSeam>(
         ended_ms: None,
         result: "running".into(),
     });
-    let label = |id: &str| {
-        format!(
-            "scenario fault line {}: {} {id}",
-            spec.line,
-            spec.action.name()
-        )
-    };
+    let label = |id: &str| format!("{}: {} {id}", spec.origin(), spec.action.name());
     let result: Result<()> = async {
-        if spec.action == FaultAction::Scale {
+        if spec.action == Action::Scale {
             let Target::Service(service) = spec.target else {
                 bail!("scale needs a service target");
             };
@@ -274,7 +282,7 @@ async fn act<S: FaultSeam>(
             }
             let r = seam.apply(spec.action, &i.id, spec.signal).await;
             let mut ev = Event::now(
-                &event_label(spec.action, spec.signal),
+                &spec.action.label(spec.signal),
                 &i.id.to_string(),
                 &i.pid_or_container,
                 Ok(()),
@@ -324,13 +332,6 @@ async fn act<S: FaultSeam>(
         r.result
     ));
     result.map(|()| rec)
-}
-
-fn event_label(action: FaultAction, sig: Signal) -> String {
-    match (action, sig) {
-        (FaultAction::Kill, s) if s != Signal::Kill => format!("kill({})", s.name()),
-        (a, _) => a.name().to_string(),
-    }
 }
 
 async fn undo<S: FaultSeam>(
@@ -388,12 +389,8 @@ pub async fn rollback_all<S: FaultSeam>(
 }
 
 /// The instances a target names (as `wiberctl chaos` resolves them); scaling names none.
-fn resolve(
-    target: &Target,
-    have: &[InstanceInfo],
-    action: FaultAction,
-) -> Result<Vec<InstanceInfo>> {
-    if action == FaultAction::Scale {
+fn resolve(target: &Target, have: &[InstanceInfo], action: Action) -> Result<Vec<InstanceInfo>> {
+    if action == Action::Scale {
         return Ok(Vec::new());
     }
     target.resolve(have, action.wants_running())
@@ -418,7 +415,7 @@ pub(crate) mod tests {
                 .iter()
                 .map(|id| InstanceInfo {
                     id: id.parse().unwrap(),
-                    state: "running".into(),
+                    state: crate::runtime::InstanceState::Running,
                     pid_or_container: "c".into(),
                     started_at: None,
                     restarts: 0,
@@ -426,7 +423,7 @@ pub(crate) mod tests {
                 })
                 .collect())
         }
-        async fn apply(&self, action: FaultAction, id: &InstanceId, _sig: Signal) -> Result<()> {
+        async fn apply(&self, action: Action, id: &InstanceId, _sig: Signal) -> Result<()> {
             let what = format!("{} {id}", action.name());
             self.done.lock().unwrap().push(what.clone());
             if self.fail.contains(&what) {

@@ -38,8 +38,8 @@ fn example(e: Option<&LedgerEntry>, d: Option<&StoredDoc>, detail: String) -> Ex
         message_id,
         conversation: e.map(|e| e.conversation),
         seq: e.map(|e| e.seq),
-        partition: d.and_then(|d| d.partition),
-        offset: d.and_then(|d| d.offset),
+        partition: d.and_then(StoredDoc::partition),
+        offset: d.and_then(StoredDoc::offset),
         detail,
     }
 }
@@ -75,7 +75,7 @@ pub fn check(run: &str, entries: &[LedgerEntry], docs: &[StoredDoc]) -> Findings
             .get(id)
             .or_else(|| by_id.get(d.id.as_str()))
             .or_else(|| {
-                let (r, conv, seq) = ledger::parse_content_key(d.content.as_deref()?)?;
+                let (r, conv, seq) = ledger::parse_content_key(d.content()?)?;
                 (r == run).then(|| by_key.get(&(conv, seq))).flatten()
             });
         match entry {
@@ -142,15 +142,19 @@ pub fn check(run: &str, entries: &[LedgerEntry], docs: &[StoredDoc]) -> Findings
         let mut prev: Option<(&LedgerEntry, &StoredDoc)> = None;
         for (e, d) in v {
             if let Some((pe, pd)) = prev {
-                let out_of_order = match (pd.partition, pd.offset, d.partition, d.offset) {
+                let out_of_order = match (pd.partition(), pd.offset(), d.partition(), d.offset()) {
                     (Some(pp), Some(po), Some(p), Some(o)) if pp == p => o <= po,
-                    _ => matches!((pd.timestamp, d.timestamp), (Some(a), Some(b)) if b < a),
+                    _ => matches!((pd.timestamp(), d.timestamp()), (Some(a), Some(b)) if b < a),
                 };
                 if out_of_order {
                     f.counts.reordered += 1;
                     let why = format!(
                         "seq {} stored before seq {} (partition {:?} offset {:?} vs {:?})",
-                        e.seq, pe.seq, d.partition, d.offset, pd.offset
+                        e.seq,
+                        pe.seq,
+                        d.partition(),
+                        d.offset(),
+                        pd.offset()
                     );
                     f.note("reordered", example(Some(e), Some(d), why));
                 }
@@ -161,11 +165,15 @@ pub fn check(run: &str, entries: &[LedgerEntry], docs: &[StoredDoc]) -> Findings
     f
 }
 
-/// Why a stored document is not what request `e` sent, if it is not.
+/// Why a stored document is not what request `e` sent, if it is not. A document that
+/// does not decode as a stored message (a field missing or of the wrong type) is
+/// corrupted, with the decode error as the reason.
 fn corruption(run: &str, e: &LedgerEntry, d: &StoredDoc) -> Option<String> {
-    let Some(content) = &d.content else {
-        return Some("stored without content".into());
+    let stored = match &d.stored {
+        Ok(m) => m,
+        Err(why) => return Some(why.clone()),
     };
+    let content = &stored.content;
     let hash = ledger::content_hash(content);
     if hash != e.content_hash {
         let shown: String = content.chars().take(40).collect();
@@ -175,10 +183,10 @@ fn corruption(run: &str, e: &LedgerEntry, d: &StoredDoc) -> Option<String> {
         ));
     }
     let (from, to) = ledger::users(run, e.conversation);
-    if d.from_user.as_deref() != Some(&from) || d.to_user.as_deref() != Some(&to) {
+    if stored.from_user != from || stored.to_user != to {
         return Some(format!(
             "users are {:?} → {:?}, sent {from} → {to}",
-            d.from_user, d.to_user
+            stored.from_user, stored.to_user
         ));
     }
     None
@@ -186,6 +194,8 @@ fn corruption(run: &str, e: &LedgerEntry, d: &StoredDoc) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use wiber_model::{Message, StoredMessage};
+
     use super::*;
 
     const RUN: &str = "r1";
@@ -217,16 +227,27 @@ mod tests {
 
     fn doc(e: &LedgerEntry, offset: i64) -> StoredDoc {
         let (from, to) = ledger::users(RUN, e.conversation);
+        let message = Message {
+            message_id: e.message_id.clone(),
+            from_user: from,
+            to_user: to,
+            content: ledger::content(RUN, e.conversation, e.seq, 40),
+            timestamp: offset,
+            created_at: wiber_model::rfc3339_ms(offset),
+        };
         StoredDoc {
             id: e.message_id.clone(),
             message_id: Some(e.message_id.clone()),
-            from_user: Some(from),
-            to_user: Some(to),
-            content: Some(ledger::content(RUN, e.conversation, e.seq, 40)),
-            timestamp: Some(offset),
             stored_at: Some(offset),
-            partition: Some(0),
-            offset: Some(offset),
+            stored: Ok(StoredMessage::new(message, offset, 0, offset)),
+        }
+    }
+
+    /// `d` as a document that does not decode, keeping what `to_stored` keeps.
+    fn undecodable(d: StoredDoc) -> StoredDoc {
+        StoredDoc {
+            stored: Err("not a stored message: missing field `createdAt`".into()),
+            ..d
         }
     }
 
@@ -259,14 +280,17 @@ mod tests {
         let mut copy = doc(&entries[1], 7);
         copy.id = "someone-else".into();
         copy.message_id = Some("someone-else".into());
+        let m = copy.stored.as_mut().unwrap();
+        m.id = "someone-else".into();
+        m.message_id = "someone-else".into();
         docs.push(copy);
         let mut bad = doc(&entries[2], 2);
-        bad.content = Some("r1:0:2|tampered".into());
+        bad.stored.as_mut().unwrap().content = "r1:0:2|tampered".into();
         docs.push(bad);
         docs.push(doc(&entries[3], 3));
         docs.push(doc(&entries[4], 4));
         let mut never = doc(&entry(0, 99, Outcome::Ok), 5);
-        never.content = Some("injected".into());
+        never.stored.as_mut().unwrap().content = "injected".into();
         docs.push(never);
         docs.push(doc(&entries[5], 11));
         docs.push(doc(&entries[6], 10));
@@ -292,5 +316,28 @@ mod tests {
         );
         assert_eq!(f.examples["corrupted"][0].seq, Some(2));
         assert_eq!(f.examples["reordered"][0].offset, Some(10));
+    }
+
+    #[test]
+    fn a_document_that_does_not_decode_is_a_finding_not_an_error() {
+        let entries: Vec<_> = (0..3).map(|s| entry(0, s, Outcome::Ok)).collect();
+        // An acknowledged message whose document was altered so that it no longer
+        // decodes: corrupted, with the decode error as the detail.
+        let altered = undecodable(doc(&entries[0], 0));
+        // A document this run never sent, that does not decode either: unexpected.
+        let mut injected = undecodable(doc(&entry(0, 99, Outcome::Ok), 5));
+        injected.id = "r1-c0-s99".into();
+        let docs = vec![altered, doc(&entries[1], 1), doc(&entries[2], 2), injected];
+        let f = check(RUN, &entries, &docs);
+        let c = f.counts;
+        assert_eq!(
+            (c.lost, c.duplicated, c.corrupted, c.unexpected, c.reordered),
+            (0, 0, 1, 1, 0),
+            "{f:#?}"
+        );
+        let corrupted = &f.examples["corrupted"][0];
+        assert_eq!(corrupted.message_id, "r1-c0-s0");
+        assert!(corrupted.detail.contains("createdAt"), "{corrupted:?}");
+        assert_eq!(f.examples["unexpected"][0].message_id, "r1-c0-s99");
     }
 }

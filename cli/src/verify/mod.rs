@@ -18,8 +18,7 @@ use anyhow::Context;
 use wiber_model::ledger::LedgerEntry;
 use wiber_model::report::{Report, VerifyReport};
 
-use crate::bench::RunFile;
-use store::StoreTarget;
+use crate::runfile::{RunFile, StoreTarget};
 
 /// Flags of `verify`; `None` means "as recorded in the run's `run.json`".
 #[derive(Debug, Clone, Default)]

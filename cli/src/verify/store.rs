@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::ClientOptions;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use wiber_model::ledger;
+use wiber_model::{ledger, StoredMessage};
 
 use crate::kafka;
 
@@ -18,33 +17,49 @@ pub const DEFAULT_MONGO_URI: &str = "mongodb://127.0.0.1:27017/?directConnection
 /// Default Kafka bootstrap: `stack up`'s external listener.
 pub const DEFAULT_KAFKA: &str = "127.0.0.1:9094";
 
-/// Where the run's messages end up, and the consumer group that moves them there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoreTarget {
-    pub mongo_uri: String,
-    pub mongo_db: String,
-    pub mongo_collection: String,
-    pub kafka: String,
-    pub group: String,
-    pub topic: String,
-}
+pub use crate::runfile::StoreTarget;
 
-/// The fields of a stored document that verify looks at. Everything is optional: an
-/// altered or injected document may lack any of them, and that is a finding, not an
-/// error.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A stored document as verify reads it: decoded with [`StoredMessage`], the type the
+/// consumer writes. An altered or injected document may not decode (a field missing or
+/// of the wrong type): that is a finding, not an error, so what can still be read
+/// (`id`, `message_id`, `stored_at`) is kept and `stored` says why it does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredDoc {
     /// `_id` rendered as a string.
     pub id: String,
+    /// `messageId`, when it is a string (kept to attribute a document that does not decode).
     pub message_id: Option<String>,
-    pub from_user: Option<String>,
-    pub to_user: Option<String>,
-    pub content: Option<String>,
-    pub timestamp: Option<i64>,
+    /// `storedAt`, when it is a number: with `message_id`, all a partial read fetches.
     pub stored_at: Option<i64>,
-    pub partition: Option<i32>,
-    pub offset: Option<i64>,
+    /// The whole document, or why it is not a stored message (or that it was read partially).
+    pub stored: Result<StoredMessage, String>,
 }
+
+impl StoredDoc {
+    /// The decoded document, if it decodes.
+    pub fn message(&self) -> Option<&StoredMessage> {
+        self.stored.as_ref().ok()
+    }
+
+    pub fn content(&self) -> Option<&str> {
+        self.message().map(|m| m.content.as_str())
+    }
+
+    pub fn timestamp(&self) -> Option<i64> {
+        self.message().map(|m| m.timestamp)
+    }
+
+    pub fn partition(&self) -> Option<i32> {
+        self.message().map(|m| m.partition)
+    }
+
+    pub fn offset(&self) -> Option<i64> {
+        self.message().map(|m| m.offset)
+    }
+}
+
+/// What [`StoredDoc::stored`] holds after a partial read (`fetch_run(.., false)`).
+const PARTIAL_READ: &str = "only messageId and storedAt were read";
 
 /// Whether the consumer group caught up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,24 +110,20 @@ pub async fn fetch_run(
     let users = format!("^{}", regex_escape(&ledger::user_prefix(run)));
     let ids = format!("^{}-", regex_escape(run));
     let filter = doc! {"$or": [
-        {"fromUser": {"$regex": users}},
-        {"_id": {"$regex": ids}},
+        {(StoredMessage::FROM_USER): {"$regex": users}},
+        {(StoredMessage::ID): {"$regex": ids}},
     ]};
-    let cursor = coll
-        .find(filter)
-        .projection(if full {
-            doc! {"createdAt": 0, "conversation": 0}
-        } else {
-            doc! {"messageId": 1, "storedAt": 1}
-        })
-        .batch_size(10_000)
-        .await
-        .with_context(|| read_error(target))?;
+    let mut find = coll.find(filter).batch_size(10_000);
+    if !full {
+        find =
+            find.projection(doc! {(StoredMessage::MESSAGE_ID): 1, (StoredMessage::STORED_AT): 1});
+    }
+    let cursor = find.await.with_context(|| read_error(target))?;
     let docs: Vec<Document> = cursor
         .try_collect()
         .await
         .with_context(|| read_error(target))?;
-    Ok(docs.iter().map(to_stored).collect())
+    Ok(docs.into_iter().map(|d| to_stored(d, full)).collect())
 }
 
 /// The run's messages collection (for verify, and for tests that tamper with it).
@@ -141,28 +152,35 @@ fn read_error(target: &StoreTarget) -> String {
     )
 }
 
-fn to_stored(d: &Document) -> StoredDoc {
-    let s = |k: &str| d.get_str(k).ok().map(str::to_string);
-    let int = |k: &str| match d.get(k) {
+/// Reads one document leniently: `full` decodes it whole, otherwise only `messageId`
+/// and `storedAt` were fetched.
+fn to_stored(d: Document, full: bool) -> StoredDoc {
+    let id = match d.get(StoredMessage::ID) {
+        Some(Bson::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let message_id = d
+        .get_str(StoredMessage::MESSAGE_ID)
+        .ok()
+        .map(str::to_string);
+    let stored_at = match d.get(StoredMessage::STORED_AT) {
         Some(Bson::Int64(v)) => Some(*v),
         Some(Bson::Int32(v)) => Some(i64::from(*v)),
         Some(Bson::Double(v)) => Some(*v as i64),
         _ => None,
     };
+    let stored = if full {
+        bson::from_document::<StoredMessage>(d)
+            .map_err(|e| format!("not a stored message as the consumer writes it: {e}"))
+    } else {
+        Err(PARTIAL_READ.to_string())
+    };
     StoredDoc {
-        id: match d.get("_id") {
-            Some(Bson::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => String::new(),
-        },
-        message_id: s("messageId"),
-        from_user: s("fromUser"),
-        to_user: s("toUser"),
-        content: s("content"),
-        timestamp: int("timestamp"),
-        stored_at: int("storedAt"),
-        partition: int("partition").map(|p| p as i32),
-        offset: int("offset"),
+        id,
+        message_id,
+        stored_at,
+        stored,
     }
 }
 
@@ -176,4 +194,65 @@ fn regex_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use wiber_model::Message;
+
+    use super::*;
+
+    fn written() -> (StoredMessage, Document) {
+        let m = Message {
+            message_id: "r1-c0-s1".into(),
+            from_user: "alice".into(),
+            to_user: "bob".into(),
+            content: "r1:0:1|x".into(),
+            timestamp: 1_758_865_780_040,
+            created_at: wiber_model::rfc3339_ms(1_758_865_780_040),
+        };
+        let stored = StoredMessage::new(m, 1_758_865_781_000, 2, 40);
+        let d = bson::to_document(&stored).unwrap();
+        (stored, d)
+    }
+
+    #[test]
+    fn a_document_as_the_consumer_writes_it_decodes_whole() {
+        let (stored, d) = written();
+        let doc = to_stored(d, true);
+        assert_eq!(doc.id, "r1-c0-s1");
+        assert_eq!(doc.message_id.as_deref(), Some("r1-c0-s1"));
+        assert_eq!(doc.stored_at, Some(1_758_865_781_000));
+        assert_eq!(doc.stored, Ok(stored));
+        assert_eq!((doc.partition(), doc.offset()), (Some(2), Some(40)));
+    }
+
+    #[test]
+    fn a_document_that_does_not_decode_keeps_what_can_be_read() {
+        let (_, mut d) = written();
+        d.remove(StoredMessage::CREATED_AT);
+        d.insert(StoredMessage::PARTITION, "two");
+        let doc = to_stored(d, true);
+        assert_eq!(doc.id, "r1-c0-s1");
+        assert_eq!(doc.message_id.as_deref(), Some("r1-c0-s1"));
+        assert_eq!(doc.stored_at, Some(1_758_865_781_000));
+        let why = doc.stored.unwrap_err();
+        assert!(why.starts_with("not a stored message"), "{why}");
+
+        // Not even an `_id` of the right type: still read, rendered as a string.
+        let doc = to_stored(doc! {"_id": 7, "content": "injected"}, true);
+        assert_eq!(doc.id, "7");
+        assert_eq!(doc.message_id, None);
+        assert!(doc.stored.is_err());
+    }
+
+    #[test]
+    fn a_partial_read_keeps_the_id_and_stored_at() {
+        let doc = to_stored(doc! {"_id": "m", "messageId": "m", "storedAt": 5i32}, false);
+        assert_eq!(
+            (doc.message_id.as_deref(), doc.stored_at),
+            (Some("m"), Some(5))
+        );
+        assert_eq!(doc.stored, Err(PARTIAL_READ.to_string()));
+    }
 }

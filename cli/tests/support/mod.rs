@@ -122,7 +122,9 @@ pub async fn collection(stack: &LocalStack) -> mongodb::Collection<Document> {
         .await
         .unwrap();
     let cfg = stack.config();
-    client.database(&cfg.db).collection(&cfg.collection)
+    client
+        .database(&cfg.names.db)
+        .collection(&cfg.names.collection)
 }
 
 /// How many stored documents carry each of `ids` (0 = lost, 2+ = duplicated).

@@ -1,8 +1,9 @@
 //! Types shared by the Wiber server and `wiberctl`, so neither copies the other's structs.
 //!
 //! Layout:
-//! - [`Message`]: the message as the API returns it, as it travels on the Kafka topic and
-//!   (with provenance added, [`StoredMessage`]) as it lives in MongoDB.
+//! - [`Message`]: the message as the API returns it and as it travels on the Kafka topic.
+//! - [`StoredMessage`]: the document in MongoDB (the message, `_id`, its conversation
+//!   key and provenance), written by the consumer, read by the API and by `verify`.
 //! - [`NewMessage`] and [`validate`]: what a client sends and the rules it must meet.
 //! - [`conversation_key`]: the unordered user pair that is the Kafka key, so one
 //!   conversation stays in one partition and in order.
@@ -59,19 +60,100 @@ impl Message {
     }
 }
 
-/// A message as stored in MongoDB: the [`Message`] plus where and when it was stored.
-/// `_id` equals `messageId`, which is what makes a redelivered record a duplicate-key hit.
+/// A message as stored in MongoDB: THE stored document. The consumer writes it, the API
+/// reads it back, and `wiberctl verify` decodes what it finds with it, so the three
+/// cannot disagree on the layout.
+///
+/// It holds every field of [`Message`] under the same names (a test holds it to that),
+/// spelled out rather than `#[serde(flatten)]`ed so the serialized field order is the
+/// one the store has always written, plus:
+/// - `_id`, equal to `messageId` when the consumer writes it: uniqueness of `_id` is
+///   what turns a redelivered record into a duplicate-key hit (no second unique index).
+///   It is a field of its own because a copy stored under another `_id` must still be
+///   readable, and recognisable, as one;
+/// - `conversation`, the [`conversation_key`], indexed with `timestamp` for reads;
+/// - provenance: when it was stored and which Kafka record it came from.
+///
+/// The `*` constants are the field names, for indexes and queries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredMessage {
-    #[serde(flatten)]
-    pub message: Message,
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub message_id: String,
+    pub conversation: String,
+    pub from_user: String,
+    pub to_user: String,
+    pub content: String,
+    /// As in [`Message::timestamp`]: when the API accepted the message.
+    pub timestamp: i64,
+    pub created_at: String,
     /// Milliseconds since the epoch when the consumer wrote the document.
     pub stored_at: i64,
     /// Kafka partition the record was consumed from.
     pub partition: i32,
     /// Kafka offset of the record.
     pub offset: i64,
+}
+
+impl StoredMessage {
+    pub const ID: &'static str = "_id";
+    pub const MESSAGE_ID: &'static str = "messageId";
+    pub const CONVERSATION: &'static str = "conversation";
+    pub const FROM_USER: &'static str = "fromUser";
+    pub const TO_USER: &'static str = "toUser";
+    pub const CONTENT: &'static str = "content";
+    pub const TIMESTAMP: &'static str = "timestamp";
+    pub const CREATED_AT: &'static str = "createdAt";
+    pub const STORED_AT: &'static str = "storedAt";
+    pub const PARTITION: &'static str = "partition";
+    pub const OFFSET: &'static str = "offset";
+
+    /// Every field name, in the order the document is written.
+    pub const FIELDS: [&'static str; 11] = [
+        Self::ID,
+        Self::MESSAGE_ID,
+        Self::CONVERSATION,
+        Self::FROM_USER,
+        Self::TO_USER,
+        Self::CONTENT,
+        Self::TIMESTAMP,
+        Self::CREATED_AT,
+        Self::STORED_AT,
+        Self::PARTITION,
+        Self::OFFSET,
+    ];
+
+    /// The document for `message`, consumed from Kafka `partition`/`offset` and stored at
+    /// `stored_at` (ms); `_id` is the message id.
+    pub fn new(message: Message, stored_at: i64, partition: i32, offset: i64) -> StoredMessage {
+        StoredMessage {
+            id: message.message_id.clone(),
+            conversation: message.conversation(),
+            message_id: message.message_id,
+            from_user: message.from_user,
+            to_user: message.to_user,
+            content: message.content,
+            timestamp: message.timestamp,
+            created_at: message.created_at,
+            stored_at,
+            partition,
+            offset,
+        }
+    }
+
+    /// The message as the API returns it (the stored fields, without `_id`, the
+    /// conversation key and provenance).
+    pub fn into_message(self) -> Message {
+        Message {
+            message_id: self.message_id,
+            from_user: self.from_user,
+            to_user: self.to_user,
+            content: self.content,
+            timestamp: self.timestamp,
+            created_at: self.created_at,
+        }
+    }
 }
 
 /// The body of `POST /messages`.
@@ -248,6 +330,37 @@ mod tests {
         assert_eq!(v["toUser"], "bob");
         assert_eq!(v["timestamp"], 1_758_865_780_040i64);
         assert_eq!(v["createdAt"], "2025-09-26T05:49:40.040Z");
+    }
+
+    #[test]
+    fn the_stored_document_holds_the_message_under_the_same_names() {
+        let m = Message::accept(
+            new("bob", "alice", "Hello!"),
+            "m1".into(),
+            1_758_865_780_040,
+        );
+        let stored = StoredMessage::new(m.clone(), 1_758_865_781_000, 3, 42);
+        let doc = serde_json::to_value(&stored).unwrap();
+        let doc = doc.as_object().unwrap();
+        // The constants are the serde names, and there is no field without a constant.
+        let mut names: Vec<&str> = doc.keys().map(String::as_str).collect();
+        let mut consts = StoredMessage::FIELDS.to_vec();
+        names.sort_unstable();
+        consts.sort_unstable();
+        assert_eq!(names, consts);
+        // Every field of the API's message is stored under its name, with its value.
+        for (k, v) in serde_json::to_value(&m).unwrap().as_object().unwrap() {
+            assert_eq!(doc.get(k), Some(v), "stored document lacks {k}");
+        }
+        assert_eq!(doc[StoredMessage::ID], "m1");
+        assert_eq!(
+            doc[StoredMessage::CONVERSATION],
+            conversation_key("alice", "bob")
+        );
+        assert_eq!(doc[StoredMessage::STORED_AT], 1_758_865_781_000i64);
+        assert_eq!(doc[StoredMessage::PARTITION], 3);
+        assert_eq!(doc[StoredMessage::OFFSET], 42);
+        assert_eq!(stored.into_message(), m);
     }
 
     #[test]

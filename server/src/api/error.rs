@@ -36,6 +36,15 @@ impl ApiError {
         }
     }
 
+    /// Errors answered before the request body was read (its size or type alone is
+    /// wrong): the connection cannot be reused for the next request.
+    fn rejects_before_reading_body(&self) -> bool {
+        matches!(
+            self,
+            ApiError::TooLarge { .. } | ApiError::UnsupportedMediaType(_)
+        )
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
@@ -56,6 +65,17 @@ impl IntoResponse for ApiError {
         }
         if self.status().is_server_error() {
             tracing::warn!(error = %self, "request failed");
+        }
+        if self.rejects_before_reading_body() {
+            // The body was not read to its end, so the server drops the connection after
+            // this answer. Saying so keeps clients from returning it to their pool and
+            // sending the next request into a closed socket (a flake seen in CI after 413).
+            return (
+                self.status(),
+                [(axum::http::header::CONNECTION, "close")],
+                Json(body),
+            )
+                .into_response();
         }
         (self.status(), Json(body)).into_response()
     }

@@ -1,0 +1,61 @@
+//! Flags several commands share, declared once: which stack ([`StackArgs`]) and how to
+//! bring one up ([`UpFlags`]: images, ports, wait), so `stack up`, `scenario run` and
+//! `demo` spell them alike.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::runtime::{ImageChoice, Locator, Ports, RuntimeKind, DEFAULT_PROJECT};
+use crate::units::parse_duration;
+
+/// Selects the stack: project name and runtime.
+#[derive(Debug, Clone, Args)]
+pub struct StackArgs {
+    /// Project name: prefix of container, network and volume names (and the local state dir).
+    #[arg(long, env = "WIBER_PROJECT", default_value = DEFAULT_PROJECT)]
+    pub project: String,
+    /// Runtime. `up` defaults to docker; the other commands find the project's stack
+    /// (a docker stack if the engine has one, else a local one).
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
+}
+
+impl StackArgs {
+    pub fn locator(&self) -> Locator {
+        Locator {
+            project: self.project.clone(),
+            runtime: self.runtime,
+        }
+    }
+}
+
+/// How a stack is brought up when a command brings one up.
+#[derive(Debug, Clone, Args)]
+pub struct UpFlags {
+    /// Images (docker runtime).
+    #[arg(long, value_enum, env = "WIBER_IMAGES", default_value = "auto")]
+    pub images: ImageChoice,
+    /// Host port of the API (published on 127.0.0.1).
+    #[arg(long, default_value_t = Ports::default().api)]
+    pub api_port: u16,
+    /// Host port of MongoDB / FerretDB (published on 127.0.0.1).
+    #[arg(long, default_value_t = Ports::default().mongo)]
+    pub mongo_port: u16,
+    /// Host port of Kafka's external listener (published on 127.0.0.1).
+    #[arg(long, default_value_t = Ports::default().kafka)]
+    pub kafka_port: u16,
+    /// How long to wait for the stack to become healthy, e.g. 3m.
+    #[arg(long, default_value = "4m", value_parser = parse_duration)]
+    pub wait: Duration,
+}
+
+impl UpFlags {
+    pub fn ports(&self) -> Ports {
+        Ports {
+            api: self.api_port,
+            mongo: self.mongo_port,
+            kafka: self.kafka_port,
+        }
+    }
+}

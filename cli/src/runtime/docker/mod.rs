@@ -1,0 +1,837 @@
+//! The Docker runtime: the stack as containers on one engine, driven through its API
+//! (bollard). This is the only module that touches bollard; nothing of it leaks out.
+//!
+//! One stack is one *project*:
+//!
+//! ```text
+//! network   <project>_net                 user-defined bridge; services reach each other
+//!                                          by alias (kafka, mongo)
+//! volumes   <project>_kafka, <project>_mongo
+//! containers <project>-<service>-<n>       labels wiber.project, wiber.service, wiber.instance
+//! ```
+//!
+//! A stack started with `docker/docker-compose.yml` is recognised too: its containers
+//! carry `wiber.service`, and compose's own `com.docker.compose.project` and
+//! `com.docker.compose.container-number` stand in for project and instance. So `stack
+//! status`, `chaos` and `stack down` work on either.
+//!
+//! Ports are published on 127.0.0.1 only. Kafka has two client listeners: `kafka:9092`
+//! for containers, and an external one (container port 9094) advertised as
+//! `127.0.0.1:<kafka_port>` for the host.
+//!
+//! Layout: this file holds the life cycle (up, down, add an instance, the per-instance
+//! [`Runtime`] operations); [`spec`] what each container is made of (image, env, ports,
+//! healthcheck); [`status`] how containers are read back (state, health, network,
+//! endpoints); [`images`] which images a stack runs on and how they get onto the engine.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use chrono::Utc;
+use futures::StreamExt;
+
+pub mod images;
+mod spec;
+mod status;
+
+use super::{
+    Health, InstanceId, InstanceInfo, InstanceState, Runtime, Service, Signal, StackSpec, UpAction,
+    UpEvent,
+};
+use images::Images;
+use status::state_of;
+
+const LABEL_PROJECT: &str = "wiber.project";
+const LABEL_SERVICE: &str = "wiber.service";
+const LABEL_INSTANCE: &str = "wiber.instance";
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
+
+/// Ports inside the containers (fixed; the host side is configurable).
+const KAFKA_EXTERNAL_PORT: u16 = 9094;
+const MONGO_PORT: u16 = 27017;
+const API_PORT: u16 = 8000;
+/// Same id as the compose file, so a volume formatted by either can be reused.
+const KAFKA_CLUSTER_ID: &str = "5L6g3nShT-eMCtK--X86sw";
+
+/// How long an instance may take to become ready after `start`/`restart` (a cold JVM on
+/// two busy cores is slow).
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// A container without a healthcheck (consumers) counts as ready once it has stayed
+/// running this long.
+const NO_HEALTHCHECK_GRACE: Duration = Duration::from_secs(2);
+/// Graceful stop budget (SIGTERM, then SIGKILL): Kafka's controlled shutdown and a
+/// consumer's final flush+commit are the slow ones.
+const STOP_TIMEOUT_SECS: i32 = 30;
+/// An engine on this machine answers in milliseconds; a bounded wait keeps a hung socket
+/// from hanging the CLI.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `up` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpReport {
+    /// The images the stack runs on.
+    pub images: Images,
+    pub created: Vec<String>,
+    pub started: Vec<String>,
+    pub already_running: Vec<String>,
+    /// Instances of the project that `up` did not ask for (e.g. a third consumer while
+    /// `--consumers 2`): left as they are.
+    pub extra: Vec<String>,
+}
+
+impl Default for UpReport {
+    fn default() -> Self {
+        UpReport {
+            images: Images::offline(),
+            created: Vec::new(),
+            started: Vec::new(),
+            already_running: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// What `up` builds from: the spec, with the images resolved.
+#[derive(Debug, Clone)]
+struct Config {
+    spec: StackSpec,
+    images: Images,
+}
+
+/// Summary of `down`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DownReport {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+    pub volumes: Vec<String>,
+}
+
+/// A project's stack on the local Docker engine.
+pub struct DockerStack {
+    docker: Docker,
+    project: String,
+}
+
+/// A container of the project, as found by listing.
+#[derive(Debug, Clone)]
+struct Found {
+    id: InstanceId,
+    container_id: String,
+    name: String,
+}
+
+impl DockerStack {
+    /// Connects to the engine (`DOCKER_HOST` or the local socket) and negotiates the API
+    /// version (the Debian engine here speaks 1.41, older than bollard's default).
+    pub async fn connect(project: &str) -> Result<DockerStack> {
+        super::stack::validate_project(project)?;
+        let docker = Docker::connect_with_local_defaults()
+            .context("cannot set up a Docker client (check DOCKER_HOST)")?;
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|_| anyhow!("the Docker engine did not answer within {CONNECT_TIMEOUT:?}"))?
+            .context(
+                "cannot reach the Docker engine (is dockerd running? start it with \
+                 docker/offline/ensure-engine.sh, or use --runtime local)",
+            )?;
+        Ok(DockerStack {
+            docker,
+            project: project.to_string(),
+        })
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    fn network_name(&self) -> String {
+        format!("{}_net", self.project)
+    }
+
+    fn volume_name(&self, what: &str) -> String {
+        format!("{}_{what}", self.project)
+    }
+
+    fn container_name(&self, id: &InstanceId) -> String {
+        format!("{}-{}-{}", self.project, id.service.name(), id.index)
+    }
+
+    /// True when the engine holds at least one container of this project.
+    pub async fn exists(&self) -> Result<bool> {
+        Ok(!self.find_all().await?.is_empty())
+    }
+
+    /// The project's containers (ours and compose-started), sorted by instance id.
+    async fn find_all(&self) -> Result<Vec<Found>> {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![LABEL_SERVICE.to_string()]);
+        let list = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .context("listing containers")?;
+        let mut out = Vec::new();
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            // Compose's project name wins: the compose file hard-codes wiber.project.
+            let project = labels
+                .get(COMPOSE_PROJECT)
+                .or_else(|| labels.get(LABEL_PROJECT));
+            if project.map(String::as_str) != Some(self.project.as_str()) {
+                continue;
+            }
+            let Some(service) = labels
+                .get(LABEL_SERVICE)
+                .and_then(|s| s.parse::<Service>().ok())
+            else {
+                continue; // e.g. akhq: not part of what wiberctl manages
+            };
+            let index = labels
+                .get(LABEL_INSTANCE)
+                .or_else(|| labels.get(COMPOSE_NUMBER))
+                .and_then(|s| s.parse::<u32>().ok())
+                .unwrap_or(1);
+            let name = c
+                .names
+                .and_then(|n| n.into_iter().next())
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string();
+            out.push(Found {
+                id: InstanceId::new(service, index),
+                container_id: c.id.unwrap_or_default(),
+                name,
+            });
+        }
+        out.sort_by_key(|f| f.id);
+        Ok(out)
+    }
+
+    async fn find(&self, id: &InstanceId) -> Result<Found> {
+        let all = self.find_all().await?;
+        if let Some(f) = all.iter().find(|f| f.id == *id) {
+            return Ok(f.clone());
+        }
+        let have: Vec<String> = all.iter().map(|f| f.id.to_string()).collect();
+        if have.is_empty() {
+            bail!(
+                "no containers of project {} on this engine: start the stack with `wiberctl stack up --project {}`",
+                self.project,
+                self.project
+            )
+        }
+        bail!(
+            "no container for {id} in project {} (it has: {}); `wiberctl stack status` lists them",
+            self.project,
+            have.join(", ")
+        )
+    }
+
+    async fn inspect(&self, container: &str) -> Result<ContainerInspectResponse> {
+        self.docker
+            .inspect_container(container, None)
+            .await
+            .with_context(|| format!("inspecting container {container}"))
+    }
+
+    // --- images -----------------------------------------------------------------------
+
+    // --- up / down ----------------------------------------------------------------------
+
+    /// Creates what is missing (network, volumes, containers), starts what is stopped,
+    /// and waits until every instance is healthy: kafka and mongo first, then the
+    /// consumers and the api. Running containers are left alone, so a second `up` is a
+    /// quick no-op. On failure the error names the instance and carries its last 30 log
+    /// lines.
+    pub async fn up(
+        &self,
+        spec: &StackSpec,
+        progress: &(dyn Fn(UpEvent) + Sync),
+    ) -> Result<UpReport> {
+        let images = images::resolve(self, spec.images, progress).await?;
+        let cfg = &Config {
+            spec: spec.clone(),
+            images: images.clone(),
+        };
+        for image in cfg.images.all() {
+            if !self.image_present(image).await {
+                bail!("image {image} is not on this engine: build it (docker/offline/build.sh) or pull it first");
+            }
+        }
+        self.ensure_network().await?;
+        for v in ["kafka", "mongo"] {
+            self.ensure_volume(&self.volume_name(v)).await?;
+        }
+        let mut report = UpReport {
+            images,
+            ..UpReport::default()
+        };
+        let deadline = Instant::now() + spec.wait;
+        let infra = [
+            InstanceId::first(Service::Kafka),
+            InstanceId::first(Service::Mongo),
+        ];
+        let mut apps: Vec<InstanceId> = (1..=spec.consumers)
+            .map(|i| InstanceId::new(Service::Consumer, i))
+            .collect();
+        apps.push(InstanceId::first(Service::Api));
+        for phase in [infra.to_vec(), apps.clone()] {
+            for id in &phase {
+                let action = self.ensure_container(cfg, id).await?;
+                match action {
+                    UpAction::Created => report.created.push(id.to_string()),
+                    UpAction::Started => report.started.push(id.to_string()),
+                    _ => report.already_running.push(id.to_string()),
+                }
+                progress(UpEvent::Instance { id: *id, action });
+            }
+            self.wait_ready(&phase, deadline, progress).await?;
+        }
+        let wanted: Vec<InstanceId> = infra.iter().chain(apps.iter()).copied().collect();
+        report.extra = self
+            .find_all()
+            .await?
+            .into_iter()
+            .filter(|f| !wanted.contains(&f.id))
+            .map(|f| f.id.to_string())
+            .collect();
+        if !report.extra.is_empty() {
+            progress(UpEvent::Note(format!(
+                "note: instances not asked for are left running: {} (`wiberctl stack down` removes everything)",
+                report.extra.join(", ")
+            )));
+        }
+        Ok(report)
+    }
+
+    async fn ensure_network(&self) -> Result<()> {
+        let name = self.network_name();
+        if self.docker.inspect_network(&name, None).await.is_ok() {
+            return Ok(());
+        }
+        let req = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([(
+                LABEL_PROJECT.to_string(),
+                self.project.clone(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(409) => Ok(()), // created concurrently
+            Err(e) => Err(e).with_context(|| format!("creating network {name}")),
+        }
+    }
+
+    async fn ensure_volume(&self, name: &str) -> Result<()> {
+        if self.docker.inspect_volume(name).await.is_ok() {
+            return Ok(());
+        }
+        let req = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(HashMap::from([(
+                LABEL_PROJECT.to_string(),
+                self.project.clone(),
+            )])),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .with_context(|| format!("creating volume {name}"))?;
+        Ok(())
+    }
+
+    /// Makes sure the instance's container exists and runs: created, started or
+    /// already running.
+    async fn ensure_container(&self, cfg: &Config, id: &InstanceId) -> Result<UpAction> {
+        let existing = self.find_all().await?.into_iter().find(|f| f.id == *id);
+        let (container, action) = match existing {
+            Some(f) => {
+                let ins = self.inspect(&f.container_id).await?;
+                let (state, _, _) = state_of(&ins);
+                match state {
+                    InstanceState::Running | InstanceState::Restarting => {
+                        return Ok(UpAction::AlreadyRunning)
+                    }
+                    InstanceState::Paused => {
+                        self.docker
+                            .unpause_container(&f.container_id)
+                            .await
+                            .with_context(|| format!("unpausing {id}"))?;
+                        return Ok(UpAction::Started);
+                    }
+                    _ => (f.container_id, UpAction::Started),
+                }
+            }
+            None => {
+                let body = self.container_body(cfg, id).await;
+                let name = self.container_name(id);
+                let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+                let created = self.docker.create_container(Some(opts), body).await.map_err(|e| {
+                    let hint = if status_of(&e) == Some(409) {
+                        format!(" (a container named {name} exists without wiberctl's labels: remove it with `docker rm -f {name}`)")
+                    } else {
+                        String::new()
+                    };
+                    anyhow!(e).context(format!("creating container {name} for {id}{hint}"))
+                })?;
+                (created.id, UpAction::Created)
+            }
+        };
+        self.docker.start_container(&container, None).await.map_err(|e| {
+            let hint = if format!("{e}").contains("port is already allocated") || format!("{e}").contains("address already in use") {
+                " (a published port is taken: pick others with --api-port/--mongo-port/--kafka-port)"
+            } else {
+                ""
+            };
+            anyhow!(e).context(format!("starting {id}{hint}"))
+        })?;
+        Ok(action)
+    }
+
+    /// Waits (until `deadline`) for every instance to be ready: healthy when it has a
+    /// healthcheck, else running for [`NO_HEALTHCHECK_GRACE`]. Fails early when one
+    /// exits or turns unhealthy.
+    async fn wait_ready(
+        &self,
+        ids: &[InstanceId],
+        deadline: Instant,
+        progress: &(dyn Fn(UpEvent) + Sync),
+    ) -> Result<()> {
+        let mut pending: Vec<InstanceId> = ids.to_vec();
+        let mut last: HashMap<InstanceId, (InstanceState, Health)> = HashMap::new();
+        loop {
+            let found = self.find_all().await?;
+            let mut still = Vec::new();
+            for id in &pending {
+                let Some(f) = found.iter().find(|f| f.id == *id) else {
+                    bail!("the container of {id} disappeared while waiting for it (removed by someone else?)");
+                };
+                let ins = self.inspect(&f.container_id).await?;
+                let (state, health, started_at) = state_of(&ins);
+                let ready = match (state, health) {
+                    (InstanceState::Running, Health::Healthy) => true,
+                    (InstanceState::Running, Health::None) => started_at.is_some_and(|t| {
+                        (Utc::now() - t).to_std().unwrap_or_default() >= NO_HEALTHCHECK_GRACE
+                    }),
+                    (InstanceState::Exited | InstanceState::Dead, _) | (_, Health::Unhealthy) => {
+                        return Err(self
+                            .not_ready_error(id, &f.container_id, state, health, "failed")
+                            .await);
+                    }
+                    _ => false,
+                };
+                if ready {
+                    progress(UpEvent::Ready { id: *id });
+                } else {
+                    if last.get(id) != Some(&(state, health)) {
+                        progress(UpEvent::Waiting {
+                            id: *id,
+                            state,
+                            health,
+                        });
+                        last.insert(*id, (state, health));
+                    }
+                    still.push((*id, f.container_id.clone(), state, health));
+                }
+            }
+            if still.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let (id, container, state, health) = &still[0];
+                return Err(self
+                    .not_ready_error(id, container, *state, *health, "timed out")
+                    .await);
+            }
+            pending = still.into_iter().map(|s| s.0).collect();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn not_ready_error(
+        &self,
+        id: &InstanceId,
+        container: &str,
+        state: InstanceState,
+        health: Health,
+        why: &str,
+    ) -> anyhow::Error {
+        let logs = self
+            .logs_of(container, 30)
+            .await
+            .unwrap_or_else(|e| format!("(logs unavailable: {e:#})"));
+        anyhow!(
+            "{id} did not become ready ({why}: state {state}, health {health}); last log lines of {}:\n{}\n\
+             fix the cause above, then rerun `wiberctl stack up --project {}` (it keeps what already runs)",
+            self.container_name(id),
+            logs.trim_end(),
+            self.project
+        )
+    }
+
+    /// Stops and removes the project's containers (apps first, then kafka and mongo),
+    /// then its network; with `volumes`, its volumes too (data is gone).
+    pub async fn down(&self, volumes: bool) -> Result<DownReport> {
+        let found = self.find_all().await?;
+        let mut report = DownReport::default();
+        let (apps, infra): (Vec<Found>, Vec<Found>) = found
+            .into_iter()
+            .partition(|f| matches!(f.id.service, Service::Api | Service::Consumer));
+        for group in [apps, infra] {
+            let removals = group.iter().map(|f| async move {
+                // Graceful first, so consumers flush and commit; removal then cannot lose
+                // acknowledged data that the test or user would look for later.
+                let stop = StopContainerOptionsBuilder::new()
+                    .t(STOP_TIMEOUT_SECS)
+                    .build();
+                let _ = self
+                    .docker
+                    .stop_container(&f.container_id, Some(stop))
+                    .await;
+                let rm = RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build();
+                match self
+                    .docker
+                    .remove_container(&f.container_id, Some(rm))
+                    .await
+                {
+                    Ok(()) => Ok(f.name.clone()),
+                    Err(e) if status_of(&e) == Some(404) => Ok(f.name.clone()),
+                    Err(e) => Err(anyhow!(e).context(format!("removing container {}", f.name))),
+                }
+            });
+            for r in futures::future::join_all(removals).await {
+                report.containers.push(r?);
+            }
+        }
+        for net in [self.network_name(), format!("{}_default", self.project)] {
+            if self.docker.inspect_network(&net, None).await.is_ok() {
+                self.docker.remove_network(&net).await.with_context(|| {
+                    format!("removing network {net} (is another container still attached?)")
+                })?;
+                report.networks.push(net);
+            }
+        }
+        if volumes {
+            for label in [LABEL_PROJECT, COMPOSE_PROJECT] {
+                let mut filters = HashMap::new();
+                filters.insert(
+                    "label".to_string(),
+                    vec![format!("{label}={}", self.project)],
+                );
+                let list = self
+                    .docker
+                    .list_volumes(Some(
+                        ListVolumesOptionsBuilder::new().filters(&filters).build(),
+                    ))
+                    .await
+                    .context("listing volumes")?;
+                for v in list.volumes.unwrap_or_default() {
+                    if report.volumes.contains(&v.name) {
+                        continue;
+                    }
+                    self.docker
+                        .remove_volume(
+                            &v.name,
+                            Some(RemoveVolumeOptionsBuilder::new().force(true).build()),
+                        )
+                        .await
+                        .with_context(|| format!("removing volume {}", v.name))?;
+                    report.volumes.push(v.name);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Adds one consumer: a copy of the first consumer's container (same image, command,
+    /// environment and network, so it joins the same group with the same settings) under
+    /// the next free index, then waits until it is ready. Copying the running instance
+    /// instead of rebuilding its spec keeps whatever the stack was started with, also on
+    /// a stack started by the compose file.
+    pub async fn add_instance(&self, service: Service) -> Result<InstanceId> {
+        if service != Service::Consumer {
+            bail!("only consumers scale on docker ({service} publishes a fixed port or is a single node)");
+        }
+        let all = self.find_all().await?;
+        let Some(model) = all.iter().find(|f| f.id.service == service) else {
+            bail!("project {} has no {service} to copy: bring the stack up with at least one (`wiberctl stack up --consumers 1`)", self.project);
+        };
+        let index = all
+            .iter()
+            .filter(|f| f.id.service == service)
+            .map(|f| f.id.index)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let id = InstanceId::new(service, index);
+        let ins = self.inspect(&model.container_id).await?;
+        let config = ins.config.unwrap_or_default();
+        let instance_var = format!("{}=", wiber_model::contract::env::WIBER_INSTANCE);
+        let mut env: Vec<String> = config
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|kv| !kv.starts_with(&instance_var))
+            .collect();
+        env.push(format!("{instance_var}{id}"));
+        let labels = HashMap::from([
+            (LABEL_PROJECT.to_string(), self.project.clone()),
+            (LABEL_SERVICE.to_string(), service.name().to_string()),
+            (LABEL_INSTANCE.to_string(), index.to_string()),
+        ]);
+        let net = self.home_network().await?;
+        let body = ContainerCreateBody {
+            image: config.image,
+            cmd: config.cmd,
+            env: Some(env),
+            labels: Some(labels),
+            healthcheck: config.healthcheck,
+            stop_timeout: Some(i64::from(STOP_TIMEOUT_SECS)),
+            host_config: Some(HostConfig {
+                network_mode: Some(net.clone()),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            networking_config: Some(bollard::models::NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    net,
+                    EndpointSettings {
+                        aliases: Some(vec![service.name().to_string()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        let name = self.container_name(&id);
+        let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+        let created = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .with_context(|| format!("creating container {name} for {id}"))?;
+        self.docker
+            .start_container(&created.id, None)
+            .await
+            .with_context(|| format!("starting {id}"))?;
+        self.wait_one(&id).await?;
+        Ok(id)
+    }
+
+    async fn logs_of(&self, container: &str, tail: usize) -> Result<String> {
+        let opts = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.docker.logs(container, Some(opts));
+        let mut out = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Ok(Some(item)) = tokio::time::timeout_at(deadline, stream.next()).await {
+            let item = item.with_context(|| format!("reading logs of {container}"))?;
+            out.push_str(&String::from_utf8_lossy(&item.into_bytes()));
+        }
+        Ok(out)
+    }
+
+    /// Waits until one instance is ready again (after start/restart/unpause).
+    async fn wait_one(&self, id: &InstanceId) -> Result<()> {
+        self.wait_ready(
+            std::slice::from_ref(id),
+            Instant::now() + READY_TIMEOUT,
+            &|_| {},
+        )
+        .await
+    }
+
+    /// The network a disconnected container should rejoin.
+    async fn home_network(&self) -> Result<String> {
+        self.project_networks().await.into_iter().next().ok_or_else(|| {
+            anyhow!(
+                "project {} has no network ({} or {}_default): recreate the stack with `wiberctl stack up`",
+                self.project,
+                self.network_name(),
+                self.project
+            )
+        })
+    }
+}
+
+impl Runtime for DockerStack {
+    async fn list(&self) -> Result<Vec<InstanceInfo>> {
+        Ok(self.status().await?.into_iter().map(|s| s.info).collect())
+    }
+
+    async fn kill(&self, id: &InstanceId, sig: Signal) -> Result<()> {
+        let f = self.find(id).await?;
+        let opts = KillContainerOptionsBuilder::new()
+            .signal(sig.name())
+            .build();
+        self.docker
+            .kill_container(&f.container_id, Some(opts))
+            .await
+            .map_err(|e| {
+                if status_of(&e) == Some(409) {
+                    anyhow!(
+                        "{id} ({}) is not running: start it first (`wiberctl chaos start {id}`)",
+                        f.name
+                    )
+                } else {
+                    anyhow!(e).context(format!("sending {} to {id}", sig.name()))
+                }
+            })?;
+        if sig == Signal::Kill {
+            // Immediate, but let a following list() say "exited" (bounded).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                let (state, _, _) = state_of(&self.inspect(&f.container_id).await?);
+                if state != InstanceState::Running {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, id: &InstanceId) -> Result<()> {
+        let f = self.find(id).await?;
+        let opts = StopContainerOptionsBuilder::new()
+            .t(STOP_TIMEOUT_SECS)
+            .build();
+        match self
+            .docker
+            .stop_container(&f.container_id, Some(opts))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(304) => Ok(()), // already stopped
+            Err(e) => Err(anyhow!(e).context(format!("stopping {id}"))),
+        }
+    }
+
+    async fn start(&self, id: &InstanceId) -> Result<()> {
+        let f = self.find(id).await?;
+        let (state, _, _) = state_of(&self.inspect(&f.container_id).await?);
+        if state == InstanceState::Paused {
+            bail!("{id} is paused: unpause it (`wiberctl chaos unpause {id}`)");
+        }
+        match self.docker.start_container(&f.container_id, None).await {
+            Ok(()) => {}
+            Err(e) if status_of(&e) == Some(304) => {} // already running
+            Err(e) => return Err(anyhow!(e).context(format!("starting {id}"))),
+        }
+        self.wait_one(id).await
+    }
+
+    async fn restart(&self, id: &InstanceId) -> Result<()> {
+        let f = self.find(id).await?;
+        let opts = RestartContainerOptionsBuilder::new()
+            .t(STOP_TIMEOUT_SECS)
+            .build();
+        self.docker
+            .restart_container(&f.container_id, Some(opts))
+            .await
+            .with_context(|| format!("restarting {id}"))?;
+        self.wait_one(id).await
+    }
+
+    async fn pause(&self, id: &InstanceId) -> Result<()> {
+        let f = self.find(id).await?;
+        self.docker
+            .pause_container(&f.container_id)
+            .await
+            .map_err(|e| {
+                if status_of(&e) == Some(409) {
+                    anyhow!("cannot pause {id}: it is not running or already paused ({e})")
+                } else {
+                    anyhow!(e).context(format!("pausing {id}"))
+                }
+            })
+    }
+
+    async fn unpause(&self, id: &InstanceId) -> Result<()> {
+        let f = self.find(id).await?;
+        match self.docker.unpause_container(&f.container_id).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(409) => {
+                bail!("cannot unpause {id}: it is not paused ({e})")
+            }
+            Err(e) => Err(anyhow!(e).context(format!("unpausing {id}"))),
+        }
+    }
+
+    async fn disconnect(&self, id: &InstanceId) -> Result<()> {
+        let f = self.find(id).await?;
+        let net = self.home_network().await?;
+        let req = NetworkDisconnectRequest {
+            container: f.container_id.clone(),
+            force: Some(true),
+        };
+        match self.docker.disconnect_network(&net, req).await {
+            Ok(()) => Ok(()),
+            // Not connected: already the state asked for.
+            Err(e) if format!("{e}").contains("is not connected") => Ok(()),
+            Err(e) => Err(anyhow!(e).context(format!("disconnecting {id} from {net}"))),
+        }
+    }
+
+    async fn reconnect(&self, id: &InstanceId) -> Result<()> {
+        let f = self.find(id).await?;
+        let net = self.home_network().await?;
+        let req = NetworkConnectRequest {
+            container: f.container_id.clone(),
+            // The alias is how the others find it (kafka:9092, mongo:27017).
+            endpoint_config: Some(EndpointSettings {
+                aliases: Some(vec![id.service.name().to_string()]),
+                ..Default::default()
+            }),
+        };
+        match self.docker.connect_network(&net, req).await {
+            Ok(()) => Ok(()),
+            Err(e) if format!("{e}").contains("already exists") => Ok(()),
+            Err(e) => Err(anyhow!(e).context(format!("reconnecting {id} to {net}"))),
+        }
+    }
+
+    async fn logs(&self, id: &InstanceId, tail: usize) -> Result<String> {
+        let f = self.find(id).await?;
+        self.logs_of(&f.container_id, tail).await
+    }
+}
+
+fn status_of(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}

@@ -1,0 +1,265 @@
+//! What each container of a stack is made of: image, command, environment (from the
+//! service contract), published ports, volumes, healthcheck, labels and network alias.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use wiber_model::contract::{env, Names};
+
+use super::images::ImageFlavor;
+use super::{
+    Config, DockerStack, API_PORT, KAFKA_CLUSTER_ID, KAFKA_EXTERNAL_PORT, LABEL_INSTANCE,
+    LABEL_PROJECT, LABEL_SERVICE, MONGO_PORT, STOP_TIMEOUT_SECS,
+};
+use crate::runtime::{InstanceId, Service, ServiceEnv};
+
+impl DockerStack {
+    /// The container of one instance, as `up` creates it.
+    pub(super) async fn container_body(
+        &self,
+        cfg: &Config,
+        id: &InstanceId,
+    ) -> ContainerCreateBody {
+        let images = &cfg.images;
+        let spec = &cfg.spec;
+        let mut env: Vec<String> = Vec::new();
+        let mut cmd: Option<Vec<String>> = None;
+        let mut ports: Vec<(u16, u16)> = Vec::new();
+        let mut binds: Vec<String> = Vec::new();
+        let mut healthcheck: Option<HealthConfig> = None;
+        let image;
+        match id.service {
+            Service::Kafka => {
+                image = images.kafka.clone();
+                env.extend(kafka_env(spec.ports.kafka));
+                ports.push((KAFKA_EXTERNAL_PORT, spec.ports.kafka));
+                binds.push(format!("{}:/var/lib/kafka/data", self.volume_name("kafka")));
+                if !self.image_has_healthcheck(&image).await {
+                    // apache/kafka defines none: the tool compose uses too.
+                    healthcheck = Some(health(
+                        &["CMD-SHELL", "/opt/kafka/bin/kafka-broker-api-versions.sh --bootstrap-server localhost:9092 >/dev/null 2>&1"],
+                        5,
+                        20,
+                        60,
+                        12,
+                    ));
+                }
+            }
+            Service::Mongo => {
+                image = images.mongo.clone();
+                ports.push((MONGO_PORT, spec.ports.mongo));
+                match images.flavor {
+                    ImageFlavor::Offline => {
+                        cmd = Some(vec![
+                            "--handler=sqlite".into(),
+                            "--listen-addr=:27017".into(),
+                        ]);
+                        env.extend(
+                            [
+                                "FERRETDB_SQLITE_URL=file:/state/",
+                                "FERRETDB_STATE_DIR=/state",
+                                "FERRETDB_TELEMETRY=disable",
+                            ]
+                            .map(String::from),
+                        );
+                        binds.push(format!("{}:/state", self.volume_name("mongo")));
+                    }
+                    ImageFlavor::Official => {
+                        // A one-member replica set, so `w: majority` means something; the
+                        // healthcheck initiates it on first start (as in the compose file).
+                        cmd = Some(vec![
+                            "--replSet".into(),
+                            "rs0".into(),
+                            "--bind_ip_all".into(),
+                        ]);
+                        binds.push(format!("{}:/data/db", self.volume_name("mongo")));
+                    }
+                }
+                if !self.image_has_healthcheck(&image).await {
+                    healthcheck = Some(health(
+                        &[
+                            "CMD",
+                            "mongosh",
+                            "--quiet",
+                            "--eval",
+                            "try { rs.status() } catch (e) { rs.initiate({_id: 'rs0', members: [{_id: 0, host: 'mongo:27017'}]}) }; \
+                             quit(db.hello().isWritablePrimary ? 0 : 1)",
+                        ],
+                        2,
+                        10,
+                        30,
+                        15,
+                    ));
+                }
+            }
+            Service::Api | Service::Consumer => {
+                image = images.server.clone();
+                cmd = Some(vec![id.service.name().to_string()]);
+                let mut extra = vec![(
+                    env::RUST_LOG.to_string(),
+                    std::env::var(env::RUST_LOG).unwrap_or_else(|_| "info".into()),
+                )];
+                extra.extend(spec.extra_env.iter().cloned());
+                let vars = ServiceEnv {
+                    id: *id,
+                    // Inside the stack's network, by alias.
+                    kafka_bootstrap: "kafka:9092",
+                    // No replicaSet=: works against mongo (rs0, discovered) and FerretDB.
+                    mongo_uri: "mongodb://mongo:27017/",
+                    names: &Names::default(),
+                    partitions: spec.partitions,
+                    api_listen: ("0.0.0.0", API_PORT),
+                    extra: &extra,
+                }
+                .vars();
+                env.extend(vars.into_iter().map(|(k, v)| format!("{k}={v}")));
+                if id.service == Service::Api {
+                    ports.push((API_PORT, spec.ports.api));
+                    // The server image has no curl: a raw HTTP/1.0 GET over bash's /dev/tcp.
+                    healthcheck = Some(health(
+                        &[
+                            "CMD",
+                            "bash",
+                            "-c",
+                            "exec 3<>/dev/tcp/127.0.0.1/8000 && printf 'GET /health/readiness HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '",
+                        ],
+                        2,
+                        5,
+                        30,
+                        10,
+                    ));
+                }
+            }
+        }
+        let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = ports
+            .iter()
+            .map(|(inner, host)| {
+                (
+                    format!("{inner}/tcp"),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(host.to_string()),
+                    }]),
+                )
+            })
+            .collect();
+        let labels = HashMap::from([
+            (LABEL_PROJECT.to_string(), self.project.clone()),
+            (LABEL_SERVICE.to_string(), id.service.name().to_string()),
+            (LABEL_INSTANCE.to_string(), id.index.to_string()),
+        ]);
+        let endpoint = EndpointSettings {
+            aliases: Some(vec![id.service.name().to_string()]),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(image),
+            cmd,
+            env: Some(env),
+            labels: Some(labels),
+            healthcheck,
+            exposed_ports: Some(
+                ports
+                    .iter()
+                    .map(|(inner, _)| format!("{inner}/tcp"))
+                    .collect(),
+            ),
+            stop_timeout: Some(i64::from(STOP_TIMEOUT_SECS)),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                port_bindings: Some(port_bindings),
+                network_mode: Some(self.network_name()),
+                // Note: the engine treats `docker kill` as a manual stop, so a killed
+                // container is not restarted by this policy; chaos starts it explicitly.
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            networking_config: Some(bollard::models::NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(self.network_name(), endpoint)])),
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The broker's settings (same as the compose file; the offline image reads the same
+/// variables as `apache/kafka`).
+fn kafka_env(host_port: u16) -> Vec<String> {
+    [
+        ("KAFKA_NODE_ID", "1".to_string()),
+        ("KAFKA_PROCESS_ROLES", "broker,controller".into()),
+        (
+            "KAFKA_LISTENERS",
+            format!("PLAINTEXT://:9092,CONTROLLER://:9093,EXTERNAL://:{KAFKA_EXTERNAL_PORT}"),
+        ),
+        (
+            "KAFKA_ADVERTISED_LISTENERS",
+            format!("PLAINTEXT://kafka:9092,EXTERNAL://127.0.0.1:{host_port}"),
+        ),
+        (
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,EXTERNAL:PLAINTEXT".into(),
+        ),
+        ("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER".into()),
+        ("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT".into()),
+        // localhost, not kafka: the controller must reach itself even while a fault
+        // test has disconnected the container from the network.
+        ("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093".into()),
+        ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1".into()),
+        ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1".into()),
+        ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1".into()),
+        (
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+            "1".into(),
+        ),
+        ("KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR", "1".into()),
+        ("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0".into()),
+        // Topics are created by the services with their own settings.
+        ("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false".into()),
+        ("KAFKA_LOG_DIRS", "/var/lib/kafka/data".into()),
+        ("CLUSTER_ID", KAFKA_CLUSTER_ID.into()),
+        // The image default (1 GiB fixed) is more than one test broker needs.
+        ("KAFKA_HEAP_OPTS", "-Xmx512m -Xms256m".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| format!("{k}={v}"))
+    .collect()
+}
+
+fn health(
+    test: &[&str],
+    interval_s: i64,
+    timeout_s: i64,
+    start_s: i64,
+    retries: i64,
+) -> HealthConfig {
+    const NS: i64 = 1_000_000_000;
+    HealthConfig {
+        test: Some(test.iter().map(|s| s.to_string()).collect()),
+        interval: Some(interval_s * NS),
+        timeout: Some(timeout_s * NS),
+        start_period: Some(start_s * NS),
+        retries: Some(retries),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_advertises_the_host_port() {
+        let env = kafka_env(19094);
+        assert!(env.contains(
+            &"KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://kafka:9092,EXTERNAL://127.0.0.1:19094"
+                .to_string()
+        ));
+    }
+}

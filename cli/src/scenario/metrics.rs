@@ -1,0 +1,189 @@
+//! A scenario's numbers: the metrics thresholds are evaluated on (from the load's bench
+//! reports, verify's counts and the recovery figures), and the `--baseline` comparison.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use wiber_model::report::{Report, VerifyCounts};
+
+use super::outcome::Comparison;
+use super::recovery::Recovery;
+use super::threshold::{self, Metrics};
+
+pub(super) fn add_counts(a: &mut VerifyCounts, b: &VerifyCounts) {
+    a.ledger_ok += b.ledger_ok;
+    a.ledger_failed += b.ledger_failed;
+    a.ledger_unknown += b.ledger_unknown;
+    a.stored += b.stored;
+    a.lost += b.lost;
+    a.duplicated += b.duplicated;
+    a.unexpected += b.unexpected;
+    a.corrupted += b.corrupted;
+    a.reordered += b.reordered;
+    a.recovered += b.recovered;
+}
+
+pub(super) fn read_report(dir: &Path) -> Result<Report> {
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a bench report", path.display()))
+}
+
+/// The metrics of one bench report (and its verify verdict, when it has one).
+pub fn report_metrics(r: &Report) -> Metrics {
+    let mut m = Metrics::new();
+    let s = &r.summary;
+    for (k, v) in [
+        ("sent", s.sent),
+        ("ok", s.ok),
+        ("failed", s.failed),
+        ("unknown", s.unknown),
+        ("not_started", s.not_started),
+        ("retried", s.retried),
+    ] {
+        m.insert(k.into(), v as f64);
+    }
+    m.insert("achieved_rate".into(), s.achieved_rate);
+    for (kind, n) in &s.errors {
+        m.insert(format!("errors.{kind}"), *n as f64);
+    }
+    let mut lat = |family: &str, p: &wiber_model::report::Percentiles| {
+        if p.count == 0 {
+            return;
+        }
+        for (stat, v) in [
+            ("mean", p.mean),
+            ("p50", p.p50),
+            ("p90", p.p90),
+            ("p99", p.p99),
+            ("p999", p.p999),
+            ("max", p.max),
+        ] {
+            m.insert(format!("{family}.{stat}"), v);
+        }
+    };
+    lat("ack", &s.ack_ms);
+    lat("service", &s.service_ms);
+    if let Some(e) = &s.e2e_ms {
+        lat("e2e", e);
+    }
+    if let Some(v) = &r.verify {
+        insert_counts(&mut m, &v.counts);
+    }
+    m
+}
+
+fn insert_counts(m: &mut Metrics, c: &VerifyCounts) {
+    for (k, v) in [
+        ("lost", c.lost),
+        ("duplicated", c.duplicated),
+        ("unexpected", c.unexpected),
+        ("corrupted", c.corrupted),
+        ("reordered", c.reordered),
+        ("recovered", c.recovered),
+        ("stored", c.stored),
+    ] {
+        m.insert(k.into(), v as f64);
+    }
+}
+
+/// A scenario's metrics: one segment's exactly; several segments summed (counts),
+/// time-weighted (rate) or the worst segment's (latencies: conservative, as percentiles
+/// of separate runs cannot be merged from their summaries).
+pub(super) fn metrics(
+    reports: &[Report],
+    durations: &[Duration],
+    counts: &VerifyCounts,
+    rec: &[Recovery],
+) -> Metrics {
+    let mut m = Metrics::new();
+    let total: f64 = durations.iter().map(Duration::as_secs_f64).sum();
+    for (i, r) in reports.iter().enumerate() {
+        let w = durations.get(i).map_or(0.0, Duration::as_secs_f64) / total.max(f64::MIN_POSITIVE);
+        for (k, v) in report_metrics(r) {
+            let e = m.entry(k.clone()).or_insert(0.0);
+            match threshold::kind(&k) {
+                Some(threshold::Kind::Rate) => *e += v * w,
+                Some(threshold::Kind::Latency) => *e = e.max(v),
+                _ => *e += v,
+            }
+        }
+    }
+    insert_counts(&mut m, counts);
+    if !rec.is_empty() {
+        let worst = |f: fn(&Recovery) -> Option<i64>| -> Option<f64> {
+            rec.iter()
+                .map(f)
+                .collect::<Option<Vec<i64>>>()
+                .map(|v| v.into_iter().max().unwrap_or(0) as f64)
+        };
+        if let Some(v) = worst(|r| r.first_ack_ms) {
+            m.insert("recovery.first_ack".into(), v);
+        }
+        if let Some(v) = worst(|r| r.lag_zero_ms) {
+            m.insert("recovery.lag_zero".into(), v);
+        }
+    }
+    m
+}
+
+/// Metrics compared with `--baseline`.
+const COMPARED: [&str; 12] = [
+    "achieved_rate",
+    "ok",
+    "unknown",
+    "lost",
+    "duplicated",
+    "ack.p50",
+    "ack.p99",
+    "ack.max",
+    "service.p99",
+    "e2e.p99",
+    "recovery.first_ack",
+    "recovery.lag_zero",
+];
+
+pub(super) fn compare(base: &Metrics, run: &Metrics) -> Vec<Comparison> {
+    COMPARED
+        .iter()
+        .filter_map(|k| {
+            let (b, r) = (*base.get(*k)?, *run.get(*k)?);
+            Some(Comparison {
+                metric: k.to_string(),
+                baseline: b,
+                run: r,
+                change_pct: (b != 0.0).then(|| ((r - b) / b * 1000.0).round() / 10.0),
+            })
+        })
+        .collect()
+}
+
+/// Reads a baseline: a scenario run directory or its `scenario.json`, or a bench run
+/// directory or its `report.json`.
+pub fn load_baseline(path: &Path) -> Result<Metrics> {
+    let file = if path.is_dir() {
+        [path.join("scenario.json"), path.join("report.json")]
+            .into_iter()
+            .find(|p| p.is_file())
+            .with_context(|| format!("{} has neither scenario.json nor report.json: pass a scenario or bench run directory", path.display()))?
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read the baseline {}", file.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("the baseline {} is not JSON", file.display()))?;
+    if let Some(m) = v.get("metrics") {
+        return serde_json::from_value(m.clone())
+            .with_context(|| format!("the metrics of {} are not numbers", file.display()));
+    }
+    let r: Report = serde_json::from_value(v).map_err(|e| {
+        anyhow!(
+            "the baseline {} is neither a scenario.json nor a bench report.json: {e}",
+            file.display()
+        )
+    })?;
+    Ok(report_metrics(&r))
+}
