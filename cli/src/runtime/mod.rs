@@ -23,7 +23,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,19 @@ pub use wiber_model::contract::{InstanceId, Names, ParseIdError, Service};
 
 /// Default project name (also compose's, from `docker/.env`).
 pub const DEFAULT_PROJECT: &str = "wiber";
+
+/// Project names become parts of container, network, volume and directory names.
+pub fn validate_project(p: &str) -> Result<()> {
+    let ok = !p.is_empty()
+        && p.len() <= 40
+        && p.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if !ok {
+        bail!("invalid project name {p:?}: use 1-40 letters, digits, '_', '-' or '.', starting with a letter or digit");
+    }
+    Ok(())
+}
 
 /// Which runtime runs a stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use super::docker::{self, DockerStack};
 use super::local::{LocalStack, LocalStackConfig, Ownership};
 use super::{
-    Action, Endpoints, InstanceId, InstanceInfo, InstanceState, InstanceStatus, Names, Runtime,
-    RuntimeKind, Service, Signal, StackSpec, UpAction, UpEvent,
+    validate_project, Action, Endpoints, InstanceId, InstanceInfo, InstanceState, InstanceStatus,
+    Names, Runtime, RuntimeKind, Service, Signal, StackSpec, UpAction, UpEvent,
 };
 use crate::provision;
 
@@ -53,19 +53,6 @@ pub fn local_dir(project: &str) -> Result<PathBuf> {
         .join(".wiber")
         .join("stacks")
         .join(project))
-}
-
-/// Project names become parts of container, network, volume and directory names.
-pub fn validate_project(p: &str) -> Result<()> {
-    let ok = !p.is_empty()
-        && p.len() <= 40
-        && p.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && p.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
-    if !ok {
-        bail!("invalid project name {p:?}: use 1-40 letters, digits, '_', '-' or '.', starting with a letter or digit");
-    }
-    Ok(())
 }
 
 impl Stack {

@@ -9,7 +9,6 @@ use wiber_model::report::VerifyCounts;
 use super::format::Scenario;
 use super::junit::{Case, CaseStatus, Suite};
 use super::recovery::Recovery;
-use super::run::RunOptions;
 use super::threshold::{Evaluation, Metrics, Verdict};
 use super::timeline::FaultRecord;
 use crate::runtime::RuntimeKind;
@@ -69,7 +68,8 @@ pub struct Comparison {
 }
 
 impl ScenarioRun {
-    pub(super) fn new(sc: &Scenario, opts: &RunOptions) -> ScenarioRun {
+    /// A run of `sc` on `project` that has found nothing yet (verdict `error` until it has).
+    pub(super) fn new(sc: &Scenario, project: &str, baseline: Option<PathBuf>) -> ScenarioRun {
         ScenarioRun {
             schema: SCHEMA.into(),
             name: sc.name.clone(),
@@ -80,7 +80,7 @@ impl ScenarioRun {
             dir: None,
             started_ms: wiber_model::now_ms(),
             seconds: 0.0,
-            project: opts.stack.project.clone(),
+            project: project.to_string(),
             runtime: None,
             brought_up: false,
             torn_down: false,
@@ -93,7 +93,7 @@ impl ScenarioRun {
             faults: Vec::new(),
             recovery: Vec::new(),
             rollback_failures: Vec::new(),
-            baseline: opts.baseline.as_ref().map(|b| b.0.clone()),
+            baseline,
             comparison: Vec::new(),
         }
     }

@@ -62,6 +62,10 @@ fn say(line: String) {
     eprintln!("{line}");
 }
 
+fn baseline_path(opts: &RunOptions) -> Option<PathBuf> {
+    opts.baseline.as_ref().map(|b| b.0.clone())
+}
+
 /// Runs one scenario file end to end.
 pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
     let t0 = Instant::now();
@@ -88,13 +92,14 @@ pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
                     faults: Vec::new(),
                     thresholds: Vec::new(),
                 },
-                opts,
+                &opts.stack.project,
+                baseline_path(opts),
             );
             o.error = Some(format!("{e:#}"));
             return o;
         }
     };
-    let mut out = ScenarioRun::new(&sc, opts);
+    let mut out = ScenarioRun::new(&sc, &opts.stack.project, baseline_path(opts));
     say(format!(
         "scenario {}: {} ({} s of load at {:.0} req/s, {} fault(s), {} threshold(s))",
         sc.name,

@@ -138,7 +138,7 @@ impl DockerStack {
     /// Connects to the engine (`DOCKER_HOST` or the local socket) and negotiates the API
     /// version (the Debian engine here speaks 1.41, older than bollard's default).
     pub async fn connect(project: &str) -> Result<DockerStack> {
-        super::stack::validate_project(project)?;
+        super::validate_project(project)?;
         let docker = Docker::connect_with_local_defaults()
             .context("cannot set up a Docker client (check DOCKER_HOST)")?;
         let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
