@@ -8,7 +8,7 @@ use wiber_model::NewMessage;
 
 use crate::client::{ApiClient, DEFAULT_API_URL};
 use crate::commands;
-use crate::exit::{self, Outcome};
+use crate::exit::{self, Exit};
 use crate::units::parse_duration;
 
 #[derive(Parser)]
@@ -117,7 +117,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let api = ApiClient::new(&cli.api_url, cli.timeout)?;
     let json = cli.json;
     match cli.command {

@@ -4,21 +4,21 @@
 
 use std::process::ExitCode;
 
-/// What a command concluded, mapped to the exit-code contract by [`Outcome::code`].
+/// What a command concluded, mapped to the exit-code contract by [`Exit::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Exit {
     Pass,
     Fail,
 }
 
-pub const PASS: Outcome = Outcome::Pass;
-pub const FAIL: Outcome = Outcome::Fail;
+pub const PASS: Exit = Exit::Pass;
+pub const FAIL: Exit = Exit::Fail;
 
-impl Outcome {
+impl Exit {
     pub fn code(self) -> ExitCode {
         match self {
-            Outcome::Pass => ExitCode::SUCCESS,
-            Outcome::Fail => ExitCode::from(1),
+            Exit::Pass => ExitCode::SUCCESS,
+            Exit::Fail => ExitCode::from(1),
         }
     }
 }

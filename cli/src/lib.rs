@@ -1,18 +1,29 @@
 //! wiberctl: operator CLI and load/fault-injection harness for the Wiber stack.
 //!
-//! Layout:
-//! - [`app`]: the command line (clap) and dispatch; `main.rs` only calls it.
-//! - [`commands`]: one module per command group (messages, stack, ...).
-//! - [`client`]: the HTTP adapter (reqwest) speaking the API contract.
-//! - [`kafka`]: the rdkafka adapter (consumer-group lag).
-//! - [`runtime`]: the seam through which the stack is started, stopped, killed and
-//!   paused; `runtime::local` runs it as local processes.
-//! - [`provision`]: fetches Kafka (Maven Central) and FerretDB (Go module proxy) once.
-//! - [`events`]: the event log of faults and actions (JSON lines) for reports.
-//! - [`output`]: tables and JSON; [`exit`]: the exit-code contract.
-//! - [`bench`]: open-loop load generator and ledger; [`verify`]: the delivery invariants
-//!   checked in MongoDB; [`report`]: report.json/md/html writers.
-//! - [`scenario`]: scenario files (load + fault timeline + thresholds) and their runner.
+//! Layout, bottom layer first. A module imports only modules of lower layers;
+//! `cli/tests/layering.rs` fails CI on an upward import or a cycle between siblings.
+//!
+//! 1. Leaves and adapters:
+//!    - [`units`]: durations as people write them; [`exit`]: the exit-code contract;
+//!      [`output`]: tables and JSON; [`events`]: the event log of faults (JSON lines);
+//!      [`runfile`]: a bench run's `run.json` and where its messages end up.
+//!    - [`client`]: the HTTP adapter (reqwest) speaking the API contract; [`kafka`]: the
+//!      rdkafka adapter (consumer-group lag); [`provision`]: fetches Kafka (Maven Central)
+//!      and FerretDB (Go module proxy) once.
+//! 2. [`runtime`]: the one seam that owns the stack. [`runtime::Stack`] brings it up and
+//!    down, reports status and health, scales it, says where it is, applies and undoes
+//!    faults, on Docker ([`runtime::docker`], bollard) or as local processes
+//!    ([`runtime::local`]). The fault model ([`runtime::fault`]) and the health judgement
+//!    ([`runtime::health`]) live there too. [`report`]: report.json/md/html writers.
+//! 3. [`verify`]: the delivery invariants, checked in MongoDB against the ledger.
+//! 4. [`bench`]: the open-loop load generator and its ledger.
+//! 5. [`scenario`]: scenario files (load + fault timeline + thresholds), the fault
+//!    timeline (also what `chaos` runs) and the runner.
+//! 6. [`commands`]: one module per command group, flags shared in [`commands::args`].
+//! 7. [`app`]: the command line (clap) and dispatch; `main.rs` only calls it.
+//!
+//! The names the stack's services share with wiberctl (services, env variables, topic,
+//! group, database, collection, the stored document) come from `wiber_model`.
 
 pub mod app;
 pub mod bench;

@@ -120,12 +120,9 @@ fn edges() -> Vec<(Vec<String>, Vec<String>, PathBuf)> {
         for h in heads(&text, "crate::") {
             out.push((from.clone(), vec![h], f.clone()));
         }
-        // `super::x` from a/b/c.rs names a/b/x (from a/b/mod.rs, a/x).
-        let parent: Vec<String> = if f.ends_with("mod.rs") {
-            from[..from.len().saturating_sub(1)].to_vec()
-        } else {
-            from[..from.len().saturating_sub(1)].to_vec()
-        };
+        // `super::x` in module a::b::c (a/b/c.rs) names a::b::x; in a::b (a/b.rs or
+        // a/b/mod.rs) it names a::x: the module's parent either way.
+        let parent: Vec<String> = from[..from.len().saturating_sub(1)].to_vec();
         for h in heads(&text, "super::") {
             let mut to = parent.clone();
             to.push(h);

@@ -140,8 +140,9 @@ find_mirror() {
 ensure_debootstrap() {
   command -v debootstrap >/dev/null 2>&1 && return 0
   log "installing debootstrap via apt"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null; } ||
+  # Lock::Timeout: wait for another apt (e.g. a docker.io install) instead of failing.
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends debootstrap >/dev/null 2>&1 ||
+    { apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends debootstrap >/dev/null; } ||
     die "could not install debootstrap" "run 'apt-get update && apt-get install debootstrap' by hand"
 }
 
@@ -325,6 +326,12 @@ fetch_ferretdb() { # -> FERRETDB_BIN
 STEP="prepare"
 T_PREP=$SECONDS
 declare -a prep_pids=() prep_names=()
+# Installed once, here: the two rootfs builds below run side by side, and two apt-get
+# installs at once fail on dpkg's lock (seen on a cold machine).
+if { [ "$need_java" -eq 1 ] && base_needed wiber-base "$JAVA_INC"; } ||
+  { [ "$need_slim" -eq 1 ] && base_needed wiber-base-slim "$SLIM_INC"; }; then
+  ensure_debootstrap
+fi
 prep() { local what="$1"; shift; ( "$@" ) & prep_pids+=("$!"); prep_names+=("$what"); }
 if [ "$need_java" -eq 1 ] && base_needed wiber-base "$JAVA_INC"; then prep "wiber-base rootfs" make_rootfs wiber-base "$JAVA_INC"; fi
 if [ "$need_slim" -eq 1 ] && base_needed wiber-base-slim "$SLIM_INC"; then prep "wiber-base-slim rootfs" make_rootfs wiber-base-slim "$SLIM_INC"; fi

@@ -41,9 +41,9 @@ ensure_engine() {
     local t0=$SECONDS
     export DEBIAN_FRONTEND=noninteractive
     # apt-get update is needed on a fresh machine (package lists may be empty or old).
-    apt-get update -qq >/dev/null ||
+    apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null ||
       _ee_die "step 'apt-get update' failed" "check the machine's apt sources and network to the Debian mirror"
-    apt-get install -y -qq --no-install-recommends docker.io >/dev/null ||
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends docker.io >/dev/null ||
       _ee_die "step 'apt-get install docker.io' failed" "run 'apt-get install docker.io' by hand to see why"
     _ee_log "docker.io installed in $((SECONDS - t0)) s"
     # The package's own service start may already have brought an engine up.

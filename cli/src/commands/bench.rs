@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use wiber_model::contract::{defaults, env};
 
 use crate::bench::{self, print, slo::Slo, BenchOptions, Mode};
-use crate::exit::{self, Outcome};
+use crate::exit::{self, Exit};
 use crate::output;
 use crate::units::parse_duration;
 use crate::verify::store::{StoreTarget, DEFAULT_KAFKA, DEFAULT_MONGO_URI};
@@ -16,19 +17,22 @@ use crate::verify::store::{StoreTarget, DEFAULT_KAFKA, DEFAULT_MONGO_URI};
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// MongoDB (or FerretDB) connection string, read directly for end-to-end latency and verify.
-    #[arg(long, env = "MONGO_URI", default_value = DEFAULT_MONGO_URI)]
+    #[arg(long, env = env::MONGO_URI, default_value = DEFAULT_MONGO_URI)]
     pub mongo_uri: String,
-    #[arg(long, env = "MONGO_DB", default_value = "wiber")]
+    /// Database the consumers write to (the services' MONGO_DB).
+    #[arg(long, env = env::MONGO_DB, default_value = defaults::MONGO_DB)]
     pub mongo_db: String,
-    #[arg(long, env = "MONGO_COLLECTION", default_value = "messages")]
+    /// Collection the consumers write to (the services' MONGO_COLLECTION).
+    #[arg(long, env = env::MONGO_COLLECTION, default_value = defaults::MONGO_COLLECTION)]
     pub mongo_collection: String,
     /// Kafka bootstrap servers, to wait until the consumer group has drained.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = DEFAULT_KAFKA)]
+    #[arg(long, env = env::KAFKA_BOOTSTRAP_SERVERS, default_value = DEFAULT_KAFKA)]
     pub kafka: String,
     /// Consumer group of the store writers.
-    #[arg(long, env = "KAFKA_CONSUMER_GROUP", default_value = "wiber-consumers")]
+    #[arg(long, env = env::KAFKA_CONSUMER_GROUP, default_value = defaults::CONSUMER_GROUP)]
     pub group: String,
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "wiber.messages")]
+    /// Topic the api publishes to.
+    #[arg(long, env = env::KAFKA_TOPIC, default_value = defaults::TOPIC)]
     pub topic: String,
 }
 
@@ -124,7 +128,7 @@ pub async fn run(
     api_url: &str,
     timeout: Duration,
     json: bool,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Exit> {
     let mode = if args.max {
         Mode::Max
     } else if args.find_max {

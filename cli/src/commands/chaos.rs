@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::args::StackArgs;
 use crate::events::EventLog;
-use crate::exit::{self, Outcome};
+use crate::exit::{self, Exit};
 use crate::output;
 use crate::runtime::fault::{self, Action, Signal, Target};
 use crate::runtime::Stack;
@@ -125,7 +125,7 @@ fn fault_spec(args: &ChaosArgs) -> Result<FaultSpec> {
     })
 }
 
-pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
+pub async fn run(args: ChaosArgs, json: bool) -> Result<Exit> {
     let spec = fault_spec(&args)?;
     // Installed before the first action so that Ctrl-C (or SIGTERM) during `--for` is
     // noticed and the undo still runs instead of the process dying mid-fault.
@@ -152,6 +152,7 @@ pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
             eprintln!("{line}");
         }
     };
+    let wants_undo = spec.for_.is_some();
     let faults = [spec];
     let tl = timeline::run(
         &stack,
@@ -168,8 +169,13 @@ pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
         _ = sigint.recv() => { interrupted = true; Ok(()) }
         _ = sigterm.recv() => { interrupted = true; Ok(()) }
     };
-    // Whatever is still owed (an interrupted --for, a failed step) is undone now.
-    let failures = timeline::rollback_all(&stack, &rollbacks, &log, &records).await;
+    // A fault without --for is meant to stay (that is what `chaos kill` is for); with
+    // --for, whatever undo is still owed (Ctrl-C during the wait, a failed step) runs now.
+    let failures = if wants_undo {
+        timeline::rollback_all(&stack, &rollbacks, &log, &records).await
+    } else {
+        Vec::new()
+    };
     let done = log.written();
     if json {
         output::json(&serde_json::json!({
@@ -208,7 +214,7 @@ pub async fn run(args: ChaosArgs, json: bool) -> Result<Outcome> {
 }
 
 /// What the fault would do, resolved against the stack as it is now.
-async fn dry_run(stack: &Stack, spec: &FaultSpec, log: &EventLog, json: bool) -> Result<Outcome> {
+async fn dry_run(stack: &Stack, spec: &FaultSpec, log: &EventLog, json: bool) -> Result<Exit> {
     let mut plan = Vec::new();
     if spec.action == Action::Scale {
         plan.push(format!(

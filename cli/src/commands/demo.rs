@@ -10,7 +10,7 @@ use wiber_model::NewMessage;
 use super::args::{StackArgs, UpFlags};
 use super::stack::{self, UpArgs};
 use crate::client::ApiClient;
-use crate::exit::{self, Outcome};
+use crate::exit::{self, Exit};
 use crate::output;
 use crate::runtime::{Locator, RuntimeKind, Stack, DEFAULT_PROJECT};
 
@@ -26,7 +26,7 @@ pub struct DemoArgs {
     pub up: UpFlags,
 }
 
-pub async fn run(args: DemoArgs, timeout: Duration) -> anyhow::Result<Outcome> {
+pub async fn run(args: DemoArgs, timeout: Duration) -> anyhow::Result<Exit> {
     let loc = Locator {
         project: args.project.clone(),
         runtime: Some(args.runtime),

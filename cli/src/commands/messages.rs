@@ -3,11 +3,11 @@
 use wiber_model::NewMessage;
 
 use crate::client::{ApiClient, ClientError};
-use crate::exit::{self, Outcome};
+use crate::exit::{self, Exit};
 use crate::output;
 
 /// Sends one message. Exit 0 when Kafka acknowledged it, 1 when the API refused it.
-pub async fn send(api: &ApiClient, msg: NewMessage, json: bool) -> anyhow::Result<Outcome> {
+pub async fn send(api: &ApiClient, msg: NewMessage, json: bool) -> anyhow::Result<Exit> {
     match api.send(&msg).await {
         Ok(m) => {
             if json {
@@ -30,7 +30,7 @@ pub async fn read(
     limit: u32,
     skip: u64,
     json: bool,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Exit> {
     let result = match user2 {
         Some(u2) => api.conversation(user1, u2, limit, skip).await,
         None => api.user_messages(user1, limit).await,
@@ -56,7 +56,7 @@ pub async fn count(
     user1: Option<&str>,
     user2: Option<&str>,
     json: bool,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Exit> {
     match api.count(user1, user2).await {
         Ok(c) => {
             if json {
@@ -78,7 +78,7 @@ pub async fn count(
 }
 
 /// Readiness of the stack as the API sees it. Exit 0 ready, 1 not ready or unreachable.
-pub async fn health(api: &ApiClient, json: bool) -> anyhow::Result<Outcome> {
+pub async fn health(api: &ApiClient, json: bool) -> anyhow::Result<Exit> {
     match api.readiness().await {
         Ok((status, r)) => {
             let ready = status == 200;
@@ -115,7 +115,7 @@ pub async fn health(api: &ApiClient, json: bool) -> anyhow::Result<Outcome> {
 
 /// The API answered with an error: say what and why, exit 1. An unreachable API is the
 /// tool failing to do its job: exit 2 through the error path.
-fn refused(e: ClientError, json: bool) -> anyhow::Result<Outcome> {
+fn refused(e: ClientError, json: bool) -> anyhow::Result<Exit> {
     match &e {
         ClientError::Status {
             status,

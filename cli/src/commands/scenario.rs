@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use super::args::{StackArgs, UpFlags};
-use crate::exit::{self, Outcome};
+use crate::exit::{self, Exit};
 use crate::output;
 use crate::scenario::{self, outcome::RunVerdict};
 use crate::units::parse_duration;
@@ -70,7 +70,7 @@ pub struct RunArgs {
     pub up: UpFlags,
 }
 
-pub async fn run(cmd: ScenarioCmd, json: bool) -> Result<Outcome> {
+pub async fn run(cmd: ScenarioCmd, json: bool) -> Result<Exit> {
     match cmd {
         ScenarioCmd::Run(args) => run_files(*args, json).await,
         ScenarioCmd::Validate { files } => validate(&files, json),
@@ -78,7 +78,7 @@ pub async fn run(cmd: ScenarioCmd, json: bool) -> Result<Outcome> {
     }
 }
 
-async fn run_files(args: RunArgs, json: bool) -> Result<Outcome> {
+async fn run_files(args: RunArgs, json: bool) -> Result<Exit> {
     let baseline = match &args.baseline {
         Some(p) => Some((p.clone(), scenario::metrics::load_baseline(p)?)),
         None => None,
@@ -146,7 +146,7 @@ async fn run_files(args: RunArgs, json: bool) -> Result<Outcome> {
     })
 }
 
-fn validate(files: &[PathBuf], json: bool) -> Result<Outcome> {
+fn validate(files: &[PathBuf], json: bool) -> Result<Exit> {
     let mut bad = Vec::new();
     let mut rows = Vec::new();
     for f in files {
@@ -182,7 +182,7 @@ fn validate(files: &[PathBuf], json: bool) -> Result<Outcome> {
     Ok(exit::PASS)
 }
 
-fn list(dir: Option<PathBuf>, json: bool) -> Result<Outcome> {
+fn list(dir: Option<PathBuf>, json: bool) -> Result<Exit> {
     let dir = match dir {
         Some(d) => d,
         None => crate::provision::repo_root()

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::args::{StackArgs, UpFlags};
-use crate::exit::{self, Outcome};
+use crate::exit::{self, Exit};
 use crate::kafka;
 use crate::output;
 use crate::runtime::health::{self, ApiReadiness};
@@ -73,7 +73,7 @@ pub struct UpArgs {
     pub up: UpFlags,
 }
 
-pub async fn run(cmd: StackCmd, json: bool) -> Result<Outcome> {
+pub async fn run(cmd: StackCmd, json: bool) -> Result<Exit> {
     match cmd {
         StackCmd::Up(args) => up(args, json).await,
         StackCmd::Down { stack, volumes } => down(&stack, volumes, json).await,
@@ -90,7 +90,7 @@ pub async fn run(cmd: StackCmd, json: bool) -> Result<Outcome> {
 
 /// Brings the stack up (or finds it up), waits until it is healthy, says where it is.
 /// Also what `demo` runs.
-pub async fn up(args: UpArgs, json: bool) -> Result<Outcome> {
+pub async fn up(args: UpArgs, json: bool) -> Result<Exit> {
     let t0 = std::time::Instant::now();
     let spec = StackSpec {
         consumers: args.consumers,
@@ -170,7 +170,7 @@ fn say(bar: &ProgressBar, json: bool, line: String) {
 
 // --- down ----------------------------------------------------------------------------
 
-async fn down(r: &StackArgs, volumes: bool, json: bool) -> Result<Outcome> {
+async fn down(r: &StackArgs, volumes: bool, json: bool) -> Result<Exit> {
     let stack = match Stack::open(&r.locator()).await {
         Ok(s) => s,
         Err(e) if e.downcast_ref::<NoStack>().is_some() => {
@@ -235,7 +235,7 @@ struct LagRow {
     high: i64,
 }
 
-async fn status(r: &StackArgs, json: bool) -> Result<Outcome> {
+async fn status(r: &StackArgs, json: bool) -> Result<Exit> {
     let stack = Stack::open(&r.locator()).await?;
     let report = health::check(&stack).await?;
     let rows: Vec<ContainerRow> = report.instances.iter().map(row).collect();
@@ -381,7 +381,7 @@ fn uptime(s: i64) -> String {
 
 // --- logs ----------------------------------------------------------------------------
 
-async fn logs(r: &StackArgs, what: &str, tail: usize) -> Result<Outcome> {
+async fn logs(r: &StackArgs, what: &str, tail: usize) -> Result<Exit> {
     let stack = Stack::open(&r.locator()).await?;
     let ids: Vec<InstanceId> = if what.contains('#') {
         vec![what.parse()?]

@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Args;
 use serde_json::json;
-use wiber_model::report::VerifyReport;
+use wiber_model::report::{Verdict, VerifyReport};
 
-use crate::exit::{self, Outcome};
+use crate::exit::{self, Exit};
 use crate::output;
 use crate::units::parse_duration;
 use crate::verify::{self, VerifyOptions};
@@ -48,7 +48,7 @@ pub struct VerifyArgs {
     pub topic: Option<String>,
 }
 
-pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<Outcome> {
+pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<Exit> {
     let run_dir = match args.run_dir {
         Some(d) => d,
         None => crate::bench::latest_run(
@@ -81,9 +81,9 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<Outcome> {
     } else {
         print_table(&v, &run_dir);
     }
-    match v.verdict.as_str() {
-        verify::PASS => Ok(exit::PASS),
-        verify::FAIL => Ok(exit::FAIL),
+    match v.verdict {
+        Verdict::Pass => Ok(exit::PASS),
+        Verdict::Fail => Ok(exit::FAIL),
         _ => bail!(
             "{}",
             v.error
@@ -133,7 +133,7 @@ fn print_table(v: &VerifyReport, run_dir: &std::path::Path) {
     }
     println!(
         "verdict: {} ({})",
-        v.verdict.to_uppercase(),
+        v.verdict.name().to_uppercase(),
         run_dir.display()
     );
 }

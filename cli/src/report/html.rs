@@ -177,8 +177,8 @@ th{{background:#f4f4f4}}td:first-child{{text-align:left}}pre{{background:#f8f8f8
         let _ = writeln!(
             html,
             "<h2>Verify: <span class=\"{}\">{}</span></h2>",
-            esc(&v.verdict),
-            esc(&v.verdict.to_uppercase())
+            v.verdict.name(),
+            v.verdict.name().to_uppercase()
         );
     }
     for c in [&rate, &latency, &distribution] {

@@ -102,7 +102,7 @@ pub fn render(r: &Report) -> String {
     }
     if let Some(v) = &r.verify {
         let c = &v.counts;
-        let _ = writeln!(md, "## Verify: **{}**\n", v.verdict.to_uppercase());
+        let _ = writeln!(md, "## Verify: **{}**\n", v.verdict.name().to_uppercase());
         if let Some(e) = &v.error {
             let _ = writeln!(md, "> {e}\n");
         }

@@ -12,18 +12,12 @@ use super::recovery::Recovery;
 use super::threshold::{Evaluation, Metrics, Verdict};
 use super::timeline::FaultRecord;
 use crate::runtime::RuntimeKind;
-use crate::verify;
 
 /// Schema of `scenario.json`.
 pub const SCHEMA: &str = "wiber.scenario.v1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunVerdict {
-    Pass,
-    Fail,
-    Error,
-}
+/// A run's verdict: the same pass / fail / error as verify's (one type for one meaning).
+pub use wiber_model::report::Verdict as RunVerdict;
 
 /// `scenario.json`: everything a run found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,7 +41,7 @@ pub struct ScenarioRun {
     pub load_dirs: Vec<PathBuf>,
     pub verify: Option<VerifyCounts>,
     /// Verify's verdicts (`pass`, `fail`, `error` = did not drain), per segment.
-    pub verify_verdicts: Vec<String>,
+    pub verify_verdicts: Vec<RunVerdict>,
     pub metrics: Metrics,
     pub thresholds: Vec<Evaluation>,
     pub faults: Vec<FaultRecord>,
@@ -116,7 +110,7 @@ impl ScenarioRun {
                 .filter(|(_, n)| *n > 0)
                 .map(|(k, n)| format!("{k} = {n}"))
                 .collect();
-            let undrained = self.verify_verdicts.iter().any(|v| v == verify::ERROR);
+            let undrained = self.verify_verdicts.contains(&RunVerdict::Error);
             let mut message = bad.join(", ");
             if undrained {
                 message.push_str(" the consumer group did not drain within the drain timeout");

@@ -35,7 +35,7 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
     let mut checks = table(preset, &["check", "threshold", "actual", "verdict"]);
     if let Some(c) = &o.verify {
         let bad = c.must_be_zero().iter().filter(|(_, n)| *n > 0).count();
-        let undrained = o.verify_verdicts.iter().any(|v| v == "error");
+        let undrained = o.verify_verdicts.contains(&RunVerdict::Error);
         checks.add_row(vec![
             "invariants (verify)".to_string(),
             "lost, duplicated, unexpected, corrupted, reordered == 0".into(),

@@ -208,7 +208,7 @@ async fn execute(
         .await
         .with_context(|| format!("verify of {} could not check", d.display()))?;
         add_counts(&mut counts, &v.counts);
-        out.verify_verdicts.push(v.verdict.clone());
+        out.verify_verdicts.push(v.verdict);
         reports.push(read_report(d)?);
     }
     out.verify = Some(counts);
@@ -244,7 +244,7 @@ async fn execute(
     if let Some(b) = baseline {
         out.comparison = compare(b, &out.metrics);
     }
-    let verified = out.verify_verdicts.iter().all(|v| v == verify::PASS);
+    let verified = out.verify_verdicts.iter().all(|v| *v == RunVerdict::Pass);
     let thresholds_ok = out.thresholds.iter().all(|e| e.verdict != Verdict::Fail);
     out.verdict = if verified && thresholds_ok {
         RunVerdict::Pass

@@ -72,6 +72,8 @@ pub struct FaultRecord {
 pub struct Undo {
     pub record: usize,
     pub id: InstanceId,
+    /// The container id (docker) or pid (local) the fault was applied to, for the event.
+    pub container: String,
     pub fault: Action,
     pub action: Action,
 }
@@ -276,6 +278,7 @@ async fn act<S: FaultSeam>(
                 rollbacks.push(Undo {
                     record: rec,
                     id: i.id,
+                    container: i.pid_or_container.clone(),
                     fault: spec.action,
                     action: undo,
                 });
@@ -345,7 +348,7 @@ async fn undo<S: FaultSeam>(
     let mut ev = Event::now(
         &format!("{}{note}", u.action.name()),
         &u.id.to_string(),
-        "",
+        &u.container,
         Ok(()),
     );
     if let Err(e) = &r {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use wiber_model::ledger::LedgerEntry;
-use wiber_model::report::{Report, VerifyReport};
+use wiber_model::report::{Report, Verdict, VerifyReport};
 
 use crate::runfile::{RunFile, StoreTarget};
 
@@ -32,11 +32,6 @@ pub struct VerifyOptions {
     pub group: Option<String>,
     pub topic: Option<String>,
 }
-
-/// Verdicts, as written to the report.
-pub const PASS: &str = "pass";
-pub const FAIL: &str = "fail";
-pub const ERROR: &str = "error";
 
 /// Runs the check and records it in the run's report files. Returns `Err` only when it
 /// could not check at all (no run, MongoDB or Kafka unreachable); a consumer group that
@@ -60,7 +55,7 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     let found = check::check(&run.run, &entries, &docs);
     let (verdict, error) = if !drain.drained {
         (
-            ERROR,
+            Verdict::Error,
             Some(format!(
                 "consumer group {} still had lag {} after {:?}: the store is not final yet \
                  (check the consumers with `wiberctl stack status`, or raise --drain-timeout)",
@@ -68,12 +63,12 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
             )),
         )
     } else if found.counts.pass() {
-        (PASS, None)
+        (Verdict::Pass, None)
     } else {
-        (FAIL, None)
+        (Verdict::Fail, None)
     };
     let report = VerifyReport {
-        verdict: verdict.to_string(),
+        verdict,
         checked_ms: wiber_model::now_ms(),
         drained: drain.drained,
         lag_remaining: Some(drain.lag),

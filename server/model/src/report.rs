@@ -158,11 +158,39 @@ pub struct FindMaxStep {
     pub reasons: Vec<String>,
 }
 
+/// The verdict of a check that can also fail to be made: `verify`, a scenario run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Everything held.
+    Pass,
+    /// An invariant or threshold failed (exit 1).
+    Fail,
+    /// It could not be checked: the stack did not drain, a run could not be done (exit 2).
+    Error,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What `wiberctl verify` found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerifyReport {
     /// `pass`, `fail`, or `error` (could not check).
-    pub verdict: String,
+    pub verdict: Verdict,
     pub checked_ms: i64,
     /// Whether the consumer group's lag reached 0 before the check.
     pub drained: bool,

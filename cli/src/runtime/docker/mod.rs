@@ -19,8 +19,9 @@
 //! for containers, and an external one (container port 9094) advertised as
 //! `127.0.0.1:<kafka_port>` for the host.
 //!
-//! Layout: this file holds the life cycle (up, down, add an instance, the per-instance
-//! [`Runtime`] operations); [`spec`] what each container is made of (image, env, ports,
+//! Layout: this file holds the handle (connecting, finding the project's containers) and
+//! the per-instance [`Runtime`] operations; [`lifecycle`] `up`, `down` and adding a
+//! consumer; [`spec`] what each container is made of (image, env, ports,
 //! healthcheck); [`status`] how containers are read back (state, health, network,
 //! endpoints); [`images`] which images a stack runs on and how they get onto the engine.
 
@@ -30,27 +31,21 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig,
-    NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerInspectResponse, EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
-use chrono::Utc;
 use futures::StreamExt;
 
 pub mod images;
+mod lifecycle;
 mod spec;
 mod status;
 
-use super::{
-    Health, InstanceId, InstanceInfo, InstanceState, Runtime, Service, Signal, StackSpec, UpAction,
-    UpEvent,
-};
+use super::{InstanceId, InstanceInfo, InstanceState, Runtime, Service, Signal, StackSpec};
 use images::Images;
 use status::state_of;
 
@@ -257,396 +252,6 @@ impl DockerStack {
 
     // --- up / down ----------------------------------------------------------------------
 
-    /// Creates what is missing (network, volumes, containers), starts what is stopped,
-    /// and waits until every instance is healthy: kafka and mongo first, then the
-    /// consumers and the api. Running containers are left alone, so a second `up` is a
-    /// quick no-op. On failure the error names the instance and carries its last 30 log
-    /// lines.
-    pub async fn up(
-        &self,
-        spec: &StackSpec,
-        progress: &(dyn Fn(UpEvent) + Sync),
-    ) -> Result<UpReport> {
-        let images = images::resolve(self, spec.images, progress).await?;
-        let cfg = &Config {
-            spec: spec.clone(),
-            images: images.clone(),
-        };
-        for image in cfg.images.all() {
-            if !self.image_present(image).await {
-                bail!("image {image} is not on this engine: build it (docker/offline/build.sh) or pull it first");
-            }
-        }
-        self.ensure_network().await?;
-        for v in ["kafka", "mongo"] {
-            self.ensure_volume(&self.volume_name(v)).await?;
-        }
-        let mut report = UpReport {
-            images,
-            ..UpReport::default()
-        };
-        let deadline = Instant::now() + spec.wait;
-        let infra = [
-            InstanceId::first(Service::Kafka),
-            InstanceId::first(Service::Mongo),
-        ];
-        let mut apps: Vec<InstanceId> = (1..=spec.consumers)
-            .map(|i| InstanceId::new(Service::Consumer, i))
-            .collect();
-        apps.push(InstanceId::first(Service::Api));
-        for phase in [infra.to_vec(), apps.clone()] {
-            for id in &phase {
-                let action = self.ensure_container(cfg, id).await?;
-                match action {
-                    UpAction::Created => report.created.push(id.to_string()),
-                    UpAction::Started => report.started.push(id.to_string()),
-                    _ => report.already_running.push(id.to_string()),
-                }
-                progress(UpEvent::Instance { id: *id, action });
-            }
-            self.wait_ready(&phase, deadline, progress).await?;
-        }
-        let wanted: Vec<InstanceId> = infra.iter().chain(apps.iter()).copied().collect();
-        report.extra = self
-            .find_all()
-            .await?
-            .into_iter()
-            .filter(|f| !wanted.contains(&f.id))
-            .map(|f| f.id.to_string())
-            .collect();
-        if !report.extra.is_empty() {
-            progress(UpEvent::Note(format!(
-                "note: instances not asked for are left running: {} (`wiberctl stack down` removes everything)",
-                report.extra.join(", ")
-            )));
-        }
-        Ok(report)
-    }
-
-    async fn ensure_network(&self) -> Result<()> {
-        let name = self.network_name();
-        if self.docker.inspect_network(&name, None).await.is_ok() {
-            return Ok(());
-        }
-        let req = NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(
-                LABEL_PROJECT.to_string(),
-                self.project.clone(),
-            )])),
-            ..Default::default()
-        };
-        match self.docker.create_network(req).await {
-            Ok(_) => Ok(()),
-            Err(e) if status_of(&e) == Some(409) => Ok(()), // created concurrently
-            Err(e) => Err(e).with_context(|| format!("creating network {name}")),
-        }
-    }
-
-    async fn ensure_volume(&self, name: &str) -> Result<()> {
-        if self.docker.inspect_volume(name).await.is_ok() {
-            return Ok(());
-        }
-        let req = VolumeCreateRequest {
-            name: Some(name.to_string()),
-            labels: Some(HashMap::from([(
-                LABEL_PROJECT.to_string(),
-                self.project.clone(),
-            )])),
-            ..Default::default()
-        };
-        self.docker
-            .create_volume(req)
-            .await
-            .with_context(|| format!("creating volume {name}"))?;
-        Ok(())
-    }
-
-    /// Makes sure the instance's container exists and runs: created, started or
-    /// already running.
-    async fn ensure_container(&self, cfg: &Config, id: &InstanceId) -> Result<UpAction> {
-        let existing = self.find_all().await?.into_iter().find(|f| f.id == *id);
-        let (container, action) = match existing {
-            Some(f) => {
-                let ins = self.inspect(&f.container_id).await?;
-                let (state, _, _) = state_of(&ins);
-                match state {
-                    InstanceState::Running | InstanceState::Restarting => {
-                        return Ok(UpAction::AlreadyRunning)
-                    }
-                    InstanceState::Paused => {
-                        self.docker
-                            .unpause_container(&f.container_id)
-                            .await
-                            .with_context(|| format!("unpausing {id}"))?;
-                        return Ok(UpAction::Started);
-                    }
-                    _ => (f.container_id, UpAction::Started),
-                }
-            }
-            None => {
-                let body = self.container_body(cfg, id).await;
-                let name = self.container_name(id);
-                let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-                let created = self.docker.create_container(Some(opts), body).await.map_err(|e| {
-                    let hint = if status_of(&e) == Some(409) {
-                        format!(" (a container named {name} exists without wiberctl's labels: remove it with `docker rm -f {name}`)")
-                    } else {
-                        String::new()
-                    };
-                    anyhow!(e).context(format!("creating container {name} for {id}{hint}"))
-                })?;
-                (created.id, UpAction::Created)
-            }
-        };
-        self.docker.start_container(&container, None).await.map_err(|e| {
-            let hint = if format!("{e}").contains("port is already allocated") || format!("{e}").contains("address already in use") {
-                " (a published port is taken: pick others with --api-port/--mongo-port/--kafka-port)"
-            } else {
-                ""
-            };
-            anyhow!(e).context(format!("starting {id}{hint}"))
-        })?;
-        Ok(action)
-    }
-
-    /// Waits (until `deadline`) for every instance to be ready: healthy when it has a
-    /// healthcheck, else running for [`NO_HEALTHCHECK_GRACE`]. Fails early when one
-    /// exits or turns unhealthy.
-    async fn wait_ready(
-        &self,
-        ids: &[InstanceId],
-        deadline: Instant,
-        progress: &(dyn Fn(UpEvent) + Sync),
-    ) -> Result<()> {
-        let mut pending: Vec<InstanceId> = ids.to_vec();
-        let mut last: HashMap<InstanceId, (InstanceState, Health)> = HashMap::new();
-        loop {
-            let found = self.find_all().await?;
-            let mut still = Vec::new();
-            for id in &pending {
-                let Some(f) = found.iter().find(|f| f.id == *id) else {
-                    bail!("the container of {id} disappeared while waiting for it (removed by someone else?)");
-                };
-                let ins = self.inspect(&f.container_id).await?;
-                let (state, health, started_at) = state_of(&ins);
-                let ready = match (state, health) {
-                    (InstanceState::Running, Health::Healthy) => true,
-                    (InstanceState::Running, Health::None) => started_at.is_some_and(|t| {
-                        (Utc::now() - t).to_std().unwrap_or_default() >= NO_HEALTHCHECK_GRACE
-                    }),
-                    (InstanceState::Exited | InstanceState::Dead, _) | (_, Health::Unhealthy) => {
-                        return Err(self
-                            .not_ready_error(id, &f.container_id, state, health, "failed")
-                            .await);
-                    }
-                    _ => false,
-                };
-                if ready {
-                    progress(UpEvent::Ready { id: *id });
-                } else {
-                    if last.get(id) != Some(&(state, health)) {
-                        progress(UpEvent::Waiting {
-                            id: *id,
-                            state,
-                            health,
-                        });
-                        last.insert(*id, (state, health));
-                    }
-                    still.push((*id, f.container_id.clone(), state, health));
-                }
-            }
-            if still.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let (id, container, state, health) = &still[0];
-                return Err(self
-                    .not_ready_error(id, container, *state, *health, "timed out")
-                    .await);
-            }
-            pending = still.into_iter().map(|s| s.0).collect();
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    async fn not_ready_error(
-        &self,
-        id: &InstanceId,
-        container: &str,
-        state: InstanceState,
-        health: Health,
-        why: &str,
-    ) -> anyhow::Error {
-        let logs = self
-            .logs_of(container, 30)
-            .await
-            .unwrap_or_else(|e| format!("(logs unavailable: {e:#})"));
-        anyhow!(
-            "{id} did not become ready ({why}: state {state}, health {health}); last log lines of {}:\n{}\n\
-             fix the cause above, then rerun `wiberctl stack up --project {}` (it keeps what already runs)",
-            self.container_name(id),
-            logs.trim_end(),
-            self.project
-        )
-    }
-
-    /// Stops and removes the project's containers (apps first, then kafka and mongo),
-    /// then its network; with `volumes`, its volumes too (data is gone).
-    pub async fn down(&self, volumes: bool) -> Result<DownReport> {
-        let found = self.find_all().await?;
-        let mut report = DownReport::default();
-        let (apps, infra): (Vec<Found>, Vec<Found>) = found
-            .into_iter()
-            .partition(|f| matches!(f.id.service, Service::Api | Service::Consumer));
-        for group in [apps, infra] {
-            let removals = group.iter().map(|f| async move {
-                // Graceful first, so consumers flush and commit; removal then cannot lose
-                // acknowledged data that the test or user would look for later.
-                let stop = StopContainerOptionsBuilder::new()
-                    .t(STOP_TIMEOUT_SECS)
-                    .build();
-                let _ = self
-                    .docker
-                    .stop_container(&f.container_id, Some(stop))
-                    .await;
-                let rm = RemoveContainerOptionsBuilder::new()
-                    .force(true)
-                    .v(true)
-                    .build();
-                match self
-                    .docker
-                    .remove_container(&f.container_id, Some(rm))
-                    .await
-                {
-                    Ok(()) => Ok(f.name.clone()),
-                    Err(e) if status_of(&e) == Some(404) => Ok(f.name.clone()),
-                    Err(e) => Err(anyhow!(e).context(format!("removing container {}", f.name))),
-                }
-            });
-            for r in futures::future::join_all(removals).await {
-                report.containers.push(r?);
-            }
-        }
-        for net in [self.network_name(), format!("{}_default", self.project)] {
-            if self.docker.inspect_network(&net, None).await.is_ok() {
-                self.docker.remove_network(&net).await.with_context(|| {
-                    format!("removing network {net} (is another container still attached?)")
-                })?;
-                report.networks.push(net);
-            }
-        }
-        if volumes {
-            for label in [LABEL_PROJECT, COMPOSE_PROJECT] {
-                let mut filters = HashMap::new();
-                filters.insert(
-                    "label".to_string(),
-                    vec![format!("{label}={}", self.project)],
-                );
-                let list = self
-                    .docker
-                    .list_volumes(Some(
-                        ListVolumesOptionsBuilder::new().filters(&filters).build(),
-                    ))
-                    .await
-                    .context("listing volumes")?;
-                for v in list.volumes.unwrap_or_default() {
-                    if report.volumes.contains(&v.name) {
-                        continue;
-                    }
-                    self.docker
-                        .remove_volume(
-                            &v.name,
-                            Some(RemoveVolumeOptionsBuilder::new().force(true).build()),
-                        )
-                        .await
-                        .with_context(|| format!("removing volume {}", v.name))?;
-                    report.volumes.push(v.name);
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    /// Adds one consumer: a copy of the first consumer's container (same image, command,
-    /// environment and network, so it joins the same group with the same settings) under
-    /// the next free index, then waits until it is ready. Copying the running instance
-    /// instead of rebuilding its spec keeps whatever the stack was started with, also on
-    /// a stack started by the compose file.
-    pub async fn add_instance(&self, service: Service) -> Result<InstanceId> {
-        if service != Service::Consumer {
-            bail!("only consumers scale on docker ({service} publishes a fixed port or is a single node)");
-        }
-        let all = self.find_all().await?;
-        let Some(model) = all.iter().find(|f| f.id.service == service) else {
-            bail!("project {} has no {service} to copy: bring the stack up with at least one (`wiberctl stack up --consumers 1`)", self.project);
-        };
-        let index = all
-            .iter()
-            .filter(|f| f.id.service == service)
-            .map(|f| f.id.index)
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let id = InstanceId::new(service, index);
-        let ins = self.inspect(&model.container_id).await?;
-        let config = ins.config.unwrap_or_default();
-        let instance_var = format!("{}=", wiber_model::contract::env::WIBER_INSTANCE);
-        let mut env: Vec<String> = config
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|kv| !kv.starts_with(&instance_var))
-            .collect();
-        env.push(format!("{instance_var}{id}"));
-        let labels = HashMap::from([
-            (LABEL_PROJECT.to_string(), self.project.clone()),
-            (LABEL_SERVICE.to_string(), service.name().to_string()),
-            (LABEL_INSTANCE.to_string(), index.to_string()),
-        ]);
-        let net = self.home_network().await?;
-        let body = ContainerCreateBody {
-            image: config.image,
-            cmd: config.cmd,
-            env: Some(env),
-            labels: Some(labels),
-            healthcheck: config.healthcheck,
-            stop_timeout: Some(i64::from(STOP_TIMEOUT_SECS)),
-            host_config: Some(HostConfig {
-                network_mode: Some(net.clone()),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                    maximum_retry_count: None,
-                }),
-                ..Default::default()
-            }),
-            networking_config: Some(bollard::models::NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(
-                    net,
-                    EndpointSettings {
-                        aliases: Some(vec![service.name().to_string()]),
-                        ..Default::default()
-                    },
-                )])),
-            }),
-            ..Default::default()
-        };
-        let name = self.container_name(&id);
-        let opts = CreateContainerOptionsBuilder::new().name(&name).build();
-        let created = self
-            .docker
-            .create_container(Some(opts), body)
-            .await
-            .with_context(|| format!("creating container {name} for {id}"))?;
-        self.docker
-            .start_container(&created.id, None)
-            .await
-            .with_context(|| format!("starting {id}"))?;
-        self.wait_one(&id).await?;
-        Ok(id)
-    }
-
     async fn logs_of(&self, container: &str, tail: usize) -> Result<String> {
         let opts = LogsOptionsBuilder::new()
             .stdout(true)
@@ -661,16 +266,6 @@ impl DockerStack {
             out.push_str(&String::from_utf8_lossy(&item.into_bytes()));
         }
         Ok(out)
-    }
-
-    /// Waits until one instance is ready again (after start/restart/unpause).
-    async fn wait_one(&self, id: &InstanceId) -> Result<()> {
-        self.wait_ready(
-            std::slice::from_ref(id),
-            Instant::now() + READY_TIMEOUT,
-            &|_| {},
-        )
-        .await
     }
 
     /// The network a disconnected container should rejoin.

@@ -157,13 +157,13 @@ pub(super) fn state_of(
     };
     let state = st
         .status
-        .map(|s| InstanceState::from_docker(&s.to_string()))
+        .map(|s| InstanceState::from_docker(s.as_ref()))
         .unwrap_or(InstanceState::Unknown);
     let health = st
         .health
         .as_ref()
         .and_then(|h| h.status)
-        .map(|s| Health::from_docker(&s.to_string()))
+        .map(|s| Health::from_docker(s.as_ref()))
         .unwrap_or(Health::None);
     let started = st.started_at.as_deref().and_then(parse_time);
     (state, health, started)
