@@ -263,14 +263,7 @@ mod tests {
     use super::*;
 
     fn info(id: &str, state: InstanceState) -> InstanceInfo {
-        InstanceInfo {
-            id: id.parse().unwrap(),
-            state,
-            pid_or_container: "c".into(),
-            started_at: None,
-            restarts: 0,
-            address: String::new(),
-        }
+        InstanceInfo::bare(id.parse().unwrap(), state)
     }
 
     #[test]

@@ -138,14 +138,7 @@ mod tests {
 
     fn status(id: &str, state: InstanceState, health: Health, connected: bool) -> InstanceStatus {
         InstanceStatus {
-            info: InstanceInfo {
-                id: id.parse().unwrap(),
-                state,
-                pid_or_container: "c".into(),
-                started_at: None,
-                restarts: 0,
-                address: String::new(),
-            },
+            info: InstanceInfo::bare(id.parse().unwrap(), state),
             health,
             connected,
             image: String::new(),

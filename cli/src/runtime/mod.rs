@@ -246,6 +246,20 @@ pub struct InstanceInfo {
     pub address: String,
 }
 
+impl InstanceInfo {
+    /// An instance that has only an id and a state (for tests of what reads them).
+    pub fn bare(id: InstanceId, state: InstanceState) -> InstanceInfo {
+        InstanceInfo {
+            id,
+            state,
+            pid_or_container: "c".into(),
+            started_at: None,
+            restarts: 0,
+            address: String::new(),
+        }
+    }
+}
+
 /// An instance with what `stack status` and the health judgement need beyond
 /// [`InstanceInfo`].
 #[derive(Debug, Clone, PartialEq, Eq)]

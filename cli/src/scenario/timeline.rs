@@ -402,6 +402,7 @@ fn resolve(target: &Target, have: &[InstanceInfo], action: Action) -> Result<Vec
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::runtime::InstanceState;
     use std::path::Path;
 
     /// A stack of our own seam that records what was done and fails on request.
@@ -416,14 +417,7 @@ pub(crate) mod tests {
         async fn list(&self) -> Result<Vec<InstanceInfo>> {
             Ok(["kafka#1", "mongo#1", "api#1", "consumer#1", "consumer#2"]
                 .iter()
-                .map(|id| InstanceInfo {
-                    id: id.parse().unwrap(),
-                    state: crate::runtime::InstanceState::Running,
-                    pid_or_container: "c".into(),
-                    started_at: None,
-                    restarts: 0,
-                    address: String::new(),
-                })
+                .map(|id| InstanceInfo::bare(id.parse().unwrap(), InstanceState::Running))
                 .collect())
         }
         async fn apply(&self, action: Action, id: &InstanceId, _sig: Signal) -> Result<()> {
