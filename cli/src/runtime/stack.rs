@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use super::docker::{self, DockerStack};
+use super::docker::DockerStack;
 use super::local::{LocalStack, LocalStackConfig, Ownership};
 use super::{
     validate_project, Action, Endpoints, InstanceId, InstanceInfo, InstanceState, InstanceStatus,
@@ -181,15 +181,19 @@ impl Stack {
 
     /// Every instance, sorted by id.
     pub async fn list(&self) -> Result<Vec<InstanceInfo>> {
-        self.runtime().list().await
+        let mut all = self.runtime().list().await?;
+        all.sort_by_key(|i| i.id);
+        Ok(all)
     }
 
-    /// Every instance with its health and network attachment.
+    /// Every instance with its health and network attachment, sorted by id.
     pub async fn status(&self) -> Result<Vec<InstanceStatus>> {
-        match &self.backend {
-            Backend::Docker(d) => d.status().await,
-            Backend::Local(l) => l.status().await,
-        }
+        let mut all = match &self.backend {
+            Backend::Docker(d) => d.status().await?,
+            Backend::Local(l) => l.status().await?,
+        };
+        all.sort_by_key(|s| s.info.id);
+        Ok(all)
     }
 
     /// Where the host reaches the services, and the names the services use.
@@ -396,9 +400,6 @@ async fn up_local(
         )
     })?
 }
-
-/// The Docker runtime's image helpers, for `stack up --images` and tests.
-pub use docker::images::Images;
 
 #[cfg(test)]
 mod tests {

@@ -28,7 +28,7 @@ use crate::events::EventLog;
 use crate::kafka;
 use crate::runfile::StoreTarget;
 use crate::runtime::{
-    health, ImageChoice, InstanceState, Locator, Ports, Stack, StackSpec, UpEvent,
+    health, ImageChoice, InstanceState, Locator, NoStack, Ports, Stack, StackSpec, UpEvent,
 };
 use crate::verify::{self, VerifyOptions};
 /// How long the stack may take to show a steady state before the run is refused.
@@ -130,6 +130,8 @@ pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
         let down = async { Stack::open(&loc).await?.down(true).await };
         match down.await {
             Ok(_) => out.torn_down = true,
+            // Nothing of it was created (bringing it up failed first): nothing to remove.
+            Err(e) if e.downcast_ref::<NoStack>().is_some() => out.torn_down = true,
             Err(e) => say(format!("warning: could not take the stack down: {e:#} (run `wiberctl stack down --project {}`)", opts.stack.project)),
         }
     }
