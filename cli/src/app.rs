@@ -85,7 +85,7 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::stack::StackCmd,
     },
-    /// Inject faults: kill, stop, start, restart, pause, unpause, disconnect, reconnect.
+    /// Inject faults: kill, stop, start, restart, pause, unpause, disconnect, reconnect, scale.
     Chaos(commands::chaos::ChaosArgs),
     /// Open-loop load at a constant rate with honest latency; writes a ledger and a report.
     Bench(Box<commands::bench::BenchArgs>),
