@@ -440,6 +440,10 @@ fn pause_disconnect_and_dry_run_show_in_status() {
     stack.expect(&["stack", "status"], 1);
     stack.expect(&["chaos", "unpause", "consumer#2"], 0);
     assert_eq!(container(&stack.status(), "consumer#2")["state"], "running");
+    // Undo actions are idempotent: unpausing a running instance (the engine itself
+    // answers 409) is a no-op, so a rollback can never fail on a fault already undone.
+    stack.expect(&["chaos", "unpause", "consumer#2"], 0);
+    assert_eq!(container(&stack.status(), "consumer#2")["state"], "running");
 
     // disconnect / reconnect (a network partition of one container)
     stack.expect(&["chaos", "disconnect", "consumer#1"], 0);
@@ -456,6 +460,7 @@ fn pause_disconnect_and_dry_run_show_in_status() {
         container(&stack.status(), "consumer#1")["network"],
         "connected"
     );
+    stack.expect(&["chaos", "reconnect", "consumer#1"], 0);
 
     // --for undoes by itself, and the undo is logged too.
     let t = Instant::now();
@@ -480,7 +485,9 @@ fn pause_disconnect_and_dry_run_show_in_status() {
         [
             "pause",
             "unpause",
+            "unpause",
             "disconnect",
+            "reconnect",
             "reconnect",
             "pause",
             "unpause"

@@ -9,8 +9,9 @@ use wiber_model::contract::{defaults, env};
 use crate::bench::{self, print, slo::Slo, BenchOptions, Mode};
 use crate::exit::{self, Exit};
 use crate::output;
+use crate::runfile::StoreTarget;
 use crate::units::parse_duration;
-use crate::verify::store::{StoreTarget, DEFAULT_KAFKA, DEFAULT_MONGO_URI};
+use crate::verify::store::{DEFAULT_KAFKA, DEFAULT_MONGO_URI};
 
 /// Where the run's messages are stored and which consumer group moves them there
 /// (recorded in `run.json`, so `verify` uses the same by default).

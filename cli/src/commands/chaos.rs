@@ -77,7 +77,8 @@ fn parse_action(s: &str) -> Result<(Action, Option<Target>), String> {
     })
 }
 
-/// The flags as one fault of the timeline, checked as a scenario file's faults are.
+/// The flags as one fault of the timeline, checked by the rules scenario files' faults
+/// keep ([`FaultSpec::check`]).
 fn fault_spec(args: &ChaosArgs) -> Result<FaultSpec> {
     let (action, shortcut) = args.action;
     let name = action.name();
@@ -89,30 +90,7 @@ fn fault_spec(args: &ChaosArgs) -> Result<FaultSpec> {
             "{name} needs a TARGET: a service (consumer), an instance (consumer#2) or random:consumer"
         ),
     };
-    if args.for_.is_some() && action.undo().is_none() {
-        bail!("--for undoes kill, stop, pause and disconnect; {name} has no undo");
-    }
-    if let (Some(d), Some(e)) = (args.for_, args.every) {
-        if d >= e {
-            bail!("--for must be shorter than --every: occurrences would overlap");
-        }
-    }
-    if args.every.is_some_and(|e| e.is_zero()) {
-        bail!("--every must be longer than 0");
-    }
-    if action != Action::Kill && args.signal != Signal::Kill {
-        bail!("--signal applies to kill only");
-    }
-    match (action, args.to) {
-        (Action::Scale, None) => bail!("scale needs --to N (how many consumers to have)"),
-        (Action::Scale, Some(_)) if !matches!(target, Target::Service(_)) => {
-            bail!("scale acts on a service (e.g. consumer), not on {target}")
-        }
-        (Action::Scale, Some(_)) => {}
-        (_, Some(_)) => bail!("--to applies to scale only"),
-        (_, None) => {}
-    }
-    Ok(FaultSpec {
+    let spec = FaultSpec {
         line: 0,
         at: Duration::ZERO,
         every: args.every,
@@ -122,7 +100,10 @@ fn fault_spec(args: &ChaosArgs) -> Result<FaultSpec> {
         for_: args.for_,
         signal: args.signal,
         to: args.to,
-    })
+    };
+    // The same rules as a scenario file's faults (their keys are this command's flags).
+    spec.check().map_err(|rule| anyhow::anyhow!(rule.message))?;
+    Ok(spec)
 }
 
 pub async fn run(args: ChaosArgs, json: bool) -> Result<Exit> {

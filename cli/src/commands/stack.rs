@@ -237,7 +237,7 @@ struct LagRow {
 
 async fn status(r: &StackArgs, json: bool) -> Result<Exit> {
     let stack = Stack::open(&r.locator()).await?;
-    let report = health::check(&stack).await?;
+    let report = health::check(&stack, &stack.endpoints().await?).await?;
     let rows: Vec<ContainerRow> = report.instances.iter().map(row).collect();
     let ep = &report.endpoints;
     let api_json = match (&report.api, &ep.api_url) {

@@ -93,10 +93,12 @@ impl HealthReport {
     }
 }
 
-/// Looks at the stack once: instances, the API's readiness, the consumer group's lag.
-pub async fn check(stack: &Stack) -> Result<HealthReport> {
+/// Looks at the stack once: instances, the API's readiness at `endpoints`, the
+/// consumer group's lag. The endpoints are the caller's (read once, not at every look of
+/// a polling loop).
+pub async fn check(stack: &Stack, endpoints: &Endpoints) -> Result<HealthReport> {
     let instances = stack.status().await?;
-    let endpoints = stack.endpoints().await?;
+    let endpoints = endpoints.clone();
     let api = match &endpoints.api_url {
         Some(url) => {
             let client = ApiClient::new(url, Duration::from_secs(3))?;
@@ -141,7 +143,6 @@ mod tests {
             info: InstanceInfo::bare(id.parse().unwrap(), state),
             health,
             connected,
-            image: String::new(),
         }
     }
 

@@ -326,35 +326,14 @@ impl LocalStack {
     /// Every instance as `stack status` shows it: processes have no healthcheck and no
     /// network of their own to be cut off from.
     pub async fn status(&self) -> Result<Vec<InstanceStatus>> {
-        let programs: Vec<(InstanceId, String)> = {
-            let st = self.lock();
-            st.instances
-                .iter()
-                .map(|r| {
-                    let program = self
-                        .spawn_spec(&st, &r.id)
-                        .map(|s| s.program.display().to_string())
-                        .unwrap_or_default();
-                    (r.id, program)
-                })
-                .collect()
-        };
         Ok(self
             .list()
             .await?
             .into_iter()
-            .map(|info| {
-                let image = programs
-                    .iter()
-                    .find(|(id, _)| *id == info.id)
-                    .map(|(_, p)| p.clone())
-                    .unwrap_or_default();
-                InstanceStatus {
-                    info,
-                    health: Health::None,
-                    connected: true,
-                    image,
-                }
+            .map(|info| InstanceStatus {
+                info,
+                health: Health::None,
+                connected: true,
             })
             .collect())
     }

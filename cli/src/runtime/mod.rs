@@ -1,6 +1,6 @@
 //! The runtime seam: the one place that owns the stack. Commands and the scenario runner
 //! talk to a [`Stack`] only: `up(spec)`, `down`, `list`/`status`, [`health`], `scale`,
-//! `endpoints`, `apply(fault)` and `undo(fault)`, `logs`. Which runtime runs it (Docker
+//! `endpoints`, `apply(fault)` (an undo is `apply(fault.undo())`), `logs`. Which runtime runs it (Docker
 //! containers or local processes) is decided here and nowhere else.
 //!
 //! Layout:
@@ -246,9 +246,10 @@ pub struct InstanceInfo {
     pub address: String,
 }
 
+#[cfg(test)]
 impl InstanceInfo {
     /// An instance that has only an id and a state (for tests of what reads them).
-    pub fn bare(id: InstanceId, state: InstanceState) -> InstanceInfo {
+    pub(crate) fn bare(id: InstanceId, state: InstanceState) -> InstanceInfo {
         InstanceInfo {
             id,
             state,
@@ -268,8 +269,6 @@ pub struct InstanceStatus {
     pub health: Health,
     /// Attached to the stack's network (false after `disconnect`; always true locally).
     pub connected: bool,
-    /// The image (Docker) or program (local) it runs.
-    pub image: String,
 }
 
 /// Where the host reaches the stack's services, and the names its data lives under.

@@ -11,7 +11,7 @@ use super::docker::DockerStack;
 use super::local::{LocalStack, LocalStackConfig, Ownership};
 use super::{
     validate_project, Action, Endpoints, InstanceId, InstanceInfo, InstanceState, InstanceStatus,
-    Names, Runtime, RuntimeKind, Service, Signal, StackSpec, UpAction, UpEvent,
+    Runtime, RuntimeKind, Service, Signal, StackSpec, UpAction, UpEvent,
 };
 use crate::provision;
 
@@ -36,7 +36,6 @@ pub struct NoStack {
 
 /// A project's stack, on whichever runtime runs it.
 pub struct Stack {
-    project: String,
     backend: Backend,
 }
 
@@ -59,10 +58,8 @@ impl Stack {
     /// Finds the project's stack: on the runtime asked for, else a docker stack if the
     /// engine answers and has one, else a local stack's state dir. [`NoStack`] when none.
     pub async fn open(loc: &Locator) -> Result<Stack> {
-        let project = loc.project.clone();
         let local = |dir: PathBuf| -> Result<Stack> {
             Ok(Stack {
-                project: project.clone(),
                 backend: Backend::Local(Box::new(LocalStack::load(&dir)?)),
             })
         };
@@ -77,7 +74,6 @@ impl Stack {
                     .into());
                 }
                 Ok(Stack {
-                    project,
                     backend: Backend::Docker(d),
                 })
             }
@@ -99,7 +95,6 @@ impl Stack {
                     Ok(d) => match d.exists().await {
                         Ok(true) => {
                             return Ok(Stack {
-                                project,
                                 backend: Backend::Docker(d),
                             })
                         }
@@ -135,20 +130,18 @@ impl Stack {
     ) -> Result<(Stack, serde_json::Value)> {
         validate_project(&loc.project)?;
         let kind = loc.runtime.unwrap_or(RuntimeKind::Docker);
-        let detail = match kind {
+        let (backend, detail) = match kind {
             RuntimeKind::Docker => {
                 let d = DockerStack::connect(&loc.project).await?;
-                let detail = d.up(spec, progress).await?;
-                serde_json::to_value(detail)?
+                let detail = serde_json::to_value(d.up(spec, progress).await?)?;
+                (Backend::Docker(d), detail)
             }
-            RuntimeKind::Local => up_local(&loc.project, spec, progress).await?,
+            RuntimeKind::Local => {
+                let (l, detail) = up_local(&loc.project, spec, progress).await?;
+                (Backend::Local(Box::new(l)), detail)
+            }
         };
-        let stack = Stack::open(&Locator {
-            project: loc.project.clone(),
-            runtime: Some(kind),
-        })
-        .await?;
-        Ok((stack, detail))
+        Ok((Stack { backend }, detail))
     }
 
     /// Stops and removes the stack (containers and network; processes). `volumes` also
@@ -173,10 +166,6 @@ impl Stack {
             Backend::Docker(_) => RuntimeKind::Docker,
             Backend::Local(_) => RuntimeKind::Local,
         }
-    }
-
-    pub fn project(&self) -> &str {
-        &self.project
     }
 
     /// Every instance, sorted by id.
@@ -207,11 +196,6 @@ impl Stack {
                 names: l.config().names,
             }),
         }
-    }
-
-    /// The names the services use (topic, group, database, collection).
-    pub async fn names(&self) -> Result<Names> {
-        Ok(self.endpoints().await?.names)
     }
 
     /// Applies one fault action to one instance. The undo actions are idempotent: an
@@ -251,15 +235,6 @@ impl Stack {
             Action::Scale => {
                 bail!("scale acts on a service, not on {id}: use `Stack::scale`")
             }
-        }
-    }
-
-    /// Undoes `fault` on `id` (kill/stop → start, pause → unpause, disconnect →
-    /// reconnect); a no-op for actions without an undo.
-    pub async fn undo(&self, fault: Action, id: &InstanceId) -> Result<()> {
-        match fault.undo() {
-            Some(u) => self.apply(u, id, Signal::Kill).await,
-            None => Ok(()),
         }
     }
 
@@ -343,7 +318,7 @@ async fn up_local(
     project: &str,
     spec: &StackSpec,
     progress: &(dyn Fn(UpEvent) + Sync),
-) -> Result<serde_json::Value> {
+) -> Result<(LocalStack, serde_json::Value)> {
     let dir = local_dir(project)?;
     let root = provision::repo_root()?;
     progress(UpEvent::Note(
@@ -378,7 +353,7 @@ async fn up_local(
                     action: UpAction::Added,
                 });
             }
-            anyhow::Ok(serde_json::json!({"dir": dir, "reused": true}))
+            anyhow::Ok((stack, serde_json::json!({"dir": dir, "reused": true})))
         } else {
             let mut cfg = LocalStackConfig::new(&dir);
             cfg.consumers = spec.consumers;
@@ -389,8 +364,9 @@ async fn up_local(
             cfg.partitions = spec.partitions;
             cfg.extra_env = spec.extra_env.clone();
             cfg.ownership = Ownership::Detached;
-            LocalStack::up(cfg, &prov).await?;
-            Ok(serde_json::json!({"dir": dir, "reused": false}))
+            // Detached: the handle never kills the processes it started when dropped.
+            let stack = LocalStack::up(cfg, &prov).await?;
+            Ok((stack, serde_json::json!({"dir": dir, "reused": false})))
         }
     };
     tokio::time::timeout(spec.wait, work).await.map_err(|_| {

@@ -157,7 +157,77 @@ pub struct FaultSpec {
     pub to: Option<u32>,
 }
 
+/// The key (scenario file) or flag (`chaos`) a broken fault rule is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultField {
+    Every,
+    For,
+    Signal,
+    To,
+    Target,
+}
+
+/// A fault rule a [`FaultSpec`] breaks; the message names the keys (`for`, `every`, ...),
+/// which are also `chaos`'s flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultRuleError {
+    pub field: FaultField,
+    pub message: String,
+}
+
 impl FaultSpec {
+    /// The rules every fault keeps, however it was written (a `[[faults]]` entry or
+    /// `chaos` flags), checked in one place so the two cannot drift apart.
+    pub fn check(&self) -> Result<(), FaultRuleError> {
+        let broken = |field, message: String| Err(FaultRuleError { field, message });
+        if self.every.is_some_and(|e| e.is_zero()) {
+            return broken(FaultField::Every, "every must be longer than 0".into());
+        }
+        if let Some(d) = self.for_ {
+            if self.action.undo().is_none() {
+                return broken(
+                    FaultField::For,
+                    format!(
+                        "for undoes kill, stop, pause and disconnect; {} has no undo",
+                        self.action
+                    ),
+                );
+            }
+            if self.every.is_some_and(|e| d >= e) {
+                return broken(
+                    FaultField::For,
+                    "for must be shorter than every: occurrences would overlap".into(),
+                );
+            }
+            if d.is_zero() {
+                return broken(FaultField::For, "for must be longer than 0".into());
+            }
+        }
+        if self.action != Action::Kill && self.signal != Signal::Kill {
+            return broken(FaultField::Signal, "signal applies to kill only".into());
+        }
+        match (self.action, self.to) {
+            (Action::Scale, None) => broken(
+                FaultField::To,
+                "scale needs to = N (how many consumers to have)".into(),
+            ),
+            (Action::Scale, Some(n)) if !(1..=32).contains(&n) => {
+                broken(FaultField::To, format!("to = {n} is out of range 1..=32"))
+            }
+            (Action::Scale, Some(_)) if self.target != Target::Service(Service::Consumer) => {
+                broken(
+                    FaultField::Target,
+                    format!(
+                        "scale adds consumers (target = \"consumer\"), not {}: the api publishes a fixed port and kafka and mongo are single nodes",
+                        self.target
+                    ),
+                )
+            }
+            (Action::Scale, Some(_)) | (_, None) => Ok(()),
+            (_, Some(_)) => broken(FaultField::To, "to applies to scale only".into()),
+        }
+    }
+
     /// When each occurrence starts, offsets from the start of the load.
     pub fn occurrences(&self) -> Vec<Duration> {
         let every = self.every.unwrap_or_default();
@@ -567,72 +637,19 @@ fn fault_spec(
             format!("count = {count} is out of range 1..={MAX_COUNT}"),
         ));
     }
-    if every.is_some_and(|e| e.is_zero()) {
-        return Err(err(start, "every must be longer than 0".into()));
-    }
 
     let for_ = f
         .for_
         .as_ref()
         .map(|d| cx.duration(d, "for", SYNTAX_FAULT))
         .transpose()?;
-    if let (Some(d), Some(spanned)) = (for_, &f.for_) {
-        if action.undo().is_none() {
-            return Err(err(
-                spanned.span().start,
-                format!(
-                    "for undoes kill, stop, pause and disconnect; {} has no undo",
-                    action.name()
-                ),
-            ));
-        }
-        if every.is_some_and(|e| d >= e) {
-            return Err(err(
-                spanned.span().start,
-                "for must be shorter than every: occurrences would overlap".into(),
-            ));
-        }
-        if d.is_zero() {
-            return Err(err(
-                spanned.span().start,
-                "for must be longer than 0".into(),
-            ));
-        }
-    }
-
     let signal = match &f.signal {
         None => Signal::Kill,
-        Some(s) if action == Action::Kill => s
+        Some(s) => s
             .get_ref()
             .parse()
             .map_err(|e: anyhow::Error| err(s.span().start, e.to_string()))?,
-        Some(s) => return Err(err(s.span().start, "signal applies to kill only".into())),
     };
-
-    let to = match (action, &f.to) {
-        (Action::Scale, Some(t)) => {
-            let n = *t.get_ref();
-            if !(1..=32).contains(&n) {
-                return Err(err(
-                    t.span().start,
-                    format!("to = {n} is out of range 1..=32"),
-                ));
-            }
-            if target != Target::Service(Service::Consumer) {
-                return Err(err(start, format!("scale adds consumers (target = \"consumer\"), not {target}: the api publishes a fixed port and kafka and mongo are single nodes")));
-            }
-            Some(n)
-        }
-        (Action::Scale, None) => {
-            return Err(err(
-                start,
-                "scale needs to = N (how many consumers to have)".into(),
-            ))
-        }
-        (_, Some(t)) => return Err(err(t.span().start, "to applies to scale only".into())),
-        (_, None) => None,
-    };
-
     let spec = FaultSpec {
         line,
         at,
@@ -642,8 +659,19 @@ fn fault_spec(
         target,
         for_,
         signal,
-        to,
+        to: f.to.as_ref().map(|t| *t.get_ref()),
     };
+    spec.check().map_err(|rule| {
+        // Point at the key the rule is about, where the entry has it.
+        let at = match rule.field {
+            FaultField::Every => f.every.as_ref().map(|v| v.span().start),
+            FaultField::For => f.for_.as_ref().map(|v| v.span().start),
+            FaultField::Signal => f.signal.as_ref().map(|v| v.span().start),
+            FaultField::To => f.to.as_ref().map(|v| v.span().start),
+            FaultField::Target => None,
+        };
+        err(at.unwrap_or(start), rule.message)
+    })?;
     let last = *spec.occurrences().last().expect("count >= 1");
     if last >= total {
         return Err(err(

@@ -28,7 +28,8 @@ use crate::events::EventLog;
 use crate::kafka;
 use crate::runfile::StoreTarget;
 use crate::runtime::{
-    health, ImageChoice, InstanceState, Locator, NoStack, Ports, Stack, StackSpec, UpEvent,
+    health, Endpoints, ImageChoice, InstanceState, Locator, NoStack, Ports, Stack, StackSpec,
+    UpEvent,
 };
 use crate::verify::{self, VerifyOptions};
 /// How long the stack may take to show a steady state before the run is refused.
@@ -157,7 +158,7 @@ async fn execute(
     let api_url = ep.api()?.to_string();
     // Topic, group, database and collection as the stack's services use them.
     let target = ep.store_target()?;
-    steady_state(&stack, &opts.stack.project).await?;
+    steady_state(&stack, &ep, &opts.stack.project).await?;
     say("  steady state: every instance running, api ready, consumer lag 0".into());
 
     // 2. Load and faults together; rollbacks whatever happens.
@@ -320,10 +321,10 @@ async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut ScenarioRun) -> Re
 /// Waits (bounded) until the stack is whole by the one health judgement
 /// ([`health::check`]) and the consumer lag is 0; refuses to start otherwise, naming
 /// what is wrong.
-async fn steady_state(stack: &Stack, project: &str) -> Result<()> {
+async fn steady_state(stack: &Stack, ep: &Endpoints, project: &str) -> Result<()> {
     let deadline = Instant::now() + STEADY_WAIT;
     loop {
-        let problems = health::check(stack).await?.problems(true);
+        let problems = health::check(stack, ep).await?.problems(true);
         if problems.is_empty() {
             return Ok(());
         }

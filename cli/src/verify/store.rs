@@ -17,7 +17,7 @@ pub const DEFAULT_MONGO_URI: &str = "mongodb://127.0.0.1:27017/?directConnection
 /// Default Kafka bootstrap: `stack up`'s external listener.
 pub const DEFAULT_KAFKA: &str = "127.0.0.1:9094";
 
-pub use crate::runfile::StoreTarget;
+use crate::runfile::StoreTarget;
 
 /// A stored document as verify reads it: decoded with [`StoredMessage`], the type the
 /// consumer writes. An altered or injected document may not decode (a field missing or

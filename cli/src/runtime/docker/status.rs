@@ -60,7 +60,6 @@ impl DockerStack {
                 },
                 health,
                 connected,
-                image: ins.config.and_then(|c| c.image).unwrap_or_default(),
             });
         }
         Ok(out)
