@@ -45,9 +45,9 @@ pub struct ChaosArgs {
     pub target: Option<String>,
     #[command(flatten)]
     pub stack: StackArgs,
-    /// Signal for `kill`: KILL, TERM or INT.
-    #[arg(long, default_value = "KILL")]
-    pub signal: Signal,
+    /// Signal for `kill`: KILL (the default), TERM or INT.
+    #[arg(long)]
+    pub signal: Option<Signal>,
     /// Undo after this long (kill/stop → start, pause → unpause, disconnect → reconnect), e.g. 10s.
     #[arg(long = "for", value_parser = parse_duration)]
     pub for_: Option<Duration>,
@@ -208,7 +208,7 @@ async fn dry_run(stack: &Stack, spec: &FaultSpec, log: &EventLog, json: bool) ->
         for i in spec.target.resolve(&have, spec.action.wants_running())? {
             let mut what = format!(
                 "{} {} (container {}, {})",
-                spec.action.label(spec.signal),
+                spec.action.label(spec.signal()),
                 i.id,
                 i.pid_or_container,
                 i.state

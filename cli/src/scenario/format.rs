@@ -152,7 +152,8 @@ pub struct FaultSpec {
     pub target: Target,
     /// Undo after this long.
     pub for_: Option<Duration>,
-    pub signal: Signal,
+    /// The signal a `kill` sends, when one was given (SIGKILL otherwise); see [`Self::signal`].
+    pub signal: Option<Signal>,
     /// `scale`: how many instances the service should have.
     pub to: Option<u32>,
 }
@@ -176,6 +177,11 @@ pub struct FaultRuleError {
 }
 
 impl FaultSpec {
+    /// The signal a `kill` sends.
+    pub fn signal(&self) -> Signal {
+        self.signal.unwrap_or(Signal::Kill)
+    }
+
     /// The rules every fault keeps, however it was written (a `[[faults]]` entry or
     /// `chaos` flags), checked in one place so the two cannot drift apart.
     pub fn check(&self) -> Result<(), FaultRuleError> {
@@ -203,7 +209,7 @@ impl FaultSpec {
                 return broken(FaultField::For, "for must be longer than 0".into());
             }
         }
-        if self.action != Action::Kill && self.signal != Signal::Kill {
+        if self.action != Action::Kill && self.signal.is_some() {
             return broken(FaultField::Signal, "signal applies to kill only".into());
         }
         match (self.action, self.to) {
@@ -250,8 +256,8 @@ impl FaultSpec {
         if let Some(to) = self.to {
             s.push_str(&format!(" to {to}"));
         }
-        if self.signal != Signal::Kill {
-            s.push_str(&format!(" ({})", self.signal.name()));
+        if self.signal() != Signal::Kill {
+            s.push_str(&format!(" ({})", self.signal().name()));
         }
         s.push_str(&format!(" at {}", secs(self.at)));
         if let Some(d) = self.for_ {
@@ -643,13 +649,15 @@ fn fault_spec(
         .as_ref()
         .map(|d| cx.duration(d, "for", SYNTAX_FAULT))
         .transpose()?;
-    let signal = match &f.signal {
-        None => Signal::Kill,
-        Some(s) => s
-            .get_ref()
-            .parse()
-            .map_err(|e: anyhow::Error| err(s.span().start, e.to_string()))?,
-    };
+    let signal = f
+        .signal
+        .as_ref()
+        .map(|s| {
+            s.get_ref()
+                .parse()
+                .map_err(|e: anyhow::Error| err(s.span().start, e.to_string()))
+        })
+        .transpose()?;
     let spec = FaultSpec {
         line,
         at,
@@ -819,8 +827,15 @@ achieved_rate = ">= 0.99 * rate"
         assert_eq!(
             ok("action = \"kill\"\ntarget = \"api\"\nat = \"1s\"\nsignal = \"TERM\"")
                 .unwrap()
-                .signal,
+                .signal(),
             Signal::Term
+        );
+        // Even the default signal, named on another action, is refused: it would do nothing.
+        assert!(
+            ok("action = \"pause\"\ntarget = \"api\"\nat = \"1s\"\nsignal = \"KILL\"")
+                .unwrap_err()
+                .message
+                .contains("kill only")
         );
     }
 

@@ -283,9 +283,9 @@ async fn act<S: FaultSeam>(
                     action: undo,
                 });
             }
-            let r = seam.apply(spec.action, &i.id, spec.signal).await;
+            let r = seam.apply(spec.action, &i.id, spec.signal()).await;
             let mut ev = Event::now(
-                &spec.action.label(spec.signal),
+                &spec.action.label(spec.signal()),
                 &i.id.to_string(),
                 &i.pid_or_container,
                 Ok(()),
