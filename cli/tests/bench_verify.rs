@@ -180,8 +180,8 @@ async fn generator_ceiling() {
         ]);
         let v = json_out(&wiberctl(&args).await);
         eprintln!(
-            "[bench] generator vs trivial endpoint {mode:?}: achieved {} req/s, ok {}, not started {}, ack p99 {} ms",
-            v["achieved_rate"], v["ok"], v["not_started"], v["ack_ms"]["p99"]
+            "[bench] generator vs trivial endpoint {mode:?}: goodput {} ok/s (answered {}/s), ok {}, not started {}, ack p99 {} ms",
+            v["achieved_rate"], v["answered_rate"], v["ok"], v["not_started"], v["ack_ms"]["p99"]
         );
         assert_eq!(
             v["failed"], 0,
@@ -334,6 +334,55 @@ async fn verify_passes_then_names_each_planted_fault() {
     .await
     .unwrap();
 
+    // corrupted: the conversation key no longer matches the users.
+    let rekeyed = id(8, 0);
+    coll.update_one(
+        doc! {"_id": &rekeyed},
+        doc! {"$set": {"conversation": "someone-else"}},
+    )
+    .await
+    .unwrap();
+    // reordered: seq 2 of conversation 9 now reads back before seq 1, as if the API had
+    // acknowledged it with an earlier timestamp (ledger and store agree: not corrupted).
+    let (s1, s2) = (id(9, 1), id(9, 2));
+    let t1 = coll
+        .find_one(doc! {"_id": &s1})
+        .await
+        .unwrap()
+        .unwrap()
+        .get_i64("timestamp")
+        .unwrap();
+    coll.update_one(
+        doc! {"_id": &s2},
+        doc! {"$set": {"timestamp": t1 - 1, "createdAt": wiber_model::rfc3339_ms(t1 - 1)}},
+    )
+    .await
+    .unwrap();
+    // recovered / indeterminate / unexpected, by rewriting the ledger's outcomes: an
+    // unknown request that was stored, one that was not, and a failed one that was.
+    let (recovered, indeterminate, refused) = (id(10, 0), id(10, 1), id(11, 0));
+    coll.delete_one(doc! {"_id": &indeterminate}).await.unwrap();
+    let ledger_path = dir.join("ledger.jsonl");
+    let rewritten: String = std::fs::read_to_string(&ledger_path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut e: Value = serde_json::from_str(line).unwrap();
+            let mid = e["messageId"].as_str().unwrap().to_string();
+            if mid == recovered || mid == indeterminate {
+                e["outcome"] = "unknown".into();
+                e["status"] = 503.into();
+            } else if mid == refused {
+                e["outcome"] = "failed".into();
+                e["status"] = 422.into();
+            } else if mid == s2 {
+                e["ackedTimestamp"] = (t1 - 1).into();
+            }
+            format!("{e}\n")
+        })
+        .collect();
+    std::fs::write(&ledger_path, rewritten).unwrap();
+
     let out = wiberctl(&[
         "--json",
         "verify",
@@ -356,10 +405,12 @@ async fn verify_passes_then_names_each_planted_fault() {
             &c["duplicated"],
             &c["corrupted"],
             &c["unexpected"],
-            &c["reordered"]
+            &c["reordered"],
+            &c["recovered"],
+            &c["indeterminate"],
         ]
         .map(|x| x.as_u64().unwrap()),
-        [1, 1, 1, 1, 0],
+        [1, 1, 2, 2, 1, 1, 1],
         "{c}"
     );
     let named = |kind: &str| {
@@ -370,8 +421,29 @@ async fn verify_passes_then_names_each_planted_fault() {
     };
     assert_eq!(named("lost"), gone);
     assert_eq!(named("duplicated"), original);
-    assert_eq!(named("corrupted"), altered);
-    assert_eq!(named("unexpected"), injected);
+    let all = |kind: &str| -> Vec<String> {
+        v["examples"][kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(all("corrupted").len(), 2);
+    assert!(all("corrupted").contains(&altered) && all("corrupted").contains(&rekeyed));
+    assert!(all("unexpected").contains(&injected) && all("unexpected").contains(&refused));
+    // seq 2, read back before seq 1, is the message out of place, in the order the API
+    // itself returned.
+    assert_eq!(named("reordered"), s2);
+    let detail = v["examples"]["reordered"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("the API returned"), "{detail}");
+    assert!(
+        v["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("read back through"),
+        "{v}"
+    );
     // Examples carry the Kafka provenance of the stored document.
     assert!(v["examples"]["corrupted"][0]["offset"].is_i64());
 

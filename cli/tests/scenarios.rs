@@ -140,6 +140,16 @@ fn scale_consumers() {
     run_scenario("scale-consumers");
 }
 
+#[test]
+fn store_outage_kill_consumer() {
+    run_scenario("store-outage-kill-consumer");
+}
+
+#[test]
+fn pause_broker() {
+    run_scenario("pause-broker");
+}
+
 /// Every file of the suite is valid, and a broken one is refused with file:line, the
 /// expected syntax and exit 2 (no stack needed).
 #[test]
@@ -154,6 +164,7 @@ fn the_suite_validates_and_bad_files_are_located() {
     let out = Command::new(WIBERCTL)
         .args(["scenario", "validate"])
         .args(&files)
+        .args(matrix_files())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -208,4 +219,98 @@ fn the_suite_validates_and_bad_files_are_located() {
         .map(|d| std::fs::read_to_string(d.join("junit.xml")).unwrap())
         .expect("the run directory with junit.xml");
     assert!(junit.contains("<error"), "{junit}");
+}
+
+fn matrix_files() -> Vec<PathBuf> {
+    std::fs::read_dir(repo_root().join("scenarios").join("matrix"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect()
+}
+
+/// No scenario we ship can pass a stack that refused every message: its thresholds are
+/// evaluated on the figures of a run where every POST got a fast 503 (nothing stored,
+/// so every invariant holds) and at least one must fail. The kill matrix shows the same
+/// with a real server (`refuse-all`); this covers every file, without a stack.
+#[test]
+fn no_shipped_scenario_passes_a_stack_that_refuses_everything() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("scenarios"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.extend(matrix_files());
+    // The check can fail: a file that bounds only the invariants passes such a stack.
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("refuse-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weak = dir.join("weak.toml");
+    std::fs::write(&weak, "name = \"weak\"\n[load]\nrate = 10\nduration = \"5s\"\n[thresholds]\nlost = \"== 0\"\nduplicated = \"== 0\"\n").unwrap();
+    assert!(refused_stack_failures(&weak).is_empty());
+    for f in files {
+        assert!(
+            !refused_stack_failures(&f).is_empty(),
+            "{} would pass a stack that refused every message: bound goodput (achieved_rate, during.ok_rate, after.ok_rate)",
+            f.display()
+        );
+    }
+}
+
+/// The thresholds of scenario `f` that fail on the figures of a stack that answered
+/// every POST with a fast 503.
+fn refused_stack_failures(f: &Path) -> Vec<String> {
+    use wiberctl::scenario::threshold::{evaluate, Metrics, Verdict};
+    {
+        let sc = wiberctl::scenario::format::load(f).unwrap();
+        let rate = sc.load.mean_rate();
+        let n = rate * sc.load.duration().as_secs_f64();
+        // Answered at once, never ok: no ack or service latency exists (ok answers only).
+        let mut m = Metrics::new();
+        for (k, v) in [
+            ("sent", n),
+            ("unknown", n),
+            ("errors.http_503", n),
+            ("answered_rate", rate),
+            ("achieved_rate", 0.0),
+            ("error_ack.p99", 1.0),
+        ] {
+            m.insert(k.into(), v);
+        }
+        for k in [
+            "ok",
+            "failed",
+            "lost",
+            "duplicated",
+            "unexpected",
+            "corrupted",
+            "reordered",
+            "recovered",
+            "stored",
+            "not_started",
+            "retried",
+        ] {
+            m.insert(k.into(), 0.0);
+        }
+        m.insert("indeterminate".into(), n);
+        for p in ["before", "during", "after"] {
+            for (k, v) in [
+                ("ok", 0.0),
+                ("failed", 0.0),
+                ("unknown", n / 3.0),
+                ("sent", n / 3.0),
+                ("errors", n / 3.0),
+                ("ok_rate", 0.0),
+                ("answered_rate", rate),
+            ] {
+                m.insert(format!("{p}.{k}"), v);
+            }
+        }
+        sc.thresholds
+            .iter()
+            .map(|t| evaluate(t, &m, rate, None))
+            .filter(|e| e.verdict == Verdict::Fail)
+            .map(|e| e.metric)
+            .collect()
+    }
 }

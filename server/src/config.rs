@@ -118,6 +118,26 @@ pub fn instance_name(default: &str) -> String {
     std::env::var(env::WIBER_INSTANCE).unwrap_or_else(|_| default.to_string())
 }
 
+/// Without the `seeded-bugs` feature: a start error if `WIBER_SEEDED_BUG` is set, so a
+/// harness can never believe a bug is active in a build that cannot have it.
+#[cfg(not(feature = "seeded-bugs"))]
+pub fn refuse_seeded_bug() -> anyhow::Result<()> {
+    refuse_seeded_bug_value(std::env::var(env::WIBER_SEEDED_BUG).ok().as_deref())
+}
+
+#[cfg(not(feature = "seeded-bugs"))]
+fn refuse_seeded_bug_value(value: Option<&str>) -> anyhow::Result<()> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(()),
+        Some(v) => anyhow::bail!(
+            "{var}={v} needs a build with --features seeded-bugs (this wiber-server has no \
+             seeded bugs): build one with `cargo build -p wiber-server --features seeded-bugs \
+             --target-dir target/seeded`, or unset {var}",
+            var = env::WIBER_SEEDED_BUG
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -146,6 +166,20 @@ mod tests {
         rows.iter()
             .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
             .collect()
+    }
+
+    #[cfg(not(feature = "seeded-bugs"))]
+    #[test]
+    fn a_seeded_bug_without_the_feature_is_a_start_error() {
+        assert!(refuse_seeded_bug_value(None).is_ok());
+        assert!(refuse_seeded_bug_value(Some(" ")).is_ok());
+        let e = refuse_seeded_bug_value(Some("corrupt"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("WIBER_SEEDED_BUG=corrupt needs a build with --features seeded-bugs"),
+            "{e}"
+        );
     }
 
     /// The README's table of variables and defaults, spelled out: the contract constants

@@ -14,7 +14,8 @@
 //!
 //! The loop ([`consume`]) sees Kafka and MongoDB only through two seams of its own,
 //! [`RecordSource`] (implemented by [`kafka::GroupRecords`]) and [`MessageStore`]
-//! (implemented by [`Store`]), so the contract above is tested here without either.
+//! (implemented by [`Store`]), so the contract above is tested without either
+//! (`tests/server/consumer.rs`, with a fake group whose commits are logged).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -108,6 +109,11 @@ impl From<&ConsumerConfig> for Batching {
 /// for them), joins the group and runs [`consume`].
 pub async fn run(cfg: ConsumerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    // First, before any connection: a seeded bug that cannot be honoured is a start error.
+    #[cfg(not(feature = "seeded-bugs"))]
+    crate::config::refuse_seeded_bug()?;
+    #[cfg(feature = "seeded-bugs")]
+    let seeded = crate::seeded::Seeded::from_env(wiber_model::contract::Service::Consumer)?;
     let instance = instance_name("consumer");
     let store = Store::connect(&cfg.mongo).await?;
     // Indexes and topics are retried until they work: a consumer started before its
@@ -129,6 +135,9 @@ pub async fn run(cfg: ConsumerConfig, shutdown: impl Future<Output = ()>) -> any
     }
     let records = kafka::GroupRecords::subscribe(&cfg, &instance)?;
     tracing::info!(%instance, group = %cfg.group, topic = %cfg.kafka.topic, "consumer started");
+    #[cfg(feature = "seeded-bugs")]
+    let store =
+        crate::seeded::SeededStore::new(seeded.as_ref(), &store, &records, &cfg.kafka.topic);
     consume(&records, &store, Batching::from(&cfg), shutdown).await;
     tracing::info!(%instance, "consumer stopped");
     Ok(())
@@ -302,390 +311,33 @@ fn positions(batch: &[Record]) -> Vec<Position> {
 
 #[cfg(test)]
 mod tests {
-    //! The loop against a fake group and a fake store (our own seams; the real adapters
-    //! are exercised against real Kafka and FerretDB by the CLI's stack tests). Time is
-    //! paused, so back-offs take no wall time and their lengths can be asserted.
-
-    use std::collections::{BTreeSet, VecDeque};
-    use std::sync::{Arc, Mutex};
-
-    use tokio::time::Instant;
-    use wiber_model::Message;
+    //! The loop itself is tested against a fake group (with a commit log) and a fake
+    //! store in `tests/server/consumer.rs`, next to the API's tests, sharing their fakes
+    //! with the seeded-bug tests.
 
     use super::*;
 
-    const TOPIC: &str = "wiber.messages";
-
-    /// What the fakes saw, in order, with the (paused) time since the test began.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    enum Event {
-        WriteFailed {
-            at_ms: u64,
-        },
-        Stored {
-            at_ms: u64,
-            inserted: Vec<String>,
-            duplicates: Vec<String>,
-        },
-        DeadLettered {
-            offset: i64,
-            reason: String,
-        },
-        DeadLetterFailed {
-            offset: i64,
-        },
-        Committed(Vec<Position>),
-        Closed,
-    }
-
-    #[derive(Clone)]
-    struct Log {
-        start: Instant,
-        events: Arc<Mutex<Vec<Event>>>,
-    }
-
-    impl Log {
-        fn new() -> Log {
-            Log {
-                start: Instant::now(),
-                events: Arc::default(),
-            }
-        }
-        fn push(&self, e: Event) {
-            self.events.lock().unwrap().push(e);
-        }
-        fn now_ms(&self) -> u64 {
-            self.start.elapsed().as_millis() as u64
-        }
-        fn events(&self) -> Vec<Event> {
-            self.events.lock().unwrap().clone()
-        }
-    }
-
-    /// A group member holding `records`; when they are gone, `recv` waits forever (as a
-    /// caught-up consumer does). The first `dlq_failures` dead-letter attempts fail.
-    struct FakeSource {
-        records: Mutex<VecDeque<Record>>,
-        dlq_failures: Mutex<usize>,
-        log: Log,
-    }
-
-    impl FakeSource {
-        fn new(log: &Log, records: Vec<Record>) -> FakeSource {
-            FakeSource {
-                records: Mutex::new(records.into()),
-                dlq_failures: Mutex::new(0),
-                log: log.clone(),
-            }
-        }
-    }
-
-    impl RecordSource for FakeSource {
-        type Error = String;
-
-        fn recv(&self) -> impl Future<Output = Result<Record, String>> + Send {
-            let next = self.records.lock().unwrap().pop_front();
-            async move {
-                match next {
-                    Some(r) => Ok(r),
-                    None => std::future::pending().await,
-                }
-            }
-        }
-
-        async fn dead_letter(&self, record: &Record, reason: &str) -> Result<(), String> {
-            let mut failures = self.dlq_failures.lock().unwrap();
-            if *failures > 0 {
-                *failures -= 1;
-                self.log.push(Event::DeadLetterFailed {
-                    offset: record.offset,
-                });
-                return Err("broker unavailable".into());
-            }
-            self.log.push(Event::DeadLettered {
-                offset: record.offset,
-                reason: reason.to_string(),
-            });
-            Ok(())
-        }
-
-        fn commit(&self, positions: &[Position]) {
-            self.log.push(Event::Committed(positions.to_vec()));
-        }
-
-        fn close(&self) {
-            self.log.push(Event::Closed);
-        }
-    }
-
-    /// A collection with a unique `_id`; the first `failures` writes fail
-    /// (`usize::MAX`: all of them).
-    struct FakeStore {
-        ids: Mutex<BTreeSet<String>>,
-        failures: Mutex<usize>,
-        log: Log,
-    }
-
-    impl FakeStore {
-        fn new(log: &Log, failures: usize) -> FakeStore {
-            FakeStore {
-                ids: Mutex::default(),
-                failures: Mutex::new(failures),
-                log: log.clone(),
-            }
-        }
-    }
-
-    impl MessageStore for FakeStore {
-        type Error = String;
-
-        async fn insert_batch(&self, batch: &[StoredMessage]) -> Result<InsertOutcome, String> {
-            let mut failures = self.failures.lock().unwrap();
-            if *failures > 0 {
-                *failures -= 1;
-                self.log.push(Event::WriteFailed {
-                    at_ms: self.log.now_ms(),
-                });
-                return Err("not primary".into());
-            }
-            let mut ids = self.ids.lock().unwrap();
-            let (mut inserted, mut duplicates) = (Vec::new(), Vec::new());
-            for m in batch {
-                if ids.insert(m.id.clone()) {
-                    inserted.push(m.id.clone());
-                } else {
-                    duplicates.push(m.id.clone());
-                }
-            }
-            self.log.push(Event::Stored {
-                at_ms: self.log.now_ms(),
-                inserted: inserted.clone(),
-                duplicates: duplicates.clone(),
-            });
-            Ok(InsertOutcome {
-                inserted: inserted.len(),
-                duplicates,
-            })
-        }
-    }
-
-    fn record(partition: i32, offset: i64, payload: Option<Vec<u8>>) -> Record {
+    fn record(partition: i32, offset: i64) -> Record {
         Record {
-            topic: TOPIC.into(),
+            topic: "wiber.messages".into(),
             partition,
             offset,
-            key: Some(b"alice\x1fbob".to_vec()),
-            payload,
+            key: None,
+            payload: None,
         }
-    }
-
-    /// A well-formed record whose message id is `id`.
-    fn message(partition: i32, offset: i64, id: &str) -> Record {
-        let m = Message {
-            message_id: id.into(),
-            from_user: "alice".into(),
-            to_user: "bob".into(),
-            content: format!("message {id}"),
-            timestamp: 1_758_865_780_040,
-            created_at: wiber_model::rfc3339_ms(1_758_865_780_040),
-        };
-        record(partition, offset, Some(serde_json::to_vec(&m).unwrap()))
     }
 
     fn at(partition: i32, next_offset: i64) -> Position {
         Position {
-            topic: TOPIC.into(),
+            topic: "wiber.messages".into(),
             partition,
             next_offset,
         }
     }
 
-    fn ids(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    const BATCHING: Batching = Batching {
-        max_records: 500,
-        linger: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(250),
-    };
-
-    /// Runs the loop until the (paused) clock reaches `stop_after`.
-    async fn run_until(source: &FakeSource, store: &FakeStore, stop_after: Duration) {
-        consume(source, store, BATCHING, tokio::time::sleep(stop_after)).await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn offsets_are_committed_only_after_the_batch_is_written() {
-        let log = Log::new();
-        let source = FakeSource::new(
-            &log,
-            vec![
-                message(0, 0, "a"),
-                message(1, 5, "b"),
-                message(0, 1, "c"),
-                message(0, 2, "d"),
-            ],
-        );
-        // The store refuses four writes: the batch is retried with doubling back-off
-        // capped at 250 ms (100, 200, 250, 250), and nothing is committed meanwhile.
-        let store = FakeStore::new(&log, 4);
-        run_until(&source, &store, Duration::from_secs(10)).await;
-        assert_eq!(
-            log.events(),
-            [
-                Event::WriteFailed { at_ms: 20 },
-                Event::WriteFailed { at_ms: 120 },
-                Event::WriteFailed { at_ms: 320 },
-                Event::WriteFailed { at_ms: 570 },
-                Event::Stored {
-                    at_ms: 820,
-                    inserted: ids(&["a", "b", "c", "d"]),
-                    duplicates: vec![],
-                },
-                Event::Committed(vec![at(0, 3), at(1, 6)]),
-                Event::Closed,
-            ]
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn redeliveries_are_de_duplication_hits_not_failures() {
-        let log = Log::new();
-        let source = FakeSource::new(
-            &log,
-            vec![message(0, 7, "a"), message(0, 8, "b"), message(0, 9, "c")],
-        );
-        // `a` and `b` were stored before a crash that lost the commit.
-        let store = FakeStore::new(&log, 0);
-        store.ids.lock().unwrap().extend(ids(&["a", "b"]));
-        run_until(&source, &store, Duration::from_secs(10)).await;
-        assert_eq!(
-            log.events(),
-            [
-                Event::Stored {
-                    at_ms: 20,
-                    inserted: ids(&["c"]),
-                    duplicates: ids(&["a", "b"]),
-                },
-                Event::Committed(vec![at(0, 10)]),
-                Event::Closed,
-            ]
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn undecodable_records_go_to_the_dead_letter_topic_then_are_committed() {
-        let log = Log::new();
-        let mut invalid = serde_json::to_value(Message {
-            message_id: "x".into(),
-            from_user: String::new(),
-            to_user: "bob".into(),
-            content: "hi".into(),
-            timestamp: 1,
-            created_at: wiber_model::rfc3339_ms(1),
-        })
-        .unwrap();
-        invalid["fromUser"] = "".into();
-        let source = FakeSource::new(
-            &log,
-            vec![
-                message(0, 0, "a"),
-                record(0, 1, Some(b"not json".to_vec())),
-                record(0, 2, Some(serde_json::to_vec(&invalid).unwrap())),
-                message(0, 3, "b"),
-                // The last record of the batch: its offset must be committed too.
-                record(0, 4, None),
-            ],
-        );
-        // The broker refuses the first dead-letter publish: it is retried, not dropped.
-        *source.dlq_failures.lock().unwrap() = 1;
-        let store = FakeStore::new(&log, 0);
-        run_until(&source, &store, Duration::from_secs(10)).await;
-        let events = log.events();
-        let reasons: Vec<(i64, &str)> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::DeadLettered { offset, reason } => Some((*offset, reason.as_str())),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            reasons.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
-            [1, 2, 4],
-            "{events:#?}"
-        );
-        assert!(
-            reasons[0].1.starts_with("not a wiber message"),
-            "{reasons:?}"
-        );
-        assert!(
-            reasons[1].1.starts_with("invalid message: fromUser"),
-            "{reasons:?}"
-        );
-        assert_eq!(reasons[2].1, "record has no payload");
-        assert_eq!(events[0], Event::DeadLetterFailed { offset: 1 });
-        // Dead-lettered and stored first, committed after, up to the last record.
-        assert_eq!(
-            events[4..],
-            [
-                Event::Stored {
-                    at_ms: 220,
-                    inserted: ids(&["a", "b"]),
-                    duplicates: vec![],
-                },
-                Event::Committed(vec![at(0, 5)]),
-                Event::Closed,
-            ],
-            "{events:#?}"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn shutdown_finishes_the_batch_in_hand_then_commits_and_leaves() {
-        let log = Log::new();
-        let source = FakeSource::new(&log, vec![message(0, 0, "a"), message(0, 1, "b")]);
-        let store = FakeStore::new(&log, 0);
-        // Shutdown comes at 5 ms, while the batch is still gathering (linger 20 ms).
-        run_until(&source, &store, Duration::from_millis(5)).await;
-        assert_eq!(
-            log.events(),
-            [
-                Event::Stored {
-                    at_ms: 20,
-                    inserted: ids(&["a", "b"]),
-                    duplicates: vec![],
-                },
-                Event::Committed(vec![at(0, 2)]),
-                Event::Closed,
-            ]
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn shutdown_while_writes_fail_leaves_the_batch_uncommitted() {
-        let log = Log::new();
-        let source = FakeSource::new(&log, vec![message(0, 0, "a")]);
-        let store = FakeStore::new(&log, usize::MAX);
-        run_until(&source, &store, Duration::from_millis(1000)).await;
-        let events = log.events();
-        assert!(
-            !events.iter().any(|e| matches!(e, Event::Committed(_))),
-            "{events:#?}"
-        );
-        assert_eq!(events.last(), Some(&Event::Closed));
-        // Still retrying when shutdown came (at 20, 120, 320, 570, 820 ms).
-        assert_eq!(events.len(), 6, "{events:#?}");
-    }
-
     #[test]
     fn positions_are_one_past_the_highest_offset_per_partition() {
-        let batch = [
-            record(2, 9, None),
-            record(0, 4, None),
-            record(2, 7, None),
-            record(0, 5, None),
-        ];
+        let batch = [record(2, 9), record(0, 4), record(2, 7), record(0, 5)];
         assert_eq!(positions(&batch), [at(0, 6), at(2, 10)]);
     }
 }

@@ -1,7 +1,7 @@
 //! Kafka adapter: the only module that touches rdkafka. It creates the topics, publishes
 //! messages with the delivery contract (acks=all, idempotent, bounded timeout, key = the
 //! conversation) and runs the consumer's side of the group. Domain code sees
-//! [`Publisher`] and [`PublishError`] (the API), and [`GroupRecords`] through the
+//! [`Publisher`] through the API's [`Publish`] seam and [`GroupRecords`] through the
 //! consumer's [`RecordSource`] seam, never rdkafka types.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -18,39 +18,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
+use futures::future::BoxFuture;
+
+use crate::api::{Delivered, Publish, PublishError};
 use crate::config::{ConsumerConfig, KafkaConfig};
 use crate::consumer::{Position, Record, RecordSource};
-
-/// Why a publish failed. Every variant means "not acknowledged": the API answers 503.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("kafka did not acknowledge the message within {0:?}: {1}")]
-    Timeout(Duration, String),
-    #[error("kafka rejected the message: {0}")]
-    Rejected(String),
-    #[error(
-        "all kafka brokers are down; not waiting for a timeout (retry with the same messageId)"
-    )]
-    BrokersDown,
-}
-
-impl PublishError {
-    /// A short label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PublishError::Timeout(..) => "timeout",
-            PublishError::Rejected(_) => "rejected",
-            PublishError::BrokersDown => "brokers_down",
-        }
-    }
-}
-
-/// Where Kafka stored a record.
-#[derive(Debug, Clone, Copy)]
-pub struct Delivered {
-    pub partition: i32,
-    pub offset: i64,
-}
 
 /// librdkafka's callbacks for our clients. It notices when every broker connection is
 /// down, so the API can answer 503 at once instead of holding each POST for the whole
@@ -242,6 +214,28 @@ impl Publisher {
     /// Waits (at most `timeout`) until every queued record is acknowledged or failed.
     pub fn flush(&self, timeout: Duration) {
         let _ = self.producer().flush(Timeout::After(timeout));
+    }
+}
+
+impl Publish for Publisher {
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        key: &'a str,
+        payload: &'a [u8],
+        correlation_id: &'a str,
+    ) -> BoxFuture<'a, Result<Delivered, PublishError>> {
+        Box::pin(Publisher::publish(
+            self,
+            topic,
+            key,
+            payload,
+            correlation_id,
+        ))
+    }
+
+    fn check<'a>(&'a self, topic: &'a str, timeout: Duration) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(Publisher::check(self, topic, timeout))
     }
 }
 

@@ -4,10 +4,12 @@
 //! cheaply), a `conversation` field indexed with `timestamp` for conversation reads, and
 //! provenance (`storedAt`, `partition`, `offset`) on every document. What this module
 //! adds is how the collection is used: indexes, write concern, what a duplicate key
-//! means, the read queries. The consumer sees it through [`MessageStore`].
+//! means, the read queries. The consumer sees it through [`MessageStore`], the API
+//! through [`ReadStore`].
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::ErrorKind;
@@ -15,6 +17,7 @@ use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern
 use mongodb::{Client, Collection, IndexModel};
 use wiber_model::{conversation_key, Message, StoredMessage};
 
+use crate::api::{CountScope, ReadStore};
 use crate::config::MongoConfig;
 use crate::consumer::MessageStore;
 
@@ -25,6 +28,13 @@ const DUPLICATE_KEY: i32 = 11000;
 #[derive(Debug, thiserror::Error)]
 #[error("mongodb: {0}")]
 pub struct StoreError(String);
+
+impl StoreError {
+    /// An error described by `detail` (for stand-ins of the store, e.g. in tests).
+    pub fn new(detail: impl Into<String>) -> StoreError {
+        StoreError(detail.into())
+    }
+}
 
 impl From<mongodb::error::Error> for StoreError {
     fn from(e: mongodb::error::Error) -> Self {
@@ -38,14 +48,6 @@ pub struct InsertOutcome {
     pub inserted: usize,
     /// `_id`s that were already stored: redeliveries, de-duplicated.
     pub duplicates: Vec<String>,
-}
-
-/// Which messages a count covers.
-#[derive(Debug, Clone)]
-pub enum CountScope {
-    All,
-    User(String),
-    Conversation(String, String),
 }
 
 #[derive(Clone)]
@@ -217,6 +219,34 @@ impl MessageStore for Store {
 
     async fn insert_batch(&self, batch: &[StoredMessage]) -> Result<InsertOutcome, StoreError> {
         Store::insert_batch(self, batch).await
+    }
+}
+
+impl ReadStore for Store {
+    fn conversation<'a>(
+        &'a self,
+        a: &'a str,
+        b: &'a str,
+        limit: i64,
+        skip: u64,
+    ) -> BoxFuture<'a, Result<Vec<Message>, StoreError>> {
+        Box::pin(Store::conversation(self, a, b, limit, skip))
+    }
+
+    fn user_recent<'a>(
+        &'a self,
+        user: &'a str,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<Message>, StoreError>> {
+        Box::pin(Store::user_recent(self, user, limit))
+    }
+
+    fn count<'a>(&'a self, scope: &'a CountScope) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(Store::count(self, scope))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(Store::ping(self))
     }
 }
 

@@ -59,7 +59,7 @@ pub struct SecondStats {
     pub answered: u64,
     pub ok: u64,
     pub errors: u64,
-    /// Ack latency of requests *due* in this second.
+    /// Ack latency of the `ok` requests *due* in this second.
     pub ack: LatencyHist,
 }
 
@@ -75,8 +75,15 @@ pub struct Stored {
 
 /// Everything a phase measured (the measured window only; warm-up is in the ledger).
 pub struct PhaseStats {
+    /// Due → answer of the `ok` answers: only an acknowledgement counts as one.
     pub ack: LatencyHist,
+    /// Due → answer (or giving up) of the `failed` and `unknown` outcomes.
+    pub error: LatencyHist,
+    /// Send → answer of the `ok` answers only, like `ack`: fast refusals must not flatter
+    /// a service-latency SLO, and ack and service should describe the same requests.
     pub service: LatencyHist,
+    /// Due → first send of every started request, whatever its outcome: it measures the
+    /// generator, not the server.
     pub start_delay: LatencyHist,
     pub seconds: Vec<SecondStats>,
     pub sent: u64,
@@ -99,6 +106,7 @@ impl PhaseStats {
         let secs = window.as_secs_f64().ceil().max(1.0) as usize;
         PhaseStats {
             ack: LatencyHist::new(),
+            error: LatencyHist::new(),
             service: LatencyHist::new(),
             start_delay: LatencyHist::new(),
             seconds: vec![SecondStats::default(); secs],
@@ -115,13 +123,22 @@ impl PhaseStats {
         }
     }
 
-    /// Answered requests of the window per second of the window.
+    /// Goodput: `ok` answers of the window per second of the window.
     pub fn achieved_rate(&self) -> f64 {
+        self.per_second(self.ok)
+    }
+
+    /// Requests of the window that completed with any outcome, per second of the window.
+    pub fn answered_rate(&self) -> f64 {
+        self.per_second(self.ok + self.failed + self.unknown)
+    }
+
+    fn per_second(&self, n: u64) -> f64 {
         let secs = self.window.as_secs_f64();
         if secs <= 0.0 {
             return 0.0;
         }
-        (self.ok + self.failed + self.unknown) as f64 / secs
+        n as f64 / secs
     }
 }
 
@@ -209,13 +226,17 @@ fn record(
     if let Some(kind) = &s.error {
         *st.errors.entry(kind.clone()).or_default() += 1;
     }
-    let ack = s.answered.saturating_sub(s.due);
-    st.ack.record(ack);
-    st.service.record(s.answered.saturating_sub(s.sent));
-    st.start_delay.record(s.sent.saturating_sub(s.due));
+    let latency = s.answered.saturating_sub(s.due);
     let last = st.seconds.len() - 1;
     let due_sec = ((s.due - info.warmup).as_secs() as usize).min(last);
-    st.seconds[due_sec].ack.record(ack);
+    if s.outcome == Outcome::Ok {
+        st.ack.record(latency);
+        st.service.record(s.answered.saturating_sub(s.sent));
+        st.seconds[due_sec].ack.record(latency);
+    } else {
+        st.error.record(latency);
+    }
+    st.start_delay.record(s.sent.saturating_sub(s.due));
     let ans_sec = (s.answered.saturating_sub(info.warmup).as_secs() as usize).min(last);
     let sec = &mut st.seconds[ans_sec];
     sec.answered += 1;
@@ -248,6 +269,7 @@ fn ledger_entry(info: &PhaseInfo, s: &Sample, warmup: bool) -> LedgerEntry {
         outcome: s.outcome,
         status: s.status,
         error: s.error.clone(),
+        acked_timestamp: s.acked_timestamp,
         attempts: s.attempts,
         size: s.size,
         content_hash: s.content_hash.clone(),
@@ -260,18 +282,21 @@ fn draw(info: &PhaseInfo, st: &PhaseStats, progress: &ProgressBar, total: Durati
     let elapsed = Instant::now().saturating_duration_since(info.start);
     progress.set_position(elapsed.min(total).as_millis() as u64);
     let in_window = elapsed.saturating_sub(info.warmup).as_secs_f64();
-    let answered = st.ok + st.failed + st.unknown;
-    let rate = if in_window > 0.0 {
-        answered as f64 / in_window
-    } else {
-        0.0
+    let rate = |n: u64| {
+        if in_window > 0.0 {
+            n as f64 / in_window
+        } else {
+            0.0
+        }
     };
+    // Goodput first (ok answers only), then everything answered.
+    let (good, answered) = (rate(st.ok), rate(st.ok + st.failed + st.unknown));
     let mut msg = if elapsed < info.warmup {
         "warming up".to_string()
     } else {
         match info.target_rate {
-            Some(t) => format!("{rate:.0}/{t:.0} req/s"),
-            None => format!("{rate:.0} req/s"),
+            Some(t) => format!("goodput {good:.0}/{t:.0} ok/s, answered {answered:.0}/s"),
+            None => format!("goodput {good:.0} ok/s, answered {answered:.0}/s"),
         }
     };
     if !st.ack.is_empty() {

@@ -254,13 +254,21 @@ pub async fn run_with<T: Transport>(
             .find_max
             .as_ref()
             .is_some_and(|f| f.best_rate.is_some()),
-        (_, Some(slo)) => slo
-            .violations(
+        // Latency of ok answers only, and the goodput kept up with the target: a run
+        // answered by fast 503s does not meet an SLO (the problems are its warnings).
+        (mode, Some(slo)) => {
+            let target = match mode {
+                Mode::Open { rate } => Some(*rate),
+                _ => None,
+            };
+            slo.violations(
                 &report.summary.ack_ms,
                 &report.summary.service_ms,
                 report.summary.e2e_ms.as_ref(),
             )
-            .is_empty(),
+            .is_empty()
+                && keep_up_problems(&main.stats, target).is_empty()
+        }
         (_, None) => true,
     };
     Ok(BenchResult {
@@ -390,6 +398,8 @@ async fn find_max<T: Transport>(
         let (phase, back) = run_phase(opts, run_id, transport, plan, ledger).await?;
         ledger = back;
         let s = &phase.stats;
+        // Of the ok answers only: a step answered by fast 503s meets no latency SLO, and
+        // its goodput (achieved_rate) misses the keep-up check below.
         let (ack, service) = (s.ack.percentiles(), s.service.percentiles());
         let mut reasons = slo.violations(&ack, &service, None);
         reasons.extend(keep_up_problems(s, Some(rate)));
@@ -397,6 +407,7 @@ async fn find_max<T: Transport>(
         steps.push(FindMaxStep {
             target_rate: rate,
             achieved_rate: round1(s.achieved_rate()),
+            answered_rate: round1(s.answered_rate()),
             ok: s.ok,
             failed: s.failed,
             unknown: s.unknown,
@@ -446,7 +457,8 @@ fn keep_up_problems(s: &PhaseStats, target: Option<f64>) -> Vec<String> {
         let a = s.achieved_rate();
         if a < t * KEEP_UP {
             out.push(format!(
-                "achieved {a:.0} req/s, below {:.0}% of the target {t:.0}",
+                "goodput {a:.0} ok/s (answered {:.0}/s), below {:.0}% of the target {t:.0} req/s",
+                s.answered_rate(),
                 KEEP_UP * 100.0
             ));
         }
@@ -544,6 +556,7 @@ fn build_report(
     let summary = Summary {
         target_rate,
         achieved_rate: round1(s.achieved_rate()),
+        answered_rate: round1(s.answered_rate()),
         sent: s.sent,
         ok: s.ok,
         failed: s.failed,
@@ -552,6 +565,7 @@ fn build_report(
         retried: s.retried,
         errors: s.errors.clone(),
         ack_ms: s.ack.percentiles(),
+        error_ms: s.error.percentiles(),
         service_ms: s.service.percentiles(),
         start_delay_ms: delay,
         e2e_ms: e2e.map(|e| e.hist.percentiles()),
@@ -708,4 +722,87 @@ pub fn latest_run(reports: &Path) -> anyhow::Result<PathBuf> {
 
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    //! Honest accounting: a stack that refuses everything achieves nothing, however fast
+    //! it refuses.
+
+    use super::*;
+
+    /// Answers every request with a 503 after 2 ms.
+    struct Refusing;
+
+    impl Transport for Refusing {
+        async fn post(&self, _body: Vec<u8>) -> transport::Answer {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            transport::Answer::status(503)
+        }
+    }
+
+    fn options(reports_dir: PathBuf) -> BenchOptions {
+        BenchOptions {
+            api_url: "http://127.0.0.1:9".into(),
+            mode: Mode::Open { rate: 100.0 },
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            conversations: 5,
+            size: 32,
+            connections: 8,
+            retries: 0,
+            timeout: Duration::from_secs(1),
+            name: "refused".into(),
+            reports_dir,
+            target: StoreTarget {
+                mongo_uri: String::new(),
+                mongo_db: String::new(),
+                mongo_collection: String::new(),
+                kafka: String::new(),
+                group: String::new(),
+                topic: String::new(),
+            },
+            e2e: false,
+            drain_timeout: Duration::from_secs(1),
+            events_file: None,
+            slo: Some("ack.p99<50ms".parse().unwrap()),
+            progress: false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_answered_only_by_503s_has_no_goodput_and_no_ack_latency() {
+        let reports =
+            std::env::temp_dir().join(format!("wiber-503-{}", uuid::Uuid::new_v4().simple()));
+        let r = run_with(options(reports.clone()), Arc::new(Refusing))
+            .await
+            .unwrap();
+        let s = &r.report.summary;
+        assert_eq!((s.ok, s.unknown), (0, 100), "{s:?}");
+        assert_eq!(s.ack_ms.count, 0, "{s:?}");
+        assert_eq!(s.service_ms.count, 0, "{s:?}");
+        assert_eq!(s.achieved_rate, 0.0);
+        assert_eq!(s.answered_rate, 100.0);
+        assert_eq!(s.error_ms.count, 100);
+        assert!(s.error_ms.p50 >= 2.0, "{:?}", s.error_ms);
+        assert_eq!(s.start_delay_ms.count, 100);
+        assert!(r.report.distribution.ack.is_empty());
+        assert!(r.report.timeline.iter().all(|t| t.ack_p99.is_none()));
+        assert!(
+            s.warnings.iter().any(|w| w.contains("goodput 0 ok/s")),
+            "{s:?}"
+        );
+        // Nothing acknowledged: an ack SLO is not met by an empty histogram.
+        assert!(!r.slo_met);
+        let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+        assert!(md.contains("goodput (ok/s)"), "{md}");
+        // An empty ack histogram is shown as no latency, not as 0 ms.
+        assert!(
+            md.contains("| ack, ok only (from due time) | - | - | - | - | - | 0 |"),
+            "{md}"
+        );
+        let printed = print::summary_table(&r.report);
+        assert!(printed.contains("0.0 ok/s (0.0% of target)"), "{printed}");
+        std::fs::remove_dir_all(reports).unwrap();
+    }
 }

@@ -28,11 +28,14 @@ pub fn json(r: &Report) -> BenchJson<'_> {
 }
 
 /// The final summary: rate and outcome counts, then latencies, then errors by kind.
+/// The achieved rate is goodput (ok answers per second) and says so; ack and service
+/// latency are of ok answers only, error latency of the rest.
 pub fn summary_table(r: &Report) -> String {
     let s = &r.summary;
     let mut counts = output::table(&[
         "target rate",
-        "achieved rate",
+        "goodput (ok/s)",
+        "answered/s",
         "ok",
         "failed",
         "unknown",
@@ -41,16 +44,17 @@ pub fn summary_table(r: &Report) -> String {
     ]);
     let achieved = match s.target_rate {
         Some(t) if t > 0.0 => format!(
-            "{:.1}/s ({:.1}%)",
+            "{:.1} ok/s ({:.1}% of target)",
             s.achieved_rate,
             100.0 * s.achieved_rate / t
         ),
-        _ => format!("{:.1}/s", s.achieved_rate),
+        _ => format!("{:.1} ok/s", s.achieved_rate),
     };
     counts.add_row(vec![
         s.target_rate
             .map_or("closed loop".into(), |t| format!("{t:.0}/s")),
         achieved,
+        format!("{:.1}/s", s.answered_rate),
         s.ok.to_string(),
         s.failed.to_string(),
         s.unknown.to_string(),
@@ -59,6 +63,11 @@ pub fn summary_table(r: &Report) -> String {
     ]);
     let mut lat = output::table(&["latency (ms)", "p50", "p90", "p99", "p99.9", "max", "count"]);
     let mut row = |name: &str, p: &Percentiles| {
+        if p.count == 0 {
+            // Zeros would read as "instant": an empty histogram has no latency.
+            lat.add_row(vec![name, "-", "-", "-", "-", "-", "0"]);
+            return;
+        }
         lat.add_row(vec![
             name.to_string(),
             ms(p.p50),
@@ -69,8 +78,9 @@ pub fn summary_table(r: &Report) -> String {
             p.count.to_string(),
         ]);
     };
-    row("ack (from due time)", &s.ack_ms);
-    row("service (from send)", &s.service_ms);
+    row("ack, ok only (from due time)", &s.ack_ms);
+    row("service, ok only (from send)", &s.service_ms);
+    row("failed+unknown (from due time)", &s.error_ms);
     row("start delay", &s.start_delay_ms);
     match &s.e2e_ms {
         Some(p) => row("end-to-end (to storedAt)", p),
@@ -99,23 +109,29 @@ pub fn summary_table(r: &Report) -> String {
 pub fn find_max_table(f: &FindMax) -> Table {
     let mut t = output::table(&[
         "target/s",
-        "achieved/s",
+        "goodput ok/s",
+        "answered/s",
         "ok",
         "failed",
         "unknown",
         "not started",
-        "ack p99 ms",
+        "ok ack p99 ms",
         "SLO",
     ]);
     for s in &f.steps {
         t.add_row(vec![
             format!("{:.0}", s.target_rate),
             format!("{:.1}", s.achieved_rate),
+            format!("{:.1}", s.answered_rate),
             s.ok.to_string(),
             s.failed.to_string(),
             s.unknown.to_string(),
             s.not_started.to_string(),
-            ms(s.ack_ms.p99),
+            if s.ack_ms.count == 0 {
+                "-".to_string()
+            } else {
+                ms(s.ack_ms.p99)
+            },
             if s.pass {
                 "met".to_string()
             } else {

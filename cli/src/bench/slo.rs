@@ -106,7 +106,8 @@ impl Slo {
     }
 
     /// The objectives that do not hold, as sentences; empty when all hold. A metric that
-    /// was not measured (no e2e) fails its objective.
+    /// was not measured (no e2e), or has nothing in it (ack and service count `ok`
+    /// answers only: none when the stack acknowledged nothing), fails its objective.
     pub fn violations(
         &self,
         ack: &Percentiles,
@@ -124,6 +125,12 @@ impl Slo {
                 out.push(format!("{name} latency was not measured"));
                 continue;
             };
+            if p.count == 0 {
+                out.push(format!(
+                    "{name} latency has no ok answers to measure (nothing was acknowledged)"
+                ));
+                continue;
+            }
             let v = stat(p, &o.stat);
             let ok = if o.inclusive {
                 v <= o.limit_ms
@@ -152,16 +159,23 @@ mod tests {
         assert_eq!(slo.objectives.len(), 2);
         assert_eq!(slo.objectives[1].limit_ms, 1000.0);
         let mut ack = Percentiles {
+            count: 10,
             p99: 49.9,
             ..Default::default()
         };
         let svc = Percentiles {
+            count: 10,
             max: 1000.0,
             ..Default::default()
         };
         assert!(slo.violations(&ack, &svc, None).is_empty());
         ack.p99 = 50.0;
         assert_eq!(slo.violations(&ack, &svc, None).len(), 1);
+        // Nothing acknowledged: zeros are no latency, the objective is not met.
+        let none = Percentiles::default();
+        let v = slo.violations(&none, &none, None);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].contains("no ok answers"), "{v:?}");
         assert!("e2e.p99<1s"
             .parse::<Slo>()
             .unwrap()

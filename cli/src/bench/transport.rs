@@ -12,6 +12,8 @@ pub struct Answer {
     pub status: Option<u16>,
     /// Why there is no usable answer: `timeout`, `connect`, `transport`.
     pub error: Option<&'static str>,
+    /// `timestamp` of a 2xx answer's body (ms since the epoch, the API's accept time).
+    pub timestamp: Option<i64>,
 }
 
 impl Answer {
@@ -19,6 +21,15 @@ impl Answer {
         Answer {
             status: Some(status),
             error: None,
+            timestamp: None,
+        }
+    }
+
+    /// A 2xx answer whose body carried `timestamp`.
+    pub fn acked(status: u16, timestamp: i64) -> Answer {
+        Answer {
+            timestamp: Some(timestamp),
+            ..Answer::status(status)
         }
     }
 
@@ -26,6 +37,7 @@ impl Answer {
         Answer {
             status: None,
             error: Some(kind),
+            timestamp: None,
         }
     }
 
@@ -109,6 +121,10 @@ impl Transport for HttpTransport {
             Ok(r) => {
                 let status = r.status().as_u16();
                 match r.bytes().await {
+                    Ok(body) if (200..300).contains(&status) => Answer {
+                        timestamp: acked_timestamp(&body),
+                        ..Answer::status(status)
+                    },
                     Ok(_) => Answer::status(status),
                     Err(e) => Answer::error(classify(&e)),
                 }
@@ -118,6 +134,16 @@ impl Transport for HttpTransport {
     }
 }
 
+/// The `timestamp` of an ok answer's body (the stored message JSON); `None` when the body
+/// is not such JSON. Only that field is deserialised: the others are skipped unparsed.
+pub fn acked_timestamp(body: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Acked {
+        timestamp: Option<i64>,
+    }
+    serde_json::from_slice::<Acked>(body).ok()?.timestamp
+}
+
 fn classify(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
         "timeout"
@@ -125,5 +151,23 @@ fn classify(e: &reqwest::Error) -> &'static str {
         "connect"
     } else {
         "transport"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_acked_timestamp_is_read_from_the_answer_body() {
+        let body = br#"{"messageId":"r1-c0-s000000001","fromUser":"a","toUser":"b",
+            "content":"r1:0:1|x \"timestamp\": 5","timestamp":1700000000123,
+            "createdAt":"2023-11-14T22:13:20.123Z"}"#;
+        assert_eq!(acked_timestamp(body), Some(1_700_000_000_123));
+        assert_eq!(acked_timestamp(b"{}"), None);
+        assert_eq!(acked_timestamp(b"not json"), None);
+        assert_eq!(acked_timestamp(br#"{"timestamp":"soon"}"#), None);
+        let a = Answer::acked(200, 7);
+        assert_eq!((a.timestamp, a.error_kind()), (Some(7), None));
     }
 }

@@ -40,6 +40,8 @@ pub struct Sample {
     pub outcome: Outcome,
     pub status: Option<u16>,
     pub error: Option<String>,
+    /// `timestamp` of the `ok` answer's body (ms since the epoch, the API's clock).
+    pub acked_timestamp: Option<i64>,
     pub attempts: u32,
     pub size: usize,
     pub content_hash: String,
@@ -163,6 +165,7 @@ impl<T: Transport> Phase<T> {
             };
         };
         drop(permit);
+        let outcome = Outcome::from_status(answer.status);
         Sample {
             conversation: conv,
             seq,
@@ -170,9 +173,10 @@ impl<T: Transport> Phase<T> {
             due,
             sent: sent.saturating_duration_since(self.start),
             answered: Instant::now().saturating_duration_since(self.start),
-            outcome: Outcome::from_status(answer.status),
+            outcome,
             status: answer.status,
             error: answer.error_kind(),
+            acked_timestamp: answer.timestamp.filter(|_| outcome == Outcome::Ok),
             attempts,
             size,
             content_hash,
@@ -236,10 +240,12 @@ mod tests {
                 return Answer::error("timeout");
             }
             tokio::time::sleep_until(answer_at).await;
-            Answer::status(200)
+            Answer::acked(200, ACKED_AT)
         }
     }
 
+    /// The `timestamp` the stalled server puts in its ok answers.
+    const ACKED_AT: i64 = 1_700_000_000_000;
     const RATE: f64 = 100.0;
     const CONVS: u32 = 10;
     const WINDOW: Duration = Duration::from_secs(3);
@@ -391,12 +397,20 @@ mod tests {
         );
         assert_eq!(st.errors["timeout"], 10);
         assert_eq!(st.errors["not_started"], not_started);
-        assert_eq!(st.ack.len(), ok + unknown);
+        // Ack latency is of the ok answers; the timed-out ones are error latency.
+        assert_eq!((st.ack.len(), st.error.len()), (ok, unknown));
+        assert_eq!(st.service.len(), ok);
+        assert_eq!(st.start_delay.len(), ok + unknown);
         let ledger = std::fs::read_to_string(dir.join("ledger.jsonl")).unwrap();
         assert_eq!(ledger.lines().count() as u64, ok + unknown);
         let first: wiber_model::ledger::LedgerEntry =
             serde_json::from_str(ledger.lines().next().unwrap()).unwrap();
         assert_eq!(first.due, 1_000_000);
+        assert_eq!(
+            (first.outcome, first.acked_timestamp),
+            (Outcome::Ok, Some(ACKED_AT))
+        );
+        assert!(ledger.contains("\"ackedTimestamp\":1700000000000"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

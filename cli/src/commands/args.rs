@@ -48,6 +48,26 @@ pub struct UpFlags {
     /// How long to wait for the stack to become healthy, e.g. 3m.
     #[arg(long, default_value = "4m", value_parser = parse_duration)]
     pub wait: Duration,
+    /// Extra environment for the api and consumer services, KEY=VALUE (repeatable),
+    /// e.g. `--service-env RUST_LOG=debug`; it wins over the stack's own settings.
+    #[arg(long = "service-env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
+    pub service_env: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE` with a shell-style variable name.
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE (e.g. RUST_LOG=debug)"))?;
+    let valid = !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "{k:?} is not an environment variable name (letters, digits and _, not starting with a digit)"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 impl UpFlags {
@@ -57,5 +77,19 @@ impl UpFlags {
             mongo: self.mongo_port,
             kafka: self.kafka_port,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn env_pairs_are_checked() {
+        assert_eq!(
+            super::parse_env_pair("A_1=x=y"),
+            Ok(("A_1".into(), "x=y".into()))
+        );
+        assert!(super::parse_env_pair("nope").is_err());
+        assert!(super::parse_env_pair("1A=x").is_err());
+        assert!(super::parse_env_pair("A-B=x").is_err());
     }
 }

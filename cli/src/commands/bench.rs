@@ -59,6 +59,8 @@ impl StoreArgs {
 
 Latency is measured from each request's due time (start + i/rate), so a slow server cannot
 hide behind a slowed-down generator; service time (from the actual send) is reported too.
+Ack and service latency count ok answers only (failed/unknown ones are reported apart), and
+the achieved rate is goodput: ok answers per second (answered/s, any outcome, beside it).
 Writes reports/<UTC time>-<name>/: ledger.jsonl, report.json/.md/.html, ack.hgrm, e2e.hgrm.
 Exit 1 when --slo is missed (or --find-max finds no rate meeting it).")]
 pub struct BenchArgs {

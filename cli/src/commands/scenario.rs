@@ -88,6 +88,7 @@ async fn run_files(args: RunArgs, json: bool) -> Result<Exit> {
         images: args.up.images,
         ports: args.up.ports(),
         wait: args.up.wait,
+        service_env: args.up.service_env.clone(),
         attach: args.attach,
         keep_stack: args.keep_stack,
         baseline,

@@ -98,7 +98,7 @@ pub async fn up(args: UpArgs, json: bool) -> Result<Exit> {
         ports: args.up.ports(),
         images: args.up.images,
         wait: args.up.wait,
-        extra_env: Vec::new(),
+        extra_env: args.up.service_env.clone(),
     };
     let loc = args.stack.locator();
     let bar = spinner(json, "bringing the stack up");

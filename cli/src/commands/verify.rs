@@ -15,17 +15,25 @@ use crate::verify::{self, VerifyOptions};
 
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "Checks, after the consumer group's lag reaches 0:
-  lost        ok in the ledger, absent from MongoDB             (must be 0)
-  duplicated  a messageId or (run, conversation, seq) stored twice (must be 0)
-  unexpected  stored but never sent, or sent as failed           (must be 0)
-  corrupted   stored content or users differ from what was sent  (must be 0)
-  reordered   a conversation stored out of sequence order        (must be 0)
-  recovered   unknown outcomes that were stored                  (informational)
+  lost           ok in the ledger, absent from MongoDB                    (must be 0)
+  duplicated     a messageId or (run, conversation, seq) stored twice     (must be 0)
+  unexpected     stored but never sent, or sent as failed (once each)     (must be 0)
+  corrupted      a stored field differs from what was sent or acknowledged:
+                 users, content, conversation key, messageId, the timestamp
+                 the API answered with, createdAt                         (must be 0)
+  reordered      a conversation read back in the API's order (timestamp,
+                 then messageId) differs from the order it was sent in    (must be 0)
+  recovered      unknown outcomes (timeout, 5xx) that were stored         (informational)
+  indeterminate  unknown outcomes that were not stored                    (informational)
 Exit 0 pass, 1 an invariant failed, 2 could not check (no run, store unreachable, lag not drained).
 MongoDB/Kafka settings default to those recorded in the run's run.json.")]
 pub struct VerifyArgs {
     /// Run directory (default: the latest run in the reports directory).
     pub run_dir: Option<PathBuf>,
+    /// The API to read conversations back through, for `reordered` (default: the run's,
+    /// from run.json). When it does not answer, the order is derived from the documents.
+    #[arg(long, value_name = "URL")]
+    pub read_api: Option<String>,
     /// How long to wait for the consumer group's lag to reach 0.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -66,6 +74,7 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<Exit> {
         kafka: args.kafka,
         group: args.group,
         topic: args.topic,
+        api_url: args.read_api,
     };
     let v = verify::run(&opts).await?;
     if json {
@@ -77,6 +86,7 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<Exit> {
             "counts": v.counts,
             "examples": v.examples,
             "error": v.error,
+            "notes": v.notes,
         }));
     } else {
         print_table(&v, &run_dir);
@@ -95,22 +105,28 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<Exit> {
 fn print_table(v: &VerifyReport, run_dir: &std::path::Path) {
     let c = &v.counts;
     let mut t = output::table(&["check", "count", "must be 0"]);
-    let rows: [(&str, u64, bool); 10] = [
-        ("ledger ok", c.ledger_ok, false),
-        ("ledger failed", c.ledger_failed, false),
-        ("ledger unknown", c.ledger_unknown, false),
-        ("stored", c.stored, false),
-        ("lost", c.lost, true),
-        ("duplicated", c.duplicated, true),
-        ("unexpected", c.unexpected, true),
-        ("corrupted", c.corrupted, true),
-        ("reordered", c.reordered, true),
-        ("recovered", c.recovered, false),
+    let share = |n: u64| crate::report::with_share(n, c.share_of_unknown(n));
+    let rows: [(&str, String, bool); 11] = [
+        ("ledger ok", c.ledger_ok.to_string(), false),
+        ("ledger failed", c.ledger_failed.to_string(), false),
+        ("ledger unknown", c.ledger_unknown.to_string(), false),
+        ("stored", c.stored.to_string(), false),
+        ("lost", c.lost.to_string(), true),
+        ("duplicated", c.duplicated.to_string(), true),
+        ("unexpected", c.unexpected.to_string(), true),
+        ("corrupted", c.corrupted.to_string(), true),
+        ("reordered", c.reordered.to_string(), true),
+        ("recovered (unknown, stored)", share(c.recovered), false),
+        (
+            "indeterminate (unknown, not stored)",
+            share(c.indeterminate),
+            false,
+        ),
     ];
     for (name, n, must) in rows {
         t.add_row(vec![
             name.to_string(),
-            n.to_string(),
+            n,
             if must { "yes" } else { "" }.to_string(),
         ]);
     }
@@ -130,6 +146,9 @@ fn print_table(v: &VerifyReport, run_dir: &std::path::Path) {
                 e.detail
             );
         }
+    }
+    for n in &v.notes {
+        println!("{n}");
     }
     println!(
         "verdict: {} ({})",

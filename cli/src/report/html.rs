@@ -68,6 +68,12 @@ pub fn render(r: &Report) -> String {
             points: per_sec(&|p| Some(p.answered as f64)),
         },
         Series {
+            name: "goodput ok/s",
+            color: "#2ca02c",
+            dashed: false,
+            points: per_sec(&|p| Some(p.ok as f64)),
+        },
+        Series {
             name: "errors/s",
             color: "#d62728",
             dashed: false,
@@ -91,7 +97,7 @@ pub fn render(r: &Report) -> String {
         marks: clone_marks(&marks),
     };
     let latency = Chart {
-        title: "Latency per second (by due time)",
+        title: "Ack latency, ok only (by due time)",
         y_label: "ms",
         x_ticks: time_ticks,
         x_max: secs,
@@ -127,7 +133,7 @@ pub fn render(r: &Report) -> String {
     let nines = |pct: f64| -(1.0 - (pct / 100.0).min(0.99999)).log10();
     let curve = |pts: &[[f64; 2]]| pts.iter().map(|p| (nines(p[0]), p[1])).collect::<Vec<_>>();
     let distribution = Chart {
-        title: "Latency distribution",
+        title: "Latency distribution (ack: ok only)",
         y_label: "ms",
         x_ticks: vec![
             (0.0, "0%".into()),
@@ -173,12 +179,32 @@ th{{background:#f4f4f4}}td:first-child{{text-align:left}}pre{{background:#f8f8f8
         "<h1>wiber bench <code>{}</code></h1>",
         esc(&r.run.name)
     );
+    let _ = writeln!(
+        html,
+        "<p>Goodput <b>{:.1} ok/s</b>{}, answered {:.1}/s; ok {}, failed {}, unknown {}, not started {}.</p>",
+        s.achieved_rate,
+        s.target_rate
+            .map_or(String::new(), |t| format!(" (target {t:.0} req/s)")),
+        s.answered_rate,
+        s.ok,
+        s.failed,
+        s.unknown,
+        s.not_started
+    );
     if let Some(v) = &r.verify {
         let _ = writeln!(
             html,
             "<h2>Verify: <span class=\"{}\">{}</span></h2>",
             v.verdict.name(),
             v.verdict.name().to_uppercase()
+        );
+        let c = &v.counts;
+        let _ = writeln!(
+            html,
+            "<p>Unknown outcomes: {}; recovered (stored) {}, indeterminate (not stored) {}.</p>",
+            c.ledger_unknown,
+            super::with_share(c.recovered, c.share_of_unknown(c.recovered)),
+            super::with_share(c.indeterminate, c.share_of_unknown(c.indeterminate))
         );
     }
     for c in [&rate, &latency, &distribution] {

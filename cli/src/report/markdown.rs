@@ -25,14 +25,15 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(md, "## Summary\n");
     let _ = writeln!(
         md,
-        "| target rate | achieved rate | sent | ok | failed | unknown | not started | retried |"
+        "| target rate | goodput (ok/s) | answered/s | sent | ok | failed | unknown | not started | retried |"
     );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         md,
-        "| {} | {:.1} | {} | {} | {} | {} | {} | {} |\n",
+        "| {} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} |\n",
         opt(s.target_rate),
         s.achieved_rate,
+        s.answered_rate,
         s.sent,
         s.ok,
         s.failed,
@@ -46,14 +47,20 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
     let row = |md: &mut String, name: &str, p: &Percentiles| {
+        if p.count == 0 {
+            // Zeros would read as "instant": an empty histogram has no latency.
+            let _ = writeln!(md, "| {name} | - | - | - | - | - | 0 |");
+            return;
+        }
         let _ = writeln!(
             md,
             "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
             p.p50, p.p90, p.p99, p.p999, p.max, p.count
         );
     };
-    row(&mut md, "ack (from due time)", &s.ack_ms);
-    row(&mut md, "service (from send)", &s.service_ms);
+    row(&mut md, "ack, ok only (from due time)", &s.ack_ms);
+    row(&mut md, "service, ok only (from send)", &s.service_ms);
+    row(&mut md, "failed+unknown (from due time)", &s.error_ms);
     row(&mut md, "start delay", &s.start_delay_ms);
     match &s.e2e_ms {
         Some(p) => row(&mut md, "end-to-end (to storedAt)", p),
@@ -77,20 +84,25 @@ pub fn render(r: &Report) -> String {
         );
         let _ = writeln!(
             md,
-            "| target/s | achieved/s | ok | failed | unknown | not started | ack p99 ms | SLO |"
+            "| target/s | goodput ok/s | answered/s | ok | failed | unknown | not started | ok ack p99 ms | SLO |"
         );
-        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for st in &f.steps {
             let _ = writeln!(
                 md,
-                "| {:.0} | {:.1} | {} | {} | {} | {} | {:.2} | {} |",
+                "| {:.0} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} |",
                 st.target_rate,
                 st.achieved_rate,
+                st.answered_rate,
                 st.ok,
                 st.failed,
                 st.unknown,
                 st.not_started,
-                st.ack_ms.p99,
+                if st.ack_ms.count == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.2}", st.ack_ms.p99)
+                },
                 if st.pass {
                     "met".to_string()
                 } else {
@@ -106,11 +118,14 @@ pub fn render(r: &Report) -> String {
         if let Some(e) = &v.error {
             let _ = writeln!(md, "> {e}\n");
         }
-        let _ = writeln!(md, "| ledger ok | failed | unknown | stored | lost | duplicated | unexpected | corrupted | reordered | recovered |");
-        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "| ledger ok | failed | unknown | stored | lost | duplicated | unexpected | corrupted | reordered | recovered | indeterminate |");
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             c.ledger_ok,
             c.ledger_failed,
             c.ledger_unknown,
@@ -120,8 +135,15 @@ pub fn render(r: &Report) -> String {
             c.unexpected,
             c.corrupted,
             c.reordered,
-            c.recovered
+            super::with_share(c.recovered, c.share_of_unknown(c.recovered)),
+            super::with_share(c.indeterminate, c.share_of_unknown(c.indeterminate))
         );
+        if c.ledger_unknown > 0 {
+            let _ = writeln!(
+                md,
+                "Of the `unknown` outcomes, recovered were stored and indeterminate were not (percentages of `unknown`).\n"
+            );
+        }
         for (kind, exs) in &v.examples {
             let _ = writeln!(md, "### {kind} (first {})\n", exs.len());
             for e in exs {

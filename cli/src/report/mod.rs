@@ -29,3 +29,20 @@ pub fn write_all(dir: &Path, report: &Report) -> anyhow::Result<()> {
 pub(crate) fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"))
 }
+
+/// A count with its share, `12 (40.0%)`; just the count when there is no share.
+pub fn with_share(n: u64, share: Option<f64>) -> String {
+    match share {
+        Some(f) => format!("{n} ({:.1}%)", 100.0 * f),
+        None => n.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_with_their_share() {
+        assert_eq!(super::with_share(3, Some(0.375)), "3 (37.5%)");
+        assert_eq!(super::with_share(0, None), "0");
+    }
+}

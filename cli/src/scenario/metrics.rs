@@ -8,6 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use wiber_model::report::{Report, VerifyCounts};
 
 use super::outcome::Comparison;
+use super::phases::PhaseStats;
 use super::recovery::Recovery;
 use super::threshold::{self, Metrics};
 
@@ -22,6 +23,7 @@ pub(super) fn add_counts(a: &mut VerifyCounts, b: &VerifyCounts) {
     a.corrupted += b.corrupted;
     a.reordered += b.reordered;
     a.recovered += b.recovered;
+    a.indeterminate += b.indeterminate;
 }
 
 pub(super) fn read_report(dir: &Path) -> Result<Report> {
@@ -46,6 +48,7 @@ pub fn report_metrics(r: &Report) -> Metrics {
         m.insert(k.into(), v as f64);
     }
     m.insert("achieved_rate".into(), s.achieved_rate);
+    m.insert("answered_rate".into(), s.answered_rate);
     for (kind, n) in &s.errors {
         m.insert(format!("errors.{kind}"), *n as f64);
     }
@@ -65,6 +68,7 @@ pub fn report_metrics(r: &Report) -> Metrics {
         }
     };
     lat("ack", &s.ack_ms);
+    lat("error_ack", &s.error_ms);
     lat("service", &s.service_ms);
     if let Some(e) = &s.e2e_ms {
         lat("e2e", e);
@@ -83,6 +87,7 @@ fn insert_counts(m: &mut Metrics, c: &VerifyCounts) {
         ("corrupted", c.corrupted),
         ("reordered", c.reordered),
         ("recovered", c.recovered),
+        ("indeterminate", c.indeterminate),
         ("stored", c.stored),
     ] {
         m.insert(k.into(), v as f64);
@@ -97,6 +102,7 @@ pub(super) fn metrics(
     durations: &[Duration],
     counts: &VerifyCounts,
     rec: &[Recovery],
+    phases: &[PhaseStats],
 ) -> Metrics {
     let mut m = Metrics::new();
     let total: f64 = durations.iter().map(Duration::as_secs_f64).sum();
@@ -112,6 +118,9 @@ pub(super) fn metrics(
         }
     }
     insert_counts(&mut m, counts);
+    for p in phases {
+        p.insert_metrics(&mut m);
+    }
     if !rec.is_empty() {
         let worst = |f: fn(&Recovery) -> Option<i64>| -> Option<f64> {
             rec.iter()
@@ -125,13 +134,19 @@ pub(super) fn metrics(
         if let Some(v) = worst(|r| r.lag_zero_ms) {
             m.insert("recovery.lag_zero".into(), v);
         }
+        if let Some(v) = worst(|r| r.lag_steady_ms) {
+            m.insert("recovery.lag_steady".into(), v);
+        }
     }
     m
 }
 
 /// Metrics compared with `--baseline`.
-const COMPARED: [&str; 12] = [
+const COMPARED: [&str; 15] = [
     "achieved_rate",
+    "during.ok_rate",
+    "after.ok_rate",
+    "after.ack.p99",
     "ok",
     "unknown",
     "lost",

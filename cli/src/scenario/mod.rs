@@ -9,6 +9,7 @@
 //! - [`timeline`]: faults expanded into steps and run through a seam ([`timeline::FaultSeam`],
 //!   implemented by the runtime's `Stack`), with rollbacks that run on every way out.
 //! - [`recovery`]: per-fault figures from the ledger and the lag samples.
+//! - [`phases`]: `before` / `during` / `after` windows and their figures (`during.ok_rate`).
 //! - [`run`]: one scenario end to end (stack, steady state, load + faults, verify,
 //!   thresholds, run directory), through the runtime's [`crate::runtime::Stack`] only.
 //! - [`outcome`]: what a run found ([`outcome::ScenarioRun`], `scenario.json`);
@@ -22,6 +23,7 @@ pub mod format;
 pub mod junit;
 pub mod metrics;
 pub mod outcome;
+pub mod phases;
 pub mod print;
 pub mod recovery;
 pub mod run;

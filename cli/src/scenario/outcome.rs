@@ -8,6 +8,7 @@ use wiber_model::report::VerifyCounts;
 
 use super::format::Scenario;
 use super::junit::{Case, CaseStatus, Suite};
+use super::phases::PhaseStats;
 use super::recovery::Recovery;
 use super::threshold::{Evaluation, Metrics, Verdict};
 use super::timeline::FaultRecord;
@@ -46,6 +47,9 @@ pub struct ScenarioRun {
     pub thresholds: Vec<Evaluation>,
     pub faults: Vec<FaultRecord>,
     pub recovery: Vec<Recovery>,
+    /// Before / during / after the faults (only the phases the run had).
+    #[serde(default)]
+    pub phases: Vec<PhaseStats>,
     pub rollback_failures: Vec<String>,
     pub baseline: Option<PathBuf>,
     pub comparison: Vec<Comparison>,
@@ -86,6 +90,7 @@ impl ScenarioRun {
             thresholds: Vec::new(),
             faults: Vec::new(),
             recovery: Vec::new(),
+            phases: Vec::new(),
             rollback_failures: Vec::new(),
             baseline,
             comparison: Vec::new(),

@@ -3,6 +3,7 @@
 use comfy_table::{presets, ContentArrangement, Table, TableStyle};
 
 use super::outcome::{RunVerdict, ScenarioRun};
+use super::phases::PhaseStats;
 use super::threshold::{fmt_metric, fmt_num, Verdict};
 
 fn table(preset: TableStyle, header: &[&str]) -> Table {
@@ -40,8 +41,8 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
             "invariants (verify)".to_string(),
             "lost, duplicated, unexpected, corrupted, reordered == 0".into(),
             format!(
-                "lost {}, duplicated {}, unexpected {}, corrupted {}, reordered {} (ok {}, unknown {}, recovered {}){}",
-                c.lost, c.duplicated, c.unexpected, c.corrupted, c.reordered, c.ledger_ok, c.ledger_unknown, c.recovered,
+                "lost {}, duplicated {}, unexpected {}, corrupted {}, reordered {} (ok {}, unknown {}: recovered {}, indeterminate {}){}",
+                c.lost, c.duplicated, c.unexpected, c.corrupted, c.reordered, c.ledger_ok, c.ledger_unknown, c.recovered, c.indeterminate,
                 if undrained { "; did not drain" } else { "" }
             ),
             if bad == 0 && !undrained { "pass" } else { "FAIL" }.into(),
@@ -67,6 +68,9 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
         ]);
     }
     out.push(("checks".to_string(), checks));
+    if !o.phases.is_empty() {
+        out.push(("phases".to_string(), phases(o, preset)));
+    }
     if !o.recovery.is_empty() {
         let mut t = table(
             preset,
@@ -75,7 +79,7 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
                 "targets",
                 "window",
                 "first ack after",
-                "lag back to 0 (peak)",
+                "lag 0 / steady (peak)",
                 "ack p99 ms before / during / after",
             ],
         );
@@ -86,8 +90,9 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
                 format!("{:.1} s", r.window_ms as f64 / 1000.0),
                 secs(r.first_ack_ms),
                 format!(
-                    "{} ({})",
+                    "{} / {} ({})",
                     secs(r.lag_zero_ms),
+                    secs(r.lag_steady_ms),
                     r.peak_lag.map_or("-".into(), |p| p.to_string())
                 ),
                 format!(
@@ -113,6 +118,37 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
         out.push(("compared with the baseline".to_string(), t));
     }
     out
+}
+
+/// Before, during and after the faults, side by side (one column per phase).
+fn phases(o: &ScenarioRun, preset: TableStyle) -> Table {
+    let mut header = vec!["".to_string()];
+    header.extend(
+        o.phases
+            .iter()
+            .map(|p| format!("{} ({:.0} s)", p.phase.name(), p.seconds)),
+    );
+    let mut t = Table::new();
+    t.load_style(preset)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header);
+    type Cell = fn(&PhaseStats) -> String;
+    let rows: [(&str, Cell); 6] = [
+        ("goodput (ok/s)", |p| format!("{:.1}", p.ok_rate)),
+        ("answered/s", |p| format!("{:.1}", p.answered_rate)),
+        ("ok / failed / unknown", |p| {
+            format!("{} / {} / {}", p.ok, p.failed, p.unknown)
+        }),
+        ("ack p50 ms (ok)", |p| ms(p.ack_p50)),
+        ("ack p99 ms (ok)", |p| ms(p.ack_p99)),
+        ("ack max ms (ok)", |p| ms(p.ack_max)),
+    ];
+    for (name, f) in rows {
+        let mut row = vec![name.to_string()];
+        row.extend(o.phases.iter().map(f));
+        t.add_row(row);
+    }
+    t
 }
 
 /// For the terminal.

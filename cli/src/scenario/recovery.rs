@@ -1,14 +1,16 @@
 //! Per-fault recovery figures, computed from the ledger (every request with its due and
 //! answer times) and the consumer-lag samples taken during the run:
 //! - time to the first successful ack after the fault window closed;
-//! - time until the consumer lag is back to 0 after it closed. Under load the committed
-//!   offset trails the log end by a batch or two even when all is well, so "0" means the
-//!   steady-state level: at most the highest lag sampled before the first fault;
+//! - time until the consumer lag is 0 after it closed (`lag_zero`), and until it is back
+//!   to its steady-state level (`lag_steady`): under load the committed offset trails the
+//!   log end by a batch or two even when all is well, so that level is the highest lag
+//!   sampled before the first fault;
 //! - ack latency percentiles of the requests due before, during and after the window.
 
 use serde::{Deserialize, Serialize};
 use wiber_model::ledger::{LedgerEntry, Outcome};
 
+use super::phases::quantile;
 use super::timeline::FaultRecord;
 
 /// How far before and after a window the "before" and "after" figures look.
@@ -45,8 +47,10 @@ pub struct Recovery {
     pub window_ms: i64,
     /// Fault end → first ok answer after it.
     pub first_ack_ms: Option<i64>,
-    /// Fault end → first lag sample at or below `lag_level`.
+    /// Fault end → first lag sample of 0.
     pub lag_zero_ms: Option<i64>,
+    /// Fault end → first lag sample at or below `lag_level`.
+    pub lag_steady_ms: Option<i64>,
     pub lag_level: i64,
     pub peak_lag: Option<i64>,
     pub before: WindowLatency,
@@ -92,14 +96,18 @@ pub fn compute(
             let end = r.ended_ms.or(r.acted_ms).unwrap_or(start);
             let first_ack_ms = ok_answers.iter().find(|&&a| a >= end).map(|a| a - end);
             let after: Vec<&LagSample> = samples.iter().filter(|s| s.time_ms >= end).collect();
-            let lag_zero_ms = after
-                .iter()
-                .find(|s| s.lag.is_some_and(|l| l <= level))
-                .map(|s| s.time_ms - end);
+            let first_at = |most: i64| {
+                after
+                    .iter()
+                    .find(|s| s.lag.is_some_and(|l| l <= most))
+                    .map(|s| s.time_ms - end)
+            };
+            let lag_zero_ms = first_at(0);
+            let lag_steady_ms = first_at(level);
             let peak_lag = samples
                 .iter()
                 .filter(|s| s.time_ms >= start)
-                .filter(|s| lag_zero_ms.is_none_or(|z| s.time_ms <= end + z))
+                .filter(|s| lag_steady_ms.is_none_or(|z| s.time_ms <= end + z))
                 .filter_map(|s| s.lag)
                 .max();
             Recovery {
@@ -112,6 +120,7 @@ pub fn compute(
                 window_ms: end - start,
                 first_ack_ms,
                 lag_zero_ms,
+                lag_steady_ms,
                 lag_level: level,
                 peak_lag,
                 before: latency(ledger, (start - SIDE_MS).max(load_start_ms), start),
@@ -133,12 +142,7 @@ fn latency(ledger: &[LedgerEntry], from: i64, to: i64) -> WindowLatency {
         }
     }
     ms.sort_unstable();
-    let q = |q: f64| -> Option<f64> {
-        (!ms.is_empty()).then(|| {
-            let i = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1;
-            ms[i] as f64
-        })
-    };
+    let q = |q: f64| quantile(&ms, q);
     WindowLatency {
         from_ms: from,
         to_ms: to,
@@ -171,6 +175,7 @@ mod tests {
             content_hash: String::new(),
             warmup: false,
             step: 0,
+            acked_timestamp: None,
         }
     }
 
@@ -212,7 +217,8 @@ mod tests {
                 lag: Some(match s {
                     0..=9 => 2,
                     10..=17 => 50,
-                    _ => 1,
+                    18..=19 => 1,
+                    _ => 0,
                 }),
             })
             .collect();
@@ -221,7 +227,8 @@ mod tests {
         assert_eq!(r.window_ms, 5_000);
         assert_eq!(r.first_ack_ms, Some(500));
         assert_eq!(r.lag_level, 2);
-        assert_eq!(r.lag_zero_ms, Some(3_000));
+        assert_eq!(r.lag_steady_ms, Some(3_000));
+        assert_eq!(r.lag_zero_ms, Some(5_000));
         assert_eq!(r.peak_lag, Some(50));
         assert_eq!(r.before.requests, 100);
         assert_eq!(r.before.errors, 1);

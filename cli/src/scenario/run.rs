@@ -20,6 +20,7 @@ use wiber_model::report::VerifyCounts;
 use super::format::Scenario;
 use super::metrics::{add_counts, compare, metrics, read_report};
 use super::outcome::{RunVerdict, ScenarioRun};
+use super::phases;
 use super::recovery::{self, LagSample};
 use super::threshold::{self, Metrics, Verdict};
 use super::timeline::{self, Records, Rollbacks};
@@ -48,6 +49,8 @@ pub struct RunOptions {
     pub images: ImageChoice,
     pub ports: Ports,
     pub wait: Duration,
+    /// Extra environment of the api and consumer services (`--service-env`).
+    pub service_env: Vec<(String, String)>,
     /// Use the running stack even when the file has `[stack]`.
     pub attach: bool,
     /// Leave a stack this run brought up running.
@@ -228,6 +231,11 @@ async fn execute(
         ledger.extend(verify::read_ledger(&d.join("ledger.jsonl"))?);
     }
     out.recovery = recovery::compute(&out.faults, &ledger, &samples, load_start_ms, load_end_ms);
+    // Phases end with the scheduled load, not with the drain that follows it.
+    let scheduled_end = load_start_ms + sc.load.duration().as_millis() as i64;
+    let phases_end = scheduled_end.min(load_end_ms);
+    let windows: Vec<(i64, i64)> = out.faults.iter().map(|r| r.window(phases_end)).collect();
+    out.phases = phases::compute(&windows, &ledger, load_start_ms, phases_end);
     out.metrics = metrics(
         &reports,
         &sc.load
@@ -237,6 +245,7 @@ async fn execute(
             .collect::<Vec<_>>(),
         &counts,
         &out.recovery,
+        &out.phases,
     );
     let baseline = opts.baseline.as_ref().map(|b| &b.1);
     out.thresholds = sc
@@ -306,7 +315,7 @@ async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut ScenarioRun) -> Re
         ports: opts.ports,
         images: opts.images,
         wait: opts.wait,
-        extra_env: Vec::new(),
+        extra_env: opts.service_env.clone(),
     };
     // Progress as plain lines on stderr, like the rest of the run's.
     let (stack, _) = Stack::up(&loc, &stack_spec, &|e| match e {

@@ -1,14 +1,18 @@
 //! Thresholds: `metric = "OP EXPR"`, evaluated after verify.
 //!
 //! `OP` is one of `== != < <= > >=`; `EXPR` is a number (with a unit for latencies:
-//! `200ms`, `2s`), `F * rate` (the scenario's mean target rate) or `F * baseline` (the
-//! same metric in the `--baseline` report). Metrics are checked when the file is read, so
-//! a typo fails `scenario validate`, not a 10-minute run.
+//! `200ms`, `2s`), `F * rate` (the scenario's mean target rate; rates only) or
+//! `F * baseline` (the same metric in the `--baseline` report). Metric names are checked
+//! when the file is read, so a typo fails `scenario validate`, not a 10-minute run; a
+//! metric a run did not measure fails its threshold instead of passing on nothing.
+//! Phase metrics (`before.`, `during.`, `after.`) are described in [`super::phases`].
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use super::phases::{Phase, PHASE_COUNTS, PHASE_RATES};
 
 /// What kind of number a metric is; decides which units its thresholds take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,13 +26,14 @@ pub enum Kind {
 }
 
 /// Counts from verify and from the load summary.
-pub const COUNTS: [&str; 13] = [
+pub const COUNTS: [&str; 14] = [
     "lost",
     "duplicated",
     "unexpected",
     "corrupted",
     "reordered",
     "recovered",
+    "indeterminate",
     "stored",
     "sent",
     "ok",
@@ -37,41 +42,77 @@ pub const COUNTS: [&str; 13] = [
     "not_started",
     "retried",
 ];
-/// Latency families (`ack.p99`, ...) and their statistics.
-pub const LATENCIES: [&str; 3] = ["ack", "service", "e2e"];
+/// Rates from the load summary: goodput (ok answers per second) and any answer.
+pub const RATES: [&str; 2] = ["achieved_rate", "answered_rate"];
+/// Latency families (`ack.p99`, ...) and their statistics. `ack` and `service` are of
+/// ok answers only; `error_ack` is due → answer of the answers that were not ok.
+pub const LATENCIES: [&str; 4] = ["ack", "error_ack", "service", "e2e"];
 pub const STATS: [&str; 6] = ["mean", "p50", "p90", "p99", "p999", "max"];
-/// Per-fault recovery figures (the worst fault), milliseconds.
-pub const RECOVERY: [&str; 2] = ["recovery.first_ack", "recovery.lag_zero"];
+/// Per-fault recovery figures (the worst fault), milliseconds. `lag_zero`: until the
+/// consumer lag is 0; `lag_steady`: until it is back to its level before the first fault.
+pub const RECOVERY: [&str; 3] = [
+    "recovery.first_ack",
+    "recovery.lag_zero",
+    "recovery.lag_steady",
+];
+/// Error kinds bench records (besides `http_<status>`).
+pub const ERROR_KINDS: [&str; 4] = ["timeout", "connect", "transport", "not_started"];
 
 /// The kind of a metric name, `None` when there is no such metric.
 pub fn kind(metric: &str) -> Option<Kind> {
+    if let Some((_, rest)) = Phase::split(metric) {
+        return phase_kind(rest);
+    }
     if COUNTS.contains(&metric) {
         return Some(Kind::Count);
     }
-    if metric == "achieved_rate" {
+    if RATES.contains(&metric) {
         return Some(Kind::Rate);
     }
-    // Requests by error kind of their last attempt, as bench counts them.
-    if metric
-        .strip_prefix("errors.")
-        .is_some_and(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-    {
-        return Some(Kind::Count);
+    // Requests by error kind of their last attempt, as bench counts them. Only kinds
+    // bench can record: a misspelt kind would otherwise read as 0 and never fail.
+    if let Some(k) = metric.strip_prefix("errors.") {
+        let http = k
+            .strip_prefix("http_")
+            .and_then(|s| s.parse::<u16>().ok())
+            .is_some_and(|s| (100..600).contains(&s) && k.len() == 8);
+        return (http || ERROR_KINDS.contains(&k)).then_some(Kind::Count);
     }
     if RECOVERY.contains(&metric) {
         return Some(Kind::Latency);
     }
+    latency_kind(metric)
+}
+
+fn latency_kind(metric: &str) -> Option<Kind> {
     let (family, stat) = metric.split_once('.')?;
     (LATENCIES.contains(&family) && STATS.contains(&stat)).then_some(Kind::Latency)
 }
 
+/// The kind of a phase metric (`during.<rest>`).
+fn phase_kind(rest: &str) -> Option<Kind> {
+    if PHASE_COUNTS.contains(&rest) {
+        return Some(Kind::Count);
+    }
+    if PHASE_RATES.contains(&rest) {
+        return Some(Kind::Rate);
+    }
+    let (family, stat) = rest.split_once('.')?;
+    (family == "ack" && STATS.contains(&stat)).then_some(Kind::Latency)
+}
+
 fn known_metrics() -> String {
     format!(
-        "{}, errors.<kind> (timeout, connect, http_503, ...), achieved_rate, {{{}}}.{{{}}}, {}",
+        "{}, {}, errors.<kind> ({}, http_<status>), {{{}}}.{{{}}}, {}, and per phase \
+         {{before,during,after}}.{{{},{},ack.<stat>}}",
         COUNTS.join(", "),
+        RATES.join(", "),
+        ERROR_KINDS.join(", "),
         LATENCIES.join(","),
         STATS.join(","),
-        RECOVERY.join(", ")
+        RECOVERY.join(", "),
+        PHASE_COUNTS.join(","),
+        PHASE_RATES.join(","),
     )
 }
 
@@ -182,7 +223,12 @@ fn parse_rhs(s: &str, kind: Kind) -> Result<Rhs, String> {
     match term {
         "baseline" => return Ok(Rhs::Baseline(factor)),
         "rate" if kind == Kind::Rate => return Ok(Rhs::Rate(factor)),
-        "rate" => return Err("`rate` compares with achieved_rate only".into()),
+        "rate" => {
+            return Err(
+                "`rate` compares with rates only (achieved_rate, answered_rate, <phase>.ok_rate, <phase>.answered_rate)"
+                    .into(),
+            )
+        }
         _ if s.contains('*') => {
             return Err(format!(
                 "after `*` expected `rate` or `baseline`, found {term:?}"
@@ -336,6 +382,21 @@ mod tests {
         assert_eq!(t("recovery.lag_zero", "<= 30s").op, Op::Le);
         assert_eq!(t("errors.timeout", "== 0").rhs, Rhs::Value(0.0));
         assert!(parse("errors.", "== 0", 1).is_err());
+        assert_eq!(t("errors.http_503", "== 0").rhs, Rhs::Value(0.0));
+        // A misspelt error kind would read as 0 forever: refused, with the valid names.
+        let e = parse("errors.timeuot", "== 0", 1).unwrap_err();
+        assert!(
+            e.contains("known metrics") && e.contains("not_started"),
+            "{e}"
+        );
+        assert!(parse("errors.http_5031", "== 0", 1).is_err());
+        assert_eq!(t("during.ok_rate", ">= 0.9 * rate").rhs, Rhs::Rate(0.9));
+        assert_eq!(t("after.ack.p99", "< 200ms").rhs, Rhs::Value(200.0));
+        assert_eq!(t("during.errors", "< 10").rhs, Rhs::Value(10.0));
+        assert!(parse("during.lost", "== 0", 1).is_err());
+        assert!(parse("while.ok_rate", "> 1", 1).is_err());
+        assert!(parse("during.ok", ">= 0.5 * rate", 1).is_err());
+        assert_eq!(t("recovery.lag_steady", "< 10s").rhs, Rhs::Value(10_000.0));
         assert!(parse("ack.p98", "< 1ms", 1)
             .unwrap_err()
             .contains("known metrics"));

@@ -67,6 +67,15 @@ pub struct FaultRecord {
     pub result: String,
 }
 
+impl FaultRecord {
+    /// When the fault was active: from its start to its window's close (the action's
+    /// return for an action without undo; `load_end_ms` if it never closed).
+    pub fn window(&self, load_end_ms: i64) -> (i64, i64) {
+        let end = self.ended_ms.or(self.acted_ms).unwrap_or(load_end_ms);
+        (self.started_ms, end.max(self.started_ms))
+    }
+}
+
 /// An undo still owed to the stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Undo {

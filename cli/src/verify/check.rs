@@ -49,7 +49,16 @@ fn example(e: Option<&LedgerEntry>, d: Option<&StoredDoc>, detail: String) -> Ex
 /// Each document is attributed to a request: by its `messageId` field (else its `_id`),
 /// and failing that by the `run:conv:seq` its content starts with, so a copy stored
 /// under another id still counts against the request it copies.
-pub fn check(run: &str, entries: &[LedgerEntry], docs: &[StoredDoc]) -> Findings {
+///
+/// `read_back`: message ids of conversations in the order the API returned them
+/// ([`super::readback`]); conversations not in it are ordered from the documents by the
+/// API's sort key (timestamp, then messageId).
+pub fn check(
+    run: &str,
+    entries: &[LedgerEntry],
+    docs: &[StoredDoc],
+    read_back: Option<&BTreeMap<u32, Vec<String>>>,
+) -> Findings {
     let mut f = Findings::default();
     let by_id: HashMap<&str, &LedgerEntry> =
         entries.iter().map(|e| (e.message_id.as_str(), e)).collect();
@@ -90,22 +99,29 @@ pub fn check(run: &str, entries: &[LedgerEntry], docs: &[StoredDoc]) -> Findings
         }
     }
 
+    // Per conversation, the requests that were stored (ok and recovered), with the
+    // document a reader gets: the one under the message id.
     let mut order: HashMap<u32, Vec<(&LedgerEntry, &StoredDoc)>> = HashMap::new();
     for e in entries {
         let Some(stored) = per_entry.get_mut(e.message_id.as_str()) else {
-            if e.outcome == Outcome::Ok {
-                f.counts.lost += 1;
-                f.note(
-                    "lost",
-                    example(Some(e), None, "acknowledged (ok) but not in MongoDB".into()),
-                );
+            match e.outcome {
+                Outcome::Ok => {
+                    f.counts.lost += 1;
+                    f.note(
+                        "lost",
+                        example(Some(e), None, "acknowledged (ok) but not in MongoDB".into()),
+                    );
+                }
+                Outcome::Unknown => f.counts.indeterminate += 1,
+                Outcome::Failed => {}
             }
             continue;
         };
         stored.sort_by_key(|d| d.id != e.message_id);
         match e.outcome {
             Outcome::Failed => {
-                f.counts.unexpected += stored.len() as u64;
+                // Once per request: further copies are counted as duplicated below.
+                f.counts.unexpected += 1;
                 let why = format!("sent as failed (status {:?}) but stored", e.status);
                 f.note("unexpected", example(Some(e), Some(stored[0]), why));
             }
@@ -121,54 +137,116 @@ pub fn check(run: &str, entries: &[LedgerEntry], docs: &[StoredDoc]) -> Findings
             );
             f.note("duplicated", example(Some(e), Some(extra), why));
         }
-        for d in stored.iter() {
-            if let Some(why) = corruption(run, e, d) {
+        for (i, d) in stored.iter().enumerate() {
+            // A copy under another id is a duplicate; its id is not held against it twice.
+            if let Some(why) = corruption(run, e, d, i == 0) {
                 f.counts.corrupted += 1;
                 f.note("corrupted", example(Some(e), Some(d), why));
             }
         }
-        order
-            .entry(e.conversation)
-            .or_default()
-            .push((e, stored[0]));
+        if e.outcome != Outcome::Failed {
+            order
+                .entry(e.conversation)
+                .or_default()
+                .push((e, stored[0]));
+        }
     }
 
-    // Within a conversation sends were sequential, so Kafka offsets (the order the
-    // consumers stored in) must grow with the sequence number.
+    // Within a conversation sends were sequential, so the order a reader gets back
+    // (`GET /messages/{a}/{b}`: by timestamp, then messageId) must be the sequence order.
     let mut convs: Vec<_> = order.into_iter().collect();
     convs.sort_by_key(|(c, _)| *c);
-    for (_, mut v) in convs {
-        v.sort_by_key(|(e, _)| e.seq);
-        let mut prev: Option<(&LedgerEntry, &StoredDoc)> = None;
-        for (e, d) in v {
-            if let Some((pe, pd)) = prev {
-                let out_of_order = match (pd.partition(), pd.offset(), d.partition(), d.offset()) {
-                    (Some(pp), Some(po), Some(p), Some(o)) if pp == p => o <= po,
-                    _ => matches!((pd.timestamp(), d.timestamp()), (Some(a), Some(b)) if b < a),
-                };
-                if out_of_order {
-                    f.counts.reordered += 1;
-                    let why = format!(
-                        "seq {} stored before seq {} (partition {:?} offset {:?} vs {:?})",
-                        e.seq,
-                        pe.seq,
-                        d.partition(),
-                        d.offset(),
-                        pd.offset()
-                    );
-                    f.note("reordered", example(Some(e), Some(d), why));
+    for (conv, v) in convs {
+        let read: Vec<(&LedgerEntry, Option<&StoredDoc>)> =
+            match read_back.and_then(|r| r.get(&conv)) {
+                Some(ids) => {
+                    let stored: HashMap<&str, (&LedgerEntry, &StoredDoc)> = v
+                        .iter()
+                        .map(|(e, d)| (e.message_id.as_str(), (*e, *d)))
+                        .collect();
+                    let mut seen = std::collections::HashSet::new();
+                    ids.iter()
+                        // A copy shows up again under the same id: counted as duplicated.
+                        .filter(|id| seen.insert(id.as_str()))
+                        .filter_map(|id| stored.get(id.as_str()).map(|(e, d)| (*e, Some(*d))))
+                        .collect()
                 }
+                None => {
+                    let mut by_key: Vec<(&LedgerEntry, &StoredDoc, i64, &str)> = v
+                        .into_iter()
+                        .filter_map(|(e, d)| {
+                            let m = d.message()?;
+                            Some((e, d, m.timestamp, m.message_id.as_str()))
+                        })
+                        .collect();
+                    by_key.sort_by(|a, b| (a.2, a.3).cmp(&(b.2, b.3)));
+                    by_key
+                        .into_iter()
+                        .map(|(e, d, _, _)| (e, Some(d)))
+                        .collect()
+                }
+            };
+        let source = if read_back.is_some_and(|r| r.contains_key(&conv)) {
+            "the API returned"
+        } else {
+            "by timestamp, a reader gets"
+        };
+        // Reordered = the messages out of place: all but a longest run read back in
+        // sequence order (one message moved far counts once, not once per message it
+        // jumped over).
+        let seqs: Vec<u64> = read.iter().map(|(e, _)| e.seq).collect();
+        let in_order = longest_increasing(&seqs);
+        let mut prev: Option<u64> = None;
+        for (i, (e, d)) in read.iter().enumerate() {
+            if in_order[i] {
+                prev = Some(e.seq);
+                continue;
             }
-            prev = Some((e, d));
+            f.counts.reordered += 1;
+            let why = match prev {
+                Some(p) => format!(
+                    "{source} seq {} after seq {p} of the same conversation",
+                    e.seq
+                ),
+                None => format!("{source} seq {} out of sequence order", e.seq),
+            };
+            f.note("reordered", example(Some(e), *d, why));
         }
     }
     f
 }
 
-/// Why a stored document is not what request `e` sent, if it is not. A document that
-/// does not decode as a stored message (a field missing or of the wrong type) is
-/// corrupted, with the decode error as the reason.
-fn corruption(run: &str, e: &LedgerEntry, d: &StoredDoc) -> Option<String> {
+/// Marks the members of one longest strictly increasing subsequence of `v`
+/// (patience sorting, O(n log n)).
+fn longest_increasing(v: &[u64]) -> Vec<bool> {
+    // tails[k]: index of the smallest tail of an increasing run of length k + 1.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut parent: Vec<Option<usize>> = vec![None; v.len()];
+    for i in 0..v.len() {
+        let k = tails.partition_point(|&t| v[t] < v[i]);
+        parent[i] = k.checked_sub(1).map(|j| tails[j]);
+        if k == tails.len() {
+            tails.push(i);
+        } else {
+            tails[k] = i;
+        }
+    }
+    let mut keep = vec![false; v.len()];
+    let mut at = tails.last().copied();
+    while let Some(i) = at {
+        keep[i] = true;
+        at = parent[i];
+    }
+    keep
+}
+
+/// Why a stored document is not what request `e` sent or was acknowledged with, if it
+/// is not: users, content, conversation key, message id (`primary`: the copy a reader
+/// gets, whose id and timestamp must be the request's), and the timestamp the API
+/// answered with. A
+/// document that does not decode as a stored message (a field missing or of the wrong
+/// type) is corrupted, with the decode error as the reason.
+fn corruption(run: &str, e: &LedgerEntry, d: &StoredDoc, primary: bool) -> Option<String> {
     let stored = match &d.stored {
         Ok(m) => m,
         Err(why) => return Some(why.clone()),
@@ -187,6 +265,46 @@ fn corruption(run: &str, e: &LedgerEntry, d: &StoredDoc) -> Option<String> {
         return Some(format!(
             "users are {:?} → {:?}, sent {from} → {to}",
             stored.from_user, stored.to_user
+        ));
+    }
+    let key = wiber_model::conversation_key(&from, &to);
+    if stored.conversation != key {
+        return Some(format!(
+            "conversation key is {:?}, the users' is {key:?}",
+            stored.conversation
+        ));
+    }
+    if primary && stored.message_id != e.message_id {
+        return Some(format!(
+            "messageId is {:?}, sent {:?}",
+            stored.message_id, e.message_id
+        ));
+    }
+    if let Some(acked) = e.acked_timestamp.filter(|_| primary) {
+        // A retried request may have been stored by an earlier attempt, accepted (and
+        // timestamped) before the attempt whose answer the ledger holds.
+        let wrong = if e.attempts <= 1 {
+            stored.timestamp != acked
+        } else {
+            stored.timestamp > acked
+        };
+        if wrong {
+            return Some(format!(
+                "timestamp is {}, the API acknowledged {acked}{}",
+                stored.timestamp,
+                if e.attempts > 1 {
+                    " (or earlier, after retries)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    let created = wiber_model::rfc3339_ms(stored.timestamp);
+    if stored.created_at != created {
+        return Some(format!(
+            "createdAt is {:?}, timestamp {} is {created}",
+            stored.created_at, stored.timestamp
         ));
     }
     None
@@ -222,6 +340,7 @@ mod tests {
             content_hash: ledger::content_hash(&content),
             warmup: false,
             step: 0,
+            acked_timestamp: None,
         }
     }
 
@@ -259,7 +378,7 @@ mod tests {
             .enumerate()
             .map(|(i, e)| doc(e, i as i64))
             .collect();
-        let f = check(RUN, &entries, &docs);
+        let f = check(RUN, &entries, &docs, None);
         assert!(f.counts.pass(), "{f:?}");
         assert_eq!(f.counts.stored, 5);
         assert!(f.examples.is_empty());
@@ -294,7 +413,7 @@ mod tests {
         docs.push(never);
         docs.push(doc(&entries[5], 11));
         docs.push(doc(&entries[6], 10));
-        let f = check(RUN, &entries, &docs);
+        let f = check(RUN, &entries, &docs, None);
         let c = f.counts;
         assert_eq!(
             (
@@ -309,13 +428,153 @@ mod tests {
             "{f:#?}"
         );
         assert!(!c.pass());
-        assert_eq!(f.examples["lost"][0].message_id, "r1-c0-s0");
+        assert_eq!(
+            f.examples["lost"][0].message_id,
+            ledger::message_id(RUN, 0, 0)
+        );
         assert_eq!(
             f.examples["duplicated"][0].doc_id.as_deref(),
             Some("someone-else")
         );
         assert_eq!(f.examples["corrupted"][0].seq, Some(2));
-        assert_eq!(f.examples["reordered"][0].offset, Some(10));
+        // seq 1 (timestamp 10) is read back before seq 0 (timestamp 11): one of the two
+        // is out of place.
+        assert_eq!(f.examples["reordered"][0].conversation, Some(1));
+    }
+
+    /// Each stored field is held to what was sent or acknowledged.
+    #[test]
+    fn every_field_is_checked() {
+        let mut entries: Vec<_> = (0..6).map(|s| entry(0, s, Outcome::Ok)).collect();
+        for e in &mut entries {
+            e.acked_timestamp = Some(e.seq as i64);
+        }
+        let mut docs: Vec<_> = entries.iter().map(|e| doc(e, e.seq as i64)).collect();
+        assert!(check(RUN, &entries, &docs, None).counts.pass());
+        fn m(d: &mut StoredDoc) -> &mut StoredMessage {
+            d.stored.as_mut().unwrap()
+        }
+        m(&mut docs[0]).conversation = "someone\u{1f}else".into();
+        m(&mut docs[1]).message_id = "r1-c0-s999999999".into();
+        m(&mut docs[2]).timestamp = 2_000; // not what the API answered
+        m(&mut docs[3]).created_at = wiber_model::rfc3339_ms(99);
+        m(&mut docs[4]).to_user = "mallory".into();
+        let f = check(RUN, &entries, &docs, None);
+        assert_eq!(f.counts.corrupted, 5, "{f:#?}");
+        let details: Vec<&str> = f.examples["corrupted"]
+            .iter()
+            .map(|e| e.detail.as_str())
+            .collect();
+        for what in [
+            "conversation key",
+            "messageId",
+            "acknowledged",
+            "createdAt",
+            "users",
+        ] {
+            assert!(
+                details.iter().any(|d| d.contains(what)),
+                "{what}: {details:?}"
+            );
+        }
+        // After retries, an earlier attempt's (earlier) timestamp is fine, a later one not.
+        let mut retried = entries[5].clone();
+        retried.attempts = 2;
+        retried.acked_timestamp = Some(10);
+        assert!(check(RUN, &[retried.clone()], &[doc(&retried, 5)], None)
+            .counts
+            .pass());
+        assert_eq!(
+            check(RUN, &[retried.clone()], &[doc(&retried, 11)], None)
+                .counts
+                .corrupted,
+            1
+        );
+    }
+
+    /// `failed` stored counts once as unexpected (copies as duplicated); `unknown`
+    /// splits into recovered and indeterminate.
+    #[test]
+    fn failed_and_unknown_outcomes_are_classified() {
+        let entries = vec![
+            entry(0, 0, Outcome::Failed),
+            entry(0, 1, Outcome::Unknown),
+            entry(0, 2, Outcome::Unknown),
+            entry(0, 3, Outcome::Unknown),
+        ];
+        let mut copy = doc(&entries[0], 9);
+        copy.id = "copy".into();
+        let docs = vec![doc(&entries[0], 0), copy, doc(&entries[1], 1)];
+        let c = check(RUN, &entries, &docs, None).counts;
+        assert_eq!(
+            (c.unexpected, c.duplicated, c.recovered, c.indeterminate),
+            (1, 1, 1, 2),
+            "{c:?}"
+        );
+    }
+
+    /// The API's own order wins over the documents' timestamps when it was read back.
+    #[test]
+    fn the_order_read_back_through_the_api_is_what_counts() {
+        let entries: Vec<_> = (0..3).map(|s| entry(0, s, Outcome::Ok)).collect();
+        let docs: Vec<_> = entries.iter().map(|e| doc(e, e.seq as i64)).collect();
+        let ids = |order: &[u64]| -> BTreeMap<u32, Vec<String>> {
+            let v = order
+                .iter()
+                .map(|s| ledger::message_id(RUN, 0, *s))
+                .collect();
+            BTreeMap::from([(0, v)])
+        };
+        let f = check(RUN, &entries, &docs, Some(&ids(&[0, 1, 1, 2])));
+        assert_eq!(f.counts.reordered, 0, "{f:#?}");
+        let f = check(RUN, &entries, &docs, Some(&ids(&[0, 2, 1])));
+        assert_eq!(f.counts.reordered, 1, "{f:#?}");
+        let detail = &f.examples["reordered"][0].detail;
+        assert!(
+            detail.contains("the API returned seq 2 after seq 0"),
+            "{detail}"
+        );
+    }
+
+    /// One message moved far is one reordered message, however many it jumped over.
+    #[test]
+    fn a_message_moved_far_counts_once() {
+        let entries: Vec<_> = (0..10).map(|s| entry(0, s, Outcome::Ok)).collect();
+        let ids = |order: &[u64]| -> BTreeMap<u32, Vec<String>> {
+            let v = order
+                .iter()
+                .map(|s| ledger::message_id(RUN, 0, *s))
+                .collect();
+            BTreeMap::from([(0, v)])
+        };
+        let docs: Vec<_> = entries.iter().map(|e| doc(e, e.seq as i64)).collect();
+        let f = check(
+            RUN,
+            &entries,
+            &docs,
+            Some(&ids(&[9, 0, 1, 2, 3, 4, 5, 6, 7, 8])),
+        );
+        assert_eq!(f.counts.reordered, 1, "{f:#?}");
+        assert_eq!(f.examples["reordered"][0].seq, Some(9));
+        let f = check(
+            RUN,
+            &entries,
+            &docs,
+            Some(&ids(&[1, 0, 3, 2, 5, 4, 6, 7, 8, 9])),
+        );
+        assert_eq!(f.counts.reordered, 3, "{f:#?}");
+        assert_eq!(longest_increasing(&[]), Vec::<bool>::new());
+        assert_eq!(longest_increasing(&[3, 1, 2]), [false, true, true]);
+    }
+
+    /// Two sends accepted in the same millisecond are read back by message id, which
+    /// sorts by sequence number.
+    #[test]
+    fn same_millisecond_sends_are_not_reordered() {
+        let entries: Vec<_> = (8..12).map(|s| entry(0, s, Outcome::Ok)).collect();
+        let docs: Vec<_> = entries.iter().map(|e| doc(e, 5)).collect();
+        let f = check(RUN, &entries, &docs, None);
+        assert_eq!(f.counts.reordered, 0, "{f:#?}");
     }
 
     #[test]
@@ -326,9 +585,9 @@ mod tests {
         let altered = undecodable(doc(&entries[0], 0));
         // A document this run never sent, that does not decode either: unexpected.
         let mut injected = undecodable(doc(&entry(0, 99, Outcome::Ok), 5));
-        injected.id = "r1-c0-s99".into();
+        injected.id = ledger::message_id(RUN, 0, 99);
         let docs = vec![altered, doc(&entries[1], 1), doc(&entries[2], 2), injected];
-        let f = check(RUN, &entries, &docs);
+        let f = check(RUN, &entries, &docs, None);
         let c = f.counts;
         assert_eq!(
             (c.lost, c.duplicated, c.corrupted, c.unexpected, c.reordered),
@@ -336,8 +595,11 @@ mod tests {
             "{f:#?}"
         );
         let corrupted = &f.examples["corrupted"][0];
-        assert_eq!(corrupted.message_id, "r1-c0-s0");
+        assert_eq!(corrupted.message_id, ledger::message_id(RUN, 0, 0));
         assert!(corrupted.detail.contains("createdAt"), "{corrupted:?}");
-        assert_eq!(f.examples["unexpected"][0].message_id, "r1-c0-s99");
+        assert_eq!(
+            f.examples["unexpected"][0].message_id,
+            ledger::message_id(RUN, 0, 99)
+        );
     }
 }

@@ -2,12 +2,14 @@
 //!
 //! Layout:
 //! - [`store`]: reads the run's documents from MongoDB and waits for the consumer group.
+//! - [`readback`]: reads the run's conversations back through the API, in its order.
 //! - [`check`]: the invariants as a pure function (lost, duplicated, unexpected,
-//!   corrupted, reordered, recovered).
+//!   corrupted, reordered, recovered, indeterminate).
 //!
 //! The verdict is added to the run's `report.{json,md,html}`.
 
 pub mod check;
+pub mod readback;
 pub mod store;
 
 use std::io::{BufRead, BufReader};
@@ -25,6 +27,8 @@ use crate::runfile::{RunFile, StoreTarget};
 pub struct VerifyOptions {
     pub run_dir: PathBuf,
     pub drain_timeout: Duration,
+    /// The API to read conversations back through (default: the run's).
+    pub api_url: Option<String>,
     pub mongo_uri: Option<String>,
     pub mongo_db: Option<String>,
     pub mongo_collection: Option<String>,
@@ -52,7 +56,27 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     let entries = read_ledger(&opts.run_dir.join("ledger.jsonl"))?;
     let drain = store::drain(&target, opts.drain_timeout).await?;
     let docs = store::fetch_run(&target, &run.run, true).await?;
-    let found = check::check(&run.run, &entries, &docs);
+    // The order a reader gets: through the API when it answers; from the documents by
+    // the API's sort key (timestamp, then messageId) otherwise, and said so.
+    let mut notes = Vec::new();
+    let api_url = opts.api_url.clone().unwrap_or(run.api_url);
+    let read_back = match readback::conversations(&api_url, &run.run, run.conversations).await {
+        Ok(r) => {
+            notes.push(format!(
+                "order: {} of {} conversation(s) read back through GET /messages/{{a}}/{{b}} at {api_url}",
+                r.len(),
+                run.conversations
+            ));
+            Some(r)
+        }
+        Err(e) => {
+            notes.push(format!(
+                "order: derived from the stored documents (timestamp, then messageId), the API could not be read: {e:#}"
+            ));
+            None
+        }
+    };
+    let found = check::check(&run.run, &entries, &docs, read_back.as_ref());
     let (verdict, error) = if !drain.drained {
         (
             Verdict::Error,
@@ -75,6 +99,7 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
         counts: found.counts,
         examples: found.examples,
         error,
+        notes,
     };
     record(&opts.run_dir, &report)?;
     Ok(report)

@@ -2,8 +2,8 @@
 //!
 //! One place for the names every other part relies on: the services a stack is made of
 //! ([`Service`], [`InstanceId`]), the environment variables the server reads ([`env`]),
-//! their defaults ([`defaults`]), and the topic/group/database/collection a stack uses
-//! ([`Names`]). The server's config, both runtimes of `wiberctl`, `bench` and `verify`
+//! their defaults ([`defaults`]), the topic/group/database/collection a stack uses
+//! ([`Names`]), and the bugs a test build can be told to have ([`SeededBug`]). The server's config, both runtimes of `wiberctl`, `bench` and `verify`
 //! read them from here; a test holds `docker/docker-compose.yml` to them.
 
 use std::fmt;
@@ -36,8 +36,19 @@ pub mod env {
     pub const WIBER_INSTANCE: &str = "WIBER_INSTANCE";
     /// Log filter (tracing's `EnvFilter`).
     pub const RUST_LOG: &str = "RUST_LOG";
+    /// The one [`SeededBug`](super::SeededBug) a test build of the services runs with.
+    pub const WIBER_SEEDED_BUG: &str = "WIBER_SEEDED_BUG";
+    /// How often the seeded bug strikes (every Nth message; default
+    /// [`defaults::SEEDED_BUG_EVERY`](super::defaults::SEEDED_BUG_EVERY)).
+    pub const WIBER_SEEDED_BUG_EVERY: &str = "WIBER_SEEDED_BUG_EVERY";
 
-    /// Every variable the services read, for checks of deployment files.
+    /// The seeded-bug variables: read by the services, but deliberately not in [`ALL`].
+    /// `ALL` is what a deployment may set (the compose check holds the compose file to
+    /// it), and no deployment may set these: only a harness, on a test build.
+    pub const SEEDED: [&str; 2] = [WIBER_SEEDED_BUG, WIBER_SEEDED_BUG_EVERY];
+
+    /// Every variable a deployment may set on the services, for checks of deployment
+    /// files (the services also read [`SEEDED`], which no deployment may set).
     pub const ALL: [&str; 21] = [
         KAFKA_BOOTSTRAP_SERVERS,
         KAFKA_TOPIC,
@@ -86,6 +97,8 @@ pub mod defaults {
     pub const MAX_BACKOFF_MS: u64 = 5000;
     pub const API_HOST: &str = "0.0.0.0";
     pub const API_PORT: u16 = 8000;
+    /// A seeded bug strikes every 10th message unless `WIBER_SEEDED_BUG_EVERY` says otherwise.
+    pub const SEEDED_BUG_EVERY: u32 = 10;
 }
 
 /// The names a stack's data lives under: which topic the api publishes to, which group
@@ -138,6 +151,99 @@ impl Names {
             }
         }
         n
+    }
+}
+
+/// A bug a test build of the services (`--features seeded-bugs`) can be told to have with
+/// `WIBER_SEEDED_BUG=<name>`, so the harness can prove `wiberctl verify` catches it.
+/// Each one breaks one promise of the delivery contract; [`SeededBug::service`] says
+/// which process must get the variable. "Every Nth" is `WIBER_SEEDED_BUG_EVERY`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeededBug {
+    /// API: every Nth POST answers 200 with the normal body but is never produced (lost).
+    AckWithoutProduce,
+    /// Consumer: commits a batch's offsets before writing it (lost on a failed write or crash).
+    CommitBeforeWrite,
+    /// Consumer: on a store error other than a duplicate key, logs, commits and drops
+    /// the batch, as the original Python consumer did (lost).
+    SkipOnStoreError,
+    /// Consumer: stores every record under a fresh `_id`, so a redelivery or an API
+    /// retry with the same messageId is stored twice (duplicated).
+    NoDedup,
+    /// API: every Nth message of a conversation gets a timestamp earlier than the one
+    /// before it, and is answered with it (reordered).
+    Reorder,
+    /// Consumer: every Nth stored message has one character of its content changed (corrupted).
+    Corrupt,
+    /// API: every POST gets a fast 503 and nothing is produced (no goodput).
+    RefuseAll,
+}
+
+impl SeededBug {
+    /// Every seeded bug, in the order they are documented.
+    pub const ALL: [SeededBug; 7] = [
+        SeededBug::AckWithoutProduce,
+        SeededBug::CommitBeforeWrite,
+        SeededBug::SkipOnStoreError,
+        SeededBug::NoDedup,
+        SeededBug::Reorder,
+        SeededBug::Corrupt,
+        SeededBug::RefuseAll,
+    ];
+
+    /// The value of `WIBER_SEEDED_BUG` that selects this bug.
+    pub fn name(self) -> &'static str {
+        match self {
+            SeededBug::AckWithoutProduce => "ack-without-produce",
+            SeededBug::CommitBeforeWrite => "commit-before-write",
+            SeededBug::SkipOnStoreError => "skip-on-store-error",
+            SeededBug::NoDedup => "no-dedup",
+            SeededBug::Reorder => "reorder",
+            SeededBug::Corrupt => "corrupt",
+            SeededBug::RefuseAll => "refuse-all",
+        }
+    }
+
+    /// The service whose instances must run with the variable for the bug to show.
+    pub fn service(self) -> Service {
+        match self {
+            SeededBug::AckWithoutProduce | SeededBug::Reorder | SeededBug::RefuseAll => {
+                Service::Api
+            }
+            SeededBug::CommitBeforeWrite
+            | SeededBug::SkipOnStoreError
+            | SeededBug::NoDedup
+            | SeededBug::Corrupt => Service::Consumer,
+        }
+    }
+
+    /// The names, comma separated, for error messages and help texts.
+    pub fn names() -> String {
+        SeededBug::ALL.map(SeededBug::name).join(", ")
+    }
+}
+
+impl fmt::Display for SeededBug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Error for a `WIBER_SEEDED_BUG` value that names no seeded bug.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown seeded bug {0:?}: expected one of {names}", names = SeededBug::names())]
+pub struct UnknownSeededBug(pub String);
+
+impl FromStr for SeededBug {
+    type Err = UnknownSeededBug;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase().replace('_', "-");
+        SeededBug::ALL
+            .into_iter()
+            .find(|b| b.name() == wanted)
+            .ok_or_else(|| UnknownSeededBug(s.to_string()))
     }
 }
 
@@ -282,6 +388,28 @@ mod tests {
         assert_eq!("ferretdb".parse::<Service>().unwrap(), Service::Mongo);
         assert!("consumer#0".parse::<InstanceId>().is_err());
         assert!("zookeeper".parse::<InstanceId>().is_err());
+    }
+
+    #[test]
+    fn seeded_bugs_parse_display_and_serialize_by_name() {
+        for b in SeededBug::ALL {
+            assert_eq!(b.name().parse::<SeededBug>().unwrap(), b);
+            assert_eq!(b.to_string(), b.name());
+            assert_eq!(serde_json::to_value(b).unwrap(), b.name());
+        }
+        assert_eq!(
+            " No_Dedup ".parse::<SeededBug>().unwrap(),
+            SeededBug::NoDedup
+        );
+        let e = "dropall".parse::<SeededBug>().unwrap_err().to_string();
+        assert!(
+            e.contains("\"dropall\"") && e.contains("ack-without-produce, commit-before-write"),
+            "{e}"
+        );
+        // A deployment may never set them: they are not in ALL.
+        for v in env::SEEDED {
+            assert!(!env::ALL.contains(&v), "{v} must not be in env::ALL");
+        }
     }
 
     #[test]

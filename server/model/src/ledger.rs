@@ -65,6 +65,10 @@ pub struct LedgerEntry {
     /// Error kind of the last attempt (`timeout`, `connect`, `http_503`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `timestamp` of the API's `ok` answer body: ms since the epoch, assigned by the API
+    /// on accept (its clock, not ours). The stored document must carry the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_timestamp: Option<i64>,
     pub attempts: u32,
     /// Content length in bytes.
     pub size: usize,
@@ -82,9 +86,13 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
-/// The message id of request (run, conversation, seq): `<run>-c<conv>-s<seq>`.
+/// The message id of request (run, conversation, seq): `<run>-c<conv>-s<seq>`, the
+/// sequence zero-padded to 9 digits so that, within a conversation, the ids sort as the
+/// sequence numbers do (below 10^9). The API orders a conversation by (timestamp,
+/// messageId): two sequential sends accepted in the same millisecond must come back in
+/// sequence order.
 pub fn message_id(run: &str, conversation: u32, seq: u64) -> String {
-    format!("{run}-c{conversation}-s{seq}")
+    format!("{run}-c{conversation}-s{seq:09}")
 }
 
 /// Prefix shared by every user name of a run, so reads can select one run's documents.
@@ -128,7 +136,8 @@ pub fn parse_content_key(content: &str) -> Option<(String, u32, u64)> {
     Some((run.to_string(), conv, seq))
 }
 
-/// Reads (conversation, seq) back from a message id made by [`message_id`] for `run`.
+/// Reads (conversation, seq) back from a message id made by [`message_id`] for `run`
+/// (padded or not: `-s000000042` and `-s42` both read as 42).
 pub fn parse_message_id(run: &str, id: &str) -> Option<(u32, u64)> {
     let rest = id.strip_prefix(run)?.strip_prefix("-c")?;
     let (conv, seq) = rest.split_once("-s")?;
@@ -170,12 +179,67 @@ mod tests {
     #[test]
     fn ids_and_users_round_trip() {
         let id = message_id("ab12", 3, 99);
-        assert_eq!(id, "ab12-c3-s99");
+        assert_eq!(id, "ab12-c3-s000000099");
         assert_eq!(parse_message_id("ab12", &id), Some((3, 99)));
+        assert_eq!(parse_message_id("ab12", "ab12-c3-s99"), Some((3, 99)));
         assert_eq!(parse_message_id("zz", &id), None);
         let (a, b) = users("ab12", 3);
         assert!(a.starts_with(&user_prefix("ab12")) && b.ends_with("u3b"));
         assert!(crate::validate_message_id("messageId", &id).is_ok());
+    }
+
+    #[test]
+    fn ids_sort_as_sequence_numbers_within_a_conversation() {
+        let seqs = [
+            0u64,
+            1,
+            2,
+            9,
+            10,
+            11,
+            99,
+            100,
+            101,
+            999,
+            1_000,
+            12_345,
+            999_999_999,
+        ];
+        let mut ids: Vec<String> = seqs.iter().rev().map(|s| message_id("r1", 7, *s)).collect();
+        ids.sort();
+        let back: Vec<u64> = ids
+            .iter()
+            .map(|id| parse_message_id("r1", id).unwrap().1)
+            .collect();
+        assert_eq!(back, seqs);
+    }
+
+    #[test]
+    fn acked_timestamp_is_optional_and_camel_case() {
+        let mut e = LedgerEntry {
+            message_id: message_id("r1", 0, 1),
+            run: "r1".into(),
+            conversation: 0,
+            seq: 1,
+            due: 10,
+            sent: Some(11),
+            answered: 12,
+            outcome: Outcome::Ok,
+            status: Some(200),
+            error: None,
+            acked_timestamp: None,
+            attempts: 1,
+            size: 8,
+            content_hash: content_hash("x"),
+            warmup: false,
+            step: 0,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert!(v.get("ackedTimestamp").is_none(), "{v}");
+        e.acked_timestamp = Some(1_700_000_000_123);
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["ackedTimestamp"], 1_700_000_000_123i64);
+        assert_eq!(serde_json::from_value::<LedgerEntry>(v).unwrap(), e);
     }
 
     #[test]

@@ -77,8 +77,14 @@ pub struct Percentiles {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub target_rate: Option<f64>,
-    /// Answered requests of the measured window per second of it.
+    /// Goodput: `ok` answers of the measured window per second of it. A stack that
+    /// answers everything with 503 achieves 0, however fast it answers.
     pub achieved_rate: f64,
+    /// Requests of the measured window that completed with any outcome (an answer, or a
+    /// timeout / connection error giving up) per second of it. Compare with
+    /// `achieved_rate`: the gap is the rate of `failed` and `unknown` outcomes.
+    #[serde(default)]
+    pub answered_rate: f64,
     /// Requests of the measured window that started (first attempt).
     pub sent: u64,
     pub ok: u64,
@@ -90,11 +96,18 @@ pub struct Summary {
     pub retried: u64,
     /// Errors by kind (`timeout`, `connect`, `http_503`, `not_started`, ...).
     pub errors: BTreeMap<String, u64>,
-    /// Due time → HTTP answer (coordinated omission corrected).
+    /// Due time → HTTP answer of the `ok` answers only (coordinated omission corrected).
+    /// A fast refusal is not an acknowledgement, so it never improves this figure.
     pub ack_ms: Percentiles,
-    /// Actual send → HTTP answer (what a closed-loop tool would report).
+    /// Due time → answer (or giving up) of the other outcomes, `failed` and `unknown`.
+    #[serde(default)]
+    pub error_ms: Percentiles,
+    /// Actual send → HTTP answer of the `ok` answers only (what a closed-loop tool would
+    /// report). Only `ok`, like `ack_ms`: an SLO on service latency must not be met by
+    /// fast 503s, and the two must describe the same requests to be compared.
     pub service_ms: Percentiles,
-    /// Due time → actual send: how late the generator started requests.
+    /// Due time → actual send: how late the generator started requests (all outcomes:
+    /// this is about the generator, not the answers).
     pub start_delay_ms: Percentiles,
     /// Due time → `storedAt` in MongoDB; null when it could not be measured.
     pub e2e_ms: Option<Percentiles>,
@@ -112,7 +125,8 @@ pub struct Second {
     pub answered: u64,
     pub ok: u64,
     pub errors: u64,
-    /// Percentiles of requests *due* in this second (so a stall shows where it began).
+    /// Ack latency percentiles of the `ok` requests *due* in this second (so a stall
+    /// shows where it began); null when none of them was acknowledged.
     pub ack_p50: Option<f64>,
     pub ack_p99: Option<f64>,
     pub e2e_p50: Option<f64>,
@@ -122,6 +136,7 @@ pub struct Second {
 /// `[percentile (0..100), ms]` points of the cumulative latency distribution.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Distribution {
+    /// Ack latency of the `ok` answers.
     pub ack: Vec<[f64; 2]>,
     pub e2e: Vec<[f64; 2]>,
 }
@@ -147,11 +162,16 @@ pub struct FindMax {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FindMaxStep {
     pub target_rate: f64,
+    /// Goodput of the step: `ok` answers per second (as [`Summary::achieved_rate`]).
     pub achieved_rate: f64,
+    /// Any outcome per second (as [`Summary::answered_rate`]).
+    #[serde(default)]
+    pub answered_rate: f64,
     pub ok: u64,
     pub failed: u64,
     pub unknown: u64,
     pub not_started: u64,
+    /// Of the `ok` answers.
     pub ack_ms: Percentiles,
     pub pass: bool,
     /// Why it failed, empty when it passed.
@@ -200,6 +220,9 @@ pub struct VerifyReport {
     pub examples: BTreeMap<String, Vec<Example>>,
     /// Why it could not check, when `verdict` is `error`.
     pub error: Option<String>,
+    /// How it checked what it checked, e.g. where the order of conversations was read.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -216,6 +239,10 @@ pub struct VerifyCounts {
     pub reordered: u64,
     /// `unknown` outcomes that were stored (informational).
     pub recovered: u64,
+    /// `unknown` outcomes that were not stored (informational); with `recovered` it
+    /// makes up `ledger_unknown`.
+    #[serde(default)]
+    pub indeterminate: u64,
 }
 
 impl VerifyCounts {
@@ -234,6 +261,12 @@ impl VerifyCounts {
     pub fn pass(&self) -> bool {
         self.must_be_zero().iter().all(|(_, n)| *n == 0)
     }
+
+    /// `n` as a fraction (0..=1) of the `unknown` outcomes, for `recovered` and
+    /// `indeterminate`; `None` when there were no `unknown` outcomes.
+    pub fn share_of_unknown(&self, n: u64) -> Option<f64> {
+        (self.ledger_unknown > 0).then(|| n as f64 / self.ledger_unknown as f64)
+    }
 }
 
 /// One offending document or request.
@@ -247,4 +280,27 @@ pub struct Example {
     pub partition: Option<i32>,
     pub offset: Option<i64>,
     pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_outcomes_split_into_recovered_and_indeterminate() {
+        let c = VerifyCounts {
+            ledger_unknown: 8,
+            recovered: 6,
+            indeterminate: 2,
+            ..Default::default()
+        };
+        assert_eq!(c.share_of_unknown(c.recovered), Some(0.75));
+        assert_eq!(c.share_of_unknown(c.indeterminate), Some(0.25));
+        assert_eq!(VerifyCounts::default().share_of_unknown(0), None);
+        // Counts written before `indeterminate` existed still read.
+        let mut v = serde_json::to_value(c).unwrap();
+        v.as_object_mut().unwrap().remove("indeterminate");
+        let old: VerifyCounts = serde_json::from_value(v).unwrap();
+        assert_eq!(old.indeterminate, 0);
+    }
 }

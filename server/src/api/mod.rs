@@ -1,13 +1,16 @@
 //! The HTTP API service (axum).
 //!
-//! Layout: [`handlers`] (one function per route), [`error`] (status + JSON body for every
-//! failure), [`metrics`] (Prometheus), [`docs`] (OpenAPI + vendored Swagger UI). This file
-//! wires them into a [`router`] and [`run`]s it with graceful shutdown.
+//! Layout: [`seams`] (what the API needs from Kafka and MongoDB: [`Publish`] and
+//! [`ReadStore`]), [`handlers`] (one function per route), [`error`] (status + JSON body
+//! for every failure), [`metrics`] (Prometheus), [`docs`] (OpenAPI + vendored Swagger UI).
+//! This file wires them into a [`router`] and [`run`]s it with graceful shutdown; tests
+//! [`serve`] the same router with fakes behind the seams.
 
 mod docs;
 mod error;
 mod handlers;
 mod metrics;
+mod seams;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use tracing::Instrument;
 pub use docs::OPENAPI_JSON;
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use seams::{CountScope, Delivered, Publish, PublishError, ReadStore};
 
 use crate::config::{instance_name, ApiConfig};
 use crate::kafka::{self, Publisher};
@@ -32,10 +36,32 @@ use crate::store::Store;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub publisher: Publisher,
-    pub store: Store,
+    pub publisher: Arc<dyn Publish>,
+    pub store: Arc<dyn ReadStore>,
     pub topic: Arc<str>,
     pub metrics: Metrics,
+    /// Test builds only: the seeded `reorder` bug, which picks accept timestamps.
+    #[cfg(feature = "seeded-bugs")]
+    pub(crate) reorder: Option<Arc<crate::seeded::Reorder>>,
+}
+
+impl AppState {
+    /// Handlers publishing to `topic` through `publisher` and reading from `store`,
+    /// with fresh metrics.
+    pub fn new(
+        publisher: Arc<dyn Publish>,
+        store: Arc<dyn ReadStore>,
+        topic: impl Into<Arc<str>>,
+    ) -> AppState {
+        AppState {
+            publisher,
+            store,
+            topic: topic.into(),
+            metrics: Metrics::new(),
+            #[cfg(feature = "seeded-bugs")]
+            reorder: None,
+        }
+    }
 }
 
 /// Every route of the contract. `/messages/user/{username}` and `/messages/count` are
@@ -99,6 +125,11 @@ pub async fn run(
     cfg: ApiConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // First, before any connection: a seeded bug that cannot be honoured is a start error.
+    #[cfg(not(feature = "seeded-bugs"))]
+    crate::config::refuse_seeded_bug()?;
+    #[cfg(feature = "seeded-bugs")]
+    let seeded = crate::seeded::Seeded::from_env(wiber_model::contract::Service::Api)?;
     let instance = instance_name("api");
     let publisher = Publisher::new(&cfg.kafka, cfg.message_timeout(), cfg.linger_ms)?;
     let store = Store::connect(&cfg.mongo).await?;
@@ -110,11 +141,15 @@ pub async fn run(
             kafka::ensure_topics_until(&kafka_cfg, std::future::pending()).await;
         });
     }
-    let state = AppState {
-        publisher: publisher.clone(),
-        store,
-        topic: cfg.kafka.topic.clone().into(),
-        metrics: Metrics::new(),
+    let state = AppState::new(
+        Arc::new(publisher.clone()),
+        Arc::new(store),
+        cfg.kafka.topic.as_str(),
+    );
+    #[cfg(feature = "seeded-bugs")]
+    let state = match &seeded {
+        Some(s) => s.api(state),
+        None => state,
     };
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {

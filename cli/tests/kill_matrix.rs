@@ -1,0 +1,338 @@
+//! The kill matrix: the harness must catch every seeded server bug, by name, and pass
+//! the unchanged server.
+//!
+//! The server is built a second time with its test-only `seeded-bugs` feature, as its
+//! own binary `wiber-server-seeded` (a `required-features` target, so neither
+//! `cargo build --workspace` nor a release build ever contains it, and the
+//! `target/debug/wiber-server` the other tests start is not replaced). For each bug
+//! (`WIBER_SEEDED_BUG`, see `wiber_model::contract::SeededBug`) and for the unchanged server, a
+//! local stack is brought up with `wiberctl stack up --runtime local --service-env ...`,
+//! the short scenarios in `scenarios/matrix/` run against it (`scenario run --attach`),
+//! and the stack is taken down. Each cell records whether the scenario failed and by
+//! what: the invariants verify counted, the thresholds that failed.
+//!
+//! The test fails when the unchanged server fails any scenario, or when a bug is caught
+//! by no scenario through the invariant or threshold that names it (a `lost` bug caught
+//! only by a latency threshold does not count). The table goes to
+//! `reports/kill-matrix/matrix.md` (kept by `.ci/run`) and the test's output.
+//!
+//! By default (CI) each bug's scenarios run in the order most likely to catch it and stop
+//! at the first that does (the other cells read "not run"), which keeps the matrix within
+//! CI's budget; `WIBER_KILL_MATRIX=full` runs every cell, for the README's table.
+//!
+//! Run: `cargo build --workspace && cargo test -p wiberctl --test kill_matrix -- --nocapture`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::*;
+use wiber_model::contract::SeededBug;
+
+const WIBERCTL: &str = env!("CARGO_BIN_EXE_wiberctl");
+/// 1 in N requests or records misbehaves, for the bugs that take a rate: often enough
+/// that a 15 s run at 150-200 req/s has dozens of them.
+const EVERY: &str = "10";
+
+/// What must be among the failures of at least one scenario for a bug to count as
+/// caught: the invariant or threshold that names its damage.
+fn expected(bug: SeededBug) -> &'static [&'static str] {
+    match bug {
+        SeededBug::AckWithoutProduce => &["lost"],
+        SeededBug::CommitBeforeWrite => &["lost"],
+        SeededBug::SkipOnStoreError => &["lost"],
+        SeededBug::NoDedup => &["duplicated"],
+        SeededBug::Reorder => &["reordered"],
+        SeededBug::Corrupt => &["corrupted"],
+        // Refused requests are not stored, so no invariant can see them: goodput can.
+        SeededBug::RefuseAll => &["achieved_rate", "during.ok_rate", "after.ok_rate"],
+    }
+}
+
+/// The matrix scenario most likely to catch `bug` (tried first when not running full).
+fn likely(bug: SeededBug) -> &'static str {
+    match bug {
+        SeededBug::CommitBeforeWrite => "store-outage-kill-consumer",
+        SeededBug::SkipOnStoreError => "restart-mongo",
+        SeededBug::NoDedup => "pause-broker",
+        _ => "kill-consumer",
+    }
+}
+
+/// The scenarios of the matrix, in a fixed order.
+fn scenarios() -> Vec<PathBuf> {
+    let dir = repo_root().join("scenarios").join("matrix");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    v.sort();
+    assert!(
+        v.len() >= 4,
+        "expected the matrix scenarios in {}",
+        dir.display()
+    );
+    v
+}
+
+/// Builds `wiber-server-seeded` (cargo's lock is free while tests run) and returns it.
+fn seeded_server() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run_ok(Command::new(cargo).current_dir(repo_root()).args([
+        "build",
+        "-p",
+        "wiber-server",
+        "--features",
+        "seeded-bugs",
+        "--bin",
+        "wiber-server-seeded",
+    ]));
+    let bin = workspace_target().join("debug").join("wiber-server-seeded");
+    assert!(bin.is_file(), "{} was not built", bin.display());
+    bin
+}
+
+/// Takes the project's local stack down on drop, also when the test panics.
+struct Project(String);
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let out = Command::new(WIBERCTL)
+            .args(["stack", "down", "--volumes", "--runtime", "local"])
+            .args(["--project", &self.0])
+            .env("WIBER_ROOT", repo_root())
+            .output();
+        if let Ok(o) = out {
+            if !o.status.success() {
+                eprintln!("stack down {} failed: {}", self.0, describe(&o));
+            }
+        }
+    }
+}
+
+/// One scenario's result on one server.
+#[derive(Debug, Clone)]
+struct Cell {
+    verdict: String,
+    /// Failed invariants (`lost 12`) and thresholds (`during.ok_rate`), by name.
+    caught_by: Vec<(String, String)>,
+}
+
+impl Cell {
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.caught_by.iter().map(|(n, _)| n.as_str())
+    }
+
+    fn render(&self) -> String {
+        match self.verdict.as_str() {
+            "pass" => "passed".into(),
+            "fail" => format!(
+                "**caught**: {}",
+                self.caught_by
+                    .iter()
+                    .map(|(n, d)| if d.is_empty() {
+                        n.clone()
+                    } else {
+                        format!("{n} {d}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Reads one outcome of `scenario run --json`.
+fn cell(o: &Value) -> Cell {
+    let mut caught_by = Vec::new();
+    if let Some(c) = o.get("verify").filter(|v| !v.is_null()) {
+        for k in ["lost", "duplicated", "unexpected", "corrupted", "reordered"] {
+            let n = c[k].as_u64().unwrap_or(0);
+            if n > 0 {
+                caught_by.push((k.to_string(), n.to_string()));
+            }
+        }
+    }
+    for t in o["thresholds"].as_array().into_iter().flatten() {
+        let metric = t["metric"].as_str().unwrap_or("?");
+        if t["verdict"] == "fail" && !caught_by.iter().any(|(n, _)| n == metric) {
+            let actual = t["actual"]
+                .as_f64()
+                .map_or("not measured".into(), |v| format!("= {v:.0}"));
+            caught_by.push((metric.to_string(), actual));
+        }
+    }
+    Cell {
+        verdict: o["verdict"].as_str().unwrap_or("?").to_string(),
+        caught_by,
+    }
+}
+
+/// Brings up a local stack with `bug` (or none), runs the matrix scenarios against it
+/// (all of them, or until one catches the bug by `stop_when`), takes it down. Returns the
+/// cells by scenario name.
+fn run_server(
+    server: &Path,
+    bug: Option<SeededBug>,
+    files: &[PathBuf],
+    stop_when: Option<&dyn Fn(&Cell) -> bool>,
+) -> BTreeMap<String, Cell> {
+    let root = repo_root();
+    let label = bug.map_or("unchanged".to_string(), |b| b.to_string());
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let project = Project(format!("km{}", &id[..8]));
+    let (a, m, k) = (free_port(), free_port(), free_port());
+    let mut env: Vec<String> = vec![
+        // Quick failure detection keeps the runs short (as the other e2e tests do).
+        "KAFKA_SESSION_TIMEOUT_MS=6000".into(),
+    ];
+    if let Some(b) = bug {
+        env.push(format!("WIBER_SEEDED_BUG={b}"));
+        env.push(format!("WIBER_SEEDED_BUG_EVERY={EVERY}"));
+    }
+    let service_env: Vec<String> = env
+        .iter()
+        .flat_map(|e| ["--service-env".to_string(), e.clone()])
+        .collect();
+    let ports = [
+        "--api-port".to_string(),
+        a.to_string(),
+        "--mongo-port".into(),
+        m.to_string(),
+        "--kafka-port".into(),
+        k.to_string(),
+    ];
+    run_ok(
+        Command::new(WIBERCTL)
+            .args(["stack", "up", "--runtime", "local", "--consumers", "2"])
+            .args(["--project", &project.0])
+            .args(&ports)
+            .args(&service_env)
+            .env("WIBER_ROOT", &root)
+            .env("WIBER_SERVER_BIN", server),
+    );
+    let reports = root.join("reports").join("kill-matrix").join(&label);
+    // One `scenario run` for all the files, or one per file when it may stop early.
+    let batches: Vec<&[PathBuf]> = match stop_when {
+        None => vec![files],
+        Some(_) => files.chunks(1).collect(),
+    };
+    let mut cells = BTreeMap::new();
+    for batch in batches {
+        let out = Command::new(WIBERCTL)
+            .args([
+                "--json",
+                "scenario",
+                "run",
+                "--attach",
+                "--runtime",
+                "local",
+            ])
+            .args(["--project", &project.0])
+            .args(batch)
+            .arg("--reports-dir")
+            .arg(&reports)
+            .args(["--drain-timeout", "60s"])
+            .env("WIBER_ROOT", &root)
+            .env("WIBER_SERVER_BIN", server)
+            .output()
+            .expect("run wiberctl scenario run");
+        // 0: all passed, 1: some failed; 2 means a run could not be done, which is neither.
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(1)),
+            "{label}: scenario run could not run the matrix: {}",
+            describe(&out)
+        );
+        let outcomes: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{label}: --json output is not JSON ({e}): {}",
+                describe(&out)
+            )
+        });
+        let mut stop = false;
+        for o in &outcomes {
+            let c = cell(o);
+            stop |= stop_when.is_some_and(|f| f(&c));
+            cells.insert(o["name"].as_str().unwrap_or("?").to_string(), c);
+        }
+        if stop {
+            break;
+        }
+    }
+    cells
+}
+
+#[test]
+fn every_seeded_bug_is_caught_and_the_unchanged_server_passes() {
+    let files = scenarios();
+    let seeded = seeded_server();
+    let plain = workspace_target().join("debug").join("wiber-server");
+    assert!(
+        plain.is_file(),
+        "{} is missing: run `cargo build --workspace` first",
+        plain.display()
+    );
+
+    let full = std::env::var("WIBER_KILL_MATRIX").is_ok_and(|v| v == "full");
+    let mut rows: Vec<(String, BTreeMap<String, Cell>)> = Vec::new();
+    let clean = run_server(&plain, None, &files, None);
+    rows.push(("unchanged server".into(), clean.clone()));
+    let mut problems = Vec::new();
+    for (name, c) in &clean {
+        if c.verdict != "pass" {
+            problems.push(format!(
+                "the unchanged server failed {name}: {}",
+                c.render()
+            ));
+        }
+    }
+    for bug in SeededBug::ALL {
+        let want = expected(bug);
+        let catches = |c: &Cell| c.verdict == "fail" && c.names().any(|n| want.contains(&n));
+        let cells = if full {
+            run_server(&seeded, Some(bug), &files, None)
+        } else {
+            // The likely catcher first, then the rest in order.
+            let mut order = files.clone();
+            order.sort_by_key(|f| f.file_stem().is_none_or(|s| s != likely(bug)));
+            run_server(&seeded, Some(bug), &order, Some(&catches))
+        };
+        let caught = cells.values().any(catches);
+        if !caught {
+            problems.push(format!(
+                "seeded bug {bug} was not caught by {} in any scenario: {:?}",
+                want.join(" or "),
+                cells
+                    .iter()
+                    .map(|(s, c)| format!("{s}: {}", c.render()))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        rows.push((format!("`{bug}`"), cells));
+    }
+
+    // The table: one row per server, one column per scenario.
+    let names: Vec<String> = rows[0].1.keys().cloned().collect();
+    let mut md = format!(
+        "| server | {} |\n|---|{}\n",
+        names.join(" | "),
+        "---|".repeat(names.len())
+    );
+    for (server, cells) in &rows {
+        let cols: Vec<String> = names
+            .iter()
+            .map(|n| cells.get(n).map_or("not run".into(), Cell::render))
+            .collect();
+        md.push_str(&format!("| {server} | {} |\n", cols.join(" | ")));
+    }
+    let dir = repo_root().join("reports").join("kill-matrix");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("matrix.md"), &md).unwrap();
+    println!("{md}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
