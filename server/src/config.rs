@@ -81,6 +81,12 @@ pub struct ApiConfig {
     // Why the default is 10 ms (measured): see `contract::defaults::LINGER_MS`.
     #[arg(long, env = env::KAFKA_LINGER_MS, default_value_t = defaults::LINGER_MS)]
     pub linger_ms: u64,
+    /// Produce requests in flight per broker connection (1..5 with idempotence): while
+    /// they are out, new messages wait and go out together in the next request.
+    // Why the default (measured): see `contract::defaults::MAX_IN_FLIGHT`.
+    #[arg(long, env = env::KAFKA_MAX_IN_FLIGHT, default_value_t = defaults::MAX_IN_FLIGHT,
+          value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub max_in_flight: u32,
 }
 
 impl ApiConfig {
@@ -204,6 +210,7 @@ mod tests {
             ("API_PORT", Some("8000")),
             ("KAFKA_MESSAGE_TIMEOUT_MS", Some("5000")),
             ("KAFKA_LINGER_MS", Some("10")),
+            ("KAFKA_MAX_IN_FLIGHT", Some("5")),
         ]));
         assert_eq!(env_defaults::<ApiConfig>(), api);
         let mut consumer = table(&shared);

@@ -72,6 +72,7 @@ impl Publisher {
         kafka: &KafkaConfig,
         message_timeout: Duration,
         linger_ms: u64,
+        max_in_flight: u32,
     ) -> anyhow::Result<Self> {
         let mut config = ClientConfig::new();
         config
@@ -83,6 +84,10 @@ impl Publisher {
                 message_timeout.as_millis().to_string(),
             )
             .set("linger.ms", linger_ms.to_string())
+            .set(
+                "max.in.flight.requests.per.connection",
+                max_in_flight.to_string(),
+            )
             .set("compression.type", "lz4")
             // The broker thread checks message timeouts between reconnect attempts; with
             // the default 10 s reconnect back-off a POST during an outage waited ~10 s

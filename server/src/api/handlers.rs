@@ -90,7 +90,7 @@ pub async fn post_message(
                 .produce_seconds
                 .with_label_values(&["ok"])
                 .observe(elapsed);
-            tracing::info!(message_id = %message.message_id, partition = d.partition, offset = d.offset, "message acknowledged by kafka");
+            tracing::debug!(message_id = %message.message_id, partition = d.partition, offset = d.offset, "message acknowledged by kafka");
             Ok(Json(message))
         }
         Err(e) => {

@@ -131,7 +131,12 @@ pub async fn run(
     #[cfg(feature = "seeded-bugs")]
     let seeded = crate::seeded::Seeded::from_env(wiber_model::contract::Service::Api)?;
     let instance = instance_name("api");
-    let publisher = Publisher::new(&cfg.kafka, cfg.message_timeout(), cfg.linger_ms)?;
+    let publisher = Publisher::new(
+        &cfg.kafka,
+        cfg.message_timeout(),
+        cfg.linger_ms,
+        cfg.max_in_flight,
+    )?;
     let store = Store::connect(&cfg.mongo).await?;
     // Topics are ensured in the background: the API serves liveness at once and
     // readiness tells when Kafka is there. Indexes belong to the consumers (the writers).
