@@ -63,9 +63,14 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     let read_back = match readback::conversations(&api_url, &run.run, run.conversations).await {
         Ok(r) => {
             notes.push(format!(
-                "order: {} of {} conversation(s) read back through GET /messages/{{a}}/{{b}} at {api_url}",
+                "order: {} of {} conversation(s) read back through GET /messages/{{a}}/{{b}} at {api_url}{}",
                 r.len(),
-                run.conversations
+                run.conversations,
+                if (r.len() as u32) < run.conversations {
+                    "; the others ordered from the documents (timestamp, then messageId)"
+                } else {
+                    ""
+                }
             ));
             Some(r)
         }
