@@ -131,13 +131,17 @@ pub fn compute(
         .collect()
 }
 
-/// Ack latency (answer − due) of the requests due in `[from, to)`.
+/// Ack latency (answer − due) of the ok answers among the requests due in `[from, to)`.
 fn latency(ledger: &[LedgerEntry], from: i64, to: i64) -> WindowLatency {
+    // Of ok answers only, as every ack latency is: a fast error is not a fast ack.
     let mut ms: Vec<i64> = Vec::new();
+    let mut requests = 0;
     let mut errors = 0;
     for e in ledger.iter().filter(|e| (from..to).contains(&e.due)) {
-        ms.push(e.answered - e.due);
-        if e.outcome != Outcome::Ok {
+        requests += 1;
+        if e.outcome == Outcome::Ok {
+            ms.push(e.answered - e.due);
+        } else {
             errors += 1;
         }
     }
@@ -146,7 +150,7 @@ fn latency(ledger: &[LedgerEntry], from: i64, to: i64) -> WindowLatency {
     WindowLatency {
         from_ms: from,
         to_ms: to,
-        requests: ms.len() as u64,
+        requests,
         errors,
         p50_ms: q(0.5),
         p99_ms: q(0.99),
@@ -233,6 +237,8 @@ mod tests {
         assert_eq!(r.before.requests, 100);
         assert_eq!(r.before.errors, 1);
         assert_eq!(r.before.p50_ms, Some(5.0));
+        // The unknown outcome answered after 5.1 s is an error, not an ack latency.
+        assert_eq!(r.before.max_ms, Some(5.0));
         assert_eq!(r.during.requests, 50);
         assert_eq!(r.during.max_ms, Some(5_500.0));
         assert_eq!(r.after.p99_ms, Some(400.0));

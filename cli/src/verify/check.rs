@@ -513,21 +513,23 @@ mod tests {
         );
     }
 
+    /// Conversation 0 as the API would return it: the messages of `order`, by seq.
+    fn read_back(order: &[u64]) -> BTreeMap<u32, Vec<String>> {
+        let v = order
+            .iter()
+            .map(|s| ledger::message_id(RUN, 0, *s))
+            .collect();
+        BTreeMap::from([(0, v)])
+    }
+
     /// The API's own order wins over the documents' timestamps when it was read back.
     #[test]
     fn the_order_read_back_through_the_api_is_what_counts() {
         let entries: Vec<_> = (0..3).map(|s| entry(0, s, Outcome::Ok)).collect();
         let docs: Vec<_> = entries.iter().map(|e| doc(e, e.seq as i64)).collect();
-        let ids = |order: &[u64]| -> BTreeMap<u32, Vec<String>> {
-            let v = order
-                .iter()
-                .map(|s| ledger::message_id(RUN, 0, *s))
-                .collect();
-            BTreeMap::from([(0, v)])
-        };
-        let f = check(RUN, &entries, &docs, Some(&ids(&[0, 1, 1, 2])));
+        let f = check(RUN, &entries, &docs, Some(&read_back(&[0, 1, 1, 2])));
         assert_eq!(f.counts.reordered, 0, "{f:#?}");
-        let f = check(RUN, &entries, &docs, Some(&ids(&[0, 2, 1])));
+        let f = check(RUN, &entries, &docs, Some(&read_back(&[0, 2, 1])));
         assert_eq!(f.counts.reordered, 1, "{f:#?}");
         let detail = &f.examples["reordered"][0].detail;
         assert!(
@@ -540,19 +542,12 @@ mod tests {
     #[test]
     fn a_message_moved_far_counts_once() {
         let entries: Vec<_> = (0..10).map(|s| entry(0, s, Outcome::Ok)).collect();
-        let ids = |order: &[u64]| -> BTreeMap<u32, Vec<String>> {
-            let v = order
-                .iter()
-                .map(|s| ledger::message_id(RUN, 0, *s))
-                .collect();
-            BTreeMap::from([(0, v)])
-        };
         let docs: Vec<_> = entries.iter().map(|e| doc(e, e.seq as i64)).collect();
         let f = check(
             RUN,
             &entries,
             &docs,
-            Some(&ids(&[9, 0, 1, 2, 3, 4, 5, 6, 7, 8])),
+            Some(&read_back(&[9, 0, 1, 2, 3, 4, 5, 6, 7, 8])),
         );
         assert_eq!(f.counts.reordered, 1, "{f:#?}");
         assert_eq!(f.examples["reordered"][0].seq, Some(9));
@@ -560,7 +555,7 @@ mod tests {
             RUN,
             &entries,
             &docs,
-            Some(&ids(&[1, 0, 3, 2, 5, 4, 6, 7, 8, 9])),
+            Some(&read_back(&[1, 0, 3, 2, 5, 4, 6, 7, 8, 9])),
         );
         assert_eq!(f.counts.reordered, 3, "{f:#?}");
         assert_eq!(longest_increasing(&[]), Vec::<bool>::new());
