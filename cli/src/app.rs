@@ -20,7 +20,7 @@ use crate::units::parse_duration;
 (HTTP API → Kafka → consumer group → MongoDB).\n\n\
 Exit codes: 0 pass; 1 a check failed (the API refused a message, the stack is not ready, \
 an invariant or threshold failed); 2 wiberctl itself failed (bad usage, API unreachable, I/O).",
-    after_help = "Examples:\n  wiberctl demo                          # local stack up, send, read back\n  wiberctl stack up                      # Kafka, FerretDB, api, 2 consumers in Docker\n  wiberctl send --from alice --to bob \"Hello\"\n  wiberctl read alice bob --limit 20\n  wiberctl count --user1 alice\n  wiberctl health --json"
+    after_help = "Examples:\n  wiberctl demo                          # local stack up, send, read back\n  wiberctl stack up                      # Kafka, FerretDB, api, 2 consumers in Docker\n  wiberctl send --from alice --to bob \"Hello\"\n  wiberctl read alice bob --limit 20\n  wiberctl count --user1 alice\n  wiberctl health --json\n  wiberctl top                           # live dashboard of the running stack\n  wiberctl tail --user alice --last 20\n  wiberctl completions bash > ~/.local/share/bash-completion/completions/wiberctl"
 )]
 pub struct Cli {
     /// Base URL of the Wiber API.
@@ -96,6 +96,14 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::scenario::ScenarioCmd,
     },
+    /// Live dashboard of the running stack: instances, API rates and latency, lag, faults, events.
+    Top(commands::top::TopArgs),
+    /// Follow messages as Kafka acknowledges them or as the consumers store them.
+    Tail(commands::tail::TailArgs),
+    /// Print shell completions (bash, zsh, fish, ...) for wiberctl.
+    Completions(commands::completions::CompletionsArgs),
+    /// Write wiberctl's man pages (one per command).
+    Man(commands::completions::ManArgs),
 }
 
 /// Parses the command line, runs the command, maps the result to the exit-code contract.
@@ -154,6 +162,14 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Bench(args) => commands::bench::run(*args, &cli.api_url, cli.timeout, json).await,
         Command::Verify(args) => commands::verify::run(args, json).await,
         Command::Scenario { cmd } => commands::scenario::run(cmd, json).await,
+        Command::Top(args) => commands::top::run(args, json).await,
+        Command::Tail(args) => commands::tail::run(args, json).await,
+        Command::Completions(args) => {
+            commands::completions::completions(args, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Man(args) => {
+            commands::completions::man(args, <Cli as clap::CommandFactory>::command())
+        }
     }
 }
 

@@ -146,6 +146,33 @@ impl ApiClient {
         Ok((status, body))
     }
 
+    /// `GET /metrics`: the API's Prometheus text, unparsed (the reader picks its series).
+    pub async fn metrics_text(&self) -> Result<String, ClientError> {
+        let what = "GET /metrics";
+        let url = format!("{}/metrics", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| ClientError::Protocol {
+            what: what.into(),
+            reason: e.to_string(),
+        })?;
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                what: what.into(),
+                status: status.as_u16(),
+                kind: None,
+                field: None,
+                detail: text.chars().take(300).collect(),
+            });
+        }
+        Ok(text)
+    }
+
     async fn decode<T: DeserializeOwned>(
         &self,
         what: &str,

@@ -8,7 +8,8 @@
 //!      [`output`]: tables and JSON; [`events`]: the event log of faults (JSON lines);
 //!      [`runfile`]: a bench run's `run.json` and where its messages end up.
 //!    - [`client`]: the HTTP adapter (reqwest) speaking the API contract; [`kafka`]: the
-//!      rdkafka adapter (consumer-group lag); [`provision`]: fetches Kafka (Maven Central)
+//!      rdkafka adapter (consumer-group lag; an assign-only reader
+//!      of the topic for `tail`); [`provision`]: fetches Kafka (Maven Central)
 //!      and FerretDB (Go module proxy) once.
 //! 2. [`runtime`]: the one seam that owns the stack. [`runtime::Stack`] brings it up and
 //!    down, reports status and health, scales it, says where it is, applies and undoes
@@ -19,8 +20,10 @@
 //! 4. [`bench`]: the open-loop load generator and its ledger.
 //! 5. [`scenario`]: scenario files (load + fault timeline + thresholds), the fault
 //!    timeline (also what `chaos` runs) and the runner.
-//! 6. [`commands`]: one module per command group, flags shared in [`commands::args`].
-//! 7. [`app`]: the command line (clap) and dispatch; `main.rs` only calls it.
+//! 6. Live views: [`top`] (the terminal dashboard) and [`tail`] (messages as Kafka
+//!    acknowledges or the consumers store them).
+//! 7. [`commands`]: one module per command group, flags shared in [`commands::args`].
+//! 8. [`app`]: the command line (clap) and dispatch; `main.rs` only calls it.
 //!
 //! The names the stack's services share with wiberctl (services, env variables, topic,
 //! group, database, collection, the stored document) come from `wiber_model`.
@@ -38,5 +41,7 @@ pub mod report;
 pub mod runfile;
 pub mod runtime;
 pub mod scenario;
+pub mod tail;
+pub mod top;
 pub mod units;
 pub mod verify;

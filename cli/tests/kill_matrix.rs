@@ -96,24 +96,6 @@ fn seeded_server() -> PathBuf {
     bin
 }
 
-/// Takes the project's local stack down on drop, also when the test panics.
-struct Project(String);
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let out = Command::new(WIBERCTL)
-            .args(["stack", "down", "--volumes", "--runtime", "local"])
-            .args(["--project", &self.0])
-            .env("WIBER_ROOT", repo_root())
-            .output();
-        if let Ok(o) = out {
-            if !o.status.success() {
-                eprintln!("stack down {} failed: {}", self.0, describe(&o));
-            }
-        }
-    }
-}
-
 /// One scenario's result on one server.
 #[derive(Debug, Clone)]
 struct Cell {
@@ -185,7 +167,7 @@ fn run_server(
     let root = repo_root();
     let label = bug.map_or("unchanged".to_string(), |b| b.to_string());
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let project = Project(format!("km{}", &id[..8]));
+    let project = LocalProject(format!("km{}", &id[..8]));
     let (a, m, k) = (free_port(), free_port(), free_port());
     let mut env: Vec<String> = vec![
         // Quick failure detection keeps the runs short (as the other e2e tests do).

@@ -31,6 +31,8 @@ const LAYERS: &[&[&str]] = &[
     &["bench"],
     // Scenario files and the fault timeline (also what `chaos` runs).
     &["scenario"],
+    // Live views of a running stack: the `top` dashboard and the message tail.
+    &["top", "tail"],
     // One module per command.
     &["commands"],
     // The command line.

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use std::io::IsTerminal;
+
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -17,9 +19,51 @@ use wiber_model::ledger::{LedgerEntry, Outcome};
 
 use super::hist::LatencyHist;
 use super::worker::{Event, Sample};
+use super::ProgressContext;
 
 /// How often the progress line and the ledger file are refreshed.
 const TICK: Duration = Duration::from_millis(250);
+/// Without a terminal (CI logs, a pipe) the bar is invisible; a plain line this often
+/// says how the run goes without flooding the log.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// Where progress goes: a bar on a terminal, a plain line every [`PLAIN_EVERY`] on
+/// anything else, or nowhere (`--json`, tests).
+pub struct Progress {
+    bar: ProgressBar,
+    plain: Option<Instant>,
+    context: Option<ProgressContext>,
+}
+
+impl Progress {
+    pub fn new(show: bool, context: Option<ProgressContext>) -> Progress {
+        let terminal = std::io::stderr().is_terminal();
+        Progress {
+            bar: if show && terminal {
+                ProgressBar::new(0)
+            } else {
+                ProgressBar::hidden()
+            },
+            // The first plain line comes one period in: a line at 0 s says nothing.
+            plain: (show && !terminal).then(Instant::now),
+            context,
+        }
+    }
+
+    fn message(&mut self, msg: String, elapsed: Duration) {
+        let msg = match &self.context {
+            Some(c) => format!("{} · {msg}", (c.0)()),
+            None => msg,
+        };
+        if let Some(last) = &mut self.plain {
+            if last.elapsed() >= PLAIN_EVERY {
+                *last = Instant::now();
+                eprintln!("  [{:>3}s] {msg}", elapsed.as_secs());
+            }
+        }
+        self.bar.set_message(msg);
+    }
+}
 
 /// Appends ledger lines as the run goes (buffered; flushed every tick and at the end,
 /// so a crashed run still leaves everything up to the last quarter second).
@@ -161,12 +205,12 @@ pub async fn collect(
     info: PhaseInfo,
     mut rx: mpsc::Receiver<Event>,
     mut ledger: LedgerWriter,
-    progress: ProgressBar,
+    mut progress: Progress,
 ) -> anyhow::Result<(PhaseStats, LedgerWriter)> {
     let mut st = PhaseStats::new(info.window);
     let total = info.warmup + info.window;
-    progress.set_length(total.as_millis() as u64);
-    progress.set_style(
+    progress.bar.set_length(total.as_millis() as u64);
+    progress.bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {elapsed:>4} / {len_s} {msg}")
             .expect("static template")
             .progress_chars("=> "),
@@ -181,12 +225,12 @@ pub async fn collect(
             },
             _ = tick.tick() => {
                 ledger.flush()?;
-                draw(&info, &st, &progress, total);
+                draw(&info, &st, &mut progress, total);
             }
         }
     }
     ledger.flush()?;
-    progress.finish_and_clear();
+    progress.bar.finish_and_clear();
     Ok((st, ledger))
 }
 
@@ -278,9 +322,11 @@ fn ledger_entry(info: &PhaseInfo, s: &Sample, warmup: bool) -> LedgerEntry {
     }
 }
 
-fn draw(info: &PhaseInfo, st: &PhaseStats, progress: &ProgressBar, total: Duration) {
+fn draw(info: &PhaseInfo, st: &PhaseStats, progress: &mut Progress, total: Duration) {
     let elapsed = Instant::now().saturating_duration_since(info.start);
-    progress.set_position(elapsed.min(total).as_millis() as u64);
+    progress
+        .bar
+        .set_position(elapsed.min(total).as_millis() as u64);
     let in_window = elapsed.saturating_sub(info.warmup).as_secs_f64();
     let rate = |n: u64| {
         if in_window > 0.0 {
@@ -303,9 +349,16 @@ fn draw(info: &PhaseInfo, st: &PhaseStats, progress: &ProgressBar, total: Durati
         msg.push_str(&format!("  ack p99 {:.1} ms", st.ack.quantile_ms(0.99)));
     }
     msg.push_str(&format!("  ok {}", st.ok));
+    // Failed (a definite error) and unknown (no answer: maybe stored) so far, when any.
+    if st.failed > 0 {
+        msg.push_str(&format!(" failed {}", st.failed));
+    }
+    if st.unknown > 0 {
+        msg.push_str(&format!(" unknown {}", st.unknown));
+    }
     if !st.errors.is_empty() {
         let errs: Vec<String> = st.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
         msg.push_str(&format!("  errors: {}", errs.join(", ")));
     }
-    progress.set_message(msg);
+    progress.message(msg, elapsed);
 }

@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use indicatif::ProgressBar;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use wiber_model::ledger::Outcome;
@@ -93,6 +92,19 @@ pub struct BenchOptions {
     /// An SLO the run must meet (exit 1 otherwise); for `--find-max` the step criterion.
     pub slo: Option<Slo>,
     pub progress: bool,
+    /// What the caller adds in front of the progress line (a scenario's phase, next
+    /// fault and lag); none for a plain `bench`.
+    pub progress_context: Option<ProgressContext>,
+}
+
+/// A caller's part of the progress line, asked for at every refresh.
+#[derive(Clone)]
+pub struct ProgressContext(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for ProgressContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressContext")
+    }
 }
 
 /// The result of a bench run.
@@ -330,11 +342,7 @@ async fn run_phase<T: Transport>(
         step: plan.step,
         target_rate: plan.target_rate,
     };
-    let progress = if opts.progress {
-        ProgressBar::new(0)
-    } else {
-        ProgressBar::hidden()
-    };
+    let progress = collector::Progress::new(opts.progress, opts.progress_context.clone());
     // The collector owns the ledger for the phase and hands it back.
     let collector = tokio::spawn(collector::collect(info, rx, ledger, progress));
     let phase = worker::Phase {
@@ -767,6 +775,7 @@ mod tests {
             events_file: None,
             slo: Some("ack.p99<50ms".parse().unwrap()),
             progress: false,
+            progress_context: None,
         }
     }
 

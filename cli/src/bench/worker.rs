@@ -388,7 +388,7 @@ mod tests {
             step: 0,
             target_rate: Some(RATE),
         };
-        let (st, _) = collector::collect(info, rx, ledger, indicatif::ProgressBar::hidden())
+        let (st, _) = collector::collect(info, rx, ledger, collector::Progress::new(false, None))
             .await
             .unwrap();
         assert_eq!(

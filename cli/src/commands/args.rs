@@ -80,6 +80,15 @@ impl UpFlags {
     }
 }
 
+/// The events file `chaos` writes and `top` reads when not told otherwise:
+/// `reports/events.jsonl` under the repository root (or the current directory).
+pub fn default_events_path() -> std::path::PathBuf {
+    crate::provision::repo_root()
+        .map(|r| r.join("reports"))
+        .unwrap_or_else(|_| std::path::PathBuf::from("reports"))
+        .join("events.jsonl")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -172,6 +172,7 @@ pub async fn run(
         drain_timeout: args.drain_timeout,
         slo: args.slo.clone(),
         progress: !json,
+        progress_context: None,
     };
     let result = bench::run(opts).await?;
     let r = &result.report;

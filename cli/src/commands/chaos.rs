@@ -114,13 +114,12 @@ pub async fn run(args: ChaosArgs, json: bool) -> Result<Exit> {
     let mut sigterm = signal(SignalKind::terminate())?;
 
     let stack = Stack::open(&args.stack.locator()).await?;
-    let log = EventLog::new(match &args.events {
-        Some(p) => p.clone(),
-        None => crate::provision::repo_root()
-            .map(|r| r.join("reports"))
-            .unwrap_or_else(|_| PathBuf::from("reports"))
-            .join("events.jsonl"),
-    });
+    let log = EventLog::new(
+        args.events
+            .clone()
+            .unwrap_or_else(super::args::default_events_path),
+    )
+    .for_project(&args.stack.project);
 
     if args.dry_run {
         return dry_run(&stack, &spec, &log, json).await;

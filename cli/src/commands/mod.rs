@@ -4,8 +4,11 @@
 pub mod args;
 pub mod bench;
 pub mod chaos;
+pub mod completions;
 pub mod demo;
 pub mod messages;
 pub mod scenario;
 pub mod stack;
+pub mod tail;
+pub mod top;
 pub mod verify;

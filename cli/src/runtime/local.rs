@@ -48,6 +48,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::process::{self, ProcState, SpawnSpec};
+use super::usage::{self, Usage};
 use super::{
     probe, rfc3339_opt, Health, InstanceId, InstanceInfo, InstanceState, InstanceStatus, Names,
     Runtime, Service, ServiceEnv, Signal,
@@ -336,6 +337,23 @@ impl LocalStack {
                 connected: true,
             })
             .collect())
+    }
+
+    /// CPU and memory of every live instance's process, from `/proc` (see
+    /// [`super::usage`]); instances without a live process are left out.
+    pub fn usage(&self) -> Vec<Usage> {
+        let procs: Vec<(InstanceId, u32, u64)> = self
+            .lock()
+            .instances
+            .iter()
+            .filter_map(|r| Some((r.id, r.pid?, r.start_ticks?)))
+            .collect();
+        procs
+            .into_iter()
+            // `state` checks the start time too: a reused pid is someone else's process.
+            .filter(|(_, pid, ticks)| process::state(*pid, *ticks) != ProcState::Gone)
+            .filter_map(|(id, pid, ticks)| usage::local_sample(id, pid, ticks))
+            .collect()
     }
 
     /// Kafka bootstrap servers, `127.0.0.1:PORT`.

@@ -11,6 +11,7 @@
 //!   steady state).
 //! - [`docker`]: containers on a Docker engine (bollard lives only there).
 //! - [`local`]: plain processes on 127.0.0.1 (Kafka jars, FerretDB, our binary).
+//! - [`usage`]: CPU and memory of each instance (for `top`).
 //! - [`probe`]: readiness probes without client libraries; `process`: spawning and
 //!   signalling local processes.
 //!
@@ -34,6 +35,7 @@ pub mod local;
 pub mod probe;
 mod process;
 pub mod stack;
+pub mod usage;
 
 pub use fault::{Action, Signal, Target};
 pub use stack::{Locator, NoStack, Stack};

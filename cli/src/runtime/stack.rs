@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use super::docker::DockerStack;
 use super::local::{LocalStack, LocalStackConfig, Ownership};
+use super::usage::Usage;
 use super::{
     validate_project, Action, Endpoints, InstanceId, InstanceInfo, InstanceState, InstanceStatus,
     Runtime, RuntimeKind, Service, Signal, StackSpec, UpAction, UpEvent,
@@ -255,6 +256,17 @@ impl Stack {
             });
         }
         Ok(added)
+    }
+
+    /// CPU and memory of every running instance, one cumulative sample each (see
+    /// [`super::usage`]: CPU use is the difference of two samples, [`super::usage::cpu_percent`]).
+    pub async fn usage(&self) -> Result<Vec<Usage>> {
+        let mut all = match &self.backend {
+            Backend::Docker(d) => d.usage().await?,
+            Backend::Local(l) => l.usage(),
+        };
+        all.sort_by_key(|u| u.id);
+        Ok(all)
     }
 
     /// The last `tail` lines of an instance's output.

@@ -14,17 +14,20 @@
 //!   thresholds, run directory), through the runtime's [`crate::runtime::Stack`] only.
 //! - [`outcome`]: what a run found ([`outcome::ScenarioRun`], `scenario.json`);
 //!   [`metrics`]: the numbers thresholds are evaluated on, and `--baseline`.
-//! - [`print`]: tables and `summary.md`; [`junit`]: JUnit XML.
+//! - [`progress`]: the live line while a scenario runs (phase, next fault, lag).
+//! - [`print`]: tables and `summary.md`; [`html`]: `report.html`; [`junit`]: JUnit XML.
 //!
 //! `wiberctl chaos` runs its fault as a one-fault [`timeline`], so chaos and scenario
 //! files share one fault engine (and the fault model of [`crate::runtime::fault`]).
 
 pub mod format;
+pub mod html;
 pub mod junit;
 pub mod metrics;
 pub mod outcome;
 pub mod phases;
 pub mod print;
+pub mod progress;
 pub mod recovery;
 pub mod run;
 pub mod threshold;

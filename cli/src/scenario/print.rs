@@ -14,11 +14,11 @@ fn table(preset: TableStyle, header: &[&str]) -> Table {
     t
 }
 
-fn ms(v: Option<f64>) -> String {
+pub fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.0}"))
 }
 
-fn secs(v: Option<i64>) -> String {
+pub fn secs(v: Option<i64>) -> String {
     v.map_or_else(|| "never".into(), |v| format!("{:.1} s", v as f64 / 1000.0))
 }
 
@@ -30,42 +30,119 @@ pub fn verdict(v: RunVerdict) -> &'static str {
     }
 }
 
-/// The tables of one outcome: checks, faults with recovery, baseline comparison.
-fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
-    let mut out = Vec::new();
-    let mut checks = table(preset, &["check", "threshold", "actual", "verdict"]);
-    if let Some(c) = &o.verify {
-        let bad = c.must_be_zero().iter().filter(|(_, n)| *n > 0).count();
-        let undrained = o.verify_verdicts.contains(&RunVerdict::Error);
-        checks.add_row(vec![
-            "invariants (verify)".to_string(),
-            "lost, duplicated, unexpected, corrupted, reordered == 0".into(),
-            format!(
-                "lost {}, duplicated {}, unexpected {}, corrupted {}, reordered {} (ok {}, unknown {}: recovered {}, indeterminate {}){}",
-                c.lost, c.duplicated, c.unexpected, c.corrupted, c.reordered, c.ledger_ok, c.ledger_unknown, c.recovered, c.indeterminate,
-                if undrained { "; did not drain" } else { "" }
-            ),
-            if bad == 0 && !undrained { "pass" } else { "FAIL" }.into(),
-        ]);
+/// How one check came out, as the reports colour it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckClass {
+    Pass,
+    Fail,
+    /// Not evaluated (nothing measured, or the run did not get that far).
+    Skipped,
+}
+
+impl CheckClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckClass::Pass => "pass",
+            CheckClass::Fail => "fail",
+            CheckClass::Skipped => "skipped",
+        }
+    }
+}
+
+/// One row of the checks table: the invariants, then every threshold. The terminal,
+/// `summary.md` and `report.html` all show these rows, so they cannot disagree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRow {
+    pub check: String,
+    pub threshold: String,
+    pub actual: String,
+    pub class: CheckClass,
+    /// `pass`, `FAIL: why`, `skipped: why`.
+    pub verdict_text: String,
+}
+
+const INVARIANTS: &str = "lost, duplicated, unexpected, corrupted, reordered == 0";
+
+pub fn check_rows(o: &ScenarioRun) -> Vec<CheckRow> {
+    let mut rows = Vec::new();
+    match &o.verify {
+        Some(c) => {
+            let bad = c.must_be_zero().iter().filter(|(_, n)| *n > 0).count();
+            let undrained = o.verify_verdicts.contains(&RunVerdict::Error);
+            let ok = bad == 0 && !undrained;
+            rows.push(CheckRow {
+                check: "invariants (verify)".into(),
+                threshold: INVARIANTS.into(),
+                actual: format!(
+                    "lost {}, duplicated {}, unexpected {}, corrupted {}, reordered {} (ok {}, unknown {}: recovered {}, indeterminate {}){}",
+                    c.lost, c.duplicated, c.unexpected, c.corrupted, c.reordered, c.ledger_ok, c.ledger_unknown, c.recovered, c.indeterminate,
+                    if undrained { "; did not drain" } else { "" }
+                ),
+                class: if ok { CheckClass::Pass } else { CheckClass::Fail },
+                verdict_text: if ok { "pass" } else { "FAIL" }.into(),
+            });
+        }
+        None => rows.push(CheckRow {
+            check: "invariants (verify)".into(),
+            threshold: INVARIANTS.into(),
+            actual: "not measured".into(),
+            class: CheckClass::Skipped,
+            verdict_text: "not checked".into(),
+        }),
     }
     for e in &o.thresholds {
-        checks.add_row(vec![
-            e.metric.clone(),
+        let detail = e
+            .detail
+            .as_deref()
+            .map_or(String::new(), |d| format!(": {d}"));
+        let (class, verdict_text) = match e.verdict {
+            Verdict::Pass => (CheckClass::Pass, "pass".to_string()),
+            Verdict::Fail => (CheckClass::Fail, format!("FAIL{detail}")),
+            Verdict::Skipped => (CheckClass::Skipped, format!("skipped{detail}")),
+        };
+        rows.push(CheckRow {
+            check: e.metric.clone(),
             // The computed limit only where the text does not already say it.
-            match e.limit {
+            threshold: match e.limit {
                 Some(l) if e.threshold.contains('*') || e.threshold.ends_with("baseline") => {
                     format!("{} (= {})", e.threshold, fmt_num(l))
                 }
                 _ => e.threshold.clone(),
             },
-            e.actual
-                .map_or_else(|| "-".into(), |v| fmt_metric(&e.metric, v)),
-            match e.verdict {
-                Verdict::Pass => "pass".into(),
-                Verdict::Fail => format!("FAIL: {}", e.detail.clone().unwrap_or_default()),
-                Verdict::Skipped => format!("skipped: {}", e.detail.clone().unwrap_or_default()),
-            },
-        ]);
+            actual: e
+                .actual
+                .map_or_else(|| "not measured".into(), |v| fmt_metric(&e.metric, v)),
+            class,
+            verdict_text,
+        });
+    }
+    rows
+}
+
+/// The figures of each phase, one row each (a column per phase).
+pub fn phase_rows(o: &ScenarioRun) -> Vec<(&'static str, Vec<String>)> {
+    type Cell = fn(&PhaseStats) -> String;
+    let rows: [(&str, Cell); 6] = [
+        ("goodput (ok/s)", |p| format!("{:.1}", p.ok_rate)),
+        ("answered/s", |p| format!("{:.1}", p.answered_rate)),
+        ("ok / failed / unknown", |p| {
+            format!("{} / {} / {}", p.ok, p.failed, p.unknown)
+        }),
+        ("ack p50 ms (ok)", |p| ms(p.ack_p50)),
+        ("ack p99 ms (ok)", |p| ms(p.ack_p99)),
+        ("ack max ms (ok)", |p| ms(p.ack_max)),
+    ];
+    rows.into_iter()
+        .map(|(name, f)| (name, o.phases.iter().map(f).collect()))
+        .collect()
+}
+
+/// The tables of one outcome: checks, faults with recovery, baseline comparison.
+fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
+    let mut out = Vec::new();
+    let mut checks = table(preset, &["check", "threshold", "actual", "verdict"]);
+    for c in check_rows(o) {
+        checks.add_row(vec![c.check, c.threshold, c.actual, c.verdict_text]);
     }
     out.push(("checks".to_string(), checks));
     if !o.phases.is_empty() {
@@ -132,20 +209,9 @@ fn phases(o: &ScenarioRun, preset: TableStyle) -> Table {
     t.load_style(preset)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header);
-    type Cell = fn(&PhaseStats) -> String;
-    let rows: [(&str, Cell); 6] = [
-        ("goodput (ok/s)", |p| format!("{:.1}", p.ok_rate)),
-        ("answered/s", |p| format!("{:.1}", p.answered_rate)),
-        ("ok / failed / unknown", |p| {
-            format!("{} / {} / {}", p.ok, p.failed, p.unknown)
-        }),
-        ("ack p50 ms (ok)", |p| ms(p.ack_p50)),
-        ("ack p99 ms (ok)", |p| ms(p.ack_p99)),
-        ("ack max ms (ok)", |p| ms(p.ack_max)),
-    ];
-    for (name, f) in rows {
+    for (name, cells) in phase_rows(o) {
         let mut row = vec![name.to_string()];
-        row.extend(o.phases.iter().map(f));
+        row.extend(cells);
         t.add_row(row);
     }
     t

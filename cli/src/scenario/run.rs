@@ -21,10 +21,11 @@ use super::format::Scenario;
 use super::metrics::{add_counts, compare, metrics, read_report};
 use super::outcome::{RunVerdict, ScenarioRun};
 use super::phases;
+use super::progress::{Live, Plan};
 use super::recovery::{self, LagSample};
 use super::threshold::{self, Metrics, Verdict};
 use super::timeline::{self, Records, Rollbacks};
-use crate::bench::{self, BenchOptions, Mode};
+use crate::bench::{self, BenchOptions, Mode, ProgressContext};
 use crate::events::EventLog;
 use crate::kafka;
 use crate::runfile::StoreTarget;
@@ -165,15 +166,22 @@ async fn execute(
     say("  steady state: every instance running, api ready, consumer lag 0".into());
 
     // 2. Load and faults together; rollbacks whatever happens.
-    let log = EventLog::new(dir.join("events.jsonl"));
+    let log = EventLog::new(dir.join("events.jsonl")).for_project(&opts.stack.project);
     let samples: Arc<Mutex<Vec<LagSample>>> = Arc::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sampler = tokio::spawn(sample_lag(target.clone(), Arc::clone(&samples), stop_rx));
+    // The progress line's phase counts from here, like the fault timeline's due times.
+    let live = Live::new(Plan::new(&sc.faults), Instant::now());
+    let sampler = tokio::spawn(sample_lag(
+        target.clone(),
+        Arc::clone(&samples),
+        live.clone(),
+        stop_rx,
+    ));
     let rollbacks = Rollbacks::default();
     let records = Records::default();
     let load_start_ms = wiber_model::now_ms();
     let phase = load_and_faults(
-        sc, opts, dir, &api_url, &target, &stack, &log, &rollbacks, &records,
+        sc, opts, dir, &api_url, &target, &stack, &log, &rollbacks, &records, &live,
     )
     .await;
     let failures = timeline::rollback_all(&stack, &rollbacks, &log, &records).await;
@@ -360,12 +368,13 @@ async fn load_and_faults(
     log: &EventLog,
     rollbacks: &Rollbacks,
     records: &Records,
+    live: &Live,
 ) -> Result<Vec<PathBuf>> {
     // Installed before the first fault, so Ctrl-C cannot kill us between a fault and its undo.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let start = Instant::now();
-    let load = run_load(sc, opts, dir, api_url, target);
+    let start = live.start();
+    let load = run_load(sc, opts, dir, api_url, target, live);
     let tl = timeline::run(stack, &sc.faults, start, log, rollbacks, records, &say);
     tokio::pin!(load, tl);
     let mut tl_done = false;
@@ -401,8 +410,11 @@ async fn run_load(
     dir: &Path,
     api_url: &str,
     target: &StoreTarget,
+    live: &Live,
 ) -> Result<Vec<PathBuf>> {
     let n = sc.load.segments.len();
+    let line = live.clone();
+    let progress_context = Some(ProgressContext(Arc::new(move || line.line())));
     let mut dirs = Vec::new();
     for (i, seg) in sc.load.segments.iter().enumerate() {
         let name = if n == 1 {
@@ -436,6 +448,7 @@ async fn run_load(
             events_file: Some(dir.join("events.jsonl")),
             slo: None,
             progress: opts.progress,
+            progress_context: progress_context.clone(),
         })
         .await
         .with_context(|| format!("the load ({name}) could not run"))?;
@@ -460,6 +473,7 @@ async fn run_load(
 async fn sample_lag(
     target: StoreTarget,
     out: Arc<Mutex<Vec<LagSample>>>,
+    live: Live,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     for _ in 0..MAX_LAG_SAMPLES {
@@ -473,6 +487,7 @@ async fn sample_lag(
         .await
         .ok()
         .map(|l| kafka::total(&l));
+        live.set_lag(lag);
         out.lock()
             .expect("samples lock")
             .push(LagSample { time_ms, lag });
@@ -529,5 +544,6 @@ fn write_outputs(dir: &Path, out: &ScenarioRun) -> Result<()> {
     };
     w("scenario.json", serde_json::to_string_pretty(out)?)?;
     w("junit.xml", super::junit::render(&[out.junit()]))?;
-    w("summary.md", super::print::markdown(out))
+    w("summary.md", super::print::markdown(out))?;
+    w("report.html", super::html::render(out, dir))
 }

@@ -302,6 +302,13 @@ async fn act<S: FaultSeam>(
             if let Err(e) = &r {
                 ev.result = format!("error: {e:#}");
             }
+            // When the `for` undo is due (its step is scheduled from the action's due
+            // time, which `started_ms` is), so readers of the log can show time left.
+            if spec.action.undo().is_some() {
+                ev.undo_at_ms = spec
+                    .for_
+                    .map(|d| started_ms + i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            }
             log.append(&ev)?;
             match r {
                 Ok(()) => {
@@ -488,7 +495,16 @@ pub(crate) mod tests {
             r.iter().all(|r| r.ended_ms.is_some() && r.result == "ok"),
             "{r:#?}"
         );
-        assert_eq!(crate::events::read(log.path()).unwrap().len(), 5);
+        let events = crate::events::read(log.path()).unwrap();
+        assert_eq!(events.len(), 5);
+        // Only the fault with a `for` says when its undo is due (about 40 ms after it).
+        let pause = &events[0];
+        let due = pause.undo_at_ms.expect("pause --for 40ms has an undo time") - pause.time_ms;
+        assert!((0..=40).contains(&due), "undo due {due} ms after the event");
+        assert!(
+            events[1..].iter().all(|e| e.undo_at_ms.is_none()),
+            "{events:#?}"
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 

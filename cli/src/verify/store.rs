@@ -145,6 +145,42 @@ pub async fn collection(target: &StoreTarget) -> anyhow::Result<mongodb::Collect
         .collection(&target.mongo_collection))
 }
 
+/// The documents whose `_id` is one of `ids` (those not stored are absent from the map),
+/// for `tail --stored`.
+///
+/// One `{_id: <id>}` lookup per id, `concurrency` at a time, rather than one
+/// `{_id: {$in: [...]}}`: both are index lookups on MongoDB, but FerretDB (SQLite) pushes
+/// only a plain equality down to SQL; an `$in` makes it decode every document of the
+/// collection, so the cost of each poll would grow with what the store holds.
+pub async fn find_by_ids(
+    coll: &mongodb::Collection<Document>,
+    ids: &[String],
+    concurrency: usize,
+) -> anyhow::Result<std::collections::HashMap<String, StoredDoc>> {
+    use futures::StreamExt;
+    let lookups = futures::stream::iter(ids.iter().cloned())
+        .map(|id| async move {
+            let d = coll.find_one(doc! {(StoredMessage::ID): &id}).await;
+            (id, d)
+        })
+        .buffer_unordered(concurrency.max(1));
+    let results: Vec<_> = lookups.collect().await;
+    let mut found = std::collections::HashMap::new();
+    for (id, d) in results {
+        let d = d.with_context(|| {
+            format!(
+                "cannot read {}.{} (is MongoDB/FerretDB up? set --mongo-uri / MONGO_URI)",
+                coll.namespace().db,
+                coll.name()
+            )
+        })?;
+        if let Some(d) = d {
+            found.insert(id, to_stored(d, true));
+        }
+    }
+    Ok(found)
+}
+
 fn read_error(target: &StoreTarget) -> String {
     format!(
         "cannot read {}.{} at {} (is MongoDB/FerretDB up? set --mongo-uri / MONGO_URI)",

@@ -194,3 +194,81 @@ pub fn ensure_offline_images() {
             .current_dir(&root),
     );
 }
+
+/// Takes a project's local stack down (with its data) on drop, also when the test
+/// panics. No stack left (a scenario run takes down what it brought up) is normal.
+pub struct LocalProject(pub String);
+
+impl Drop for LocalProject {
+    fn drop(&mut self) {
+        let out = Command::new(env!("CARGO_BIN_EXE_wiberctl"))
+            .args(["stack", "down", "--volumes", "--runtime", "local"])
+            .args(["--project", &self.0])
+            .env("WIBER_ROOT", repo_root())
+            .output();
+        match out {
+            Ok(o)
+                if !o.status.success()
+                    && !String::from_utf8_lossy(&o.stderr).contains("no stack") =>
+            {
+                eprintln!("stack down {} failed: {}", self.0, describe(&o))
+            }
+            Err(e) => eprintln!("stack down {} could not run: {e}", self.0),
+            _ => {}
+        }
+    }
+}
+
+/// `name` on PATH, if it is there.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The path of `binary`, installing Debian's `package` with apt-get when it is missing
+/// (the tests install what they need, like the docker engine; as root only).
+pub fn ensure_debian_package(binary: &str, package: &str) -> PathBuf {
+    if let Some(p) = on_path(binary) {
+        return p;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "{binary} is not installed and this test is not root: install it with `apt-get install -y {package}`"
+    );
+    eprintln!("{binary} is missing: installing Debian's {package} with apt-get");
+    let install = || {
+        Command::new("timeout")
+            .args([
+                "900",
+                "apt-get",
+                "install",
+                "-y",
+                "--no-install-recommends",
+                package,
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .expect("run apt-get")
+    };
+    let mut out = install();
+    if !out.status.success() {
+        // Package lists may be missing or stale (a fresh CI image): refresh once, retry.
+        run_ok(
+            Command::new("timeout")
+                .args(["600", "apt-get", "update"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        );
+        out = install();
+    }
+    assert!(
+        out.status.success(),
+        "apt-get install {package} failed: {}",
+        describe(&out)
+    );
+    on_path(binary).unwrap_or_else(|| panic!("{binary} on PATH after installing {package}"))
+}

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Result;
-use bollard::models::ContainerInspectResponse;
-use bollard::query_parameters::EventsOptionsBuilder;
+use bollard::models::{ContainerInspectResponse, ContainerMemoryStats};
+use bollard::query_parameters::{EventsOptionsBuilder, StatsOptionsBuilder};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use super::{DockerStack, Found, API_PORT, KAFKA_EXTERNAL_PORT, MONGO_PORT};
+use crate::runtime::usage::Usage;
 use crate::runtime::{
     Endpoints, Health, InstanceInfo, InstanceState, InstanceStatus, Names, Service,
 };
@@ -63,6 +64,51 @@ impl DockerStack {
             });
         }
         Ok(out)
+    }
+
+    /// CPU and memory of each running (or paused) container, from the engine's one-shot
+    /// stats: `stream: false` returns one sample, `one_shot: true` skips the engine's
+    /// second sample a second later (we difference cumulative counters ourselves, see
+    /// `runtime::usage`). Containers that vanish or fail to answer are left out.
+    pub async fn usage(&self) -> Result<Vec<Usage>> {
+        let found = self.find_all().await?;
+        let samples = futures::future::join_all(found.iter().map(|f| self.usage_of(f))).await;
+        Ok(samples.into_iter().flatten().collect())
+    }
+
+    async fn usage_of(&self, f: &Found) -> Option<Usage> {
+        let ins = self.inspect(&f.container_id).await.ok()?;
+        let (state, _, started_at) = state_of(&ins);
+        if !state.is_alive() {
+            return None;
+        }
+        let opts = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let at = std::time::Instant::now();
+        let stats = self
+            .docker
+            .stats(&f.container_id, Some(opts))
+            .next()
+            .await?
+            .ok()?;
+        Some(Usage {
+            id: f.id,
+            // The CPU counter restarts with the container's process: one incarnation per
+            // start, not per container.
+            incarnation: format!(
+                "{}@{}",
+                short_id(&f.container_id),
+                started_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+            ),
+            cpu_ns: stats
+                .cpu_stats
+                .and_then(|c| c.cpu_usage)
+                .and_then(|u| u.total_usage),
+            rss_bytes: stats.memory_stats.as_ref().and_then(memory_without_cache),
+            at,
+        })
     }
 
     /// How many times each container was started, from the engine's event buffer (it
@@ -166,6 +212,18 @@ pub(super) fn state_of(
         .unwrap_or(Health::None);
     let started = st.started_at.as_deref().and_then(parse_time);
     (state, health, started)
+}
+
+/// A container's resident memory: anonymous memory of its cgroup (`anon` on cgroup v2,
+/// `rss` on v1), else usage minus the inactive page cache as `docker stats` computes it.
+fn memory_without_cache(m: &ContainerMemoryStats) -> Option<u64> {
+    let get = |k: &str| m.stats.as_ref().and_then(|s| s.get(k)).copied();
+    get("anon").or_else(|| get("rss")).or_else(|| {
+        let cache = get("inactive_file")
+            .or_else(|| get("total_inactive_file"))
+            .unwrap_or(0);
+        Some(m.usage?.saturating_sub(cache))
+    })
 }
 
 pub(super) fn parse_time(s: &str) -> Option<DateTime<Utc>> {

@@ -1,6 +1,10 @@
 //! Kafka adapter for wiberctl (the only module here that touches rdkafka): how far
 //! behind the consumer group is, per partition. `stack status`, `verify` and scenarios
-//! use it to know when everything acknowledged has been consumed.
+//! use it to know when everything acknowledged has been consumed. [`tail`]: an assign-only
+//! reader of the topic that never joins the group; [`age`]: lag as time, for `top`.
+
+pub mod age;
+pub mod tail;
 
 use std::time::Duration;
 

@@ -1,0 +1,319 @@
+//! The report's tables as data, rendered both as Markdown (`report.md`) and as HTML
+//! (`report.html`, and the scenario page for verify's counts and examples): one place
+//! computes each cell, so the two files cannot disagree about a number.
+
+use std::fmt::Write as _;
+
+use wiber_model::report::{EventMark, Example, FindMax, Percentiles, Summary, VerifyCounts};
+
+use super::esc;
+use super::{opt, with_share};
+
+/// A table: a header, rows of cells, and which columns are numbers (right-aligned).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub header: Vec<String>,
+    pub numeric: Vec<bool>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// `cols` are `(name, numeric)`.
+    pub fn new(cols: &[(&str, bool)]) -> Table {
+        Table {
+            header: cols.iter().map(|c| c.0.to_string()).collect(),
+            numeric: cols.iter().map(|c| c.1).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn markdown(&self) -> String {
+        let cell = |c: &str| c.replace('|', "\\|");
+        let mut s = format!(
+            "| {} |\n|{}|\n",
+            self.header
+                .iter()
+                .map(|h| cell(h))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            self.numeric
+                .iter()
+                .map(|n| if *n { "---:" } else { "---" })
+                .collect::<Vec<_>>()
+                .join("|")
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "| {} |",
+                r.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+            );
+        }
+        s
+    }
+
+    /// The table as HTML; every cell is escaped. `class` goes on the `<table>`.
+    pub fn html(&self, class: &str) -> String {
+        let mut s = format!("<table class=\"{}\"><thead><tr>", esc(class));
+        for (h, n) in self.header.iter().zip(&self.numeric) {
+            let _ = write!(s, "<th{}>{}</th>", num_class(*n), esc(h));
+        }
+        s.push_str("</tr></thead><tbody>");
+        for r in &self.rows {
+            s.push_str("<tr>");
+            for (i, c) in r.iter().enumerate() {
+                let n = self.numeric.get(i).copied().unwrap_or(false);
+                let _ = write!(s, "<td{}>{}</td>", num_class(n), esc(c));
+            }
+            s.push_str("</tr>");
+        }
+        s.push_str("</tbody></table>");
+        s
+    }
+}
+
+fn num_class(numeric: bool) -> &'static str {
+    if numeric {
+        " class=\"num\""
+    } else {
+        ""
+    }
+}
+
+/// Rates and outcome counts of the measured window.
+pub fn summary(s: &Summary) -> Table {
+    let mut t = Table::new(&[
+        ("target rate", true),
+        ("goodput (ok/s)", true),
+        ("answered/s", true),
+        ("sent", true),
+        ("ok", true),
+        ("failed", true),
+        ("unknown", true),
+        ("not started", true),
+        ("retried", true),
+    ]);
+    t.row(vec![
+        opt(s.target_rate),
+        format!("{:.1}", s.achieved_rate),
+        format!("{:.1}", s.answered_rate),
+        s.sent.to_string(),
+        s.ok.to_string(),
+        s.failed.to_string(),
+        s.unknown.to_string(),
+        s.not_started.to_string(),
+        s.retried.to_string(),
+    ]);
+    t
+}
+
+/// One row per latency family.
+pub fn latency(s: &Summary) -> Table {
+    let mut t = Table::new(&[
+        ("latency (ms)", false),
+        ("p50", true),
+        ("p90", true),
+        ("p99", true),
+        ("p99.9", true),
+        ("max", true),
+        ("count", true),
+    ]);
+    let mut row = |name: &str, p: Option<&Percentiles>| {
+        let cells = match p {
+            None => vec!["not measured".to_string()],
+            // Zeros would read as "instant": an empty histogram has no latency.
+            Some(p) if p.count == 0 => vec!["-".into(); 5],
+            Some(p) => [p.p50, p.p90, p.p99, p.p999, p.max]
+                .iter()
+                .map(|v| format!("{v:.2}"))
+                .collect(),
+        };
+        let mut r = vec![name.to_string()];
+        r.extend(cells);
+        // "not measured" fills one cell; pad so every row has every column.
+        while r.len() < 6 {
+            r.push(String::new());
+        }
+        r.push(p.map_or(String::new(), |p| p.count.to_string()));
+        t.row(r);
+    };
+    row("ack, ok only (from due time)", Some(&s.ack_ms));
+    row("service, ok only (from send)", Some(&s.service_ms));
+    row("failed+unknown (from due time)", Some(&s.error_ms));
+    row("start delay", Some(&s.start_delay_ms));
+    match &s.e2e_ms {
+        Some(p) => row("end-to-end (to storedAt)", Some(p)),
+        None => row("end-to-end", None),
+    }
+    t
+}
+
+/// The steps of `--find-max`.
+pub fn find_max(f: &FindMax) -> Table {
+    let mut t = Table::new(&[
+        ("target/s", true),
+        ("goodput ok/s", true),
+        ("answered/s", true),
+        ("ok", true),
+        ("failed", true),
+        ("unknown", true),
+        ("not started", true),
+        ("ok ack p99 ms", true),
+        ("SLO", false),
+    ]);
+    for st in &f.steps {
+        t.row(vec![
+            format!("{:.0}", st.target_rate),
+            format!("{:.1}", st.achieved_rate),
+            format!("{:.1}", st.answered_rate),
+            st.ok.to_string(),
+            st.failed.to_string(),
+            st.unknown.to_string(),
+            st.not_started.to_string(),
+            if st.ack_ms.count == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.2}", st.ack_ms.p99)
+            },
+            if st.pass {
+                "met".to_string()
+            } else {
+                format!("missed: {}", st.reasons.join("; "))
+            },
+        ]);
+    }
+    t
+}
+
+/// Verify's counts: the ledger, what was stored, the invariants.
+pub fn verify_counts(c: &VerifyCounts) -> Table {
+    let mut t = Table::new(&[
+        ("ledger ok", true),
+        ("failed", true),
+        ("unknown", true),
+        ("stored", true),
+        ("lost", true),
+        ("duplicated", true),
+        ("unexpected", true),
+        ("corrupted", true),
+        ("reordered", true),
+        ("recovered", true),
+        ("indeterminate", true),
+    ]);
+    t.row(vec![
+        c.ledger_ok.to_string(),
+        c.ledger_failed.to_string(),
+        c.ledger_unknown.to_string(),
+        c.stored.to_string(),
+        c.lost.to_string(),
+        c.duplicated.to_string(),
+        c.unexpected.to_string(),
+        c.corrupted.to_string(),
+        c.reordered.to_string(),
+        with_share(c.recovered, c.share_of_unknown(c.recovered)),
+        with_share(c.indeterminate, c.share_of_unknown(c.indeterminate)),
+    ]);
+    t
+}
+
+/// Verify's examples of one kind (`lost`, `duplicated`, ...).
+pub fn examples(exs: &[Example]) -> Table {
+    let mut t = Table::new(&[
+        ("message id", false),
+        ("_id", false),
+        ("conversation", true),
+        ("seq", true),
+        ("partition", true),
+        ("offset", true),
+        ("detail", false),
+    ]);
+    let o = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for e in exs {
+        t.row(vec![
+            e.message_id.clone(),
+            o(e.doc_id.clone()),
+            o(e.conversation.map(|v| v.to_string())),
+            o(e.seq.map(|v| v.to_string())),
+            o(e.partition.map(|v| v.to_string())),
+            o(e.offset.map(|v| v.to_string())),
+            e.detail.clone(),
+        ]);
+    }
+    t
+}
+
+/// Fault events, with their offset from `from_ms` (the start of the measured window).
+pub fn events(events: &[EventMark], from_ms: i64) -> Table {
+    let mut t = Table::new(&[
+        ("time", false),
+        ("+s", true),
+        ("action", false),
+        ("target", false),
+        ("result", false),
+    ]);
+    for e in events {
+        t.row(vec![
+            wiber_model::rfc3339_ms(e.time_ms),
+            format!("{:.1}", (e.time_ms - from_ms) as f64 / 1000.0),
+            e.action.clone(),
+            e.target.clone(),
+            e.result.clone(),
+        ]);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_table_two_renderings() {
+        let mut t = Table::new(&[("name", false), ("n", true)]);
+        t.row(vec!["a|b <x>".into(), "3".into()]);
+        assert_eq!(
+            t.markdown(),
+            "| name | n |\n|---|---:|\n| a\\|b <x> | 3 |\n"
+        );
+        let html = t.html("details");
+        assert!(
+            html.contains("<td>a|b &lt;x&gt;</td><td class=\"num\">3</td>"),
+            "{html}"
+        );
+        assert!(html.starts_with("<table class=\"details\">"), "{html}");
+    }
+
+    #[test]
+    fn an_empty_histogram_is_no_latency_and_a_missing_one_is_not_measured() {
+        let s = Summary {
+            target_rate: None,
+            achieved_rate: 0.0,
+            answered_rate: 0.0,
+            sent: 0,
+            ok: 0,
+            failed: 0,
+            unknown: 0,
+            not_started: 0,
+            retried: 0,
+            errors: Default::default(),
+            ack_ms: Percentiles::default(),
+            error_ms: Percentiles::default(),
+            service_ms: Percentiles::default(),
+            start_delay_ms: Percentiles::default(),
+            e2e_ms: None,
+            e2e_missing: 0,
+            warnings: Vec::new(),
+        };
+        let md = latency(&s).markdown();
+        assert!(
+            md.contains("| ack, ok only (from due time) | - | - | - | - | - | 0 |"),
+            "{md}"
+        );
+        assert!(md.contains("| end-to-end | not measured |"), "{md}");
+        assert!(latency(&s).rows.iter().all(|r| r.len() == 7));
+    }
+}
