@@ -152,7 +152,13 @@ fn scenario_and_bench_pages_in_chromium() {
 
     let (dom, log) = dump_dom(&page);
     assert_no_script(&dom, &log, "report.html");
-    for id in ["chart-rate", "chart-ack", "chart-e2e", "chart-lag"] {
+    for id in [
+        "chart-rate",
+        "chart-ack",
+        "chart-e2e",
+        "chart-lag",
+        "chart-cpu",
+    ] {
         assert_eq!(
             tag_with_id(&dom, id),
             Some("svg"),
@@ -185,14 +191,14 @@ fn scenario_and_bench_pages_in_chromium() {
         dom.contains("<tr class=\"pass\"><td>invariants (verify)</td>"),
         "the invariants hold on a paused consumer:\n{dom}"
     );
-    // The pause window is shaded and labelled on each of the four time charts.
-    assert_eq!(dom.matches("class=\"fault-window\"").count(), 4, "{dom}");
+    // The pause window is shaded and labelled on each of the five time charts.
+    assert_eq!(dom.matches("class=\"fault-window\"").count(), 5, "{dom}");
     assert_eq!(
         dom.matches("class=\"fault-label\"").count(),
-        4,
+        5,
         "one label per chart:\n{dom}"
     );
-    assert_eq!(dom.matches(">pause consumer#1</text>").count(), 4, "{dom}");
+    assert_eq!(dom.matches(">pause consumer#1</text>").count(), 5, "{dom}");
     // Phases side by side, a recovery row, verify's counts.
     for phase in ["before (", "during (", "after ("] {
         assert!(
@@ -215,13 +221,45 @@ fn scenario_and_bench_pages_in_chromium() {
         "details must be tables, not preformatted text:\n{dom}"
     );
     let details = &dom[dom.find("<h2>Details</h2>").expect("a Details section")..];
-    for class in ["summary", "latency", "verify", "events"] {
+    for class in ["summary", "latency", "verify", "resources", "events"] {
         assert!(
             details.contains(&format!("<table class=\"{class}\">")),
             "no {class} table in Details:\n{details}"
         );
     }
-    for id in ["chart-rate", "chart-latency", "chart-distribution"] {
+    // Where the cores went: every service of the stack and the generator, sampled from
+    // /proc during the load (a service that used no CPU at all would be a broken sampler).
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.join("load").join("report.json")).unwrap(),
+    )
+    .unwrap();
+    let resources = &details[details.find("<table class=\"resources\">").unwrap()..];
+    let resources = &resources[..resources.find("</table>").unwrap()];
+    for service in ["kafka", "mongo", "api", "consumer", "generator"] {
+        let sampled = report["resources"]["services"]
+            .as_array()
+            .expect("report.json has resources")
+            .iter()
+            .find(|s| s["service"] == service)
+            .unwrap_or_else(|| panic!("{service} not sampled: {}", report["resources"]));
+        let cores = sampled["mean_cores"].as_f64().unwrap_or(0.0);
+        assert!(cores > 0.0, "{service} used no CPU under load: {sampled}");
+        assert!(
+            sampled["peak_rss_bytes"].as_u64().unwrap_or(0) > 0,
+            "{sampled}"
+        );
+        assert!(
+            resources.contains(&format!("<tr><td>{service}</td>")),
+            "no {service} row in the resources table:\n{resources}"
+        );
+    }
+    for id in [
+        "chart-rate",
+        "chart-latency",
+        "chart-cpu",
+        "chart-rss",
+        "chart-distribution",
+    ] {
         assert_eq!(
             tag_with_id(&dom, id),
             Some("svg"),

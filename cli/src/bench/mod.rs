@@ -18,6 +18,7 @@
 pub mod collector;
 pub mod hist;
 pub mod print;
+pub mod resources;
 pub mod schedule;
 pub mod slo;
 pub mod transport;
@@ -37,6 +38,7 @@ use wiber_model::report::{
 };
 
 use crate::runfile::{RunFile, StoreTarget};
+use crate::runtime::Locator;
 use crate::verify::store;
 use collector::{LedgerWriter, PhaseInfo, PhaseStats};
 use hist::LatencyHist;
@@ -51,6 +53,8 @@ const EVENT_CHANNEL: usize = 65_536;
 const START_LEAD: Duration = Duration::from_millis(50);
 /// The share of the target rate a run must achieve to count as keeping up.
 const KEEP_UP: f64 = 0.99;
+/// How often CPU and memory are sampled during a run.
+const RESOURCE_EVERY: Duration = Duration::from_secs(1);
 
 /// How the run is driven.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +99,9 @@ pub struct BenchOptions {
     /// What the caller adds in front of the progress line (a scenario's phase, next
     /// fault and lag); none for a plain `bench`.
     pub progress_context: Option<ProgressContext>,
+    /// The stack whose CPU and memory per service to sample during the run (`None`:
+    /// not sampled, e.g. a stack wiberctl does not run).
+    pub resources: Option<Locator>,
 }
 
 /// A caller's part of the progress line, asked for at every refresh.
@@ -176,6 +183,16 @@ pub async fn run_with<T: Transport>(
         conversation_base: 0,
         target_rate,
     };
+    let sampler = match &opts.resources {
+        Some(loc) => match resources::start(loc, RESOURCE_EVERY).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::info!("CPU/RSS not sampled: {e:#}");
+                None
+            }
+        },
+        None => None,
+    };
     let (main, find_max) = match &opts.mode {
         Mode::Open { rate } => {
             let plan = single(Pacing::Open { rate: *rate }, Some(*rate));
@@ -215,6 +232,14 @@ pub async fn run_with<T: Transport>(
         }
     };
     let target_rate = main.target_rate;
+    // The load's window only: the drain for end-to-end latency is not the load.
+    let resources = match sampler {
+        Some(s) => Some(
+            s.finish(RESOURCE_EVERY, main.measured_from_ms, main.ended_ms)
+                .await,
+        ),
+        None => None,
+    };
 
     // End-to-end latency: bounded by the drain timeout; a failure here costs the e2e
     // numbers, not the run.
@@ -255,6 +280,7 @@ pub async fn run_with<T: Transport>(
         find_max,
         events,
         warnings,
+        resources,
     );
     std::fs::write(dir.join("ack.hgrm"), main.stats.ack.hgrm())?;
     if let Some(e) = &e2e {
@@ -548,6 +574,7 @@ fn build_report(
     find_max: Option<FindMax>,
     events: Vec<crate::events::Event>,
     mut warnings: Vec<String>,
+    resources: Option<model::Resources>,
 ) -> Report {
     let s = &main.stats;
     for p in keep_up_problems(s, target_rate) {
@@ -644,6 +671,7 @@ fn build_report(
             .collect(),
         find_max,
         verify: None,
+        resources,
     }
 }
 
@@ -776,6 +804,7 @@ mod tests {
             slo: Some("ack.p99<50ms".parse().unwrap()),
             progress: false,
             progress_context: None,
+            resources: None,
         }
     }
 

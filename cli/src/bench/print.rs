@@ -3,7 +3,7 @@
 
 use comfy_table::Table;
 use serde::Serialize;
-use wiber_model::report::{FindMax, Percentiles, Report, Summary};
+use wiber_model::report::{FindMax, Percentiles, Report, Resources, Summary};
 
 use crate::output;
 
@@ -15,6 +15,8 @@ pub struct BenchJson<'a> {
     #[serde(flatten)]
     pub summary: &'a Summary,
     pub find_max: Option<&'a FindMax>,
+    /// CPU and memory per service (and of the generator) over the run.
+    pub resources: Option<&'a Resources>,
     pub report_dir: &'a str,
 }
 
@@ -23,6 +25,7 @@ pub fn json(r: &Report) -> BenchJson<'_> {
         run_id: &r.run.id,
         summary: &r.summary,
         find_max: r.find_max.as_ref(),
+        resources: r.resources.as_ref(),
         report_dir: &r.run.dir,
     }
 }
@@ -102,6 +105,19 @@ pub fn summary_table(r: &Report) -> String {
             .join(", ")
     };
     out.push_str(&format!("errors by kind: {errors}"));
+    if let Some(res) = &r.resources {
+        // The same rows as the report's table.
+        let data = crate::report::tables::resources(res);
+        let header: Vec<&str> = data.header.iter().map(String::as_str).collect();
+        let mut t = output::table(&header);
+        for row in data.rows {
+            t.add_row(row);
+        }
+        out.push_str(&format!("\nwhere the cores went ({}):\n{t}", res.source));
+        for n in &res.notes {
+            out.push_str(&format!("\n{n}"));
+        }
+    }
     out
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use wiber_model::contract::{defaults, env};
 
+use super::args::StackArgs;
 use crate::bench::{self, print, slo::Slo, BenchOptions, Mode};
 use crate::exit::{self, Exit};
 use crate::output;
@@ -117,6 +118,9 @@ pub struct BenchArgs {
     pub drain_timeout: Duration,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// The stack whose CPU and memory per service the report shows (sampled when found).
+    #[command(flatten)]
+    pub stack: StackArgs,
 }
 
 /// The default reports directory: `<repo>/reports`, or `./reports` outside the repository.
@@ -173,6 +177,7 @@ pub async fn run(
         slo: args.slo.clone(),
         progress: !json,
         progress_context: None,
+        resources: Some(args.stack.locator()),
     };
     let result = bench::run(opts).await?;
     let r = &result.report;

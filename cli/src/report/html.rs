@@ -162,13 +162,58 @@ pub fn render(r: &Report) -> String {
             super::with_share(c.indeterminate, c.share_of_unknown(c.indeterminate))
         );
     }
-    for c in [&rate, &latency, &distribution] {
+    let mut charts = vec![rate, latency];
+    if let Some(res) = &r.resources {
+        charts.push(time(
+            "chart-cpu",
+            "CPU per service (cores; 1.0 = one core busy)",
+            "cores",
+            resource_series(res, |p| p.cores),
+        ));
+        charts.push(time(
+            "chart-rss",
+            "Resident memory per service",
+            "MiB",
+            resource_series(res, |p| p.rss_bytes.map(|b| b as f64 / 1048576.0)),
+        ));
+    }
+    charts.push(distribution);
+    for c in &charts {
         html.push_str(&chart::render(c));
         html.push('\n');
     }
     html.push_str(&details(r));
     html.push_str(PAGE_END);
     html
+}
+
+/// Colours of the services on the resource charts (the generator dashed).
+pub const SERVICE_COLOURS: [&str; 6] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+];
+
+/// One line per service of a resource figure over the run.
+pub fn resource_series(
+    r: &wiber_model::report::Resources,
+    f: fn(&wiber_model::report::ResourcePoint) -> Option<f64>,
+) -> Vec<Series> {
+    r.services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let line = Series::new(
+                &s.service,
+                SERVICE_COLOURS[i % SERVICE_COLOURS.len()],
+                s.points.iter().map(|p| (p.t, f(p))).collect::<Vec<_>>(),
+            );
+            // The generator is not a service of the stack: dashed, to set it apart.
+            if s.service == wiber_model::report::GENERATOR {
+                line.dashed()
+            } else {
+                line
+            }
+        })
+        .collect()
 }
 
 /// The numbers as HTML tables: the same tables `report.md` has.
@@ -220,6 +265,17 @@ fn details(r: &Report) -> String {
                 exs.len(),
                 tables::examples(exs).html("examples")
             );
+        }
+    }
+    if let Some(res) = &r.resources {
+        let _ = write!(
+            h,
+            "<h3>Where the cores went ({})</h3>{}",
+            esc(&res.source),
+            tables::resources(res).html("resources")
+        );
+        for n in &res.notes {
+            let _ = write!(h, "<p class=\"muted\">{}</p>", esc(n));
         }
     }
     if !r.events.is_empty() {

@@ -51,6 +51,13 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(md, "{}", tables::examples(exs).markdown());
         }
     }
+    if let Some(res) = &r.resources {
+        let _ = writeln!(md, "## Where the cores went ({})\n", res.source);
+        let _ = writeln!(md, "{}", tables::resources(res).markdown());
+        for n in &res.notes {
+            let _ = writeln!(md, "> {n}\n");
+        }
+    }
     if !r.events.is_empty() {
         let _ = writeln!(md, "## Fault events\n");
         let _ = writeln!(

@@ -194,6 +194,31 @@ pub(crate) fn sample_report(name: &str, measured_from_ms: i64, seconds: u32) -> 
             error: None,
             notes: vec!["order read back through the API".into()],
         }),
+        resources: Some(Resources {
+            every_s: 1.0,
+            source: "local".into(),
+            services: ["kafka", "generator"]
+                .iter()
+                .map(|name| ServiceResources {
+                    service: name.to_string(),
+                    instances: 1,
+                    mean_cores: Some(0.5),
+                    peak_cores: Some(0.75),
+                    cpu_share_pct: Some(50.0),
+                    mean_rss_bytes: Some(64 << 20),
+                    peak_rss_bytes: Some(80 << 20),
+                    points: (0..seconds)
+                        .map(|t| ResourcePoint {
+                            t: t as f64,
+                            cores: (t > 0).then_some(0.5),
+                            rss_bytes: Some(64 << 20),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            total_mean_cores: 1.0,
+            notes: Vec::new(),
+        }),
     }
 }
 
@@ -209,6 +234,10 @@ mod tests {
     fn markdown_keeps_its_tables() {
         let md = super::markdown::render(&super::sample_report("bench", 1_000_000, 10));
         assert!(md.contains("| target rate | goodput (ok/s) |"), "{md}");
+        assert!(
+            md.contains("| kafka | 1 | 0.50 | 0.75 | 50% | 64.0 | 80.0 |"),
+            "{md}"
+        );
         assert!(
             md.contains("| ack, ok only (from due time) | 10.00 |"),
             "{md}"
@@ -239,13 +268,19 @@ mod tests {
             details.contains("<td>bench-c1-s7</td>") || details.contains("c1-s7</td>"),
             "{details}"
         );
-        for id in ["chart-rate", "chart-latency", "chart-distribution"] {
+        for id in [
+            "chart-rate",
+            "chart-latency",
+            "chart-cpu",
+            "chart-rss",
+            "chart-distribution",
+        ] {
             assert!(
                 html.contains(&format!("<svg class=\"plot\" id=\"{id}\"")),
                 "{id}"
             );
         }
         // The pause event is a marked line on the time charts.
-        assert_eq!(html.matches("class=\"fault-mark\"").count(), 2, "{html}");
+        assert_eq!(html.matches("class=\"fault-mark\"").count(), 4, "{html}");
     }
 }

@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use wiber_model::report::{EventMark, Example, FindMax, Percentiles, Summary, VerifyCounts};
+use wiber_model::report::{
+    EventMark, Example, FindMax, Percentiles, Resources, Summary, VerifyCounts,
+};
 
 use super::esc;
 use super::{opt, with_share};
@@ -82,6 +84,42 @@ fn num_class(numeric: bool) -> &'static str {
     } else {
         ""
     }
+}
+
+/// Where the cores and the memory went: one row per service, the generator last.
+pub fn resources(r: &Resources) -> Table {
+    let mut t = Table::new(&[
+        ("service", false),
+        ("instances", true),
+        ("mean cores", true),
+        ("peak cores", true),
+        ("CPU share", true),
+        ("mean RSS (MiB)", true),
+        ("peak RSS (MiB)", true),
+    ]);
+    let cores = |c: Option<f64>| c.map_or("-".into(), |c| format!("{c:.2}"));
+    let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
+    for s in &r.services {
+        t.row(vec![
+            s.service.clone(),
+            s.instances.to_string(),
+            cores(s.mean_cores),
+            cores(s.peak_cores),
+            s.cpu_share_pct.map_or("-".into(), |p| format!("{p:.0}%")),
+            mib(s.mean_rss_bytes),
+            mib(s.peak_rss_bytes),
+        ]);
+    }
+    t.row(vec![
+        "total".into(),
+        String::new(),
+        format!("{:.2}", r.total_mean_cores),
+        String::new(),
+        "100%".into(),
+        String::new(),
+        String::new(),
+    ]);
+    t
 }
 
 /// Rates and outcome counts of the measured window.

@@ -76,6 +76,18 @@ fn clock_ticks_per_second() -> u64 {
     }
 }
 
+/// This process's CPU time so far (ns) and resident memory (bytes): what the load
+/// generator itself uses, beside the stack it drives.
+pub fn own_process() -> Option<(u64, Option<u64>)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok();
+    let ns_per_tick = 1_000_000_000 / clock_ticks_per_second();
+    Some((
+        stat_cpu_ticks(&stat)? * ns_per_tick,
+        status.as_deref().and_then(status_rss_bytes),
+    ))
+}
+
 /// A sample of a local process from `/proc`. `None` when the process is gone.
 pub(crate) fn local_sample(id: InstanceId, pid: u32, start_ticks: u64) -> Option<Usage> {
     let at = Instant::now();

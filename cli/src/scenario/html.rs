@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use wiber_model::report::{Report, Second};
+use wiber_model::report::{Report, Second, GENERATOR};
 
 use super::outcome::{RunVerdict, ScenarioRun};
 use super::print::{self, ms, secs};
@@ -25,7 +25,7 @@ use super::threshold::{fmt_num, Verdict};
 use super::timeline::FaultRecord;
 use crate::report::chart::{self, Band, Chart, Mark, Series};
 use crate::report::esc;
-use crate::report::html::{page_start, PAGE_END};
+use crate::report::html::{page_start, PAGE_END, SERVICE_COLOURS};
 use crate::report::tables::{self, Table};
 use crate::runtime::Action;
 
@@ -405,6 +405,40 @@ due in each second.</p>",
     } else {
         "no segment's report.json could be read".to_string()
     };
+    // CPU per service across segments: each segment's samples on the scenario's clock.
+    let mut services: Vec<String> = Vec::new();
+    for r in &reports {
+        for sr in r.resources.iter().flat_map(|x| &x.services) {
+            if !services.contains(&sr.service) {
+                services.push(sr.service.clone());
+            }
+        }
+    }
+    let cpu_series: Vec<Series> = services
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut pts = Vec::new();
+            for r in &reports {
+                let off = (r.run.measured_from_ms - origin) as f64 / 1000.0;
+                if let Some(sr) = r
+                    .resources
+                    .iter()
+                    .flat_map(|x| &x.services)
+                    .find(|sr| &sr.service == name)
+                {
+                    pts.extend(sr.points.iter().map(|p| (off + p.t, p.cores)));
+                }
+                pts.push(((segment_end(r) - origin) as f64 / 1000.0, None));
+            }
+            let line = Series::new(name, SERVICE_COLOURS[i % SERVICE_COLOURS.len()], pts);
+            if name == GENERATOR {
+                line.dashed()
+            } else {
+                line
+            }
+        })
+        .collect();
     let charts = [
         (
             chart(
@@ -471,6 +505,16 @@ due in each second.</p>",
                 Ok(_) => "no lag sample was taken".into(),
                 Err(e) => e.clone(),
             },
+        ),
+        (
+            chart(
+                "chart-cpu",
+                "CPU per service (cores; 1.0 = one core busy)",
+                "cores",
+                cpu_series,
+                Some("Sampled every second from the runtime (local: /proc; Docker: the engine's stats); the generator is wiberctl itself.".into()),
+            ),
+            "the stack's CPU was not sampled (see the load segments' reports)".into(),
         ),
     ];
     for (c, why) in &charts {
@@ -751,6 +795,18 @@ fn load_segments(segments: &[Segment]) -> String {
         let _ = write!(h, "<td>{link}</td></tr>");
     }
     h.push_str("</tbody></table>\n");
+    // Where the cores went, per segment: the split over its load.
+    for s in segments {
+        if let Ok(Some(res)) = s.report.as_ref().map(|r| r.resources.as_ref()) {
+            let _ = write!(
+                h,
+                "<h3>Where the cores went in <code>{}</code> ({})</h3>{}",
+                esc(&s.name),
+                esc(&res.source),
+                tables::resources(res).html("resources")
+            );
+        }
+    }
     h
 }
 
@@ -974,11 +1030,12 @@ mod tests {
     fn fault_windows_are_shaded_and_faults_without_undo_marked() {
         let dir = run_dir("faults");
         let html = render(&run(&dir), &dir);
-        // Four time charts, each with the pause window and the restart mark.
-        assert_eq!(html.matches("class=\"fault-window\"").count(), 4, "{html}");
-        assert_eq!(html.matches("class=\"fault-mark\"").count(), 4, "{html}");
-        assert_eq!(html.matches(">pause consumer#1</text>").count(), 4);
-        assert_eq!(html.matches(">restart kafka#1</text>").count(), 4);
+        // Five time charts (rate, ack, e2e, lag, CPU), each with the pause window and the
+        // restart mark.
+        assert_eq!(html.matches("class=\"fault-window\"").count(), 5, "{html}");
+        assert_eq!(html.matches("class=\"fault-mark\"").count(), 5, "{html}");
+        assert_eq!(html.matches(">pause consumer#1</text>").count(), 5);
+        assert_eq!(html.matches(">restart kafka#1</text>").count(), 5);
         // The pause window: 4 s to 7 s of a 14 s axis (the lag samples reach 13 s).
         let (bands, marks) = annotations(&run(&dir), T0, 13.0);
         assert_eq!(

@@ -449,6 +449,7 @@ async fn run_load(
             slo: None,
             progress: opts.progress,
             progress_context: progress_context.clone(),
+            resources: Some(opts.stack.clone()),
         })
         .await
         .with_context(|| format!("the load ({name}) could not run"))?;

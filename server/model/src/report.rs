@@ -28,6 +28,54 @@ pub struct Report {
     pub find_max: Option<FindMax>,
     /// Added by `wiberctl verify`.
     pub verify: Option<VerifyReport>,
+    /// Where the cores and the memory went: CPU and RSS per service (and of the
+    /// generator itself) over the run. Absent when the stack could not be sampled.
+    #[serde(default)]
+    pub resources: Option<Resources>,
+}
+
+/// The [`ServiceResources`] entry of the load generator (wiberctl itself), which is not
+/// a service of the stack.
+pub const GENERATOR: &str = "generator";
+
+/// CPU and memory per service during the measured window, sampled every `every_s`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub every_s: f64,
+    /// `local` (from /proc) or `docker` (the engine's stats API).
+    pub source: String,
+    /// One entry per service of the stack (`api`, `consumer`, `kafka`, `mongo`), then
+    /// `generator` (wiberctl itself, so a saturated generator shows).
+    pub services: Vec<ServiceResources>,
+    /// Sum of the mean cores of every entry.
+    pub total_mean_cores: f64,
+    /// What could not be sampled, if anything.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// One service's CPU (in cores: 1.0 = one core busy) and resident memory, all its
+/// instances together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceResources {
+    pub service: String,
+    /// The most instances seen running at once.
+    pub instances: u32,
+    pub mean_cores: Option<f64>,
+    pub peak_cores: Option<f64>,
+    /// Share of `total_mean_cores`, in percent.
+    pub cpu_share_pct: Option<f64>,
+    pub mean_rss_bytes: Option<u64>,
+    pub peak_rss_bytes: Option<u64>,
+    /// One point per sample, `t` in seconds from the start of the measured window.
+    pub points: Vec<ResourcePoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourcePoint {
+    pub t: f64,
+    pub cores: Option<f64>,
+    pub rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
