@@ -177,3 +177,92 @@ async fn two_consumers_share_the_partitions() {
         );
     }
 }
+
+/// The API publishes through two producers (no linger while few publishes are waiting,
+/// lingering to batch beyond that). A conversation whose sends are sequential must keep
+/// its order in Kafka whichever producer carried each message: each message is acked,
+/// so in the log, before the next is produced. With the switch point at 300 publishes a
+/// second and 16 conversations sending back to back (the rate climbs past it, and dips
+/// under it as the senders wait), both producers carry records, each conversation's
+/// switching between them; the stored offsets of each conversation must then grow with
+/// its sequence.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_producers_keep_each_conversations_order() {
+    use mongodb::bson::doc;
+
+    let stack = start_stack("lanes", 1, &[("KAFKA_PROMPT_MAX_RATE", "300")]).await;
+    let api = stack.api_url();
+    let http = http();
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let (conversations, per_conversation) = (16, 30);
+    let mut tasks = Vec::new();
+    for c in 0..conversations {
+        let (http, api, run) = (http.clone(), api.clone(), run.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for s in 0..per_conversation {
+                // Zero-padded: ids sort as the sequence does.
+                let id = format!("l-{run}-c{c:02}-s{s:03}");
+                let body = json!({"fromUser": format!("l{run}-{c}a"), "toUser": format!("l{run}-{c}b"),
+                                  "content": format!("seq {s}"), "messageId": id});
+                let (status, v) = post(&http, &api, body).await;
+                assert_eq!(status, 200, "{v}");
+                ids.push(id);
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+
+    // Both producers carried acknowledged records (else this test proves nothing).
+    let metrics = get_text(&http, &format!("{api}/metrics")).await;
+    for lane in ["prompt", "batching"] {
+        let n: f64 = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "wiber_kafka_produce_lane_total{{lane=\"{lane}\"}}"
+                ))
+            })
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(n > 0.0, "the {lane} producer carried nothing:\n{metrics}");
+    }
+
+    // Everything stored once; per conversation, offsets grow with the sequence.
+    let coll = collection(&stack).await;
+    let mut counts = stored_counts(&coll, &ids).await;
+    for _ in 0..200 {
+        if counts.values().all(|&n| n == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        counts = stored_counts(&coll, &ids).await;
+    }
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    for c in 0..conversations {
+        let prefix = format!("l-{run}-c{c:02}-");
+        let mut docs: Vec<(String, i64)> = Vec::new();
+        let mut cursor = coll
+            .find(doc! {"messageId": {"$regex": format!("^{prefix}")}})
+            .await
+            .unwrap();
+        while cursor.advance().await.unwrap() {
+            let d = cursor.deserialize_current().unwrap();
+            docs.push((
+                d.get_str("messageId").unwrap().to_string(),
+                d.get_i64("offset").unwrap(),
+            ));
+        }
+        docs.sort();
+        assert_eq!(docs.len(), per_conversation, "{prefix}");
+        assert!(
+            docs.windows(2).all(|w| w[0].1 < w[1].1),
+            "conversation {c} is out of order in Kafka: {docs:?}"
+        );
+    }
+}

@@ -504,6 +504,26 @@ fn pause_disconnect_and_dry_run_show_in_status() {
         logs.contains("==> consumer#1 <==") && logs.contains("==> consumer#2 <=="),
         "{logs}"
     );
+
+    // The api runs on the host's network (no docker-proxy on the request path): it
+    // listens on 127.0.0.1:<api port> itself, counts as connected, and a network fault
+    // on it is refused with the reason instead of the engine's error.
+    let out = Command::new("docker")
+        .args(["inspect", "--format", "{{.HostConfig.NetworkMode}}"])
+        .arg(format!("{}-api-1", stack.project))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "host");
+    let s = stack.status();
+    let api = container(&s, "api#1");
+    assert_eq!(api["network"], "connected", "{s:#}");
+    assert!(
+        api.to_string().contains(&stack.api_url()),
+        "the api's address is its host port: {api:#}"
+    );
+    let out = stack.expect(&["chaos", "disconnect", "api#1"], 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("host's network"), "{err}");
 }
 
 #[test]

@@ -7,7 +7,12 @@
 # if no engine answers, start dockerd in the background (log in
 # $REPO/.wiber/dockerd.log) and wait, bounded, until it answers.
 #
-# Idempotent: when an engine already answers it does nothing and returns at once.
+# Idempotent: when an engine already answers it does nothing and returns at once
+# (it reports the engine's version and whether its userland proxy is on).
+# The engine it starts keeps Docker's defaults, the userland proxy included: wiberctl's
+# api container runs on the host's network, so no request of a load test crosses the
+# proxy (see docker/README.md, "Performance"), and the stack behaves the same on this
+# engine as on any engine a user already runs.
 # Usable alone (CI calls it before anything that needs containers) and sourced
 # by build.sh (it only defines functions and runs `ensure_engine` when executed).
 #
@@ -28,9 +33,31 @@ _ee_die() {
 
 engine_answers() { docker info >/dev/null 2>&1; }
 
+# Whether the engine copies published ports through docker-proxy (its default) or NATs
+# them (--userland-proxy=false), from a local dockerd's command line or daemon.json.
+# Only reported, never changed: an engine the user runs is theirs (and restarting it
+# stops their containers). wiberctl keeps the proxy off the request path anyway: its api
+# container uses the host's network. Prints on/off/unknown.
+engine_userland_proxy() {
+  local pid args
+  pid="$(pidof dockerd 2>/dev/null | awk '{print $1}')" || true
+  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ]; then
+    args="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
+    case " $args " in
+      *" --userland-proxy=false "*|*" --userland-proxy false "*) echo off; return 0 ;;
+      *" --userland-proxy=true "*|*" --userland-proxy true "*) echo on; return 0 ;;
+    esac
+    if [ -r /etc/docker/daemon.json ] && grep -Eq '"userland-proxy"[[:space:]]*:[[:space:]]*false' /etc/docker/daemon.json; then
+      echo off; return 0
+    fi
+    echo on; return 0
+  fi
+  echo unknown
+}
+
 ensure_engine() {
   if engine_answers; then
-    _ee_log "engine answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
+    _ee_log "engine answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'), userland proxy: $(engine_userland_proxy))"
     return 0
   fi
 

@@ -87,11 +87,24 @@ pub struct ApiConfig {
     #[arg(long, env = env::KAFKA_MAX_IN_FLIGHT, default_value_t = defaults::MAX_IN_FLIGHT,
           value_parser = clap::value_parser!(u32).range(1..=5))]
     pub max_in_flight: u32,
+    /// Publishes go out at once (no linger) while the API publishes fewer than this many
+    /// records per second, and linger to batch above it; 0: always linger.
+    // Why the default (measured): see `contract::defaults::PROMPT_MAX_RATE`.
+    #[arg(long, env = env::KAFKA_PROMPT_MAX_RATE, default_value_t = defaults::PROMPT_MAX_RATE)]
+    pub prompt_max_rate: u64,
 }
 
 impl ApiConfig {
     pub fn message_timeout(&self) -> Duration {
         Duration::from_millis(self.message_timeout_ms)
+    }
+
+    pub fn batching(&self) -> crate::kafka::Batching {
+        crate::kafka::Batching {
+            linger_ms: self.linger_ms,
+            max_in_flight: self.max_in_flight,
+            prompt_max_rate: self.prompt_max_rate,
+        }
     }
 }
 
@@ -211,6 +224,7 @@ mod tests {
             ("KAFKA_MESSAGE_TIMEOUT_MS", Some("5000")),
             ("KAFKA_LINGER_MS", Some("10")),
             ("KAFKA_MAX_IN_FLIGHT", Some("5")),
+            ("KAFKA_PROMPT_MAX_RATE", Some("1000")),
         ]));
         assert_eq!(env_defaults::<ApiConfig>(), api);
         let mut consumer = table(&shared);

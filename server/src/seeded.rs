@@ -152,6 +152,7 @@ impl Publish for SeededPublisher {
                     Ok(Delivered {
                         partition: -1,
                         offset: -1,
+                        lane: crate::api::Lane::Prompt,
                     })
                 })
             }

@@ -22,6 +22,7 @@ pub mod env {
     pub const KAFKA_MESSAGE_TIMEOUT_MS: &str = "KAFKA_MESSAGE_TIMEOUT_MS";
     pub const KAFKA_LINGER_MS: &str = "KAFKA_LINGER_MS";
     pub const KAFKA_MAX_IN_FLIGHT: &str = "KAFKA_MAX_IN_FLIGHT";
+    pub const KAFKA_PROMPT_MAX_RATE: &str = "KAFKA_PROMPT_MAX_RATE";
     pub const KAFKA_SESSION_TIMEOUT_MS: &str = "KAFKA_SESSION_TIMEOUT_MS";
     pub const MONGO_URI: &str = "MONGO_URI";
     pub const MONGO_DB: &str = "MONGO_DB";
@@ -50,7 +51,7 @@ pub mod env {
 
     /// Every variable a deployment may set on the services, for checks of deployment
     /// files (the services also read [`SEEDED`], which no deployment may set).
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         KAFKA_BOOTSTRAP_SERVERS,
         KAFKA_TOPIC,
         KAFKA_DLQ_TOPIC,
@@ -60,6 +61,7 @@ pub mod env {
         KAFKA_MESSAGE_TIMEOUT_MS,
         KAFKA_LINGER_MS,
         KAFKA_MAX_IN_FLIGHT,
+        KAFKA_PROMPT_MAX_RATE,
         KAFKA_SESSION_TIMEOUT_MS,
         MONGO_URI,
         MONGO_DB,
@@ -102,6 +104,10 @@ pub mod defaults {
     /// requests at 5000/s (ack p99 over 50 ms): a latency-first deployment sets
     /// `KAFKA_LINGER_MS=0`; the defaults stay throughput-first.
     pub const MAX_IN_FLIGHT: u32 = 5;
+    /// The prompt lane (no linger) serves while the API publishes fewer records per
+    /// second than this: below it a 10 ms linger gathers ~10 records or fewer, so it buys
+    /// little batching for a lot of latency. Measured: see the README's performance notes.
+    pub const PROMPT_MAX_RATE: u64 = 1000;
     pub const SESSION_TIMEOUT_MS: u64 = 10_000;
     pub const MONGO_URI: &str = "mongodb://127.0.0.1:27017";
     pub const MONGO_DB: &str = "wiber";

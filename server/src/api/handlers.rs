@@ -90,6 +90,10 @@ pub async fn post_message(
                 .produce_seconds
                 .with_label_values(&["ok"])
                 .observe(elapsed);
+            st.metrics
+                .produce_lane
+                .with_label_values(&[d.lane.name()])
+                .inc();
             tracing::debug!(message_id = %message.message_id, partition = d.partition, offset = d.offset, "message acknowledged by kafka");
             Ok(Json(message))
         }

@@ -12,6 +12,7 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     pub produce_seconds: HistogramVec,
     pub produce_errors: IntCounterVec,
+    pub produce_lane: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -55,11 +56,20 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let produce_lane = IntCounterVec::new(
+            Opts::new(
+                "wiber_kafka_produce_lane_total",
+                "Acknowledged records by the producer that carried them (prompt: no linger, light load; batching: under load)",
+            ),
+            &["lane"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
             Box::new(produce_seconds.clone()),
             Box::new(produce_errors.clone()),
+            Box::new(produce_lane.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -69,6 +79,7 @@ impl Metrics {
             request_seconds,
             produce_seconds,
             produce_errors,
+            produce_lane,
         }
     }
 

@@ -27,7 +27,7 @@ use tracing::Instrument;
 pub use docs::OPENAPI_JSON;
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use seams::{CountScope, Delivered, Publish, PublishError, ReadStore};
+pub use seams::{CountScope, Delivered, Lane, Publish, PublishError, ReadStore};
 
 use crate::config::{instance_name, ApiConfig};
 use crate::kafka::{self, Publisher};
@@ -131,12 +131,7 @@ pub async fn run(
     #[cfg(feature = "seeded-bugs")]
     let seeded = crate::seeded::Seeded::from_env(wiber_model::contract::Service::Api)?;
     let instance = instance_name("api");
-    let publisher = Publisher::new(
-        &cfg.kafka,
-        cfg.message_timeout(),
-        cfg.linger_ms,
-        cfg.max_in_flight,
-    )?;
+    let publisher = Publisher::new(&cfg.kafka, cfg.message_timeout(), cfg.batching())?;
     let store = Store::connect(&cfg.mongo).await?;
     // Topics are ensured in the background: the API serves liveness at once and
     // readiness tells when Kafka is there. Indexes belong to the consumers (the writers).

@@ -17,6 +17,25 @@ use crate::store::StoreError;
 pub struct Delivered {
     pub partition: i32,
     pub offset: i64,
+    /// Which of the publisher's producers carried it (for the metrics).
+    pub lane: Lane,
+}
+
+/// The publisher's two producers (see `kafka::Publisher`): `prompt` sends at once (light
+/// load), `batching` lingers to batch (under load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Prompt,
+    Batching,
+}
+
+impl Lane {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Prompt => "prompt",
+            Lane::Batching => "batching",
+        }
+    }
 }
 
 /// Why a publish failed. Every variant means "not acknowledged": the API answers 503.

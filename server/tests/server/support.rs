@@ -21,7 +21,9 @@ use serde_json::Value;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Instant;
 use wiber_model::{Message, StoredMessage};
-use wiber_server::api::{self, AppState, CountScope, Delivered, Publish, PublishError, ReadStore};
+use wiber_server::api::{
+    self, AppState, CountScope, Delivered, Lane, Publish, PublishError, ReadStore,
+};
 use wiber_server::consumer::{Batching, MessageStore, Position, Record, RecordSource};
 use wiber_server::store::{InsertOutcome, StoreError};
 
@@ -127,6 +129,7 @@ impl Publish for FakePublisher {
             Ok(Delivered {
                 partition: 0,
                 offset: produced.len() as i64 - 1,
+                lane: Lane::Prompt,
             })
         })
     }

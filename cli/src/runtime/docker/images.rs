@@ -32,12 +32,17 @@ pub struct Images {
     pub server: String,
 }
 impl Images {
+    /// The `:offline` tags. `WIBER_OFFLINE_SERVER_IMAGE` pins the server image to one
+    /// build (e.g. `wiber-server:<hash>` from `build.sh`'s summary): the `:offline` tag
+    /// moves with every build, and the tests build it from a debug binary, which a
+    /// benchmark must not pick up by accident.
     pub fn offline() -> Images {
         Images {
             flavor: ImageFlavor::Offline,
             kafka: "wiber-kafka:offline".into(),
             mongo: "wiber-ferretdb:offline".into(),
-            server: "wiber-server:offline".into(),
+            server: std::env::var("WIBER_OFFLINE_SERVER_IMAGE")
+                .unwrap_or_else(|_| "wiber-server:offline".into()),
         }
     }
 
@@ -202,6 +207,13 @@ async fn ensure_offline(d: &DockerStack, progress: &(dyn Fn(UpEvent) + Sync)) ->
         if !d.image_present(image).await {
             missing.push(what);
         }
+    }
+    if missing.contains(&"server") && std::env::var_os("WIBER_OFFLINE_SERVER_IMAGE").is_some() {
+        bail!(
+            "WIBER_OFFLINE_SERVER_IMAGE={} is not on this engine: build it (docker/offline/build.sh \
+             --only server prints its tag) or unset the variable",
+            images.server
+        );
     }
     if !missing.is_empty() {
         let root = provision::repo_root()?;

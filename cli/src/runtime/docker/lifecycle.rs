@@ -153,6 +153,17 @@ impl DockerStack {
                 }
             }
             None => {
+                if id.service == Service::Api {
+                    // On the host's network a taken port shows only as an api that exits
+                    // at start; say it up front, as the engine does for published ports.
+                    let port = cfg.spec.ports.api;
+                    if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                        bail!(
+                            "cannot start {id}: 127.0.0.1:{port} is not free ({e}); pick another \
+                             port with --api-port (the api listens on the host's network)"
+                        );
+                    }
+                }
                 let body = self.container_body(cfg, id).await;
                 let name = self.container_name(id);
                 let opts = CreateContainerOptionsBuilder::new().name(&name).build();

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! network   <project>_net                 user-defined bridge; services reach each other
-//!                                          by alias (kafka, mongo)
+//!                                          by alias (kafka, mongo); the api is on the
+//!                                          host's network
 //! volumes   <project>_kafka, <project>_mongo
 //! containers <project>-<service>-<n>       labels wiber.project, wiber.service, wiber.instance
 //! ```
@@ -17,7 +18,10 @@
 //!
 //! Ports are published on 127.0.0.1 only. Kafka has two client listeners: `kafka:9092`
 //! for containers, and an external one (container port 9094) advertised as
-//! `127.0.0.1:<kafka_port>` for the host.
+//! `127.0.0.1:<kafka_port>` for the host. The api is the exception: it runs on the
+//! host's network and listens on `127.0.0.1:<api_port>` itself, so no request crosses
+//! `docker-proxy` (see [`HOST_NETWORK`]); it reaches Kafka and the store through their
+//! published ports.
 //!
 //! Layout: this file holds the handle (connecting, finding the project's containers) and
 //! the per-instance [`Runtime`] operations; [`lifecycle`] `up`, `down` and adding a
@@ -47,7 +51,7 @@ mod status;
 
 use super::{InstanceId, InstanceInfo, InstanceState, Runtime, Service, Signal, StackSpec};
 use images::Images;
-use status::state_of;
+use status::{on_host_network, state_of};
 
 const LABEL_PROJECT: &str = "wiber.project";
 const LABEL_SERVICE: &str = "wiber.service";
@@ -59,6 +63,21 @@ const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
 const KAFKA_EXTERNAL_PORT: u16 = 9094;
 const MONGO_PORT: u16 = 27017;
 const API_PORT: u16 = 8000;
+/// The api's network mode. The api runs in the host's network namespace, listening on
+/// 127.0.0.1:<api port> itself, because every request of a load test crosses that hop:
+/// a published port on an engine with the userland proxy (Docker's default) copies each
+/// byte through `docker-proxy` (~9 % of a core at 5000 req/s on two cores, plus latency
+/// under load). Host networking needs no engine setting, so it holds on any engine the
+/// user already runs. The api reaches Kafka's external listener and the store through
+/// their published ports (batched produce requests: a small fraction of the traffic).
+/// Kafka, mongo and the consumers stay on the project's bridge network, so `chaos
+/// disconnect` of them, aliases and side-by-side projects work as before.
+const HOST_NETWORK: &str = "host";
+/// Healthcheck interval of kafka, mongo and the api. Every probe is an exec in the
+/// container (runc, shim, containerd, dockerd): at 2-3 s for three containers that cost
+/// ~7 % of a core on an idle stack, CPU the stack lacks at 5000 req/s on two cores. 5 s
+/// halves it, for at most a few seconds more in `up` and restarts.
+const HEALTH_INTERVAL_S: i64 = 5;
 /// Same id as the compose file, so a volume formatted by either can be reused.
 const KAFKA_CLUSTER_ID: &str = "5L6g3nShT-eMCtK--X86sw";
 
@@ -268,6 +287,19 @@ impl DockerStack {
         Ok(out)
     }
 
+    /// A network fault has no meaning for a container on the host's network (the api):
+    /// say so instead of the engine's error.
+    async fn refuse_host_network(&self, id: &InstanceId, f: &Found, what: &str) -> Result<()> {
+        if on_host_network(&self.inspect(&f.container_id).await?) {
+            bail!(
+                "cannot {what} {id}: it runs on the host's network (no proxy on the request \
+                 path), not on the project's; cut off kafka, mongo or a consumer instead, or \
+                 stop {id}"
+            );
+        }
+        Ok(())
+    }
+
     /// The network a disconnected container should rejoin.
     async fn home_network(&self) -> Result<String> {
         self.project_networks().await.into_iter().next().ok_or_else(|| {
@@ -387,6 +419,7 @@ impl Runtime for DockerStack {
 
     async fn disconnect(&self, id: &InstanceId) -> Result<()> {
         let f = self.find(id).await?;
+        self.refuse_host_network(id, &f, "disconnect").await?;
         let net = self.home_network().await?;
         let req = NetworkDisconnectRequest {
             container: f.container_id.clone(),
@@ -402,6 +435,7 @@ impl Runtime for DockerStack {
 
     async fn reconnect(&self, id: &InstanceId) -> Result<()> {
         let f = self.find(id).await?;
+        self.refuse_host_network(id, &f, "reconnect").await?;
         let net = self.home_network().await?;
         let req = NetworkConnectRequest {
             container: f.container_id.clone(),

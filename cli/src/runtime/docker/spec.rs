@@ -11,8 +11,9 @@ use wiber_model::contract::{env, Names};
 
 use super::images::ImageFlavor;
 use super::{
-    Config, DockerStack, API_PORT, KAFKA_CLUSTER_ID, KAFKA_EXTERNAL_PORT, LABEL_INSTANCE,
-    LABEL_PROJECT, LABEL_SERVICE, MONGO_PORT, STOP_TIMEOUT_SECS,
+    Config, DockerStack, API_PORT, HEALTH_INTERVAL_S, HOST_NETWORK, KAFKA_CLUSTER_ID,
+    KAFKA_EXTERNAL_PORT, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE, MONGO_PORT,
+    STOP_TIMEOUT_SECS,
 };
 use crate::runtime::{InstanceId, Service, ServiceEnv};
 
@@ -30,23 +31,27 @@ impl DockerStack {
         let mut ports: Vec<(u16, u16)> = Vec::new();
         let mut binds: Vec<String> = Vec::new();
         let mut healthcheck: Option<HealthConfig> = None;
+        let mut network = Network::Project;
         let image;
         match id.service {
             Service::Kafka => {
                 image = images.kafka.clone();
-                env.extend(kafka_env(spec.ports.kafka));
+                env.extend(kafka_env(spec.ports.kafka, spec.partitions));
                 ports.push((KAFKA_EXTERNAL_PORT, spec.ports.kafka));
                 binds.push(format!("{}:/var/lib/kafka/data", self.volume_name("kafka")));
-                if !self.image_has_healthcheck(&image).await {
+                healthcheck = Some(if self.image_has_healthcheck(&image).await {
+                    // wiber-kafka's own probe (raw ApiVersions, no JVM), at our interval.
+                    interval_only()
+                } else {
                     // apache/kafka defines none: the tool compose uses too.
-                    healthcheck = Some(health(
+                    health(
                         &["CMD-SHELL", "/opt/kafka/bin/kafka-broker-api-versions.sh --bootstrap-server localhost:9092 >/dev/null 2>&1"],
-                        5,
+                        HEALTH_INTERVAL_S,
                         20,
                         60,
                         12,
-                    ));
-                }
+                    )
+                });
             }
             Service::Mongo => {
                 image = images.mongo.clone();
@@ -78,8 +83,10 @@ impl DockerStack {
                         binds.push(format!("{}:/data/db", self.volume_name("mongo")));
                     }
                 }
-                if !self.image_has_healthcheck(&image).await {
-                    healthcheck = Some(health(
+                healthcheck = Some(if self.image_has_healthcheck(&image).await {
+                    interval_only()
+                } else {
+                    health(
                         &[
                             "CMD",
                             "mongosh",
@@ -88,45 +95,66 @@ impl DockerStack {
                             "try { rs.status() } catch (e) { rs.initiate({_id: 'rs0', members: [{_id: 0, host: 'mongo:27017'}]}) }; \
                              quit(db.hello().isWritablePrimary ? 0 : 1)",
                         ],
-                        2,
+                        HEALTH_INTERVAL_S,
                         10,
                         30,
                         15,
-                    ));
-                }
+                    )
+                });
             }
             Service::Api | Service::Consumer => {
                 image = images.server.clone();
                 cmd = Some(vec![id.service.name().to_string()]);
-                let mut extra = vec![(
-                    env::RUST_LOG.to_string(),
-                    std::env::var(env::RUST_LOG).unwrap_or_else(|_| "info".into()),
-                )];
+                // Unset unless the caller sets it: the services' own default filter
+                // (info, with rdkafka and mongodb at warn) is what the local runtime runs
+                // with; a bare `info` would let the drivers' chatter into the engine's logs.
+                let mut extra: Vec<(String, String)> = std::env::var(env::RUST_LOG)
+                    .map(|v| vec![(env::RUST_LOG.to_string(), v)])
+                    .unwrap_or_default();
                 extra.extend(spec.extra_env.iter().cloned());
+                let host_net = id.service == Service::Api;
+                let (kafka_bootstrap, mongo_uri, api_listen) = if host_net {
+                    // On the host's network the api reaches Kafka and the store as the host
+                    // does: through their ports published on 127.0.0.1 (Kafka's external
+                    // listener advertises exactly that address).
+                    (
+                        format!("127.0.0.1:{}", spec.ports.kafka),
+                        format!(
+                            "mongodb://127.0.0.1:{}/?directConnection=true",
+                            spec.ports.mongo
+                        ),
+                        ("127.0.0.1", spec.ports.api),
+                    )
+                } else {
+                    // Inside the stack's network, by alias. No replicaSet=: works against
+                    // mongo (rs0, discovered) and FerretDB.
+                    (
+                        "kafka:9092".to_string(),
+                        "mongodb://mongo:27017/".to_string(),
+                        ("0.0.0.0", API_PORT),
+                    )
+                };
                 let vars = ServiceEnv {
                     id: *id,
-                    // Inside the stack's network, by alias.
-                    kafka_bootstrap: "kafka:9092",
-                    // No replicaSet=: works against mongo (rs0, discovered) and FerretDB.
-                    mongo_uri: "mongodb://mongo:27017/",
+                    kafka_bootstrap: &kafka_bootstrap,
+                    mongo_uri: &mongo_uri,
                     names: &Names::default(),
                     partitions: spec.partitions,
-                    api_listen: ("0.0.0.0", API_PORT),
+                    api_listen,
                     extra: &extra,
                 }
                 .vars();
                 env.extend(vars.into_iter().map(|(k, v)| format!("{k}={v}")));
-                if id.service == Service::Api {
-                    ports.push((API_PORT, spec.ports.api));
+                if host_net {
+                    network = Network::Host;
                     // The server image has no curl: a raw HTTP/1.0 GET over bash's /dev/tcp.
+                    let probe = format!(
+                        "exec 3<>/dev/tcp/127.0.0.1/{} && printf 'GET /health/readiness HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '",
+                        spec.ports.api
+                    );
                     healthcheck = Some(health(
-                        &[
-                            "CMD",
-                            "bash",
-                            "-c",
-                            "exec 3<>/dev/tcp/127.0.0.1/8000 && printf 'GET /health/readiness HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '",
-                        ],
-                        2,
+                        &["CMD", "bash", "-c", &probe],
+                        HEALTH_INTERVAL_S,
                         5,
                         30,
                         10,
@@ -134,26 +162,45 @@ impl DockerStack {
                 }
             }
         }
-        let port_bindings: HashMap<String, Option<Vec<PortBinding>>> = ports
-            .iter()
-            .map(|(inner, host)| {
-                (
-                    format!("{inner}/tcp"),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some(host.to_string()),
-                    }]),
-                )
-            })
-            .collect();
         let labels = HashMap::from([
             (LABEL_PROJECT.to_string(), self.project.clone()),
             (LABEL_SERVICE.to_string(), id.service.name().to_string()),
             (LABEL_INSTANCE.to_string(), id.index.to_string()),
         ]);
-        let endpoint = EndpointSettings {
-            aliases: Some(vec![id.service.name().to_string()]),
-            ..Default::default()
+        let (network_mode, port_bindings, exposed_ports, networking_config) = match network {
+            // Nothing to publish or attach: the process listens on the host itself.
+            Network::Host => (HOST_NETWORK.to_string(), None, None, None),
+            Network::Project => {
+                let bindings: HashMap<String, Option<Vec<PortBinding>>> = ports
+                    .iter()
+                    .map(|(inner, host)| {
+                        (
+                            format!("{inner}/tcp"),
+                            Some(vec![PortBinding {
+                                host_ip: Some("127.0.0.1".into()),
+                                host_port: Some(host.to_string()),
+                            }]),
+                        )
+                    })
+                    .collect();
+                let endpoint = EndpointSettings {
+                    aliases: Some(vec![id.service.name().to_string()]),
+                    ..Default::default()
+                };
+                (
+                    self.network_name(),
+                    Some(bindings),
+                    Some(
+                        ports
+                            .iter()
+                            .map(|(inner, _)| format!("{inner}/tcp"))
+                            .collect(),
+                    ),
+                    Some(bollard::models::NetworkingConfig {
+                        endpoints_config: Some(HashMap::from([(self.network_name(), endpoint)])),
+                    }),
+                )
+            }
         };
         ContainerCreateBody {
             image: Some(image),
@@ -161,17 +208,12 @@ impl DockerStack {
             env: Some(env),
             labels: Some(labels),
             healthcheck,
-            exposed_ports: Some(
-                ports
-                    .iter()
-                    .map(|(inner, _)| format!("{inner}/tcp"))
-                    .collect(),
-            ),
+            exposed_ports,
             stop_timeout: Some(i64::from(STOP_TIMEOUT_SECS)),
             host_config: Some(HostConfig {
                 binds: Some(binds),
-                port_bindings: Some(port_bindings),
-                network_mode: Some(self.network_name()),
+                port_bindings,
+                network_mode: Some(network_mode),
                 // Note: the engine treats `docker kill` as a manual stop, so a killed
                 // container is not restarted by this policy; chaos starts it explicitly.
                 restart_policy: Some(RestartPolicy {
@@ -180,17 +222,24 @@ impl DockerStack {
                 }),
                 ..Default::default()
             }),
-            networking_config: Some(bollard::models::NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(self.network_name(), endpoint)])),
-            }),
+            networking_config,
             ..Default::default()
         }
     }
 }
 
-/// The broker's settings (same as the compose file; the offline image reads the same
-/// variables as `apache/kafka`).
-fn kafka_env(host_port: u16) -> Vec<String> {
+/// Where a container's network lives.
+enum Network {
+    /// The project's bridge network, reached by alias; ports published on 127.0.0.1.
+    Project,
+    /// The host's network namespace (the api): see [`HOST_NETWORK`].
+    Host,
+}
+
+/// The broker's settings: the compose file's, plus what the local runtime's broker runs
+/// with (`kafka_properties` and the JVM flags in `runtime/local.rs`), so both runtimes
+/// measure the same broker. The offline image reads the same variables as `apache/kafka`.
+fn kafka_env(host_port: u16, partitions: u32) -> Vec<String> {
     [
         ("KAFKA_NODE_ID", "1".to_string()),
         ("KAFKA_PROCESS_ROLES", "broker,controller".into()),
@@ -220,17 +269,40 @@ fn kafka_env(host_port: u16) -> Vec<String> {
         ),
         ("KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR", "1".into()),
         ("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0".into()),
+        // As the local broker: 10 offsets partitions (not 50) for one small group, and
+        // the stack's partition count as the broker default.
+        ("KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS", "10".into()),
+        ("KAFKA_NUM_PARTITIONS", partitions.to_string()),
         // Topics are created by the services with their own settings.
         ("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false".into()),
         ("KAFKA_LOG_DIRS", "/var/lib/kafka/data".into()),
         ("CLUSTER_ID", KAFKA_CLUSTER_ID.into()),
-        // The image default (1 GiB fixed) is more than one test broker needs.
+        // The local broker's JVM: 256 MiB to 512 MiB of heap (the image default, 1 GiB
+        // fixed, is more than one test broker needs), G1 with 20 ms pause goals.
         ("KAFKA_HEAP_OPTS", "-Xmx512m -Xms256m".into()),
+        (
+            "KAFKA_JVM_PERFORMANCE_OPTS",
+            "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true".into(),
+        ),
+        // The local broker logs WARN but for the broker's own lifecycle; the image's
+        // config keeps kafka.* at INFO (start-up and shutdown lines), the rest follows this.
+        ("KAFKA_LOG4J_ROOT_LOGLEVEL", "WARN".into()),
     ]
     .into_iter()
     .map(|(k, v)| format!("{k}={v}"))
     .collect()
 }
+
+/// The image's own healthcheck at [`HEALTH_INTERVAL_S`]: the engine takes every field
+/// left unset (the test, timeout, retries) from the image.
+fn interval_only() -> HealthConfig {
+    HealthConfig {
+        interval: Some(HEALTH_INTERVAL_S * NS),
+        ..Default::default()
+    }
+}
+
+const NS: i64 = 1_000_000_000;
 
 fn health(
     test: &[&str],
@@ -239,7 +311,6 @@ fn health(
     start_s: i64,
     retries: i64,
 ) -> HealthConfig {
-    const NS: i64 = 1_000_000_000;
     HealthConfig {
         test: Some(test.iter().map(|s| s.to_string()).collect()),
         interval: Some(interval_s * NS),
@@ -256,7 +327,7 @@ mod tests {
 
     #[test]
     fn kafka_advertises_the_host_port() {
-        let env = kafka_env(19094);
+        let env = kafka_env(19094, 6);
         assert!(env.contains(
             &"KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://kafka:9092,EXTERNAL://127.0.0.1:19094"
                 .to_string()
