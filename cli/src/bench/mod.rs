@@ -2,11 +2,13 @@
 //!
 //! Layout (oha's separation: measuring apart from rendering):
 //! - [`schedule`]: when each request is due (pure arithmetic).
-//! - [`worker`]: the one worker loop, a task per conversation, sends [`worker::Event`]s.
+//! - [`worker`]: the one worker loop, a task per conversation, sends [`worker::Event`]s;
+//!   its [`worker::Slots`] bound the requests in flight (a pool that grows in open loop).
 //! - [`collector`]: the single owner of histograms, counters, the ledger file and the
 //!   progress bar.
 //! - [`hist`]: HdrHistogram wrapper (µs in, ms out, `.hgrm` text).
-//! - [`transport`]: the seam to the API (`reqwest` behind a trait, so tests can stall it).
+//! - [`transport`]: the seam to the API (hyper's HTTP/1.1 connections behind a trait, so
+//!   tests can stall it).
 //! - [`slo`]: `--slo` / `--find-max` objectives.
 //! - [`print`]: the summary table and `--json` output.
 //!
@@ -30,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wiber_model::ledger::Outcome;
 use wiber_model::report::{
@@ -45,6 +47,7 @@ use hist::LatencyHist;
 use schedule::{Pacing, Schedule};
 use slo::Slo;
 use transport::{HttpTransport, Transport};
+use worker::{SlotStats, Slots, Threads};
 
 /// Capacity of the worker → collector channel: seconds of events at high rates, so the
 /// collector can pause (a terminal redraw, a ledger flush) without stalling workers.
@@ -55,6 +58,13 @@ const START_LEAD: Duration = Duration::from_millis(50);
 const KEEP_UP: f64 = 0.99;
 /// How often CPU and memory are sampled during a run.
 const RESOURCE_EVERY: Duration = Duration::from_secs(1);
+/// Default `--max-connections`: how far the open loop's in-flight pool may grow. By
+/// Little's law N requests in flight carry N / S per second at a service time of S
+/// seconds: 1024 carry 5,000/s up to S = 200 ms, ten times the 21 ms our stack answers
+/// in under load, so a stall or a slow stack shows as latency rather than as a
+/// generator limit. More would mostly buy sockets: each slot is one connection, and
+/// 1024 of them is also a common default limit of open files (see [`fd_cap`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// How the run is driven.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +92,10 @@ pub struct BenchOptions {
     pub warmup: Duration,
     pub conversations: u32,
     pub size: usize,
+    /// In-flight slots (keep-alive connections) at the start; in closed loop, all of them.
     pub connections: usize,
+    /// Open loop: the most slots the pool may grow to (never below `connections`).
+    pub max_connections: usize,
     pub retries: u32,
     pub timeout: Duration,
     pub name: String,
@@ -133,6 +146,7 @@ struct PhasePlan {
 /// What a phase left behind.
 struct PhaseRun {
     stats: PhaseStats,
+    slots: SlotStats,
     target_rate: Option<f64>,
     start_ms: i64,
     measured_from_ms: i64,
@@ -141,16 +155,26 @@ struct PhaseRun {
 
 /// Runs `bench` against the API at `opts.api_url`.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<BenchResult> {
-    let transport = HttpTransport::new(&opts.api_url, opts.timeout, opts.connections)?;
+    let transport = HttpTransport::new(&opts.api_url, opts.timeout)?;
     // A run against nothing would only fill a ledger with `unknown`s: fail fast instead.
     transport.preflight().await?;
-    run_with(opts, Arc::new(transport)).await
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    run_on(opts, Arc::new(transport), Threads::Own(threads)).await
 }
 
-/// [`run`] with any transport.
+/// [`run`] with any transport, its conversations as tasks of the caller's runtime (so a
+/// test's paused clock is theirs).
 pub async fn run_with<T: Transport>(
     opts: BenchOptions,
     transport: Arc<T>,
+) -> anyhow::Result<BenchResult> {
+    run_on(opts, transport, Threads::Caller).await
+}
+
+async fn run_on<T: Transport>(
+    opts: BenchOptions,
+    transport: Arc<T>,
+    threads: Threads,
 ) -> anyhow::Result<BenchResult> {
     validate(&opts)?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
@@ -184,20 +208,16 @@ pub async fn run_with<T: Transport>(
         target_rate,
     };
     let sampler = match &opts.resources {
-        Some(loc) => match resources::start(loc, RESOURCE_EVERY).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::info!("CPU/RSS not sampled: {e:#}");
-                None
-            }
-        },
+        Some(loc) => Some(resources::start(loc, RESOURCE_EVERY).await),
         None => None,
     };
     let (main, find_max) = match &opts.mode {
         Mode::Open { rate } => {
             let plan = single(Pacing::Open { rate: *rate }, Some(*rate));
             (
-                run_phase(&opts, &run_id, &transport, plan, ledger).await?.0,
+                run_phase(&opts, &run_id, &transport, plan, ledger, threads)
+                    .await?
+                    .0,
                 None,
             )
         }
@@ -208,6 +228,7 @@ pub async fn run_with<T: Transport>(
                 &transport,
                 single(Pacing::Closed, None),
                 ledger,
+                threads,
             )
             .await?
             .0,
@@ -226,6 +247,7 @@ pub async fn run_with<T: Transport>(
                 ledger,
                 (*start, *factor, *max_rate),
                 slo,
+                threads,
             )
             .await?;
             (best, Some(fm))
@@ -332,8 +354,8 @@ fn validate(opts: &BenchOptions) -> anyhow::Result<()> {
             bail!("--find-max judges each step by ack and service latency; drop the e2e objective from --slo {slo}");
         }
     }
-    if opts.conversations == 0 || opts.connections == 0 {
-        bail!("--conversations and --connections must be at least 1");
+    if opts.conversations == 0 || opts.connections == 0 || opts.max_connections == 0 {
+        bail!("--conversations, --connections and --max-connections must be at least 1");
     }
     if opts.duration.is_zero() {
         bail!("--duration must be longer than 0, e.g. 60s");
@@ -348,6 +370,38 @@ fn validate(opts: &BenchOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Descriptors the process needs besides the slots' sockets: the run directory's files,
+/// the stack sampler's, the MongoDB and Kafka clients', the terminal.
+const FD_RESERVE: u64 = 128;
+
+/// `max` slots within the open-file limit. Raises the soft limit towards the hard one
+/// when it is short (as Go's runtime does at start: Rust's does not), then caps the pool
+/// below what is left, so a growing pool meets its cap, which the summary names, rather
+/// than `EMFILE`, which would read as `connect` errors of the stack.
+fn fd_cap(max: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return max;
+    }
+    let want = max as u64 + FD_RESERVE;
+    if lim.rlim_cur < want && lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: want.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = raised.rlim_cur;
+        }
+    }
+    max.min(lim.rlim_cur.saturating_sub(FD_RESERVE) as usize)
+        .max(1)
+}
+
 /// Runs one phase: workers and collector, until every worker is done.
 async fn run_phase<T: Transport>(
     opts: &BenchOptions,
@@ -355,6 +409,7 @@ async fn run_phase<T: Transport>(
     transport: &Arc<T>,
     plan: PhasePlan,
     ledger: LedgerWriter,
+    threads: Threads,
 ) -> anyhow::Result<(PhaseRun, LedgerWriter)> {
     let (tx, rx) = mpsc::channel(EVENT_CHANNEL);
     let start = Instant::now() + START_LEAD;
@@ -369,6 +424,11 @@ async fn run_phase<T: Transport>(
         target_rate: plan.target_rate,
     };
     let progress = collector::Progress::new(opts.progress, opts.progress_context.clone());
+    // Closed loop keeps a fixed pool: its concurrency is what `--max` measures.
+    let slots = Arc::new(match plan.schedule.pacing {
+        Pacing::Open { .. } => Slots::growing(opts.connections, fd_cap(opts.max_connections)),
+        Pacing::Closed => Slots::fixed(opts.connections),
+    });
     // The collector owns the ledger for the phase and hands it back.
     let collector = tokio::spawn(collector::collect(info, rx, ledger, progress));
     let phase = worker::Phase {
@@ -379,12 +439,14 @@ async fn run_phase<T: Transport>(
         size: opts.size,
         retries: opts.retries,
         conversation_base: plan.conversation_base,
-        connections: Arc::new(Semaphore::new(opts.connections)),
+        slots: Arc::clone(&slots),
         events: tx,
+        threads,
     };
     phase.run().await;
     let (stats, ledger) = collector.await.context("the collector task failed")??;
     let run = PhaseRun {
+        slots: slots.stats(),
         target_rate: plan.target_rate,
         measured_from_ms: start_ms + plan.schedule.warmup.as_millis() as i64,
         ended_ms: start_ms + stats.last_answer.max(plan.schedule.end()).as_millis() as i64,
@@ -403,6 +465,7 @@ async fn find_max<T: Transport>(
     mut ledger: LedgerWriter,
     (start, factor, max_rate): (f64, f64, f64),
     slo: &Slo,
+    threads: Threads,
 ) -> anyhow::Result<(PhaseRun, FindMax)> {
     let mut steps: Vec<FindMaxStep> = Vec::new();
     let mut best: Option<(PhaseRun, f64)> = None;
@@ -429,7 +492,7 @@ async fn find_max<T: Transport>(
                 opts.duration
             );
         }
-        let (phase, back) = run_phase(opts, run_id, transport, plan, ledger).await?;
+        let (phase, back) = run_phase(opts, run_id, transport, plan, ledger, threads).await?;
         ledger = back;
         let s = &phase.stats;
         // Of the ok answers only: a step answered by fast 503s meets no latency SLO, and
@@ -438,6 +501,12 @@ async fn find_max<T: Transport>(
         let mut reasons = slo.violations(&ack, &service, None);
         reasons.extend(keep_up_problems(s, Some(rate)));
         let pass = reasons.is_empty();
+        if !pass {
+            // A step the generator could not offer says nothing about the stack: say so.
+            // (No CPU figure here: the stack is sampled over the whole run, not per step.)
+            let late = why_late(&LateInputs::of(opts, s, &phase.slots, Some(rate), None));
+            reasons.extend(late.warnings.into_iter().filter(|_| late.generator_bound));
+        }
         steps.push(FindMaxStep {
             target_rate: rate,
             achieved_rate: round1(s.achieved_rate()),
@@ -513,13 +582,161 @@ fn keep_up_problems(s: &PhaseStats, target: Option<f64>) -> Vec<String> {
     }
     if s.not_started > 0 {
         out.push(format!(
-            "{} requests due in the window could not be started in time: the load was capped because \
-             all --connections, or their conversations, were still waiting for answers (compare service \
-             latency; raise --connections / --conversations to offer more concurrency)",
+            "{} requests due in the window were never started (why: see below)",
             s.not_started
         ));
     }
     out
+}
+
+/// What tells whether requests started late, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LateInputs {
+    closed_loop: bool,
+    start_delay_p99_ms: f64,
+    not_started: u64,
+    slots: SlotStats,
+    conversations: u32,
+    target_rate: Option<f64>,
+    /// Mean service time of the ok answers, ms (0 when none).
+    service_mean_ms: f64,
+    /// wiberctl's own mean CPU over the window, in cores (from the resource sampler).
+    generator_cores: Option<f64>,
+    cores: usize,
+}
+
+impl LateInputs {
+    fn of(
+        opts: &BenchOptions,
+        s: &PhaseStats,
+        slots: &SlotStats,
+        target_rate: Option<f64>,
+        generator_cores: Option<f64>,
+    ) -> LateInputs {
+        LateInputs {
+            closed_loop: opts.mode == Mode::Max,
+            start_delay_p99_ms: if s.start_delay.is_empty() {
+                0.0
+            } else {
+                s.start_delay.quantile_ms(0.99)
+            },
+            not_started: s.not_started,
+            slots: *slots,
+            conversations: opts.conversations,
+            target_rate,
+            service_mean_ms: s.service.percentiles().mean,
+            generator_cores,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// The judgement on late starts: whether the generator was the limit, in plain words.
+#[derive(Debug, Default, PartialEq)]
+struct LateVerdict {
+    generator_bound: bool,
+    warnings: Vec<String>,
+}
+
+/// Start delay p99 above which requests count as started late (the same bar as
+/// [`worker::LATE`]).
+const LATE_P99_MS: f64 = 10.0;
+
+/// wiberctl's CPU at which it counts as saturated: near half the machine (one core of
+/// our two), because it shares the machine with the stack it measures and its
+/// collector runs on one core whatever the machine; never below 0.9 of a core.
+fn generator_busy_cores(cores: usize) -> f64 {
+    (0.45 * cores as f64).max(0.9)
+}
+
+/// Why requests started late, if they did. The causes, each checked on its own:
+/// wiberctl's own CPU was saturated, its collector fell behind, every in-flight slot was
+/// busy at the cap (the generator-bound cases), or every conversation was still waiting
+/// for its previous answer (a limit of the load's shape, not of the generator). In
+/// closed loop a full pool is the point of the run, so only the CPU and the collector
+/// count there.
+fn why_late(i: &LateInputs) -> LateVerdict {
+    let late = i.start_delay_p99_ms > LATE_P99_MS || i.not_started > 0;
+    if !late {
+        return LateVerdict::default();
+    }
+    let what = match (i.not_started, i.start_delay_p99_ms > LATE_P99_MS) {
+        (0, _) => format!(
+            "requests started late (start delay p99 {:.1} ms)",
+            i.start_delay_p99_ms
+        ),
+        (n, true) => format!(
+            "requests started late (start delay p99 {:.1} ms) and {n} never started",
+            i.start_delay_p99_ms
+        ),
+        (n, false) => format!("{n} requests never started"),
+    };
+    let service = i.service_mean_ms;
+    let mut v = LateVerdict::default();
+    if let Some(c) = i
+        .generator_cores
+        .filter(|c| *c >= generator_busy_cores(i.cores))
+    {
+        v.generator_bound = true;
+        v.warnings.push(format!(
+            "generator-bound: {what}; wiberctl itself used {c:.2} of the {} cores on average, so \
+             it could not start requests on time: these numbers describe the generator, not the \
+             stack (run wiberctl on another machine, or offer less load)",
+            i.cores
+        ));
+    }
+    if i.slots.collector_full > 0 {
+        v.generator_bound = true;
+        v.warnings.push(format!(
+            "generator-bound: {what}; wiberctl's collector (statistics and ledger) fell behind and \
+             held requests back {} times",
+            i.slots.collector_full
+        ));
+    }
+    if i.closed_loop {
+        return v;
+    }
+    let per_s = |n: f64| {
+        if service > 0.0 {
+            n * 1000.0 / service
+        } else {
+            0.0
+        }
+    };
+    if i.slots.waited_at_cap > 0 && i.slots.peak >= i.slots.cap {
+        v.generator_bound = true;
+        let need = match i.target_rate {
+            Some(r) if service > 0.0 => format!(
+                "; at {r:.0} req/s and {service:.1} ms per answer Little's law needs about {:.0} in flight",
+                r * service / 1000.0
+            ),
+            _ => String::new(),
+        };
+        v.warnings.push(format!(
+            "generator-bound: {what}; all {} in-flight slots (--max-connections) were busy when {} \
+             requests were due{need}: raise --max-connections, or find out why answers take {service:.1} ms",
+            i.slots.cap, i.slots.waited_at_cap
+        ));
+    }
+    if i.slots.late_for_conversation > 0 && i.slots.late_for_conversation >= i.slots.late_for_slot {
+        let carry = per_s(f64::from(i.conversations));
+        v.warnings.push(format!(
+            "{what}; the {} conversations were all waiting: {} requests fell due before their \
+             conversation's previous request was answered, and each conversation sends one at a \
+             time, so at {service:.1} ms per answer they carry about {carry:.0} req/s at most: \
+             raise --conversations (this is the load's shape, not the generator's limit)",
+            i.conversations, i.slots.late_for_conversation
+        ));
+    }
+    if v.warnings.is_empty() {
+        v.warnings.push(format!(
+            "{what}, and neither the in-flight cap ({} slots, peak {}), wiberctl's CPU nor the \
+             conversations explain it: other work on the machine probably delayed the generator \
+             (see where the cores went)",
+            i.slots.cap, i.slots.peak
+        ));
+    }
+    v
 }
 
 /// End-to-end latency of the measured requests: due time → `storedAt`.
@@ -577,17 +794,23 @@ fn build_report(
     resources: Option<model::Resources>,
 ) -> Report {
     let s = &main.stats;
-    for p in keep_up_problems(s, target_rate) {
-        warnings.insert(0, p);
-    }
+    let generator_cores = resources.as_ref().and_then(|r| {
+        r.services
+            .iter()
+            .find(|x| x.service == model::GENERATOR)
+            .and_then(|x| x.mean_cores)
+    });
+    let late = why_late(&LateInputs::of(
+        opts,
+        s,
+        &main.slots,
+        target_rate,
+        generator_cores,
+    ));
+    let mut first = keep_up_problems(s, target_rate);
+    first.extend(late.warnings);
+    warnings.splice(0..0, first);
     let delay = s.start_delay.percentiles();
-    if delay.p99 > 10.0 {
-        warnings.push(format!(
-            "requests started late (start delay p99 {:.1} ms): the generator or the connection limit held them back; \
-             ack latency includes that delay, service latency does not",
-            delay.p99
-        ));
-    }
     let summary = Summary {
         target_rate,
         achieved_rate: round1(s.achieved_rate()),
@@ -606,6 +829,9 @@ fn build_report(
         e2e_ms: e2e.map(|e| e.hist.percentiles()),
         e2e_missing: e2e.map_or(0, |e| e.missing),
         warnings,
+        peak_in_flight: main.slots.peak as u64,
+        in_flight_cap: main.slots.cap as u64,
+        generator_bound: late.generator_bound,
     };
     let timeline = s
         .seconds
@@ -771,7 +997,7 @@ mod tests {
     struct Refusing;
 
     impl Transport for Refusing {
-        async fn post(&self, _body: Vec<u8>) -> transport::Answer {
+        async fn post(&self, _body: bytes::Bytes) -> transport::Answer {
             tokio::time::sleep(Duration::from_millis(2)).await;
             transport::Answer::status(503)
         }
@@ -786,6 +1012,7 @@ mod tests {
             conversations: 5,
             size: 32,
             connections: 8,
+            max_connections: 16,
             retries: 0,
             timeout: Duration::from_secs(1),
             name: "refused".into(),
@@ -806,6 +1033,111 @@ mod tests {
             progress_context: None,
             resources: None,
         }
+    }
+
+    /// Late starts at 5,000 req/s against a 200 ms service time, with nothing to blame yet.
+    fn late(not_started: u64) -> LateInputs {
+        LateInputs {
+            closed_loop: false,
+            start_delay_p99_ms: 250.0,
+            not_started,
+            slots: SlotStats {
+                initial: 64,
+                cap: 1024,
+                size: 1024,
+                peak: 900,
+                ..SlotStats::default()
+            },
+            conversations: 1000,
+            target_rate: Some(5000.0),
+            service_mean_ms: 200.0,
+            generator_cores: Some(0.3),
+            cores: 2,
+        }
+    }
+
+    #[test]
+    fn on_time_starts_need_no_judgement() {
+        let mut i = late(0);
+        i.start_delay_p99_ms = 4.0;
+        assert_eq!(why_late(&i), LateVerdict::default());
+    }
+
+    #[test]
+    fn all_slots_busy_at_the_cap_is_generator_bound_with_littles_law() {
+        let mut i = late(120);
+        i.slots.peak = 1024;
+        i.slots.waited_at_cap = 3000;
+        let v = why_late(&i);
+        assert!(v.generator_bound);
+        assert_eq!(v.warnings.len(), 1, "{v:?}");
+        let w = &v.warnings[0];
+        assert!(w.starts_with("generator-bound: requests started late (start delay p99 250.0 ms) and 120 never started"), "{w}");
+        assert!(
+            w.contains("all 1024 in-flight slots (--max-connections) were busy when 3000"),
+            "{w}"
+        );
+        assert!(w.contains("Little's law needs about 1000 in flight"), "{w}");
+    }
+
+    #[test]
+    fn a_saturated_generator_cpu_is_generator_bound_in_both_loops() {
+        let mut i = late(0);
+        i.generator_cores = Some(0.97);
+        let v = why_late(&i);
+        assert!(v.generator_bound);
+        assert!(
+            v.warnings[0].contains("wiberctl itself used 0.97 of the 2 cores"),
+            "{v:?}"
+        );
+        i.closed_loop = true;
+        assert!(why_late(&i).generator_bound);
+        // On a bigger machine one busy core is not saturation.
+        i.cores = 8;
+        i.closed_loop = false;
+        assert!(!why_late(&i).generator_bound);
+        i.slots.collector_full = 5;
+        let v = why_late(&i);
+        assert!(
+            v.generator_bound && v.warnings[0].contains("collector"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn waiting_conversations_are_the_loads_shape_not_the_generator() {
+        let mut i = late(0);
+        i.slots.late_for_conversation = 400;
+        i.slots.late_for_slot = 3;
+        let v = why_late(&i);
+        assert!(!v.generator_bound);
+        let w = &v.warnings[0];
+        assert!(w.contains("the 1000 conversations were all waiting"), "{w}");
+        // 1000 conversations at 200 ms each: 5,000 req/s at most.
+        assert!(
+            w.contains("about 5000 req/s at most: raise --conversations"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn a_full_pool_in_closed_loop_is_its_operating_point() {
+        let mut i = late(0);
+        i.closed_loop = true;
+        i.slots.cap = 64;
+        i.slots.peak = 64;
+        i.slots.waited_at_cap = 10_000;
+        assert_eq!(why_late(&i), LateVerdict::default());
+    }
+
+    #[test]
+    fn lateness_nothing_explains_is_said_so() {
+        let v = why_late(&late(0));
+        assert!(!v.generator_bound);
+        assert!(
+            v.warnings[0].contains("neither the in-flight cap (1024 slots, peak 900)"),
+            "{v:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -839,6 +1171,9 @@ mod tests {
             md.contains("| ack, ok only (from due time) | - | - | - | - | - | 0 |"),
             "{md}"
         );
+        // Every request found a free slot: nothing grew, nothing waited.
+        assert_eq!((s.peak_in_flight, s.in_flight_cap), (1, 16), "{s:?}");
+        assert!(!s.generator_bound);
         let printed = print::summary_table(&r.report);
         assert!(printed.contains("0.0 ok/s (0.0% of target)"), "{printed}");
         std::fs::remove_dir_all(reports).unwrap();

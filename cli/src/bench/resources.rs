@@ -44,14 +44,25 @@ pub struct Sampler {
     task: JoinHandle<(Vec<Tick>, Vec<String>)>,
 }
 
-/// Starts sampling the stack of `loc` every `every`. When the stack cannot be found
-/// the error says so; the caller runs the load anyway (a report without the figures).
-pub async fn start(loc: &Locator, every: Duration) -> anyhow::Result<Sampler> {
-    let stack = Stack::open(loc).await?;
-    let source = stack.kind().name().to_string();
+/// Starts sampling the stack of `loc` (and this process) every `every`. When the stack
+/// cannot be found, only the generator is sampled and the figures say why.
+pub async fn start(loc: &Locator, every: Duration) -> Sampler {
+    // Without a stack (bench against something wiberctl does not run) the generator is
+    // still measured: a saturated generator is what a benchmark most needs to know.
+    let (stack, source, note) = match Stack::open(loc).await {
+        Ok(s) => {
+            let source = s.kind().name().to_string();
+            (Some(s), source, None)
+        }
+        Err(e) => (
+            None,
+            "generator only".to_string(),
+            Some(format!("the stack's CPU/RSS was not sampled: {e:#}")),
+        ),
+    };
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(sample(stack, every, rx));
-    Ok(Sampler { source, stop, task })
+    let task = tokio::spawn(sample(stack, every, rx, note));
+    Sampler { source, stop, task }
 }
 
 impl Sampler {
@@ -77,19 +88,25 @@ impl Sampler {
 }
 
 async fn sample(
-    stack: Stack,
+    stack: Option<Stack>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
+    note: Option<String>,
 ) -> (Vec<Tick>, Vec<String>) {
     let mut ticks = Vec::new();
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = note.into_iter().collect();
     let mut prev: HashMap<InstanceId, Usage> = HashMap::new();
     let mut prev_own: Option<(u64, Instant)> = None;
     for _ in 0..MAX_SAMPLES {
         let at_ms = wiber_model::now_ms();
         let mut cells: BTreeMap<String, Cell> = BTreeMap::new();
-        match stack.usage().await {
-            Ok(all) => {
+        let usage = match &stack {
+            Some(stack) => Some(stack.usage().await),
+            None => None,
+        };
+        match usage {
+            None => {}
+            Some(Ok(all)) => {
                 let cur: HashMap<InstanceId, Usage> = all.into_iter().map(|u| (u.id, u)).collect();
                 for (id, u) in &cur {
                     let cell = cells.entry(service_key(id.service)).or_default();
@@ -110,7 +127,7 @@ async fn sample(
                 }
                 prev = cur;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 let note = format!("CPU/RSS of the stack not sampled: {e:#}");
                 if !notes.contains(&note) {
                     notes.push(note);

@@ -1,15 +1,24 @@
 //! The one worker loop: a conversation sending its requests in sequence, each at its due
 //! time (or as soon as the previous one was answered, in closed loop). There is one task
-//! per conversation, which is what keeps a conversation's sends sequential; a semaphore
-//! of `--connections` permits caps the requests in flight across all of them.
+//! per conversation, which is what keeps a conversation's sends sequential; [`Slots`]
+//! cap the requests in flight across all of them.
+//!
+//! The conversations run on threads of their own ([`Threads::Own`]), each a
+//! single-threaded runtime with its share of them, as oha's fast path does: a request
+//! then goes from its conversation to its connection and back without waking another
+//! thread. On the shared multi-threaded runtime every request cost a few cross-thread
+//! wake-ups, and those, not CPU, held the closed loop to three quarters of oha's rate.
 //!
 //! Workers only measure; they send a [`Event`] per request to the collector and never
 //! touch statistics or the terminal themselves.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use bytes::Bytes;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use wiber_model::ledger::{self, Outcome};
 use wiber_model::NewMessage;
@@ -22,9 +31,17 @@ use super::transport::{Answer, Transport};
 /// "not started".
 pub const START_GRACE: Duration = Duration::from_millis(250);
 
+/// A request that starts later than this after its due time started late: the same bar
+/// as the start-delay p99 the summary warns about.
+pub const LATE: Duration = Duration::from_millis(10);
+
 /// Pause between retries of an `unknown` outcome (times the attempt number, capped).
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Room for the JSON around the content (users, message id, keys), so a body is written
+/// into one allocation.
+const BODY_OVERHEAD: usize = 192;
 
 /// One request, measured. Offsets are from the phase start.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +61,9 @@ pub struct Sample {
     pub acked_timestamp: Option<i64>,
     pub attempts: u32,
     pub size: usize,
-    pub content_hash: String,
+    /// [`ledger::fnv1a`] of the content; the ledger writes it as [`ledger::content_hash`]
+    /// does (16 hex digits), without a string per request on the way.
+    pub content_hash: u64,
 }
 
 /// What workers report to the collector.
@@ -60,6 +79,145 @@ pub enum Event {
     },
 }
 
+/// The in-flight slots: how many requests may be in flight at once, across all
+/// conversations. Each slot in use is one keep-alive connection of the transport.
+///
+/// In open loop the pool starts at `--connections` and grows by one each time a due
+/// request finds every slot busy, up to `--max-connections` (k6's pre-allocated and
+/// maximum VUs): by Little's law a rate R at service time S needs R x S in flight, which
+/// the person typing `--rate` should not have to compute. In closed loop the pool is
+/// fixed, because its size is the concurrency the run measures.
+///
+/// The counters say what held requests back, for the summary's judgement of whether the
+/// generator was the limit.
+#[derive(Debug)]
+pub struct Slots {
+    sem: Semaphore,
+    initial: usize,
+    cap: usize,
+    size: AtomicUsize,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    waited_at_cap: AtomicU64,
+    late_for_slot: AtomicU64,
+    late_for_conversation: AtomicU64,
+    collector_full: AtomicU64,
+}
+
+/// What [`Slots`] saw during a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlotStats {
+    /// Slots at the start (`--connections`).
+    pub initial: usize,
+    /// Most slots the pool may grow to (`--max-connections`; `initial` when fixed).
+    pub cap: usize,
+    /// Slots the pool had at the end.
+    pub size: usize,
+    /// Most requests in flight at once.
+    pub peak: usize,
+    /// Due requests that found every slot busy with the pool at its cap, and waited.
+    pub waited_at_cap: u64,
+    /// Open loop: requests that started late (past [`LATE`]) waiting for a slot.
+    pub late_for_slot: u64,
+    /// Open loop: requests due before their conversation's previous one was answered,
+    /// that therefore started late (each conversation sends one at a time).
+    pub late_for_conversation: u64,
+    /// Times a worker found the collector's queue full and had to wait for it.
+    pub collector_full: u64,
+}
+
+/// One slot in use; frees it when dropped.
+pub struct Slot<'a> {
+    _permit: SemaphorePermit<'a>,
+    slots: &'a Slots,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.slots.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Slots {
+    /// A pool of `n` slots that never grows.
+    pub fn fixed(n: usize) -> Slots {
+        Slots::growing(n, n)
+    }
+
+    /// A pool of `initial` slots that grows up to `cap` (never below `initial`).
+    pub fn growing(initial: usize, cap: usize) -> Slots {
+        Slots {
+            sem: Semaphore::new(initial),
+            initial,
+            cap: cap.max(initial),
+            size: AtomicUsize::new(initial),
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            waited_at_cap: AtomicU64::new(0),
+            late_for_slot: AtomicU64::new(0),
+            late_for_conversation: AtomicU64::new(0),
+            collector_full: AtomicU64::new(0),
+        }
+    }
+
+    /// A slot, waiting for one until `deadline` if every slot is busy and the pool
+    /// cannot grow; `None` past it.
+    pub async fn acquire(&self, deadline: Option<Instant>) -> Option<Slot<'_>> {
+        if let Ok(p) = self.sem.try_acquire() {
+            return Some(self.hold(p));
+        }
+        let grown = self
+            .size
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.cap).then_some(n + 1))
+            .is_ok();
+        if grown {
+            self.sem.add_permits(1);
+        } else {
+            self.waited_at_cap.fetch_add(1, Relaxed);
+        }
+        let permit = match deadline {
+            Some(d) => tokio::time::timeout_at(d, self.sem.acquire())
+                .await
+                .ok()?
+                .ok()?,
+            None => self.sem.acquire().await.ok()?,
+        };
+        Some(self.hold(permit))
+    }
+
+    fn hold<'a>(&'a self, permit: SemaphorePermit<'a>) -> Slot<'a> {
+        let n = self.in_flight.fetch_add(1, Relaxed) + 1;
+        self.peak.fetch_max(n, Relaxed);
+        Slot {
+            _permit: permit,
+            slots: self,
+        }
+    }
+
+    pub fn stats(&self) -> SlotStats {
+        SlotStats {
+            initial: self.initial,
+            cap: self.cap,
+            size: self.size.load(Relaxed),
+            peak: self.peak.load(Relaxed),
+            waited_at_cap: self.waited_at_cap.load(Relaxed),
+            late_for_slot: self.late_for_slot.load(Relaxed),
+            late_for_conversation: self.late_for_conversation.load(Relaxed),
+            collector_full: self.collector_full.load(Relaxed),
+        }
+    }
+}
+
+/// Where the conversations of a phase run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// As tasks of the caller's runtime: what tests under paused time need (their clock
+    /// is that runtime's).
+    Caller,
+    /// On this many threads of their own (at least one; no more than conversations).
+    Own(usize),
+}
+
 /// What every worker of a phase shares.
 pub struct Phase<T> {
     pub transport: Arc<T>,
@@ -71,100 +229,163 @@ pub struct Phase<T> {
     pub retries: u32,
     /// Added to the local conversation index, so `--find-max` steps never share one.
     pub conversation_base: u32,
-    pub connections: Arc<Semaphore>,
+    pub slots: Arc<Slots>,
     pub events: mpsc::Sender<Event>,
+    pub threads: Threads,
 }
 
 impl<T: Transport> Phase<T> {
-    /// Spawns one task per conversation and waits for all of them. The collector sees the
+    /// Runs one task per conversation and waits for all of them. The collector sees the
     /// channel close when the last worker is done.
     pub async fn run(self) {
+        let convs = self.schedule.conversations;
         let me = Arc::new(self);
-        let mut tasks = tokio::task::JoinSet::new();
-        for c in 0..me.schedule.conversations {
-            tasks.spawn(Arc::clone(&me).conversation(c));
+        let n = match me.threads {
+            Threads::Caller => 0,
+            Threads::Own(n) => n.clamp(1, convs.max(1) as usize),
+        };
+        // Thread k runs conversations k, k + n, k + 2n, ...: each gets its share of the
+        // schedule's round robin.
+        let mut here = tokio::task::JoinSet::new();
+        let mut done = Vec::new();
+        for k in 0..n {
+            let mine: Vec<u32> = (k as u32..convs).step_by(n).collect();
+            match own_thread(Arc::clone(&me), mine.clone()) {
+                Ok(rx) => done.push(rx),
+                Err(e) => {
+                    // No thread (resource limits): the caller's runtime carries them.
+                    tracing::warn!("bench runs conversations on the shared runtime: {e}");
+                    for c in mine {
+                        here.spawn(Arc::clone(&me).conversation(c));
+                    }
+                }
+            }
         }
-        while tasks.join_next().await.is_some() {}
+        if n == 0 {
+            for c in 0..convs {
+                here.spawn(Arc::clone(&me).conversation(c));
+            }
+        }
+        while here.join_next().await.is_some() {}
+        for rx in done {
+            // An error only means the thread ended without a word: it is over either way.
+            let _ = rx.await;
+        }
     }
 
     async fn conversation(self: Arc<Self>, local: u32) {
         let conv = self.conversation_base + local;
-        let (from, to) = ledger::users(&self.run, conv);
+        let (from_user, to_user) = ledger::users(&self.run, conv);
+        // One body template per conversation: the users are the same for every request.
+        let mut msg = NewMessage {
+            from_user,
+            to_user,
+            content: String::new(),
+            message_id: None,
+        };
         let end = self.schedule.end();
+        let open = matches!(self.schedule.pacing, Pacing::Open { .. });
         // Past this instant a due request is given up as "not started" (open loop) or no
         // new request begins (closed loop).
-        let start_deadline = match self.schedule.pacing {
-            Pacing::Open { .. } => self.start + end + START_GRACE,
-            Pacing::Closed => self.start + end,
+        let start_deadline = if open {
+            self.start + end + START_GRACE
+        } else {
+            self.start + end
         };
         for seq in 0.. {
-            let due = match self.schedule.pacing {
-                Pacing::Open { .. } => match self.schedule.due(local, seq) {
+            let due = if open {
+                match self.schedule.due(local, seq) {
                     Some(d) => d,
                     None => break,
-                },
-                Pacing::Closed => Instant::now().saturating_duration_since(self.start),
+                }
+            } else {
+                Instant::now().saturating_duration_since(self.start)
             };
             if due >= end {
                 break;
             }
-            tokio::time::sleep_until(self.start + due).await;
-            let permit =
-                match tokio::time::timeout_at(start_deadline, self.connections.acquire()).await {
-                    Ok(Ok(p)) if Instant::now() <= start_deadline => p,
-                    _ => {
-                        self.give_up(conv, local, seq, due).await;
-                        break;
-                    }
-                };
-            let sample = self.request(conv, seq, due, &from, &to, permit).await;
-            if self.events.send(Event::Done(sample)).await.is_err() {
+            let due_at = self.start + due;
+            let mut late = false;
+            if open {
+                let now = Instant::now();
+                if now < due_at {
+                    tokio::time::sleep_until(due_at).await;
+                } else if now > due_at + LATE {
+                    // The previous request of this conversation was answered after this
+                    // one was due.
+                    late = true;
+                    self.slots.late_for_conversation.fetch_add(1, Relaxed);
+                }
+            }
+            let slot = match self.slots.acquire(Some(start_deadline)).await {
+                Some(s) if Instant::now() <= start_deadline => s,
+                _ => {
+                    self.give_up(conv, local, seq, due).await;
+                    break;
+                }
+            };
+            if open && !late && Instant::now() > due_at + LATE {
+                self.slots.late_for_slot.fetch_add(1, Relaxed);
+            }
+            let sample = self.request(conv, seq, due, &mut msg, slot).await;
+            if !self.emit(Event::Done(sample)).await {
                 break; // the collector is gone: the run was abandoned
             }
         }
     }
 
-    /// Sends request `seq` (and its retries), holding a connection permit per attempt.
+    /// Hands an event to the collector; false when it is gone.
+    async fn emit(&self, ev: Event) -> bool {
+        match self.events.try_send(ev) {
+            Ok(()) => true,
+            Err(TrySendError::Full(ev)) => {
+                // The collector is behind: this wait delays the conversation, so count it.
+                self.slots.collector_full.fetch_add(1, Relaxed);
+                self.events.send(ev).await.is_ok()
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Sends request `seq` (and its retries), holding an in-flight slot per attempt.
     async fn request(
         &self,
         conv: u32,
         seq: u64,
         due: Duration,
-        from: &str,
-        to: &str,
-        permit: tokio::sync::SemaphorePermit<'_>,
+        msg: &mut NewMessage,
+        slot: Slot<'_>,
     ) -> Sample {
-        let message_id = ledger::message_id(&self.run, conv, seq);
-        let content = ledger::content(&self.run, conv, seq, self.size);
-        let content_hash = ledger::content_hash(&content);
-        let size = content.len();
-        let body = serde_json::to_vec(&NewMessage {
-            from_user: from.to_string(),
-            to_user: to.to_string(),
-            content,
-            message_id: Some(message_id.clone()),
-        })
-        .expect("a message serialises");
+        msg.content = ledger::content(&self.run, conv, seq, self.size);
+        msg.message_id = Some(ledger::message_id(&self.run, conv, seq));
+        let content_hash = ledger::fnv1a(msg.content.as_bytes());
+        let size = msg.content.len();
+        let mut body = Vec::with_capacity(size + BODY_OVERHEAD);
+        serde_json::to_writer(&mut body, &*msg).expect("a message serialises");
+        let body = Bytes::from(body);
+        let message_id = msg.message_id.take().expect("set above");
         let sent = Instant::now();
-        let mut permit = Some(permit);
+        let mut slot = Some(slot);
         let mut attempts = 0;
         let answer = loop {
             attempts += 1;
+            // A clone of `Bytes` shares the buffer: a retry sends the same bytes.
             let answer = self.transport.post(body.clone()).await;
             let outcome = Outcome::from_status(answer.status);
             if outcome != Outcome::Unknown || attempts > self.retries {
                 break answer;
             }
             // Same messageId again: the API makes the retry idempotent. Let others use
-            // the connection while we back off.
-            drop(permit.take());
+            // the slot while we back off.
+            drop(slot.take());
             tokio::time::sleep((RETRY_BACKOFF * attempts).min(RETRY_BACKOFF_MAX)).await;
-            permit = match self.connections.acquire().await {
-                Ok(p) => Some(p),
-                Err(_) => break Answer::error("transport"),
+            slot = match self.slots.acquire(None).await {
+                Some(s) => Some(s),
+                None => break Answer::error("transport"),
             };
         };
-        drop(permit);
+        let answered = Instant::now();
+        drop(slot);
         let outcome = Outcome::from_status(answer.status);
         Sample {
             conversation: conv,
@@ -172,7 +393,7 @@ impl<T: Transport> Phase<T> {
             message_id,
             due,
             sent: sent.saturating_duration_since(self.start),
-            answered: Instant::now().saturating_duration_since(self.start),
+            answered: answered.saturating_duration_since(self.start),
             outcome,
             status: answer.status,
             error: answer.error_kind(),
@@ -201,6 +422,36 @@ impl<T: Transport> Phase<T> {
     }
 }
 
+/// Runs `convs` on a new thread with a single-threaded runtime; the receiver completes
+/// when they are all done. The runtime is built here so that failing to get one is the
+/// caller's to handle.
+fn own_thread<T: Transport>(
+    phase: Arc<Phase<T>>,
+    convs: Vec<u32>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("wiberctl-bench".into())
+        .spawn(move || {
+            rt.block_on(async {
+                let mut tasks = tokio::task::JoinSet::new();
+                for c in convs {
+                    tasks.spawn(Arc::clone(&phase).conversation(c));
+                }
+                while tasks.join_next().await.is_some() {}
+            });
+            // Dropping the runtime here closes this thread's connections; dropping the
+            // phase lets the collector see the channel close.
+            drop(rt);
+            drop(phase);
+            let _ = tx.send(());
+        })?;
+    Ok(rx)
+}
+
 #[cfg(test)]
 mod tests {
     //! The scheduler under a stalled server: due times must not move, latency must be
@@ -227,7 +478,7 @@ mod tests {
     }
 
     impl Transport for Stalled {
-        async fn post(&self, _body: Vec<u8>) -> Answer {
+        async fn post(&self, _body: Bytes) -> Answer {
             let now = Instant::now();
             let (from, until) = (self.start + self.stall_from, self.start + self.stall_until);
             let answer_at = if now >= from && now < until {
@@ -270,8 +521,9 @@ mod tests {
             size: 32,
             retries: 0,
             conversation_base: 0,
-            connections: Arc::new(Semaphore::new(64)),
+            slots: Arc::new(Slots::fixed(64)),
             events: tx,
+            threads: Threads::Caller,
         }
     }
 
@@ -339,6 +591,48 @@ mod tests {
             assert_eq!(mine.len(), 30);
             assert!(mine.windows(2).all(|w| w[1].sent >= w[0].answered));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_slot_pool_grows_one_at_a_time_up_to_its_cap_and_counts_waits() {
+        let slots = Slots::growing(2, 4);
+        let held: Vec<Slot<'_>> = futures::future::join_all((0..4).map(|_| slots.acquire(None)))
+            .await
+            .into_iter()
+            .map(|s| s.expect("the pool grows to 4"))
+            .collect();
+        let st = slots.stats();
+        assert_eq!((st.size, st.peak, st.waited_at_cap), (4, 4, 0), "{st:?}");
+        // At the cap a fifth request waits (here until its deadline) and is counted.
+        let deadline = Instant::now() + Duration::from_millis(5);
+        assert!(slots.acquire(Some(deadline)).await.is_none());
+        assert_eq!(slots.stats().waited_at_cap, 1);
+        drop(held);
+        assert!(slots.acquire(Some(deadline)).await.is_some());
+        // A fixed pool never grows.
+        let fixed = Slots::fixed(1);
+        let _one = fixed.acquire(None).await.unwrap();
+        assert!(fixed.acquire(Some(Instant::now())).await.is_none());
+        assert_eq!((fixed.stats().size, fixed.stats().cap), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_loop_grows_past_the_initial_slots_to_keep_the_rate() {
+        // 100 req/s at a 1 s stall needs ~100 in flight: 4 initial slots must grow.
+        let (tx, rx) = mpsc::channel(1024);
+        let mut p = phase((1, 2), Duration::from_secs(10), tx);
+        p.schedule.conversations = 200;
+        p.slots = Arc::new(Slots::growing(4, 1024));
+        let slots = Arc::clone(&p.slots);
+        let events = run_and_collect(p, rx).await;
+        assert!(events
+            .iter()
+            .all(|e| matches!(e, Event::Done(s) if s.outcome == Outcome::Ok)));
+        assert_eq!(events.len(), 300);
+        let st = slots.stats();
+        assert!((90..=110).contains(&st.peak), "{st:?}");
+        assert_eq!(st.waited_at_cap, 0, "{st:?}");
+        assert_eq!(st.late_for_conversation, 0, "{st:?}");
     }
 
     #[tokio::test(start_paused = true)]

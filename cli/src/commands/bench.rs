@@ -54,7 +54,7 @@ impl StoreArgs {
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "Examples:
   wiberctl bench --rate 5000 --duration 60s --warmup 5s      # open loop, constant arrival rate
-  wiberctl bench --max --duration 20s --connections 64        # closed loop: the ceiling
+  wiberctl bench --max --duration 20s --connections 64 --conversations 64   # closed loop: the ceiling
   wiberctl bench --find-max --slo 'ack.p99<50ms' --rate 1000 --duration 10s
   wiberctl verify                                             # check the latest run's delivery
 
@@ -62,6 +62,14 @@ Latency is measured from each request's due time (start + i/rate), so a slow ser
 hide behind a slowed-down generator; service time (from the actual send) is reported too.
 Ack and service latency count ok answers only (failed/unknown ones are reported apart), and
 the achieved rate is goodput: ok answers per second (answered/s, any outcome, beside it).
+Concurrency: each conversation has at most one request in flight, and all of them together at
+most as many as there are in-flight slots (one keep-alive connection each). In open loop the
+slots start at --connections and grow by one whenever a due request finds them all busy, up to
+--max-connections, so a --rate is limited by the stack rather than by a default (Little's law:
+rate x service time must be in flight). In closed loop (--max) the pool stays at --connections:
+that concurrency is what it measures, so give it as many --conversations. When requests start
+late, the summary says whether the generator was the limit (generator-bound: its slots at the
+cap, its own CPU, its collector) or the conversations were all waiting.
 Writes reports/<UTC time>-<name>/: ledger.jsonl, report.json/.md/.html, ack.hgrm, e2e.hgrm.
 Exit 1 when --slo is missed (or --find-max finds no rate meeting it).")]
 pub struct BenchArgs {
@@ -71,15 +79,21 @@ pub struct BenchArgs {
     /// Length of the measured window (per step with --find-max).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Conversations (user pairs); each sends sequentially, one request in flight.
+    /// Conversations (user pairs); each sends sequentially, one request in flight, so the
+    /// run never has more than this many in flight whatever the connections.
     #[arg(long, default_value_t = 1000)]
     pub conversations: u32,
     /// Content size in bytes.
     #[arg(long, default_value_t = 256)]
     pub size: usize,
-    /// Most requests in flight at once (HTTP keep-alive connections).
+    /// In-flight slots (HTTP keep-alive connections) to start with; closed loop (--max): all
+    /// of them, a fixed pool.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
+    /// Open loop: the most in-flight slots the pool may grow to when requests find every
+    /// slot busy (never below --connections; also bounded by the open-file limit).
+    #[arg(long, default_value_t = bench::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Load before the measured window, left out of the statistics (but in the ledger).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
@@ -162,6 +176,7 @@ pub async fn run(
         conversations: args.conversations,
         size: args.size,
         connections: args.connections,
+        max_connections: args.max_connections,
         retries: args.retries,
         timeout,
         name: args.name.clone(),

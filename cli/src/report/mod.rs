@@ -152,6 +152,9 @@ pub(crate) fn sample_report(name: &str, measured_from_ms: i64, seconds: u32) -> 
             e2e_ms: Some(p(30.0)),
             e2e_missing: 0,
             warnings: vec!["the generator <fell> behind".into()],
+            peak_in_flight: 8,
+            in_flight_cap: 1024,
+            generator_bound: false,
         },
         timeline: (0..seconds)
             .map(|t| Second {

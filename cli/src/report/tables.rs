@@ -134,6 +134,7 @@ pub fn summary(s: &Summary) -> Table {
         ("unknown", true),
         ("not started", true),
         ("retried", true),
+        ("in flight, peak / cap", true),
     ]);
     t.row(vec![
         opt(s.target_rate),
@@ -145,6 +146,12 @@ pub fn summary(s: &Summary) -> Table {
         s.unknown.to_string(),
         s.not_started.to_string(),
         s.retried.to_string(),
+        // A cap of 0: a report written before the generator recorded it.
+        if s.in_flight_cap == 0 {
+            "-".into()
+        } else {
+            format!("{} / {}", s.peak_in_flight, s.in_flight_cap)
+        },
     ]);
     t
 }
@@ -345,6 +352,9 @@ mod tests {
             e2e_ms: None,
             e2e_missing: 0,
             warnings: Vec::new(),
+            peak_in_flight: 0,
+            in_flight_cap: 0,
+            generator_bound: false,
         };
         let md = latency(&s).markdown();
         assert!(

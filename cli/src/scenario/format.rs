@@ -107,6 +107,9 @@ pub struct LoadSpec {
     pub conversations: u32,
     pub size: usize,
     pub retries: u32,
+    /// In-flight slots at the start, as bench's `--connections`; the pool grows from
+    /// there up to bench's default `--max-connections` (a scenario's conversations, 50
+    /// by default, bound it long before that).
     pub connections: usize,
     pub timeout: Duration,
 }
@@ -297,7 +300,7 @@ pub struct FormatError {
 const SYNTAX_TOP: &str = "name = \"kill-consumer\" (letters, digits, - and _), description = \"...\", then [stack], [load], [[faults]], [thresholds]";
 const SYNTAX_STACK: &str =
     "[stack] consumers = 2, partitions = 6 (omit [stack] to attach to the running stack)";
-const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64, timeout = \"10s\"; or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
+const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\"; or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
 const SYNTAX_STAGE: &str =
     "[[load.stages]] to = 400 (req/s at the end of the stage), over = \"10s\"";
 const SYNTAX_FAULT: &str = "[[faults]] at = \"15s\", action = \"kill\" (kill, stop, start, restart, pause, unpause, disconnect, reconnect, scale, or a chaos shortcut such as kill-consumer), target = \"consumer#1\" | \"consumer\" | \"random:consumer\", optional for = \"5s\", every = \"10s\" + count = 3, signal = \"TERM\", to = 3 (scale)";

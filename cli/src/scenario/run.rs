@@ -436,6 +436,7 @@ async fn run_load(
             conversations: sc.load.conversations,
             size: sc.load.size,
             connections: sc.load.connections,
+            max_connections: bench::DEFAULT_MAX_CONNECTIONS,
             retries: sc.load.retries,
             timeout: sc.load.timeout,
             name: format!("{}-{name}", sc.name),

@@ -163,6 +163,19 @@ pub struct Summary {
     pub e2e_missing: u64,
     /// Warnings for people, e.g. that the generator could not keep up.
     pub warnings: Vec<String>,
+    /// Most requests the generator had in flight at once.
+    #[serde(default)]
+    pub peak_in_flight: u64,
+    /// The most it could have in flight: `--max-connections` in open loop (the pool grows
+    /// from `--connections` to it), `--connections` in closed loop (a fixed pool). 0 in
+    /// reports written before it was recorded.
+    #[serde(default)]
+    pub in_flight_cap: u64,
+    /// Requests started late and the generator was the limit (its in-flight cap, its own
+    /// CPU, or its collector), so the numbers describe the generator rather than the
+    /// stack; `warnings` says which.
+    #[serde(default)]
+    pub generator_bound: bool,
 }
 
 /// One second of the measured window (second 0 starts at `measured_from_ms`).
