@@ -103,11 +103,12 @@ pub struct Batching {
 }
 
 /// Publishes records with acks=all and idempotence, through one of two producers
-/// ("lanes") chosen per record by how busy the API is:
+/// ("lanes") chosen per record by the API's publish rate ([`RateGauge`]):
 ///
-/// - **prompt** (`linger.ms` = 0): while few publishes are outstanding (light load), a
-///   record goes out at once instead of waiting `linger.ms` for company that is not
-///   coming; that wait was most of the ack latency at 200 req/s.
+/// - **prompt** (`linger.ms` = 0): while the API publishes fewer records per second than
+///   `prompt_max_rate` (light load), a record goes out at once instead of waiting
+///   `linger.ms` for company that is not coming; that wait was most of the ack latency
+///   at 200 req/s.
 /// - **batching** (`linger.ms` = the configured value): under load, records wait a few
 ///   ms and go out together, which is what keeps 5,000 req/s cheap for the broker.
 ///
@@ -116,8 +117,9 @@ pub struct Batching {
 /// `contract::defaults::PROMPT_MAX_RATE`). The switch is by rate, not by publishes in
 /// flight: under load, acknowledgements come back a batch at a time, so the count in
 /// flight drops to near zero many times a second and would send bursts of single-record
-/// requests down the prompt lane exactly when batching matters. Ordering is kept where the contract promises it:
-/// within a conversation whose sends are sequential, each message is acknowledged, so
+/// requests down the prompt lane exactly when batching matters.
+///
+/// Ordering is kept where the contract promises it: within a conversation whose sends are sequential, each message is acknowledged, so
 /// already in the partition's log, before the next is produced, whichever lane either
 /// took. Concurrent sends to one conversation were never ordered (their order is the
 /// log's, as before). Idempotence is per producer: each lane deduplicates its own
