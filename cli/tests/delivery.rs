@@ -129,14 +129,7 @@ async fn two_consumers_share_the_partitions() {
         ids.push(id);
     }
     let coll = collection(&stack).await;
-    let mut counts = stored_counts(&coll, &ids).await;
-    for _ in 0..200 {
-        if counts.values().all(|&n| n == 1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        counts = stored_counts(&coll, &ids).await;
-    }
+    let counts = wait_stored_once(&coll, &ids).await;
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
 
     // The group has two members, and each owns part of the topic's partitions.
@@ -235,14 +228,7 @@ async fn both_producers_keep_each_conversations_order() {
 
     // Everything stored once; per conversation, offsets grow with the sequence.
     let coll = collection(&stack).await;
-    let mut counts = stored_counts(&coll, &ids).await;
-    for _ in 0..200 {
-        if counts.values().all(|&n| n == 1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        counts = stored_counts(&coll, &ids).await;
-    }
+    let counts = wait_stored_once(&coll, &ids).await;
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
     for c in 0..conversations {
         let prefix = format!("l-{run}-c{c:02}-");

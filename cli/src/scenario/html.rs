@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use wiber_model::report::{Report, Second, GENERATOR};
 
 use super::outcome::{RunVerdict, ScenarioRun};
-use super::print::{self, ms, secs};
+use super::print::{self, secs};
 use super::recovery::{LagSample, Recovery};
 use super::threshold::{fmt_num, Verdict};
 use super::timeline::FaultRecord;
@@ -650,17 +650,8 @@ fn faults(run: &ScenarioRun, origin: i64) -> String {
             Some(r) => row.extend([
                 secs(r.first_ack_ms),
                 secs(r.lag_zero_ms),
-                format!(
-                    "{} ({})",
-                    secs(r.lag_steady_ms),
-                    r.peak_lag.map_or("-".into(), |p| p.to_string())
-                ),
-                format!(
-                    "{} / {} / {}",
-                    ms(r.before.p99_ms),
-                    ms(r.during.p99_ms),
-                    ms(r.after.p99_ms)
-                ),
+                print::steady_and_peak(r),
+                print::p99_around(r),
             ]),
             None => row.extend(std::iter::repeat_n("not measured".to_string(), 4)),
         }

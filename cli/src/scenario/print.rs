@@ -4,6 +4,7 @@ use comfy_table::{presets, ContentArrangement, Table, TableStyle};
 
 use super::outcome::{RunVerdict, ScenarioRun};
 use super::phases::PhaseStats;
+use super::recovery::Recovery;
 use super::threshold::{fmt_metric, fmt_num, Verdict};
 
 fn table(preset: TableStyle, header: &[&str]) -> Table {
@@ -20,6 +21,25 @@ pub fn ms(v: Option<f64>) -> String {
 
 pub fn secs(v: Option<i64>) -> String {
     v.map_or_else(|| "never".into(), |v| format!("{:.1} s", v as f64 / 1000.0))
+}
+
+/// `12.3 s (840)`: back to the lag before the first fault, and the peak lag.
+pub fn steady_and_peak(r: &Recovery) -> String {
+    format!(
+        "{} ({})",
+        secs(r.lag_steady_ms),
+        r.peak_lag.map_or("-".into(), |p| p.to_string())
+    )
+}
+
+/// `40 / 900 / 60`: ack p99 (ms) before / during / after a fault.
+pub fn p99_around(r: &Recovery) -> String {
+    format!(
+        "{} / {} / {}",
+        ms(r.before.p99_ms),
+        ms(r.during.p99_ms),
+        ms(r.after.p99_ms)
+    )
 }
 
 pub fn verdict(v: RunVerdict) -> &'static str {
@@ -166,18 +186,8 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
                 r.targets.join(","),
                 format!("{:.1} s", r.window_ms as f64 / 1000.0),
                 secs(r.first_ack_ms),
-                format!(
-                    "{} / {} ({})",
-                    secs(r.lag_zero_ms),
-                    secs(r.lag_steady_ms),
-                    r.peak_lag.map_or("-".into(), |p| p.to_string())
-                ),
-                format!(
-                    "{} / {} / {}",
-                    ms(r.before.p99_ms),
-                    ms(r.during.p99_ms),
-                    ms(r.after.p99_ms)
-                ),
+                format!("{} / {}", secs(r.lag_zero_ms), steady_and_peak(r)),
+                p99_around(r),
             ]);
         }
         out.push(("faults and recovery".to_string(), t));

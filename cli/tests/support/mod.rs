@@ -152,6 +152,23 @@ pub async fn stored_counts(
     counts
 }
 
+/// Waits (at most ~60 s) until each of `ids` is stored exactly once, and returns the
+/// last counts: the caller asserts on them, so a timeout fails with what was seen.
+pub async fn wait_stored_once(
+    coll: &mongodb::Collection<Document>,
+    ids: &[String],
+) -> std::collections::HashMap<String, u64> {
+    let mut counts = stored_counts(coll, ids).await;
+    for _ in 0..200 {
+        if counts.values().all(|&n| n == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        counts = stored_counts(coll, ids).await;
+    }
+    counts
+}
+
 /// Runs `cmd`; panics with its status, stdout and stderr when it cannot run or fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
