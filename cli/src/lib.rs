@@ -36,6 +36,7 @@ pub mod events;
 pub mod exit;
 pub mod kafka;
 pub mod output;
+pub mod pg;
 pub mod provision;
 pub mod report;
 pub mod runfile;

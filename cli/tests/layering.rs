@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
         "events",
         "runfile",
         "kafka",
+        "pg",
         "client",
         "provision",
     ],

@@ -316,6 +316,7 @@ mod tests {
             api_url: None,
             kafka_bootstrap: Some("127.0.0.1:2".into()),
             mongo_uri: Some("mongodb://127.0.0.1:3".into()),
+            postgres_url: None,
             names: wiber_model::contract::Names {
                 topic: "t".into(),
                 group: "g".into(),

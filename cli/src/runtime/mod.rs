@@ -280,6 +280,8 @@ pub struct Endpoints {
     pub api_url: Option<String>,
     pub kafka_bootstrap: Option<String>,
     pub mongo_uri: Option<String>,
+    /// The PostgreSQL under FerretDB (`postgres://...`), when the stack has one.
+    pub postgres_url: Option<String>,
     /// Topic, group, database and collection, as the stack's services were configured.
     pub names: Names,
 }

@@ -194,6 +194,7 @@ impl Stack {
                 api_url: Some(l.api_url()),
                 kafka_bootstrap: Some(l.bootstrap()),
                 mongo_uri: Some(l.mongo_uri()),
+                postgres_url: None,
                 names: l.config().names,
             }),
         }

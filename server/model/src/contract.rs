@@ -128,6 +128,13 @@ pub mod defaults {
     pub const SEEDED_BUG_EVERY: u32 = 10;
 }
 
+/// The collection that holds `collection`'s counters (`total`, `u:<user>`,
+/// `c:<conversation>`), kept exactly by PostgreSQL triggers under FerretDB (see
+/// `server/sql/ferretdb-postgres.sql`), and trusted only while it holds `{_id: "$exact"}`.
+pub fn counts_collection(collection: &str) -> String {
+    format!("{collection}_counts")
+}
+
 /// The names a stack's data lives under: which topic the api publishes to, which group
 /// consumes it, where the consumers store it. A runtime knows them for its stack, so
 /// `bench`, `verify` and scenarios look where the services actually write.

@@ -11,11 +11,15 @@
 //! - [`contract`]: the service contract: service names, env variables and their
 //!   defaults, the topic/group/database/collection names of a stack.
 //! - [`ledger`], [`report`]: the harness's run files (ledger lines, report schema).
+//! - [`reads`]: the store reads the API makes (one indexed equality and a sort each).
+//! - [`fixture`]: names of the documents `wiberctl store fill` writes.
 
 use serde::{Deserialize, Serialize};
 
 pub mod contract;
+pub mod fixture;
 pub mod ledger;
+pub mod reads;
 pub mod report;
 
 /// Longest accepted user name, in characters.
@@ -72,6 +76,9 @@ impl Message {
 ///   It is a field of its own because a copy stored under another `_id` must still be
 ///   readable, and recognisable, as one;
 /// - `conversation`, the [`conversation_key`], indexed with `timestamp` for reads;
+/// - `participants`, `[fromUser, toUser]` (one name when they are the same), so a user's
+///   messages are one equality on one indexed field: FerretDB pushes an equality down to
+///   an index but not an `$or` of two, and on MongoDB it is a multikey index;
 /// - provenance: when it was stored and which Kafka record it came from.
 ///
 /// The `*` constants are the field names, for indexes and queries.
@@ -84,6 +91,10 @@ pub struct StoredMessage {
     pub conversation: String,
     pub from_user: String,
     pub to_user: String,
+    /// Sender and recipient (see above). Absent from documents written before the field
+    /// existed, which then read as empty.
+    #[serde(default)]
+    pub participants: Vec<String>,
     pub content: String,
     /// As in [`Message::timestamp`]: when the API accepted the message.
     pub timestamp: i64,
@@ -96,12 +107,22 @@ pub struct StoredMessage {
     pub offset: i64,
 }
 
+/// The `participants` of a message from `from` to `to`: both names, once each.
+pub fn participants(from: &str, to: &str) -> Vec<String> {
+    if from == to {
+        vec![from.to_string()]
+    } else {
+        vec![from.to_string(), to.to_string()]
+    }
+}
+
 impl StoredMessage {
     pub const ID: &'static str = "_id";
     pub const MESSAGE_ID: &'static str = "messageId";
     pub const CONVERSATION: &'static str = "conversation";
     pub const FROM_USER: &'static str = "fromUser";
     pub const TO_USER: &'static str = "toUser";
+    pub const PARTICIPANTS: &'static str = "participants";
     pub const CONTENT: &'static str = "content";
     pub const TIMESTAMP: &'static str = "timestamp";
     pub const CREATED_AT: &'static str = "createdAt";
@@ -110,12 +131,13 @@ impl StoredMessage {
     pub const OFFSET: &'static str = "offset";
 
     /// Every field name, in the order the document is written.
-    pub const FIELDS: [&'static str; 11] = [
+    pub const FIELDS: [&'static str; 12] = [
         Self::ID,
         Self::MESSAGE_ID,
         Self::CONVERSATION,
         Self::FROM_USER,
         Self::TO_USER,
+        Self::PARTICIPANTS,
         Self::CONTENT,
         Self::TIMESTAMP,
         Self::CREATED_AT,
@@ -130,6 +152,7 @@ impl StoredMessage {
         StoredMessage {
             id: message.message_id.clone(),
             conversation: message.conversation(),
+            participants: participants(&message.from_user, &message.to_user),
             message_id: message.message_id,
             from_user: message.from_user,
             to_user: message.to_user,

@@ -1,0 +1,179 @@
+//! The PostgreSQL under FerretDB: the only `tokio-postgres` user.
+//!
+//! FerretDB 1.24 cannot build the indexes its own queries need (GIN on the jsonb
+//! expressions it filters with) nor count without reading, so the project sets both up in
+//! PostgreSQL itself: `server/sql/ferretdb-postgres.sql`, applied once per cluster by the
+//! runtime that creates it, equips every collection FerretDB creates from then on. This
+//! module applies that file and checks, for one collection, that the equipment is there.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tokio_postgres::NoTls;
+
+/// The setup, compiled in so that the binary and the SQL cannot drift apart.
+pub const SETUP_SQL: &str = include_str!("../../server/sql/ferretdb-postgres.sql");
+
+/// The database FerretDB keeps its data in (one schema per MongoDB database).
+pub const FERRETDB_DATABASE: &str = "ferretdb";
+
+/// The fields of a messages collection that get a GIN index (see the SQL file).
+pub const GIN_FIELDS: [&str; 3] = ["_id", "conversation", "participants"];
+
+/// Connects, driving the connection on its own task.
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {url}: is the stack's postgres running? (`wiberctl stack status`)"))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Applies the setup (idempotent: every object is created or replaced).
+pub async fn apply_setup(url: &str) -> Result<()> {
+    let client = connect(url).await?;
+    client
+        .batch_execute(SETUP_SQL)
+        .await
+        .with_context(|| format!("applying server/sql/ferretdb-postgres.sql at {url} failed"))
+}
+
+/// What the setup left on one collection's table.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionCheck {
+    /// The event trigger that equips new collections is installed.
+    pub event_trigger: bool,
+    /// The table FerretDB's metadata names for the collection (None: not created yet).
+    pub table: Option<String>,
+    /// Each GIN field and whether its index exists on that table.
+    pub gin: Vec<(String, bool)>,
+    /// Both count triggers (insert, delete) are on the table.
+    pub count_triggers: bool,
+    /// The counts collection's `$exact` marker is present (readers trust the counters).
+    pub counts_exact: bool,
+}
+
+impl CollectionCheck {
+    /// Everything a fast, exactly counted collection needs.
+    pub fn ok(&self) -> bool {
+        self.event_trigger
+            && self.table.is_some()
+            && self.gin.iter().all(|(_, present)| *present)
+            && self.count_triggers
+            && self.counts_exact
+    }
+
+    /// What is missing, in words, with the fix.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.event_trigger {
+            out.push("the event trigger wiber_watch_metadata is missing: the setup was never applied to this cluster (a stack made by an older wiberctl? recreate it with `stack down --volumes` and `stack up`)".into());
+        }
+        match &self.table {
+            None => out.push("the collection does not exist yet (the consumer creates it when it starts)".into()),
+            Some(t) => {
+                for (f, present) in &self.gin {
+                    if !present {
+                        out.push(format!("no GIN index on {t} for `{f}`: reads filtering on it scan the table"));
+                    }
+                }
+                if !self.count_triggers {
+                    out.push(format!("no count triggers on {t}: counts fall back to reading documents"));
+                }
+            }
+        }
+        if self.table.is_some() && !self.counts_exact {
+            out.push("the counts collection has no `$exact` marker (it was created after the messages collection): counts fall back to reading documents".into());
+        }
+        out
+    }
+}
+
+/// Checks `collection` of MongoDB database `db` (a schema in PostgreSQL).
+pub async fn check_collection(url: &str, db: &str, collection: &str) -> Result<CollectionCheck> {
+    let client = connect(url).await?;
+    let event_trigger = client
+        .query_opt(
+            "SELECT 1 FROM pg_event_trigger WHERE evtname = 'wiber_watch_metadata' AND evtenabled <> 'D'",
+            &[],
+        )
+        .await?
+        .is_some();
+    let table_of = |name: String| {
+        let client = &client;
+        async move {
+            let meta = format!("{}._ferretdb_database_metadata", quote_ident(db));
+            let exists: bool = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&meta])
+                .await?
+                .get(0);
+            if !exists {
+                return Ok::<_, anyhow::Error>(None);
+            }
+            let row = client
+                .query_opt(
+                    &format!("SELECT _jsonb->>'table' FROM {meta} WHERE _jsonb->>'_id' = $1"),
+                    &[&name],
+                )
+                .await?;
+            Ok(row.map(|r| r.get::<_, String>(0)))
+        }
+    };
+    let table = table_of(collection.to_string()).await?;
+    let counts_table = table_of(wiber_model::contract::counts_collection(collection)).await?;
+    let mut gin = Vec::new();
+    let mut count_triggers = false;
+    if let Some(t) = &table {
+        for f in GIN_FIELDS {
+            let present = client
+                .query_opt(
+                    "SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 \
+                     AND indexdef LIKE '%USING gin%' AND indexdef LIKE $3",
+                    &[&db, t, &format!("%'{f}'::text%")],
+                )
+                .await?
+                .is_some();
+            gin.push((f.to_string(), present));
+        }
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid \
+                 JOIN pg_namespace s ON s.oid = c.relnamespace \
+                 WHERE s.nspname = $1 AND c.relname = $2 \
+                 AND g.tgname IN ('wiber_count_insert', 'wiber_count_delete')",
+                &[&db, t],
+            )
+            .await?
+            .get(0);
+        count_triggers = n == 2;
+    }
+    let counts_exact = match &counts_table {
+        Some(ct) => client
+            .query_opt(
+                &format!(
+                    "SELECT 1 FROM {}.{} WHERE _jsonb->'_id' = to_jsonb('$exact'::text)",
+                    quote_ident(db),
+                    quote_ident(ct)
+                ),
+                &[],
+            )
+            .await?
+            .is_some(),
+        None => false,
+    };
+    Ok(CollectionCheck {
+        event_trigger,
+        table,
+        gin,
+        count_triggers,
+        counts_exact,
+    })
+}
+
+/// `name` as a PostgreSQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

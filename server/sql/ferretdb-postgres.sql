@@ -1,0 +1,144 @@
+-- What PostgreSQL needs so that FerretDB 1.24 answers Wiber's reads from indexes, and the
+-- three counts without reading the collection. Run once per cluster, in the database
+-- FerretDB uses, as the cluster's owner (event triggers need a superuser). Idempotent.
+--
+-- Why in PostgreSQL and not through FerretDB:
+--  * FerretDB writes an equality filter as jsonb containment (`_jsonb->'f' @> '"v"'`).
+--    The btree expression indexes it builds for `createIndexes` cannot serve `@>`; a GIN
+--    index on the same expression can. FerretDB cannot create one, so we do.
+--  * FerretDB 1.24 has no transactions and does not push `count` down. Counters kept by a
+--    trigger change in the transaction that inserts the rows: a row the unique `_id`
+--    index refuses (a redelivered message) rolls back with its count, so the counts are
+--    exact, de-duplication included, whatever crashes.
+--
+-- How FerretDB lays a database out: one schema per database; one table per collection,
+-- `<collection>_<hash>`, each with a unique btree on `(_jsonb->'_id')`; the mapping in
+-- `<schema>._ferretdb_database_metadata`, one row per collection, inserted *after* the
+-- collection's CREATE TABLE (so the table exists when its row arrives). Hence two hooks:
+-- an event trigger puts a row trigger on every metadata table FerretDB creates, and that
+-- row trigger equips each new collection's table. A table FerretDB recreates (after a
+-- drop) gets a new metadata row, so it is equipped again.
+--
+-- Counts: collection `C` is counted into collection `C_counts` when `C_counts` exists
+-- when `C` is created (the server creates it first). Counter documents are
+-- `{_id: "total" | "u:<user>" | "c:<conversation>", n: <long>}`, and `{_id: "$exact"}`
+-- says the counters have followed `C` since it was created: a reader that does not find
+-- it (plain MongoDB, or a counts collection created late) counts the documents instead.
+-- Document layout is FerretDB's PJSON: `$s` carries the field types and order.
+
+-- Counts the rows one INSERT or DELETE statement changed in a messages table, into the
+-- counts table named by TG_ARGV[0] (same schema), `TG_ARGV[1]` being +1 or -1.
+CREATE OR REPLACE FUNCTION wiber_count_messages() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    counts_table text := TG_ARGV[0];
+    sign bigint := TG_ARGV[1]::bigint;
+BEGIN
+    -- A counts collection dropped since: count nothing rather than fail the write (its
+    -- `$exact` marker is gone with it, so readers no longer trust the counters).
+    IF to_regclass(format('%I.%I', TG_TABLE_SCHEMA, counts_table)) IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- Keys in a fixed order: two writers touching the same counters lock them in the
+    -- same order, so they wait for each other but never deadlock.
+    EXECUTE format($q$
+        INSERT INTO %I.%I AS c (_jsonb)
+        SELECT jsonb_build_object(
+                   '$s', '{"p": {"_id": {"t": "string"}, "n": {"t": "long"}}, "$k": ["_id", "n"]}'::jsonb,
+                   '_id', k, 'n', n)
+        FROM (
+            SELECT k, count(*) * %s AS n
+            FROM (
+                SELECT DISTINCT r.ctid_key, k
+                FROM (SELECT row_number() OVER () AS ctid_key, _jsonb FROM wiber_changed) r
+                CROSS JOIN LATERAL (VALUES
+                    ('total'),
+                    ('u:' || (r._jsonb->>'fromUser')),
+                    ('u:' || (r._jsonb->>'toUser')),
+                    ('c:' || (r._jsonb->>'conversation'))
+                ) AS keys(k)
+                WHERE k IS NOT NULL
+            ) per_row
+            GROUP BY k
+            ORDER BY k
+        ) d
+        ON CONFLICT ((_jsonb->'_id')) DO UPDATE
+        SET _jsonb = jsonb_set(c._jsonb, '{n}',
+                               to_jsonb((c._jsonb->>'n')::bigint + (EXCLUDED._jsonb->>'n')::bigint))
+    $q$, TG_TABLE_SCHEMA, counts_table, sign);
+    RETURN NULL;
+END
+$fn$;
+
+-- Equips the table of a collection FerretDB has just registered.
+CREATE OR REPLACE FUNCTION wiber_equip_collection() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    collection text := NEW._jsonb->>'_id';
+    tbl text := NEW._jsonb->>'table';
+    counts_table text;
+    field text;
+BEGIN
+    IF collection IS NULL OR tbl IS NULL
+       OR to_regclass(format('%I.%I', TG_TABLE_SCHEMA, tbl)) IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- Index names are the table's (unique per schema, at most 63 bytes).
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb->%L))',
+                   left(tbl, 40) || '_wiber__id_gin', TG_TABLE_SCHEMA, tbl, '_id');
+    IF collection LIKE '%\_counts' THEN
+        RETURN NULL;
+    END IF;
+    FOREACH field IN ARRAY ARRAY['conversation', 'participants'] LOOP
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((_jsonb->%L))',
+                       left(tbl, 40) || '_wiber_' || lower(field) || '_gin',
+                       TG_TABLE_SCHEMA, tbl, field);
+    END LOOP;
+    EXECUTE format('SELECT m._jsonb->>''table'' FROM %I._ferretdb_database_metadata m '
+                   'WHERE m._jsonb->''_id'' = to_jsonb(%L::text)',
+                   TG_TABLE_SCHEMA, collection || '_counts')
+        INTO counts_table;
+    IF counts_table IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format('CREATE OR REPLACE TRIGGER wiber_count_insert AFTER INSERT ON %I.%I '
+                   'REFERENCING NEW TABLE AS wiber_changed FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION wiber_count_messages(%L, %L)',
+                   TG_TABLE_SCHEMA, tbl, counts_table, '1');
+    EXECUTE format('CREATE OR REPLACE TRIGGER wiber_count_delete AFTER DELETE ON %I.%I '
+                   'REFERENCING OLD TABLE AS wiber_changed FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION wiber_count_messages(%L, %L)',
+                   TG_TABLE_SCHEMA, tbl, counts_table, '-1');
+    -- The collection is new, so its counts start at zero; `$exact` vouches for them.
+    EXECUTE format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, counts_table);
+    EXECUTE format($q$
+        INSERT INTO %I.%I (_jsonb) VALUES (jsonb_build_object(
+            '$s', '{"p": {"_id": {"t": "string"}, "since": {"t": "long"}}, "$k": ["_id", "since"]}'::jsonb,
+            '_id', '$exact',
+            'since', (extract(epoch FROM clock_timestamp()) * 1000)::bigint))
+    $q$, TG_TABLE_SCHEMA, counts_table);
+    RETURN NULL;
+END
+$fn$;
+
+-- Puts the row trigger on every metadata table FerretDB creates (one per database).
+CREATE OR REPLACE FUNCTION wiber_watch_metadata() RETURNS event_trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM pg_event_trigger_ddl_commands()
+             WHERE command_tag = 'CREATE TABLE' AND object_type = 'table' LOOP
+        IF r.object_identity LIKE '%._ferretdb_database_metadata' THEN
+            EXECUTE format('CREATE OR REPLACE TRIGGER wiber_equip AFTER INSERT ON %s '
+                           'FOR EACH ROW EXECUTE FUNCTION wiber_equip_collection()',
+                           r.object_identity);
+        END IF;
+    END LOOP;
+END
+$fn$;
+
+DROP EVENT TRIGGER IF EXISTS wiber_watch_metadata;
+CREATE EVENT TRIGGER wiber_watch_metadata ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE')
+    EXECUTE FUNCTION wiber_watch_metadata();
