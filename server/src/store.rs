@@ -1,11 +1,17 @@
 //! MongoDB adapter: the only module that touches the `mongodb` crate. The document's
 //! layout is [`StoredMessage`] (shared with `wiberctl verify`): `_id` = `messageId`
 //! (uniqueness without a second unique index, which is also what FerretDB enforces
-//! cheaply), a `conversation` field indexed with `timestamp` for conversation reads, and
-//! provenance (`storedAt`, `partition`, `offset`) on every document. What this module
-//! adds is how the collection is used: indexes, write concern, what a duplicate key
-//! means, the read queries. The consumer sees it through [`MessageStore`], the API
-//! through [`ReadStore`].
+//! cheaply), `conversation` and `participants` for the reads, and provenance
+//! (`storedAt`, `partition`, `offset`) on every document. What this module adds is how
+//! the collection is used: indexes, write concern, what a duplicate key means, the read
+//! queries. The consumer sees it through [`MessageStore`], the API through [`ReadStore`].
+//!
+//! Every read is one equality on one field, then a sort (the shapes are in
+//! [`wiber_model::reads`]): FerretDB pushes a single equality down to PostgreSQL, where
+//! the GIN indexes of `server/sql/ferretdb-postgres.sql` serve it, and MongoDB serves it
+//! from the indexes created here. Counts read counter documents when the store keeps
+//! them exactly (FerretDB on PostgreSQL, with the project's setup) and count documents
+//! otherwise (MongoDB, whose indexes make that cheap).
 
 use std::time::Duration;
 
@@ -15,6 +21,7 @@ use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::ErrorKind;
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
+use wiber_model::reads::{self, ReadShape};
 use wiber_model::{conversation_key, Message, StoredMessage};
 
 use crate::api::{CountScope, ReadStore};
@@ -23,6 +30,8 @@ use crate::consumer::MessageStore;
 
 /// MongoDB's duplicate-key error code: for us, a de-duplication hit.
 const DUPLICATE_KEY: i32 = 11000;
+/// `NamespaceExists`: a `create` of a collection that is already there.
+const NAMESPACE_EXISTS: i32 = 48;
 
 /// A store error. Callers retry these; nothing here is a reason to skip a message.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +63,8 @@ pub struct InsertOutcome {
 pub struct Store {
     client: Client,
     messages: Collection<Document>,
+    /// The counters of `messages` (see [`wiber_model::contract::counts_collection`]).
+    counts: Collection<Document>,
 }
 
 impl Store {
@@ -73,22 +84,49 @@ impl Store {
         };
         let wc = WriteConcern::builder().w(w).journal(cfg.journal).build();
         let client = Client::with_options(opts)?;
-        let messages = client.database(&cfg.mongo_db).collection_with_options(
+        let db = client.database(&cfg.mongo_db);
+        let messages = db.collection_with_options(
             &cfg.mongo_collection,
             mongodb::options::CollectionOptions::builder()
                 .write_concern(wc)
                 .build(),
         );
-        Ok(Store { client, messages })
+        let counts = db.collection(&wiber_model::contract::counts_collection(
+            &cfg.mongo_collection,
+        ));
+        Ok(Store {
+            client,
+            messages,
+            counts,
+        })
     }
 
-    /// Creates the read indexes that are missing (idempotent). Uniqueness comes from `_id`.
+    /// Creates the counters collection if it is missing, then the read indexes that are
+    /// missing (idempotent). Uniqueness comes from `_id`.
+    ///
+    /// The counters collection comes first: on FerretDB-on-PostgreSQL the messages
+    /// collection is counted only if its counters collection exists when it is created
+    /// (see `server/sql/ferretdb-postgres.sql`). On MongoDB it stays empty, and counts
+    /// count documents.
     ///
     /// Only missing indexes are created, one per command: FerretDB 1.24 (SQLite) panics
     /// on a `createIndexes` that names several indexes which already exist, and that
     /// happens on every restart otherwise. A single existing index is answered normally,
-    /// so two instances racing on the same index are harmless.
+    /// so two instances racing on the same index are harmless. On FerretDB these btree
+    /// indexes serve nothing (its equality is jsonb containment, served by the GIN
+    /// indexes of the SQL setup); they are what MongoDB reads with.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        match self
+            .counts
+            .client()
+            .database(self.counts.namespace().db.as_str())
+            .create_collection(self.counts.name())
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if matches!(*e.kind, ErrorKind::Command(ref c) if c.code == NAMESPACE_EXISTS) => {}
+            Err(e) => return Err(e.into()),
+        }
         let existing = self
             .messages
             .list_index_names()
@@ -104,12 +142,8 @@ impl Store {
                 doc! {(StoredMessage::CONVERSATION): 1, (StoredMessage::TIMESTAMP): 1},
             ),
             (
-                "from_time",
-                doc! {(StoredMessage::FROM_USER): 1, (StoredMessage::TIMESTAMP): -1},
-            ),
-            (
-                "to_time",
-                doc! {(StoredMessage::TO_USER): 1, (StoredMessage::TIMESTAMP): -1},
+                "participants_time",
+                doc! {(StoredMessage::PARTICIPANTS): 1, (StoredMessage::TIMESTAMP): -1},
             ),
         ];
         for (name, keys) in wanted {
@@ -180,11 +214,11 @@ impl Store {
         limit: i64,
         skip: u64,
     ) -> Result<Vec<Message>, StoreError> {
-        let filter = doc! {(StoredMessage::CONVERSATION): conversation_key(a, b)};
+        let shape = reads::CONVERSATION_PAGE;
         let cursor = self
             .messages
-            .find(filter)
-            .sort(doc! {(StoredMessage::TIMESTAMP): 1, (StoredMessage::ID): 1})
+            .find(equality(&shape, &conversation_key(a, b)))
+            .sort(sort_of(&shape))
             .skip(skip)
             .limit(limit)
             .await?;
@@ -193,24 +227,52 @@ impl Store {
 
     /// A user's recent messages, sent or received, newest first.
     pub async fn user_recent(&self, user: &str, limit: i64) -> Result<Vec<Message>, StoreError> {
+        let shape = reads::USER_RECENT;
         let cursor = self
             .messages
-            .find(of_user(user))
-            .sort(doc! {(StoredMessage::TIMESTAMP): -1, (StoredMessage::ID): -1})
+            .find(equality(&shape, user))
+            .sort(sort_of(&shape))
             .limit(limit)
             .await?;
         collect_messages(cursor).await
     }
 
+    /// How many messages are stored in `scope`: one counter document when the store
+    /// keeps exact counters (it says so with the `$exact` marker), else a count of the
+    /// documents by the same indexed equality the pages use.
     pub async fn count(&self, scope: &CountScope) -> Result<u64, StoreError> {
-        let filter = match scope {
-            CountScope::All => doc! {},
-            CountScope::User(u) => of_user(u),
+        let (counter, filter) = match scope {
+            CountScope::All => (reads::COUNTER_TOTAL.to_string(), doc! {}),
+            CountScope::User(u) => (
+                reads::user_counter(u),
+                equality(&reads::USER_RECENT, u),
+            ),
             CountScope::Conversation(a, b) => {
-                doc! {(StoredMessage::CONVERSATION): conversation_key(a, b)}
+                let key = conversation_key(a, b);
+                (
+                    reads::conversation_counter(&key),
+                    equality(&reads::CONVERSATION_PAGE, &key),
+                )
             }
         };
+        if self.counter(reads::COUNTER_EXACT).await?.is_some() {
+            return Ok(self.counter(&counter).await?.unwrap_or(0));
+        }
         Ok(self.messages.count_documents(filter).await?)
+    }
+
+    /// The counter document `id`: `Some(n)` when present (the marker has no `n`: 0).
+    async fn counter(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        let d = self
+            .counts
+            .find_one(equality(&reads::COUNTER, id))
+            .await?;
+        Ok(d.map(|d| match d.get(reads::COUNTER_VALUE) {
+            Some(Bson::Int64(n)) => (*n).max(0) as u64,
+            Some(Bson::Int32(n)) => (*n).max(0) as u64,
+            Some(Bson::Double(n)) => n.max(0.0) as u64,
+            _ => 0,
+        }))
     }
 }
 
@@ -250,9 +312,18 @@ impl ReadStore for Store {
     }
 }
 
-/// The messages `user` sent or received.
-fn of_user(user: &str) -> Document {
-    doc! {"$or": [{(StoredMessage::FROM_USER): user}, {(StoredMessage::TO_USER): user}]}
+/// The filter of a read: `{field: value}`.
+fn equality(shape: &ReadShape, value: &str) -> Document {
+    doc! {shape.field: value}
+}
+
+/// The sort of a read.
+fn sort_of(shape: &ReadShape) -> Document {
+    shape
+        .sort
+        .iter()
+        .map(|(f, dir)| (f.to_string(), Bson::Int32(*dir)))
+        .collect()
 }
 
 /// One document's failure in an unordered `insert_many`, without the driver's types.
@@ -333,7 +404,8 @@ mod tests {
     }
 
     /// The document the store has always written (before `StoredMessage` was the one
-    /// type), field by field: names, order and BSON types must not change on disk.
+    /// type), field by field, plus `participants` (added for user reads): names, order
+    /// and BSON types must not change on disk.
     #[test]
     fn documents_are_written_as_before() {
         let m = stored("m1");
@@ -344,6 +416,7 @@ mod tests {
             "conversation": conversation_key("bob", "alice"),
             "fromUser": "bob",
             "toUser": "alice",
+            "participants": ["bob", "alice"],
             "content": "Hello!",
             "timestamp": 1_758_865_780_040i64,
             "createdAt": "2025-09-26T05:49:40.040Z",
