@@ -47,18 +47,22 @@ BEGIN
                    '$s', '{"p": {"_id": {"t": "string"}, "n": {"t": "long"}}, "$k": ["_id", "n"]}'::jsonb,
                    '_id', k, 'n', n)
         FROM (
-            SELECT k, count(*) * %s AS n
+            SELECT k, sum(c) * %s AS n
             FROM (
-                SELECT DISTINCT r.ctid_key, k
-                FROM (SELECT row_number() OVER () AS ctid_key, _jsonb FROM wiber_changed) r
-                CROSS JOIN LATERAL (VALUES
-                    ('total'),
-                    ('u:' || (r._jsonb->>'fromUser')),
-                    ('u:' || (r._jsonb->>'toUser')),
-                    ('c:' || (r._jsonb->>'conversation'))
-                ) AS keys(k)
-                WHERE k IS NOT NULL
-            ) per_row
+                SELECT 'total' AS k, count(*) AS c FROM wiber_changed
+                UNION ALL
+                SELECT 'c:' || (_jsonb->>'conversation'), count(*) FROM wiber_changed
+                WHERE _jsonb ? 'conversation' GROUP BY 1
+                UNION ALL
+                -- A message to oneself counts once for its user.
+                SELECT 'u:' || u, count(*) FROM (
+                    SELECT _jsonb->>'fromUser' AS u FROM wiber_changed
+                    UNION ALL
+                    SELECT _jsonb->>'toUser' FROM wiber_changed
+                    WHERE _jsonb->>'toUser' IS DISTINCT FROM _jsonb->>'fromUser'
+                ) users
+                WHERE u IS NOT NULL GROUP BY u
+            ) per_key
             GROUP BY k
             ORDER BY k
         ) d
