@@ -124,7 +124,8 @@ impl Store {
             .await
         {
             Ok(()) => {}
-            Err(e) if matches!(*e.kind, ErrorKind::Command(ref c) if c.code == NAMESPACE_EXISTS) => {}
+            Err(e) if matches!(*e.kind, ErrorKind::Command(ref c) if c.code == NAMESPACE_EXISTS) => {
+            }
             Err(e) => return Err(e.into()),
         }
         let existing = self
@@ -243,10 +244,7 @@ impl Store {
     pub async fn count(&self, scope: &CountScope) -> Result<u64, StoreError> {
         let (counter, filter) = match scope {
             CountScope::All => (reads::COUNTER_TOTAL.to_string(), doc! {}),
-            CountScope::User(u) => (
-                reads::user_counter(u),
-                equality(&reads::USER_RECENT, u),
-            ),
+            CountScope::User(u) => (reads::user_counter(u), equality(&reads::USER_RECENT, u)),
             CountScope::Conversation(a, b) => {
                 let key = conversation_key(a, b);
                 (
@@ -263,10 +261,7 @@ impl Store {
 
     /// The counter document `id`: `Some(n)` when present (the marker has no `n`: 0).
     async fn counter(&self, id: &str) -> Result<Option<u64>, StoreError> {
-        let d = self
-            .counts
-            .find_one(equality(&reads::COUNTER, id))
-            .await?;
+        let d = self.counts.find_one(equality(&reads::COUNTER, id)).await?;
         Ok(d.map(|d| match d.get(reads::COUNTER_VALUE) {
             Some(Bson::Int64(n)) => (*n).max(0) as u64,
             Some(Bson::Int32(n)) => (*n).max(0) as u64,
