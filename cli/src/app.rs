@@ -96,6 +96,11 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::scenario::ScenarioCmd,
     },
+    /// The store at scale: fixture fill, PostgreSQL setup check, how each read is served.
+    Store {
+        #[command(subcommand)]
+        cmd: commands::store::StoreCmd,
+    },
     /// Live dashboard of the running stack: instances, API rates and latency, lag, faults, events.
     Top(commands::top::TopArgs),
     /// Follow messages as Kafka acknowledges them or as the consumers store them.
@@ -162,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Bench(args) => commands::bench::run(*args, &cli.api_url, cli.timeout, json).await,
         Command::Verify(args) => commands::verify::run(args, json).await,
         Command::Scenario { cmd } => commands::scenario::run(cmd, json).await,
+        Command::Store { cmd } => commands::store::run(cmd, json).await,
         Command::Top(args) => commands::top::run(args, json).await,
         Command::Tail(args) => commands::tail::run(args, json).await,
         Command::Completions(args) => {

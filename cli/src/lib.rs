@@ -17,6 +17,8 @@
 //!    ([`runtime::local`]). The fault model ([`runtime::fault`]) and the health judgement
 //!    ([`runtime::health`]) live there too. [`report`]: report.json/md/html writers.
 //! 3. [`verify`]: the delivery invariants, checked in MongoDB against the ledger.
+//!    [`store`]: the store at scale (`store fill` fixtures, `store check` of the
+//!    PostgreSQL setup, `store explain` of each read's plan).
 //! 4. [`bench`]: the open-loop load generator and its ledger.
 //! 5. [`scenario`]: scenario files (load + fault timeline + thresholds), the fault
 //!    timeline (also what `chaos` runs) and the runner.
@@ -42,6 +44,7 @@ pub mod report;
 pub mod runfile;
 pub mod runtime;
 pub mod scenario;
+pub mod store;
 pub mod tail;
 pub mod top;
 pub mod units;

@@ -41,6 +41,40 @@ pub async fn apply_setup(url: &str) -> Result<()> {
         .with_context(|| format!("applying server/sql/ferretdb-postgres.sql at {url} failed"))
 }
 
+/// `SELECT 1` within `limit`: the server accepts connections and is out of recovery (a
+/// port that merely accepts is not ready: during start-up and crash recovery PostgreSQL
+/// answers every connection with "the database system is starting up").
+pub async fn ping(url: &str, limit: std::time::Duration) -> Result<()> {
+    let probe = async {
+        let client = connect(url).await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .with_context(|| format!("SELECT 1 at {url} failed"))?;
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(limit, probe).await.map_err(|_| {
+        anyhow::anyhow!("PostgreSQL at {url} did not answer SELECT 1 within {limit:?}")
+    })?
+}
+
+/// Creates database `name` on the server of `url` (any database of it) unless it exists.
+pub async fn ensure_database(url: &str, name: &str) -> Result<()> {
+    let client = connect(url).await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .with_context(|| format!("listing the databases at {url}"))?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
+            .await
+            .with_context(|| format!("creating database {name} at {url}"))?;
+    }
+    Ok(())
+}
+
 /// What the setup left on one collection's table.
 #[derive(Debug, Clone, Serialize)]
 pub struct CollectionCheck {
@@ -73,15 +107,21 @@ impl CollectionCheck {
             out.push("the event trigger wiber_watch_metadata is missing: the setup was never applied to this cluster (a stack made by an older wiberctl? recreate it with `stack down --volumes` and `stack up`)".into());
         }
         match &self.table {
-            None => out.push("the collection does not exist yet (the consumer creates it when it starts)".into()),
+            None => out.push(
+                "the collection does not exist yet (the consumer creates it when it starts)".into(),
+            ),
             Some(t) => {
                 for (f, present) in &self.gin {
                     if !present {
-                        out.push(format!("no GIN index on {t} for `{f}`: reads filtering on it scan the table"));
+                        out.push(format!(
+                            "no GIN index on {t} for `{f}`: reads filtering on it scan the table"
+                        ));
                     }
                 }
                 if !self.count_triggers {
-                    out.push(format!("no count triggers on {t}: counts fall back to reading documents"));
+                    out.push(format!(
+                        "no count triggers on {t}: counts fall back to reading documents"
+                    ));
                 }
             }
         }
@@ -171,6 +211,81 @@ pub async fn check_collection(url: &str, db: &str, collection: &str) -> Result<C
         count_triggers,
         counts_exact,
     })
+}
+
+/// The name the setup gives the GIN index on `field` of table `table` (see
+/// `wiber_equip_collection` in the SQL file: the table's name cut to 40 characters, so
+/// that the index name stays within PostgreSQL's 63).
+pub fn gin_index_name(table: &str, field: &str) -> String {
+    let head: String = table.chars().take(40).collect();
+    format!("{head}_wiber_{}_gin", field.to_lowercase())
+}
+
+/// PostgreSQL's plan for `SELECT _jsonb FROM schema.table WHERE <filter>` with sequential
+/// scans switched off: whether an index *can* serve `filter` at all, however small the
+/// table (where the planner rightly prefers to read it whole). `filter` is SQL as
+/// PostgreSQL printed it in an earlier plan of the same table. The statement is only
+/// planned, in a read-only transaction that is rolled back. Returns the plan's top object
+/// (`{"Plan": {...}}`).
+pub async fn explain_without_seq_scan(
+    url: &str,
+    schema: &str,
+    table: &str,
+    filter: &str,
+) -> Result<serde_json::Value> {
+    let client = connect(url).await?;
+    let sql = format!(
+        "BEGIN READ ONLY; SET LOCAL enable_seqscan = off; \
+         EXPLAIN (FORMAT JSON) SELECT _jsonb FROM {}.{} WHERE {filter}; ROLLBACK",
+        quote_ident(schema),
+        quote_ident(table)
+    );
+    let what =
+        || format!("cannot plan a read of {schema}.{table} at {url} without sequential scans");
+    let rows = client.simple_query(&sql).await.with_context(what)?;
+    let text = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .with_context(what)?;
+    let plans: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .with_context(|| format!("PostgreSQL's plan is not JSON: {text}"))?;
+    plans.into_iter().next().with_context(what)
+}
+
+/// How a table has been read since its statistics were reset (PostgreSQL's cumulative
+/// statistics, `pg_stat_user_tables`): what a read costs in rows, independent of the
+/// machine's speed. Backends publish their counts when they go idle (within about 10 s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TableReads {
+    pub seq_scans: i64,
+    /// Rows read by sequential scans: a filter no index served reads them all.
+    pub seq_rows: i64,
+    pub index_scans: i64,
+    /// Rows fetched through indexes.
+    pub index_rows: i64,
+}
+
+/// [`TableReads`] of `schema.table` (zeros when the table has no statistics yet).
+pub async fn table_reads(url: &str, schema: &str, table: &str) -> Result<TableReads> {
+    let client = connect(url).await?;
+    let row = client
+        .query_opt(
+            "SELECT coalesce(seq_scan, 0), coalesce(seq_tup_read, 0), \
+             coalesce(idx_scan, 0), coalesce(idx_tup_fetch, 0) \
+             FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2",
+            &[&schema, &table],
+        )
+        .await
+        .with_context(|| format!("cannot read the statistics of {schema}.{table} at {url}"))?;
+    Ok(row.map_or_else(TableReads::default, |r| TableReads {
+        seq_scans: r.get(0),
+        seq_rows: r.get(1),
+        index_scans: r.get(2),
+        index_rows: r.get(3),
+    }))
 }
 
 /// `name` as a PostgreSQL identifier.

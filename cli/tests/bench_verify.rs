@@ -129,11 +129,24 @@ async fn bench_against_a_trivial_endpoint_keeps_its_schedule() {
         reports.to_str().unwrap(),
         "--name",
         "trivial",
+        "--reads",
+        "conversation=100,user=50,count=25",
     ])
     .await;
     assert_eq!(out.status.code(), Some(0));
     let v = json_out(&out);
     assert_eq!(v["ok"], 800);
+    // Reads on their own schedules beside the writes, each kind counted apart (and in
+    // the report the schema check below validates).
+    for (kind, n) in [("conversation", 200), ("user", 100), ("count", 50)] {
+        let r = &v["reads"][kind];
+        assert_eq!(
+            (&r["sent"], &r["ok"], &r["errors"]),
+            (&n.into(), &n.into(), &0.into()),
+            "{kind}: {r}"
+        );
+        assert_eq!(r["latency_ms"]["count"], n, "{kind}: {r}");
+    }
     assert_eq!(
         (
             v["failed"].as_u64(),

@@ -41,7 +41,7 @@ fn build_images() {
     let t = Instant::now();
     ensure_offline_images();
     eprintln!(
-        "[timing] ensure-engine + build.sh (kafka, ferretdb, server): {:.1?}",
+        "[timing] ensure-engine + build.sh (kafka, postgres, ferretdb, server): {:.1?}",
         t.elapsed()
     );
 }
@@ -53,6 +53,7 @@ struct TestStack {
     api_port: u16,
     mongo_port: u16,
     kafka_port: u16,
+    postgres_port: u16,
     events: PathBuf,
 }
 
@@ -68,6 +69,7 @@ impl TestStack {
             api_port: free_port(),
             mongo_port: free_port(),
             kafka_port: free_port(),
+            postgres_port: free_port(),
         }
     }
 
@@ -99,10 +101,11 @@ impl TestStack {
     }
 
     fn up(&self) -> Duration {
-        let (a, m, k) = (
+        let (a, m, k, p) = (
             self.api_port.to_string(),
             self.mongo_port.to_string(),
             self.kafka_port.to_string(),
+            self.postgres_port.to_string(),
         );
         let t = Instant::now();
         self.expect(
@@ -119,6 +122,8 @@ impl TestStack {
                 &m,
                 "--kafka-port",
                 &k,
+                "--postgres-port",
+                &p,
             ],
             0,
         );
@@ -204,12 +209,27 @@ fn kill_and_restart_a_consumer_under_traffic_stores_every_ack_once() {
     assert_eq!(s["ok"], true, "{s:#}");
     assert_eq!(
         s["containers"].as_array().unwrap().len(),
-        5,
-        "kafka, mongo, api, 2 consumers: {s:#}"
+        6,
+        "kafka, postgres, mongo, api, 2 consumers: {s:#}"
     );
     for c in s["containers"].as_array().unwrap() {
         assert_eq!(c["state"], "running", "{c}");
     }
+    // FerretDB's PostgreSQL: a service of its own, healthy, reachable from the host.
+    let pg = container(&s, "postgres#1");
+    assert_eq!(pg["health"], "healthy", "{pg}");
+    assert_eq!(
+        pg["address"],
+        format!("postgres://127.0.0.1:{}", stack.postgres_port)
+    );
+    assert_eq!(
+        s["postgres_url"],
+        format!(
+            "postgres://wiber@127.0.0.1:{}/ferretdb",
+            stack.postgres_port
+        ),
+        "{s:#}"
+    );
 
     // Traffic: `wiberctl send` in a bounded loop, each with a client message id.
     const N: usize = 120;
@@ -364,6 +384,50 @@ fn kill_and_restart_a_consumer_under_traffic_stores_every_ack_once() {
     assert!(evs
         .iter()
         .all(|e| e["result"] == "ok" && e["target"] == "consumer#1" && e["time_ms"].is_i64()));
+
+    // The store's PostgreSQL crashes (SIGKILL of its container) and is restarted: what
+    // was stored stays, and a message sent after the recovery is stored once.
+    stack.expect(&["chaos", "kill", "postgres#1"], 0);
+    assert_eq!(container(&stack.status(), "postgres#1")["state"], "exited");
+    let t = Instant::now();
+    stack.expect(&["chaos", "restart", "postgres#1"], 0);
+    eprintln!(
+        "[timing] chaos restart postgres#1 after a kill (until healthy): {:.1?}",
+        t.elapsed()
+    );
+    let s = stack.status();
+    let pg = container(&s, "postgres#1");
+    assert_eq!(
+        (&pg["state"], &pg["health"]),
+        (&"running".into(), &"healthy".into()),
+        "{pg}"
+    );
+    let id = format!("{}-after-postgres", stack.project);
+    stack.expect(
+        &[
+            "send",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--id",
+            &id,
+            "after the crash",
+        ],
+        0,
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let stored = loop {
+        let stored = stored_ids(stack.mongo_port, &from);
+        if stored.contains_key(&id) || Instant::now() > deadline {
+            break stored;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(stored.get(&id), Some(&1), "stored once after the crash");
+    for id in &acked {
+        assert_eq!(stored.get(*id), Some(&1), "{id} kept across the crash");
+    }
 }
 
 /// messageId -> how many documents carry it, for one sender.

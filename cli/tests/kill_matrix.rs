@@ -188,6 +188,8 @@ fn run_server(
         m.to_string(),
         "--kafka-port".into(),
         k.to_string(),
+        "--postgres-port".into(),
+        free_port().to_string(),
     ];
     run_ok(
         Command::new(WIBERCTL)

@@ -26,8 +26,9 @@ const LAYERS: &[&[&str]] = &[
     ],
     // The runtime seam (owns the stack) and the report writers.
     &["runtime", "report"],
-    // Delivery invariants at the sink.
-    &["verify"],
+    // Delivery invariants at the sink; the store at scale (fixture fill, setup check,
+    // read plans), which uses `pg` and the runtime's endpoints but no load or scenario.
+    &["verify", "store"],
     // The load generator.
     &["bench"],
     // Scenario files and the fault timeline (also what `chaos` runs).

@@ -1,8 +1,9 @@
 //! Integration test of provisioning and the local-process runtime, against the real
-//! Kafka and FerretDB (no mocks). It also pins down the client behaviour the services
+//! Kafka, PostgreSQL and FerretDB (no mocks). It also pins down the client behaviour the services
 //! rely on: idempotent acks=all produce, unordered `insert_many` with a duplicate `_id`
 //! reporting a per-document E11000 while inserting the rest, sorted find with skip/limit,
-//! `count_documents`, and Kafka keeping its data across a broker restart.
+//! `count_documents`, Kafka keeping its data across a broker restart, and the store
+//! surviving a crash (SIGKILL) of its PostgreSQL.
 //!
 //! The first run provisions Kafka and builds FerretDB (minutes); later runs take ~30 s.
 //! Run: `cargo test -p wiberctl --test local_runtime -- --nocapture`.
@@ -21,9 +22,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+mod support;
+
 use wiberctl::provision;
 use wiberctl::runtime::local::{LocalStack, LocalStackConfig, Ownership};
-use wiberctl::runtime::{InstanceId, Runtime, Service};
+use wiberctl::runtime::{InstanceId, Runtime, Service, Signal};
 
 const TOPIC: &str = "wiber.runtime-test";
 
@@ -46,7 +49,7 @@ async fn local_stack_kafka_and_ferretdb() -> Result<()> {
     eprintln!("[timing] provision::ensure (warm): {:.2?}", t.elapsed());
     assert_eq!(prov, again);
 
-    // --- Kafka + FerretDB only (the services are tested elsewhere) ---
+    // --- Kafka, PostgreSQL + FerretDB only (the services are tested elsewhere) ---
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("local-runtime-{}", uuid::Uuid::new_v4().simple()));
     let mut cfg = LocalStackConfig::new(&dir);
@@ -55,14 +58,23 @@ async fn local_stack_kafka_and_ferretdb() -> Result<()> {
     let t = Instant::now();
     let stack = LocalStack::up(cfg, &prov).await?;
     eprintln!(
-        "[timing] stack up (Kafka + FerretDB): {:.2?}; bootstrap {} mongo {}",
+        "[timing] stack up (Kafka, PostgreSQL, FerretDB): {:.2?}; bootstrap {} postgres {} mongo {}",
         t.elapsed(),
         stack.bootstrap(),
+        stack.postgres_url(),
         stack.mongo_uri()
     );
     let kafka = InstanceId::first(Service::Kafka);
     let mongo = InstanceId::first(Service::Mongo);
-    assert_states(&stack, &[("kafka#1", "running"), ("mongo#1", "running")]).await?;
+    assert_states(
+        &stack,
+        &[
+            ("kafka#1", "running"),
+            ("postgres#1", "running"),
+            ("mongo#1", "running"),
+        ],
+    )
+    .await?;
 
     // Per-component start-up times, measured by restarting each.
     let t = Instant::now();
@@ -130,14 +142,24 @@ async fn local_stack_kafka_and_ferretdb() -> Result<()> {
     assert!(stack.disconnect(&kafka).await.is_err());
 
     stack.down().await?;
-    assert_states(&stack, &[("kafka#1", "exited"), ("mongo#1", "exited")]).await?;
+    assert_states(
+        &stack,
+        &[
+            ("kafka#1", "exited"),
+            ("postgres#1", "exited"),
+            ("mongo#1", "exited"),
+        ],
+    )
+    .await?;
     drop(stack);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
 /// Detached mode (what `wiberctl stack up --runtime local` uses): the processes outlive the
-/// handle that started them, and another handle re-opened from `state.json` manages them.
+/// handle that started them, and another handle re-opened from `state.json` manages them,
+/// down to a crash of the store's PostgreSQL: SIGKILLed and restarted, it keeps what was
+/// stored, and a message sent after the recovery is stored too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detached_stack_outlives_its_handle() -> Result<()> {
     let root = provision::repo_root()?;
@@ -145,15 +167,28 @@ async fn detached_stack_outlives_its_handle() -> Result<()> {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("local-detached-{}", uuid::Uuid::new_v4().simple()));
     let mut cfg = LocalStackConfig::new(&dir);
-    cfg.consumers = 0;
-    cfg.apis = 0;
+    cfg.consumers = 1;
+    cfg.apis = 1;
+    // Quick failure detection keeps the test short (as the other e2e tests do).
+    cfg.extra_env
+        .push(("KAFKA_SESSION_TIMEOUT_MS".into(), "6000".into()));
     cfg.ownership = Ownership::Detached;
     let result = async {
         let stack = LocalStack::up(cfg, &prov).await?;
         let mongo_uri = stack.mongo_uri();
         drop(stack); // a detached stack keeps running
         let again = LocalStack::load(&dir)?;
-        assert_states(&again, &[("kafka#1", "running"), ("mongo#1", "running")]).await?;
+        assert_states(
+            &again,
+            &[
+                ("kafka#1", "running"),
+                ("postgres#1", "running"),
+                ("mongo#1", "running"),
+                ("api#1", "running"),
+                ("consumer#1", "running"),
+            ],
+        )
+        .await?;
         let client = mongodb::Client::with_uri_str(&mongo_uri).await?;
         client
             .database("admin")
@@ -164,16 +199,80 @@ async fn detached_stack_outlives_its_handle() -> Result<()> {
         let info = again.list().await?;
         let m = info.iter().find(|i| i.id == mongo).unwrap();
         assert_eq!((m.state.name(), m.restarts), ("running", 1));
+        postgres_crash_is_survived(&again).await?;
         anyhow::Ok(())
     }
     .await;
     // Always clean up: detached processes would otherwise outlive the test.
     if let Ok(stack) = LocalStack::load(&dir) {
         stack.down().await?;
-        assert_states(&stack, &[("kafka#1", "exited"), ("mongo#1", "exited")]).await?;
+        assert_states(
+            &stack,
+            &[
+                ("kafka#1", "exited"),
+                ("postgres#1", "exited"),
+                ("mongo#1", "exited"),
+                ("consumer#1", "exited"),
+            ],
+        )
+        .await?;
     }
     result?;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A message is stored; postgres#1 (the postmaster) is SIGKILLed and restarted; the
+/// message is still there, the project's setup still equips the collection, and a
+/// message sent after the recovery is stored exactly once.
+async fn postgres_crash_is_survived(stack: &LocalStack) -> Result<()> {
+    let postgres = InstanceId::first(Service::Postgres);
+    let http = support::http();
+    let api = stack.api_url();
+    let (a, b) = support::users("pgkill");
+    let coll = support::collection(stack).await;
+    let send = |id: &'static str| {
+        let (http, api, a, b) = (http.clone(), api.clone(), a.clone(), b.clone());
+        async move {
+            let body = serde_json::json!({"fromUser": a, "toUser": b, "content": id, "messageId": format!("{a}-{id}")});
+            let (status, v) = support::post(&http, &api, body).await;
+            assert_eq!(status, 200, "POST /messages: {v}");
+            format!("{a}-{id}")
+        }
+    };
+    let before = send("before").await;
+    let counts = support::wait_stored_once(&coll, std::slice::from_ref(&before)).await;
+    assert_eq!(counts[&before], 1, "stored before the crash: {counts:?}");
+
+    // The setup was applied before FerretDB created the collection.
+    let check = wiberctl::pg::check_collection(
+        &stack.postgres_url(),
+        &stack.config().names.db,
+        &stack.config().names.collection,
+    )
+    .await?;
+    assert!(check.ok(), "{:?}", check.problems());
+
+    stack.kill(&postgres, Signal::Kill).await?;
+    assert_states(stack, &[("postgres#1", "exited")]).await?;
+    let t = Instant::now();
+    stack.restart(&postgres).await?;
+    eprintln!(
+        "[timing] postgres#1 restart after SIGKILL (crash recovery until SELECT 1): {:.2?}",
+        t.elapsed()
+    );
+    let info = stack.list().await?;
+    let p = info.iter().find(|i| i.id == postgres).unwrap();
+    assert_eq!((p.state.name(), p.restarts), ("running", 1), "{p:?}");
+    assert!(p.address.starts_with("postgres://127.0.0.1:"), "{p:?}");
+
+    let after = send("after").await;
+    let ids = [before, after];
+    let counts = support::wait_stored_once(&coll, &ids).await;
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "each message stored once across the crash: {counts:?}"
+    );
     Ok(())
 }
 
@@ -327,7 +426,7 @@ async fn mongo_checks(uri: &str) -> Result<()> {
     assert_eq!(ids, vec!["m4", "m3"]);
 
     // Write concern majority+journal is accepted (FerretDB ignores it; durability is
-    // SQLite's commit).
+    // PostgreSQL's commit).
     let wc = mongodb::options::WriteConcern::builder()
         .w(mongodb::options::Acknowledgment::Majority)
         .journal(true)

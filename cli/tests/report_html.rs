@@ -129,6 +129,7 @@ fn scenario_and_bench_pages_in_chromium() {
         .args(["--runtime", "local", "--project", &project.0])
         .args(["--api-port", &a.to_string(), "--mongo-port", &m.to_string()])
         .args(["--kafka-port", &k.to_string(), "--drain-timeout", "60s"])
+        .args(["--postgres-port", &free_port().to_string()])
         .arg("--reports-dir")
         .arg(&reports)
         .env("WIBER_ROOT", &root)

@@ -79,6 +79,7 @@ fn run_scenario(name: &str) {
         ])
         .args(["--api-port", &a.to_string(), "--mongo-port", &m.to_string()])
         .args(["--kafka-port", &k.to_string()])
+        .args(["--postgres-port", &free_port().to_string()])
         .arg("--reports-dir")
         .arg(&reports)
         .arg("--junit")

@@ -160,7 +160,10 @@ fn check_shape(v: &Value, project: &str) {
         .collect();
     let mut sorted = names.clone();
     sorted.sort();
-    assert_eq!(sorted, ["api#1", "consumer#1", "kafka#1", "mongo#1"]);
+    assert_eq!(
+        sorted,
+        ["api#1", "consumer#1", "kafka#1", "mongo#1", "postgres#1"]
+    );
     for i in v["instances"].as_array().unwrap() {
         for field in [
             "service",
@@ -257,6 +260,7 @@ async fn top_shows_the_running_stack_and_restores_the_terminal() {
             .args(["--api-port", &api_port.to_string()])
             .args(["--mongo-port", &mongo_port.to_string()])
             .args(["--kafka-port", &kafka_port.to_string()])
+            .args(["--postgres-port", &free_port().to_string()])
             // A paused consumer is noticed quickly by the group (and the test is short).
             .args(["--service-env", "KAFKA_SESSION_TIMEOUT_MS=6000"])
             .env("WIBER_ROOT", &root),
@@ -276,6 +280,7 @@ async fn top_shows_the_running_stack_and_restores_the_terminal() {
         "api#1",
         "consumer#1",
         "kafka#1",
+        "postgres#1",
         "mongo#1",
         "req/s",
         "total lag",
@@ -312,7 +317,7 @@ async fn top_shows_the_running_stack_and_restores_the_terminal() {
     );
     let (ok, screen) = tmux
         .wait_screen(Duration::from_secs(30), |s| {
-            ["api#1", "consumer#1", "kafka#1", "mongo#1"]
+            ["api#1", "consumer#1", "kafka#1", "postgres#1", "mongo#1"]
                 .iter()
                 .all(|i| s.contains(i))
                 && value_after(s, "req/s").is_some()
@@ -320,7 +325,7 @@ async fn top_shows_the_running_stack_and_restores_the_terminal() {
         .await;
     assert!(
         ok,
-        "the dashboard never showed the four instances with rates:\n{screen}"
+        "the dashboard never showed the five instances with rates:\n{screen}"
     );
     assert_eq!(
         tmux.display("#{alternate_on}"),

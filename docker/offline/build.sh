@@ -7,8 +7,10 @@
 #
 #   wiber-base:<hash>       debootstrap minbase + ca-certificates + openjdk-17-jre-headless
 #   wiber-base-slim:<hash>  debootstrap minbase + ca-certificates (no Java: ~1/4 the size)
+#   wiber-base-postgres:<hash>  debootstrap minbase + ca-certificates + postgresql-15
 #   wiber-kafka:<tag>       Apache Kafka jars from Maven Central on wiber-base
-#   wiber-ferretdb:<tag>    FerretDB static binary (SQLite backend) on wiber-base-slim
+#   wiber-postgres:<tag>    PostgreSQL 15 + entrypoint applying server/sql/ferretdb-postgres.sql
+#   wiber-ferretdb:<tag>    FerretDB static binary (PostgreSQL backend) on wiber-base-slim
 #   wiber-server:<tag>      our release binary target/release/wiber-server on wiber-base-slim
 #
 # Each tag is a hash of that image's inputs; a build is skipped when
@@ -18,7 +20,7 @@
 # $REPO/.wiber/images (git-ignored).
 #
 # Usage: docker/offline/build.sh [--only LIST] [--force] [-h]
-#   --only LIST   comma-separated subset of: base,slim,kafka,ferretdb,server
+#   --only LIST   comma-separated subset of: base,slim,pgbase,kafka,postgres,ferretdb,server
 #                 (bases are built when an image needs them). Asking for `server`
 #                 fails when the binary is missing; by default it is skipped.
 #   --force       rebuild the selected images even when their tag exists
@@ -95,7 +97,7 @@ while [ $# -gt 0 ]; do
 done
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 for w in ${ONLY//,/ }; do
-  case "$w" in base|slim|kafka|ferretdb|server) ;; *) STEP=args; die "unknown image '$w' in --only" "use base,slim,kafka,ferretdb,server" ;; esac
+  case "$w" in base|slim|pgbase|kafka|postgres|ferretdb|server) ;; *) STEP=args; die "unknown image '$w' in --only" "use base,slim,pgbase,kafka,postgres,ferretdb,server" ;; esac
 done
 
 T_START=$SECONDS
@@ -178,6 +180,9 @@ make_rootfs() {
   rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* \
          "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/usr/share/info/* \
          "$dir"/var/log/* "$dir"/tmp/*
+  # PostgreSQL's package makes a cluster "main" at install time; the image makes its
+  # own in a volume at first start (nothing there for the other bases).
+  rm -rf "$dir"/var/lib/postgresql/*/main "$dir"/etc/postgresql/*/main
   printf '# emptied by wiber build.sh: add a Debian source here to use apt\n' >"$dir/etc/apt/sources.list"
   # Containers get their resolv.conf/hosts/hostname from the engine.
   : >"$dir/etc/resolv.conf"; : >"$dir/etc/hostname"
@@ -224,11 +229,14 @@ docker_build() {
   note_image "$name" "$tag" "$((SECONDS - t0))" built
 }
 
-need_java=0 need_slim=0
+need_java=0 need_slim=0 need_pg=0
 if want base || want kafka; then need_java=1; fi
 if want slim || want ferretdb || want server; then need_slim=1; fi
+if want pgbase || want postgres; then need_pg=1; fi
 JAVA_INC="ca-certificates,openjdk-17-jre-headless"
 SLIM_INC="ca-certificates"
+# Debian's PostgreSQL 15 (what the local runtime runs from /usr/lib/postgresql/15/bin).
+PG_INC="ca-certificates,postgresql-15"
 
 # --- Kafka ---------------------------------------------------------------------------
 # Jars the image needs beyond what kafka_2.13 pulls in: kafka-tools (the CLI tools
@@ -329,12 +337,14 @@ declare -a prep_pids=() prep_names=()
 # Installed once, here: the two rootfs builds below run side by side, and two apt-get
 # installs at once fail on dpkg's lock (seen on a cold machine).
 if { [ "$need_java" -eq 1 ] && base_needed wiber-base "$JAVA_INC"; } ||
-  { [ "$need_slim" -eq 1 ] && base_needed wiber-base-slim "$SLIM_INC"; }; then
+  { [ "$need_slim" -eq 1 ] && base_needed wiber-base-slim "$SLIM_INC"; } ||
+  { [ "$need_pg" -eq 1 ] && base_needed wiber-base-postgres "$PG_INC"; }; then
   ensure_debootstrap
 fi
 prep() { local what="$1"; shift; ( "$@" ) & prep_pids+=("$!"); prep_names+=("$what"); }
 if [ "$need_java" -eq 1 ] && base_needed wiber-base "$JAVA_INC"; then prep "wiber-base rootfs" make_rootfs wiber-base "$JAVA_INC"; fi
 if [ "$need_slim" -eq 1 ] && base_needed wiber-base-slim "$SLIM_INC"; then prep "wiber-base-slim rootfs" make_rootfs wiber-base-slim "$SLIM_INC"; fi
+if [ "$need_pg" -eq 1 ] && base_needed wiber-base-postgres "$PG_INC"; then prep "wiber-base-postgres rootfs" make_rootfs wiber-base-postgres "$PG_INC"; fi
 if want kafka; then prep "Kafka jars" fetch_kafka_libs; fi
 if want ferretdb; then prep "FerretDB binary" fetch_ferretdb; fi
 prep_failed=()
@@ -344,9 +354,10 @@ done
 [ "${#prep_failed[@]}" -eq 0 ] || die "failed: ${prep_failed[*]}" "see the messages above; rerun once fixed (finished parts are cached)"
 [ "${#prep_pids[@]}" -eq 0 ] || log "prepared (${prep_names[*]}) in $((SECONDS - T_PREP)) s"
 
-BASE_JAVA_TAG="" BASE_SLIM_TAG=""
+BASE_JAVA_TAG="" BASE_SLIM_TAG="" BASE_PG_TAG=""
 if [ "$need_java" -eq 1 ]; then import_base wiber-base "$JAVA_INC"; BASE_JAVA_TAG="$BASE_TAG"; fi
 if [ "$need_slim" -eq 1 ]; then import_base wiber-base-slim "$SLIM_INC"; BASE_SLIM_TAG="$BASE_TAG"; fi
+if [ "$need_pg" -eq 1 ]; then import_base wiber-base-postgres "$PG_INC"; BASE_PG_TAG="$BASE_TAG"; fi
 
 if want kafka; then
   fetch_kafka_libs
@@ -377,6 +388,22 @@ if want kafka; then
   tag="$KAFKA_VERSION-$(hash_str "$BASE_JAVA_TAG $(hash_files "${files[@]}") $(hash_files "${jars[@]}")")"
   docker_build wiber-kafka "$tag" "$ctx" "$ctx/Dockerfile" \
     --build-arg "BASE=wiber-base:$BASE_JAVA_TAG" --build-arg "KAFKA_VERSION=$KAFKA_VERSION"
+fi
+
+if want postgres; then
+  STEP="wiber-postgres"
+  ctx="$CACHE/ctx/postgres"
+  rm -rf "$ctx" && mkdir -p "$ctx"
+  cp "$HERE/postgres/Dockerfile" "$HERE/postgres/entrypoint" "$HERE/postgres/healthcheck" "$ctx/"
+  # The project's setup, applied by the entrypoint at every start: part of the tag, so a
+  # changed setup makes a new image.
+  cp "$REPO/server/sql/ferretdb-postgres.sql" "$ctx/"
+  pg_version="$(docker run --rm --network none --entrypoint bash "wiber-base-postgres:$BASE_PG_TAG" \
+    -c 'ls /usr/lib/postgresql | sort -V | tail -n 1')" ||
+    die "wiber-base-postgres:$BASE_PG_TAG has no /usr/lib/postgresql" "delete its rootfs tarball in $CACHE/rootfs and rerun"
+  tag="$pg_version-$(hash_str "$BASE_PG_TAG $(hash_files "$ctx/Dockerfile" "$ctx/entrypoint" "$ctx/healthcheck" "$ctx/ferretdb-postgres.sql")")"
+  docker_build wiber-postgres "$tag" "$ctx" "$ctx/Dockerfile" \
+    --build-arg "BASE=wiber-base-postgres:$BASE_PG_TAG"
 fi
 
 if want ferretdb; then
@@ -435,5 +462,5 @@ STEP="summary"
   printf 'all images are also tagged :offline; total %s s\n' "$((SECONDS - T_START))"
 } | tee "$CACHE/summary.txt"
 # Machine-readable tags for wiberctl / CI: IMAGE=name:hash-tag lines.
-docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '^wiber-(base|base-slim|kafka|ferretdb|server):' |
+docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '^wiber-(base|base-slim|base-postgres|kafka|postgres|ferretdb|server):' |
   grep -v ':offline$' | sort >"$CACHE/tags.txt" || true

@@ -19,8 +19,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wiber_model::ledger::Outcome;
 
+use wiber_model::report::{ReadKind, ReadSummary};
+
 use super::hist::LatencyHist;
-use super::worker::{Event, Sample};
+use super::reads::ReadEntry;
+use super::worker::{Event, ReadSample, Sample};
 use super::ProgressContext;
 
 /// Most events taken from the channel per wake-up, so a tick still comes through
@@ -77,10 +80,12 @@ impl Progress {
 }
 
 /// Appends ledger lines as the run goes (buffered; flushed every tick and at the end,
-/// so a crashed run still leaves everything up to the last quarter second).
+/// so a crashed run still leaves everything up to the last quarter second), and the
+/// reads' lines beside them when the run reads ([`LedgerWriter::log_reads`]).
 pub struct LedgerWriter {
     path: PathBuf,
     out: BufWriter<File>,
+    reads: Option<(PathBuf, BufWriter<File>)>,
 }
 
 impl LedgerWriter {
@@ -90,7 +95,25 @@ impl LedgerWriter {
         Ok(LedgerWriter {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 20, f),
+            reads: None,
         })
+    }
+
+    /// Writes a line per read to `path` (`reads.jsonl`) from now on.
+    pub fn log_reads(&mut self, path: &Path) -> anyhow::Result<()> {
+        let f = File::create(path)
+            .with_context(|| format!("cannot create the reads log {}", path.display()))?;
+        self.reads = Some((path.to_path_buf(), BufWriter::with_capacity(1 << 18, f)));
+        Ok(())
+    }
+
+    fn append_read(&mut self, e: &ReadEntry) -> anyhow::Result<()> {
+        let Some((path, out)) = &mut self.reads else {
+            return Ok(());
+        };
+        serde_json::to_writer(&mut *out, e).expect("read lines serialise");
+        out.write_all(b"\n")
+            .with_context(|| format!("cannot write the reads log {}", path.display()))
     }
 
     /// Appends a line that reads back as the [`wiber_model::ledger::LedgerEntry`] of `line`, without owning
@@ -103,6 +126,10 @@ impl LedgerWriter {
     }
 
     pub fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some((path, out)) = &mut self.reads {
+            out.flush()
+                .with_context(|| format!("cannot write the reads log {}", path.display()))?;
+        }
         self.out
             .flush()
             .with_context(|| format!("cannot write the ledger {}", self.path.display()))
@@ -118,6 +145,67 @@ pub struct SecondStats {
     pub errors: u64,
     /// Ack latency of the `ok` requests *due* in this second.
     pub ack: LatencyHist,
+    /// Reads answered in this second (by answer time): ok, and not.
+    pub reads_ok: u64,
+    pub reads_errors: u64,
+}
+
+/// What one kind of read saw in the measured window.
+#[derive(Clone)]
+pub struct ReadStats {
+    pub target_rate: f64,
+    pub sent: u64,
+    pub ok: u64,
+    /// Not ok: a non-2xx answer or none.
+    pub errors: u64,
+    pub not_started: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Due → answer of the ok reads.
+    pub latency: LatencyHist,
+    /// Due → answer (or giving up) of the others.
+    pub error: LatencyHist,
+    /// Due → send of every started read: whether the generator kept the reads' schedule.
+    pub start_delay: LatencyHist,
+}
+
+impl ReadStats {
+    fn new(target_rate: f64) -> ReadStats {
+        ReadStats {
+            target_rate,
+            sent: 0,
+            ok: 0,
+            errors: 0,
+            not_started: 0,
+            errors_by_kind: BTreeMap::new(),
+            latency: LatencyHist::new(),
+            error: LatencyHist::new(),
+            start_delay: LatencyHist::new(),
+        }
+    }
+
+    /// The report's figures of this kind over a window of `window`.
+    pub fn summary(&self, window: Duration) -> ReadSummary {
+        let per_s = |n: u64| {
+            let s = window.as_secs_f64();
+            if s > 0.0 {
+                (n as f64 / s * 10.0).round() / 10.0
+            } else {
+                0.0
+            }
+        };
+        ReadSummary {
+            target_rate: self.target_rate,
+            sent: self.sent,
+            ok: self.ok,
+            errors: self.errors,
+            not_started: self.not_started,
+            errors_by_kind: self.errors_by_kind.clone(),
+            achieved_rate: per_s(self.ok),
+            answered_rate: per_s(self.ok + self.errors),
+            latency_ms: self.latency.percentiles(),
+            error_ms: self.error.percentiles(),
+        }
+    }
 }
 
 /// A measured request that may be stored, kept for the end-to-end join with MongoDB.
@@ -156,10 +244,12 @@ pub struct PhaseStats {
     pub may_be_stored: Vec<Stored>,
     /// Latest answer offset seen (from the phase start).
     pub last_answer: Duration,
+    /// Each kind of read of the phase (every kind read, even one that never answered).
+    pub reads: BTreeMap<ReadKind, ReadStats>,
 }
 
 impl PhaseStats {
-    fn new(window: Duration) -> PhaseStats {
+    fn new(window: Duration, read_rates: &BTreeMap<ReadKind, f64>) -> PhaseStats {
         let secs = window.as_secs_f64().ceil().max(1.0) as usize;
         PhaseStats {
             ack: LatencyHist::new(),
@@ -177,6 +267,10 @@ impl PhaseStats {
             window,
             may_be_stored: Vec::new(),
             last_answer: Duration::ZERO,
+            reads: read_rates
+                .iter()
+                .map(|(k, r)| (*k, ReadStats::new(*r)))
+                .collect(),
         }
     }
 
@@ -210,6 +304,8 @@ pub struct PhaseInfo {
     pub step: u32,
     /// For the progress line.
     pub target_rate: Option<f64>,
+    /// Reads per second of each kind read (empty: none).
+    pub read_rates: BTreeMap<ReadKind, f64>,
 }
 
 /// Receives events until every worker is done, then returns the statistics and the
@@ -220,7 +316,7 @@ pub async fn collect(
     mut ledger: LedgerWriter,
     mut progress: Progress,
 ) -> anyhow::Result<(PhaseStats, LedgerWriter)> {
-    let mut st = PhaseStats::new(info.window);
+    let mut st = PhaseStats::new(info.window, &info.read_rates);
     let total = info.warmup + info.window;
     progress.bar.set_length(total.as_millis() as u64);
     progress.bar.set_style(
@@ -263,6 +359,19 @@ fn record(
 ) -> anyhow::Result<()> {
     let s = match ev {
         Event::Done(s) => s,
+        Event::Read(r) => return record_read(info, st, ledger, r),
+        Event::ReadNotStarted {
+            kind,
+            count,
+            first_due,
+        } => {
+            if first_due >= info.warmup {
+                if let Some(k) = st.reads.get_mut(&kind) {
+                    k.not_started += count;
+                }
+            }
+            return Ok(());
+        }
         Event::NotStarted {
             count, first_due, ..
         } => {
@@ -317,6 +426,54 @@ fn record(
             second: due_sec as u32,
             outcome: s.outcome,
         });
+    }
+    Ok(())
+}
+
+fn record_read(
+    info: &PhaseInfo,
+    st: &mut PhaseStats,
+    ledger: &mut LedgerWriter,
+    r: ReadSample,
+) -> anyhow::Result<()> {
+    let warmup = r.due < info.warmup;
+    let ms = |d: Duration| info.start_ms + d.as_millis() as i64;
+    ledger.append_read(&ReadEntry {
+        kind: r.kind,
+        due: ms(r.due),
+        sent: ms(r.sent),
+        answered: ms(r.answered),
+        status: r.status,
+        // The path of a failed read only: what is needed to look into it.
+        path: r.error.is_some().then(|| r.path.clone()),
+        error: r.error.clone(),
+        warmup,
+    })?;
+    st.last_answer = st.last_answer.max(r.answered);
+    if warmup {
+        return Ok(());
+    }
+    let Some(k) = st.reads.get_mut(&r.kind) else {
+        return Ok(());
+    };
+    k.sent += 1;
+    let latency = r.answered.saturating_sub(r.due);
+    k.start_delay.record(r.sent.saturating_sub(r.due));
+    let last = st.seconds.len() - 1;
+    let sec =
+        &mut st.seconds[(r.answered.saturating_sub(info.warmup).as_secs() as usize).min(last)];
+    match r.error {
+        None => {
+            k.ok += 1;
+            k.latency.record(latency);
+            sec.reads_ok += 1;
+        }
+        Some(e) => {
+            k.errors += 1;
+            k.error.record(latency);
+            *k.errors_by_kind.entry(e).or_default() += 1;
+            sec.reads_errors += 1;
+        }
     }
     Ok(())
 }
@@ -426,6 +583,20 @@ fn draw(info: &PhaseInfo, st: &PhaseStats, progress: &mut Progress, total: Durat
         let errs: Vec<String> = st.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
         msg.push_str(&format!("  errors: {}", errs.join(", ")));
     }
+    if !st.reads.is_empty() {
+        let ok: u64 = st.reads.values().map(|k| k.ok).sum();
+        msg.push_str(&format!("  reads ok {ok}"));
+        // Read errors by kind of read, as soon as there is one.
+        let bad: Vec<String> = st
+            .reads
+            .iter()
+            .filter(|(_, k)| k.errors > 0)
+            .map(|(kind, k)| format!("{kind} {}", k.errors))
+            .collect();
+        if !bad.is_empty() {
+            msg.push_str(&format!(" READ ERRORS {}", bad.join(", ")));
+        }
+    }
     progress.message(msg, elapsed);
 }
 
@@ -467,6 +638,7 @@ mod tests {
                 window: Duration::from_secs(1),
                 step,
                 target_rate: None,
+                read_rates: BTreeMap::new(),
             };
             let ms = |d: Duration| info.start_ms + d.as_millis() as i64;
             let content = wiber_model::ledger::content("r1", 3, 7, 64);

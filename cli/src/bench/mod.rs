@@ -9,17 +9,21 @@
 //! - [`hist`]: HdrHistogram wrapper (µs in, ms out, `.hgrm` text).
 //! - [`transport`]: the seam to the API (hyper's HTTP/1.1 connections behind a trait, so
 //!   tests can stall it).
+//! - [`reads`]: the reads mixed into the writes (`--reads`): rates, what each reads,
+//!   the lines of `reads.jsonl`.
 //! - [`slo`]: `--slo` / `--find-max` objectives.
 //! - [`print`]: the summary table and `--json` output.
 //!
 //! This module runs the phases (one, or the `--find-max` steps), joins the result with
 //! MongoDB for end-to-end latency, and writes the run directory:
 //! `run.json`, `ledger.jsonl`, `report.{json,md,html}`, `ack.hgrm`, `e2e.hgrm`,
-//! `events.jsonl` (when faults were recorded during the run).
+//! `events.jsonl` (when faults were recorded during the run), `reads.jsonl` and
+//! `reads-<kind>.hgrm` (when the run read).
 
 pub mod collector;
 pub mod hist;
 pub mod print;
+pub mod reads;
 pub mod resources;
 pub mod schedule;
 pub mod slo;
@@ -36,7 +40,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wiber_model::ledger::Outcome;
 use wiber_model::report::{
-    self as model, BenchConfigRecord, FindMax, FindMaxStep, Report, RunInfo, Summary,
+    self as model, BenchConfigRecord, FindMax, FindMaxStep, ReadSource, ReadsConfig, Report,
+    RunInfo, Summary,
 };
 
 use crate::runfile::{RunFile, StoreTarget};
@@ -47,7 +52,7 @@ use hist::LatencyHist;
 use schedule::{Pacing, Schedule};
 use slo::Slo;
 use transport::{HttpTransport, Transport};
-use worker::{SlotStats, Slots, Threads};
+use worker::{Reads, SlotStats, Slots, Threads};
 
 /// Capacity of the worker → collector channel: seconds of events at high rates, so the
 /// collector can pause (a terminal redraw, a ledger flush) without stalling workers.
@@ -115,6 +120,8 @@ pub struct BenchOptions {
     /// The stack whose CPU and memory per service to sample during the run (`None`:
     /// not sampled, e.g. a stack wiberctl does not run).
     pub resources: Option<Locator>,
+    /// Reads mixed into the writes, each kind at its own rate (`None`: writes only).
+    pub reads: Option<ReadsConfig>,
 }
 
 /// A caller's part of the progress line, asked for at every refresh.
@@ -147,6 +154,8 @@ struct PhasePlan {
 struct PhaseRun {
     stats: PhaseStats,
     slots: SlotStats,
+    /// The reads' own slots, when the phase read.
+    read_slots: Option<SlotStats>,
     target_rate: Option<f64>,
     start_ms: i64,
     measured_from_ms: i64,
@@ -193,7 +202,10 @@ async fn run_on<T: Transport>(
         serde_json::to_string_pretty(&run_file)?,
     )
     .with_context(|| format!("cannot write {}", dir.join("run.json").display()))?;
-    let ledger = LedgerWriter::create(&dir.join("ledger.jsonl"))?;
+    let mut ledger = LedgerWriter::create(&dir.join("ledger.jsonl"))?;
+    if opts.reads.is_some() {
+        ledger.log_reads(&dir.join("reads.jsonl"))?;
+    }
 
     let schedule = |pacing| Schedule {
         pacing,
@@ -267,7 +279,15 @@ async fn run_on<T: Transport>(
     // numbers, not the run.
     let mut warnings = Vec::new();
     let e2e = if opts.e2e {
-        match end_to_end(&opts.target, &run_id, &main.stats, opts.drain_timeout).await {
+        match end_to_end(
+            &opts.target,
+            &run_id,
+            opts.conversations,
+            &main.stats,
+            opts.drain_timeout,
+        )
+        .await
+        {
             Ok(e) => {
                 if !e.drained {
                     warnings.push(format!(
@@ -305,6 +325,9 @@ async fn run_on<T: Transport>(
         resources,
     );
     std::fs::write(dir.join("ack.hgrm"), main.stats.ack.hgrm())?;
+    for (kind, k) in &main.stats.reads {
+        std::fs::write(dir.join(format!("reads-{kind}.hgrm")), k.latency.hgrm())?;
+    }
     if let Some(e) = &e2e {
         std::fs::write(dir.join("e2e.hgrm"), e.hist.hgrm())?;
     }
@@ -359,6 +382,23 @@ fn validate(opts: &BenchOptions) -> anyhow::Result<()> {
     }
     if opts.duration.is_zero() {
         bail!("--duration must be longer than 0, e.g. 60s");
+    }
+    if let Some(r) = &opts.reads {
+        if r.rates.is_empty() {
+            bail!(
+                "reads are on but no kind has a rate: {}",
+                reads::READS_SYNTAX
+            );
+        }
+        for (k, rate) in &r.rates {
+            reads::ReadRates::check_rate(*k, *rate).map_err(|e| anyhow::anyhow!("--reads {e}"))?;
+        }
+        if let ReadSource::Fixture {
+            conversations: 0, ..
+        } = r.source
+        {
+            bail!("--read-fixture 0 has no conversation to read: give the number of conversations `wiberctl store fill` wrote");
+        }
     }
     if opts.size > wiber_model::MAX_CONTENT_CHARS {
         bail!(
@@ -422,13 +462,30 @@ async fn run_phase<T: Transport>(
         window: plan.schedule.window,
         step: plan.step,
         target_rate: plan.target_rate,
+        read_rates: opts
+            .reads
+            .as_ref()
+            .map(|r| r.rates.clone())
+            .unwrap_or_default(),
     };
     let progress = collector::Progress::new(opts.progress, opts.progress_context.clone());
+    // The reads have a pool of their own beside the writes' (open loop, whatever the
+    // writes do), growing to the same cap: the open-file limit is shared between them.
+    let pools = if opts.reads.is_some() { 2 } else { 1 };
+    let cap = (fd_cap(opts.max_connections * pools) / pools).max(1);
     // Closed loop keeps a fixed pool: its concurrency is what `--max` measures.
     let slots = Arc::new(match plan.schedule.pacing {
-        Pacing::Open { .. } => Slots::growing(opts.connections, fd_cap(opts.max_connections)),
+        Pacing::Open { .. } => Slots::growing(opts.connections, cap),
         Pacing::Closed => Slots::fixed(opts.connections),
     });
+    let reads = opts.reads.as_ref().map(|r| {
+        Reads::new(
+            r.clone(),
+            Slots::growing(opts.connections.min(cap), cap),
+            plan.schedule.conversations,
+        )
+    });
+    let read_slots = reads.as_ref().map(|r| Arc::clone(&r.slots));
     // The collector owns the ledger for the phase and hands it back.
     let collector = tokio::spawn(collector::collect(info, rx, ledger, progress));
     let phase = worker::Phase {
@@ -442,11 +499,13 @@ async fn run_phase<T: Transport>(
         slots: Arc::clone(&slots),
         events: tx,
         threads,
+        reads,
     };
     phase.run().await;
     let (stats, ledger) = collector.await.context("the collector task failed")??;
     let run = PhaseRun {
         slots: slots.stats(),
+        read_slots: read_slots.map(|s| s.stats()),
         target_rate: plan.target_rate,
         measured_from_ms: start_ms + plan.schedule.warmup.as_millis() as i64,
         ended_ms: start_ms + stats.last_answer.max(plan.schedule.end()).as_millis() as i64,
@@ -584,6 +643,65 @@ fn keep_up_problems(s: &PhaseStats, target: Option<f64>) -> Vec<String> {
         out.push(format!(
             "{} requests due in the window were never started (why: see below)",
             s.not_started
+        ));
+    }
+    out
+}
+
+/// What went wrong with the reads, as sentences (empty: nothing): reads that failed
+/// (first, and in capitals: a failed read is never to be missed in a summary), reads
+/// never started, reads below their rate, reads started late. Warnings, not a verdict:
+/// scenario thresholds decide whether reads may fail.
+fn read_problems(s: &PhaseStats, slots: Option<&SlotStats>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (kind, k) in &s.reads {
+        if k.errors > 0 {
+            let by: Vec<String> = k
+                .errors_by_kind
+                .iter()
+                .map(|(e, n)| format!("{e}: {n}"))
+                .collect();
+            out.push(format!(
+                "READ ERRORS: {} of {} {kind} reads failed ({}); the failed reads are in reads.jsonl with their paths",
+                k.errors,
+                k.sent,
+                by.join(", ")
+            ));
+        }
+    }
+    for (kind, k) in &s.reads {
+        if k.not_started > 0 {
+            let cap = slots.map_or(String::new(), |sl| {
+                format!(" (read slots: peak {} of {})", sl.peak, sl.cap)
+            });
+            out.push(format!(
+                "{} {kind} reads due in the window were never started: every read slot was busy until the end{cap}; raise --max-connections or lower the {kind} rate",
+                k.not_started
+            ));
+        }
+        let achieved = k.summary(s.window).achieved_rate;
+        if achieved < k.target_rate * KEEP_UP {
+            out.push(format!(
+                "{kind} reads: {achieved:.1} ok/s, below {:.0}% of the target {:.1} reads/s",
+                KEEP_UP * 100.0,
+                k.target_rate
+            ));
+        }
+    }
+    // One sentence for every kind that started late, not one each.
+    let late: Vec<String> = s
+        .reads
+        .iter()
+        .filter(|(_, k)| !k.start_delay.is_empty() && k.start_delay.quantile_ms(0.99) > LATE_P99_MS)
+        .map(|(kind, k)| format!("{kind} {:.1} ms", k.start_delay.quantile_ms(0.99)))
+        .collect();
+    if !late.is_empty() {
+        let slots = slots.map_or(String::new(), |sl| {
+            format!("; read slots peak {} of {}", sl.peak, sl.cap)
+        });
+        out.push(format!(
+            "reads started late (start delay p99: {}{slots}): their latency, measured from the due time, includes the wait",
+            late.join(", ")
         ));
     }
     out
@@ -751,11 +869,19 @@ struct EndToEnd {
 async fn end_to_end(
     target: &StoreTarget,
     run_id: &str,
+    conversations: u32,
     s: &PhaseStats,
     drain_timeout: Duration,
 ) -> anyhow::Result<EndToEnd> {
     let drain = store::drain(target, drain_timeout).await?;
-    let docs = store::fetch_run(target, run_id, false).await?;
+    // By indexed keys (one equality per conversation), so the cost is the run's, not the
+    // store's: e2e latency needs only the run's own documents.
+    let keys = store::RunKeys {
+        run: run_id,
+        conversations,
+        message_ids: &[],
+    };
+    let docs = store::read_run(target, &keys, false).await?.docs;
     let stored_at: HashMap<&str, i64> = docs
         .iter()
         .filter_map(|d| Some((d.message_id.as_deref()?, d.stored_at?)))
@@ -809,6 +935,7 @@ fn build_report(
     ));
     let mut first = keep_up_problems(s, target_rate);
     first.extend(late.warnings);
+    first.extend(read_problems(s, main.read_slots.as_ref()));
     warnings.splice(0..0, first);
     let delay = s.start_delay.percentiles();
     let summary = Summary {
@@ -832,6 +959,11 @@ fn build_report(
         peak_in_flight: main.slots.peak as u64,
         in_flight_cap: main.slots.cap as u64,
         generator_bound: late.generator_bound,
+        reads: s
+            .reads
+            .iter()
+            .map(|(kind, k)| (*kind, k.summary(s.window)))
+            .collect(),
     };
     let timeline = s
         .seconds
@@ -849,6 +981,8 @@ fn build_report(
                 ack_p99: q(&sec.ack, 0.99),
                 e2e_p50: e2e_sec.and_then(|h| q(h, 0.5)),
                 e2e_p99: e2e_sec.and_then(|h| q(h, 0.99)),
+                reads_ok: sec.reads_ok,
+                reads_errors: sec.reads_errors,
             }
         })
         .collect();
@@ -879,12 +1013,18 @@ fn build_report(
             retries: opts.retries,
             timeout_ms: opts.timeout.as_millis() as u64,
             api_url: opts.api_url.clone(),
+            reads: opts.reads.clone(),
         },
         summary,
         timeline,
         distribution: model::Distribution {
             ack: s.ack.curve(),
             e2e: e2e.map(|e| e.hist.curve()).unwrap_or_default(),
+            reads: s
+                .reads
+                .iter()
+                .map(|(kind, k)| (*kind, k.latency.curve()))
+                .collect(),
         },
         events: events
             .into_iter()
@@ -1001,6 +1141,98 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(2)).await;
             transport::Answer::status(503)
         }
+
+        async fn get(&self, _path: String) -> transport::Answer {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            transport::Answer::status(503)
+        }
+    }
+
+    /// Acknowledges every write and answers reads, except user pages: 503.
+    struct UserReadsFail;
+
+    impl Transport for UserReadsFail {
+        async fn post(&self, _body: bytes::Bytes) -> transport::Answer {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            transport::Answer::acked(200, 1_700_000_000_000)
+        }
+
+        async fn get(&self, path: String) -> transport::Answer {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            if path.starts_with("/user/") {
+                transport::Answer::status(503)
+            } else {
+                transport::Answer::status(200)
+            }
+        }
+    }
+
+    /// Failed reads are counted by kind and said loudly, in the summary, its warnings
+    /// and the printed table; they do not decide `--slo`, which is about the writes.
+    #[tokio::test(start_paused = true)]
+    async fn failed_reads_are_counted_by_kind_and_never_hidden() {
+        use wiber_model::report::ReadKind;
+        let reports =
+            std::env::temp_dir().join(format!("wiber-reads-{}", uuid::Uuid::new_v4().simple()));
+        let mut o = options(reports.clone());
+        o.name = "reads".into();
+        o.reads = Some(ReadsConfig {
+            rates: [
+                (ReadKind::Conversation, 40.0),
+                (ReadKind::User, 20.0),
+                (ReadKind::Count, 10.0),
+            ]
+            .into(),
+            source: ReadSource::Run,
+            page: reads::PAGE,
+        });
+        let r = run_with(o, Arc::new(UserReadsFail)).await.unwrap();
+        let s = &r.report.summary;
+        assert_eq!((s.ok, s.unknown), (100, 0), "{s:?}");
+        let conv = &s.reads[&ReadKind::Conversation];
+        assert_eq!((conv.sent, conv.ok, conv.errors), (40, 40, 0), "{conv:?}");
+        assert!(
+            conv.latency_ms.p50 >= 3.0 && conv.latency_ms.p99 < 10.0,
+            "{conv:?}"
+        );
+        assert_eq!(conv.achieved_rate, 40.0);
+        let user = &s.reads[&ReadKind::User];
+        assert_eq!((user.sent, user.ok, user.errors), (20, 0, 20), "{user:?}");
+        assert_eq!(user.errors_by_kind["http_503"], 20);
+        assert_eq!(user.latency_ms.count, 0, "no ok read, no read latency");
+        assert_eq!(user.error_ms.count, 20);
+        assert_eq!(s.reads[&ReadKind::Count].ok, 10);
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.starts_with("READ ERRORS: 20 of 20 user reads failed (http_503: 20)")),
+            "{:?}",
+            s.warnings
+        );
+        assert!(s
+            .warnings
+            .iter()
+            .any(|w| w.contains("user reads: 0.0 ok/s")));
+        assert!(r.slo_met, "--slo is about the writes, which all passed");
+        let printed = print::summary_table(&r.report);
+        assert!(printed.contains("READ ERRORS: user 20 of 20"), "{printed}");
+        let md = std::fs::read_to_string(r.dir.join("report.md")).unwrap();
+        assert!(
+            md.contains("| user | 20 | 0 | 20 | 0 | 0.0 (20) | - |"),
+            "{md}"
+        );
+        // Every read is in reads.jsonl; the failed ones with what they read.
+        let lines = reads::read_entries(&r.dir.join("reads.jsonl")).unwrap();
+        assert_eq!(lines.len(), 70);
+        assert!(lines
+            .iter()
+            .filter(|l| !l.ok())
+            .all(|l| l.kind == ReadKind::User
+                && l.path
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("/user/bench-"))));
+        assert!(r.dir.join("reads-user.hgrm").is_file());
+        std::fs::remove_dir_all(reports).unwrap();
     }
 
     fn options(reports_dir: PathBuf) -> BenchOptions {
@@ -1032,6 +1264,7 @@ mod tests {
             progress: false,
             progress_context: None,
             resources: None,
+            reads: None,
         }
     }
 

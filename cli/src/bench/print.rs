@@ -105,6 +105,27 @@ pub fn summary_table(r: &Report) -> String {
             .join(", ")
     };
     out.push_str(&format!("errors by kind: {errors}"));
+    if let Some(data) = crate::report::tables::reads(&s.reads) {
+        // The same rows as the report's reads table.
+        let header: Vec<&str> = data.header.iter().map(String::as_str).collect();
+        let mut t = output::table(&header);
+        for row in data.rows {
+            t.add_row(row);
+        }
+        out.push_str(&format!(
+            "\nreads (latency of ok reads, from due time):\n{t}"
+        ));
+        // Failed reads are never a footnote: one line that says how many, by kind.
+        let failed: Vec<String> = s
+            .reads
+            .iter()
+            .filter(|(_, r)| r.errors > 0)
+            .map(|(k, r)| format!("{k} {} of {}", r.errors, r.sent))
+            .collect();
+        if !failed.is_empty() {
+            out.push_str(&format!("\nREAD ERRORS: {}", failed.join(", ")));
+        }
+    }
     if let Some(res) = &r.resources {
         // The same rows as the report's table.
         let data = crate::report::tables::resources(res);

@@ -170,6 +170,7 @@ fn service_key(s: Service) -> String {
 fn order(name: &str) -> usize {
     [
         Service::Kafka.name(),
+        Service::Postgres.name(),
         Service::Mongo.name(),
         Service::Api.name(),
         Service::Consumer.name(),

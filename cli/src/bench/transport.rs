@@ -72,10 +72,14 @@ impl Answer {
     }
 }
 
-/// Sends one `POST /messages` with a JSON body. The body is [`Bytes`] so that a retry
-/// re-sends it without a copy.
+/// Sends one `POST /messages` with a JSON body (the body is [`Bytes`] so that a retry
+/// re-sends it without a copy), or one read.
 pub trait Transport: Send + Sync + 'static {
     fn post(&self, body: Bytes) -> impl Future<Output = Answer> + Send;
+    /// `GET` of `path` below the API's `/messages` (`/a/b?limit=50&skip=0`, `/count`):
+    /// the reads mixed into the load. Only the status counts; the body is read and
+    /// dropped.
+    fn get(&self, path: String) -> impl Future<Output = Answer> + Send;
 }
 
 /// `POST {api}/messages` over HTTP/1.1 keep-alive connections of its own.
@@ -85,6 +89,8 @@ pub struct HttpTransport {
     host: HeaderValue,
     /// Origin-form target (`/messages`, after the API's base path), parsed once.
     path: Uri,
+    /// The same, as text: reads append their own path to it.
+    messages: String,
     /// Whole attempt: connecting (if needed), sending and reading the answer.
     timeout: Duration,
     connect_timeout: Duration,
@@ -138,6 +144,7 @@ impl HttpTransport {
                 .path()
                 .parse()
                 .map_err(|e: hyper::http::uri::InvalidUri| invalid(e.to_string()))?,
+            messages: url.path().to_string(),
             timeout,
             connect_timeout: Duration::from_secs(3).min(timeout),
             id: NEXT_ID.fetch_add(1, Relaxed),
@@ -170,9 +177,10 @@ impl HttpTransport {
         }
     }
 
-    /// One attempt, without the overall timeout.
-    async fn exchange(&self, body: Bytes) -> Answer {
-        let mut req = Some(self.request(body));
+    /// One attempt, without the overall timeout; `ack`: read the acknowledged
+    /// `timestamp` from a 2xx body (a write's answer).
+    async fn exchange(&self, req: Request<Full<Bytes>>, ack: bool) -> Answer {
+        let mut req = Some(req);
         // A pooled connection the server closed while it was idle fails before the
         // request is written; hyper hands the request back and it goes on a fresh
         // connection (never a duplicate: nothing was sent).
@@ -201,7 +209,7 @@ impl HttpTransport {
                 Err(_) => return Answer::error("transport"),
             };
             self.checkin(conn);
-            return if (200..300).contains(&status) {
+            return if ack && (200..300).contains(&status) {
                 Answer {
                     timestamp: acked_timestamp(&body),
                     ..Answer::status(status)
@@ -221,6 +229,16 @@ impl HttpTransport {
         h.insert(HOST, self.host.clone());
         h.insert(CONTENT_TYPE, JSON);
         req
+    }
+
+    /// `GET {messages}{path}`; `None` when `path` does not make a URI (the reads'
+    /// paths are percent-encoded, so this is a bug, reported as a transport error).
+    fn read_request(&self, path: &str) -> Option<Request<Full<Bytes>>> {
+        let uri: Uri = format!("{}{path}", self.messages).parse().ok()?;
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = uri;
+        req.headers_mut().insert(HOST, self.host.clone());
+        Some(req)
     }
 
     /// An idle connection ready for a request, or a new one.
@@ -271,7 +289,17 @@ impl Transport for HttpTransport {
     async fn post(&self, body: Bytes) -> Answer {
         // An attempt that times out drops its connection with it: what is on that socket
         // is unknown, so it must not carry another request.
-        tokio::time::timeout(self.timeout, self.exchange(body))
+        tokio::time::timeout(self.timeout, self.exchange(self.request(body), true))
+            .await
+            .unwrap_or_else(|_| Answer::error("timeout"))
+    }
+
+    async fn get(&self, path: String) -> Answer {
+        let Some(req) = self.read_request(&path) else {
+            return Answer::error("transport");
+        };
+        // A read's body is a page or a count, not an acknowledgement: not parsed.
+        tokio::time::timeout(self.timeout, self.exchange(req, false))
             .await
             .unwrap_or_else(|_| Answer::error("timeout"))
     }

@@ -9,6 +9,11 @@
 //! thread. On the shared multi-threaded runtime every request cost a few cross-thread
 //! wake-ups, and those, not CPU, held the closed loop to three quarters of oha's rate.
 //!
+//! Reads mixed into the load ([`Reads`]) run beside the conversations: per kind, one
+//! lane per thread, each read due at `start + i / rate` and sent at its due time without
+//! waiting for the previous one (a read has no order to keep), from a pool of in-flight
+//! slots of its own, so slow reads cannot hold the writes back, or the other way round.
+//!
 //! Workers only measure; they send a [`Event`] per request to the collector and never
 //! touch statistics or the terminal themselves.
 
@@ -18,11 +23,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use wiber_model::ledger::{self, Outcome};
+use wiber_model::report::{ReadKind, ReadsConfig};
 use wiber_model::NewMessage;
 
+use super::reads::{self, Picker, Targets};
 use super::schedule::{Pacing, Schedule};
 use super::transport::{Answer, Transport};
 
@@ -66,10 +73,32 @@ pub struct Sample {
     pub content_hash: u64,
 }
 
+/// One read, measured. Offsets are from the phase start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadSample {
+    pub kind: ReadKind,
+    /// What was read, after `/messages`.
+    pub path: String,
+    pub due: Duration,
+    pub sent: Duration,
+    pub answered: Duration,
+    pub status: Option<u16>,
+    /// Why it was not ok (`http_503`, `timeout`, ...); `None` for a 2xx.
+    pub error: Option<String>,
+}
+
 /// What workers report to the collector.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Done(Sample),
+    Read(ReadSample),
+    /// Reads of a kind that were due but could not start in time (no free read slot
+    /// before the end); `first_due` is the due offset of the first of them.
+    ReadNotStarted {
+        kind: ReadKind,
+        count: u64,
+        first_due: Duration,
+    },
     /// Requests of a conversation that were due but could not start in time; `first_due`
     /// is the due offset of the first of them.
     NotStarted {
@@ -92,7 +121,8 @@ pub enum Event {
 /// generator was the limit.
 #[derive(Debug)]
 pub struct Slots {
-    sem: Semaphore,
+    /// Shared, so that a read can own its slot in a task of its own.
+    sem: Arc<Semaphore>,
     initial: usize,
     cap: usize,
     size: AtomicUsize,
@@ -138,6 +168,18 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// One slot in use by a task that owns it (a read); frees it when dropped.
+pub struct OwnedSlot {
+    _permit: OwnedSemaphorePermit,
+    slots: Arc<Slots>,
+}
+
+impl Drop for OwnedSlot {
+    fn drop(&mut self) {
+        self.slots.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
 impl Slots {
     /// A pool of `n` slots that never grows.
     pub fn fixed(n: usize) -> Slots {
@@ -147,7 +189,7 @@ impl Slots {
     /// A pool of `initial` slots that grows up to `cap` (never below `initial`).
     pub fn growing(initial: usize, cap: usize) -> Slots {
         Slots {
-            sem: Semaphore::new(initial),
+            sem: Arc::new(Semaphore::new(initial)),
             initial,
             cap: cap.max(initial),
             size: AtomicUsize::new(initial),
@@ -166,15 +208,7 @@ impl Slots {
         if let Ok(p) = self.sem.try_acquire() {
             return Some(self.hold(p));
         }
-        let grown = self
-            .size
-            .fetch_update(Relaxed, Relaxed, |n| (n < self.cap).then_some(n + 1))
-            .is_ok();
-        if grown {
-            self.sem.add_permits(1);
-        } else {
-            self.waited_at_cap.fetch_add(1, Relaxed);
-        }
+        self.grow();
         let permit = match deadline {
             Some(d) => tokio::time::timeout_at(d, self.sem.acquire())
                 .await
@@ -185,9 +219,46 @@ impl Slots {
         Some(self.hold(permit))
     }
 
-    fn hold<'a>(&'a self, permit: SemaphorePermit<'a>) -> Slot<'a> {
+    /// [`Slots::acquire`] for a task that owns its slot.
+    pub async fn acquire_owned(self: &Arc<Self>, deadline: Instant) -> Option<OwnedSlot> {
+        let permit = match Arc::clone(&self.sem).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.grow();
+                tokio::time::timeout_at(deadline, Arc::clone(&self.sem).acquire_owned())
+                    .await
+                    .ok()?
+                    .ok()?
+            }
+        };
+        self.count_in();
+        Some(OwnedSlot {
+            _permit: permit,
+            slots: Arc::clone(self),
+        })
+    }
+
+    /// Every slot is busy: one more, unless the pool is at its cap (then the wait is
+    /// counted).
+    fn grow(&self) {
+        let grown = self
+            .size
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.cap).then_some(n + 1))
+            .is_ok();
+        if grown {
+            self.sem.add_permits(1);
+        } else {
+            self.waited_at_cap.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn count_in(&self) {
         let n = self.in_flight.fetch_add(1, Relaxed) + 1;
         self.peak.fetch_max(n, Relaxed);
+    }
+
+    fn hold<'a>(&'a self, permit: SemaphorePermit<'a>) -> Slot<'a> {
+        self.count_in();
         Slot {
             _permit: permit,
             slots: self,
@@ -218,6 +289,25 @@ pub enum Threads {
     Own(usize),
 }
 
+/// The reads of a phase: what to read, their own in-flight slots, and how far each
+/// conversation of the phase has got (so a page of the run's own can be picked).
+pub struct Reads {
+    pub config: ReadsConfig,
+    pub slots: Arc<Slots>,
+    /// Messages acknowledged so far, by the phase's local conversation index.
+    pub acked: Vec<AtomicU64>,
+}
+
+impl Reads {
+    pub fn new(config: ReadsConfig, slots: Slots, conversations: u32) -> Reads {
+        Reads {
+            config,
+            slots: Arc::new(slots),
+            acked: (0..conversations).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
 /// What every worker of a phase shares.
 pub struct Phase<T> {
     pub transport: Arc<T>,
@@ -232,6 +322,8 @@ pub struct Phase<T> {
     pub slots: Arc<Slots>,
     pub events: mpsc::Sender<Event>,
     pub threads: Threads,
+    /// Reads mixed into the writes, if any.
+    pub reads: Option<Reads>,
 }
 
 impl<T: Transport> Phase<T> {
@@ -250,7 +342,11 @@ impl<T: Transport> Phase<T> {
         let mut done = Vec::new();
         for k in 0..n {
             let mine: Vec<u32> = (k as u32..convs).step_by(n).collect();
-            match own_thread(Arc::clone(&me), mine.clone()) {
+            let lane = Lane {
+                index: k as u64,
+                of: n as u64,
+            };
+            match own_thread(Arc::clone(&me), mine.clone(), lane) {
                 Ok(rx) => done.push(rx),
                 Err(e) => {
                     // No thread (resource limits): the caller's runtime carries them.
@@ -258,6 +354,7 @@ impl<T: Transport> Phase<T> {
                     for c in mine {
                         here.spawn(Arc::clone(&me).conversation(c));
                     }
+                    me.spawn_read_lanes(&mut here, lane);
                 }
             }
         }
@@ -265,6 +362,7 @@ impl<T: Transport> Phase<T> {
             for c in 0..convs {
                 here.spawn(Arc::clone(&me).conversation(c));
             }
+            me.spawn_read_lanes(&mut here, Lane { index: 0, of: 1 });
         }
         while here.join_next().await.is_some() {}
         for rx in done {
@@ -328,6 +426,9 @@ impl<T: Transport> Phase<T> {
                 self.slots.late_for_slot.fetch_add(1, Relaxed);
             }
             let sample = self.request(conv, seq, due, &mut msg, slot).await;
+            if let (Some(r), Outcome::Ok) = (&self.reads, sample.outcome) {
+                r.acked[local as usize].fetch_add(1, Relaxed);
+            }
             if !self.emit(Event::Done(sample)).await {
                 break; // the collector is gone: the run was abandoned
             }
@@ -404,6 +505,90 @@ impl<T: Transport> Phase<T> {
         }
     }
 
+    /// One read lane of each kind read, into `tasks`.
+    fn spawn_read_lanes(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>, lane: Lane) {
+        let Some(r) = &self.reads else { return };
+        for (&kind, &rate) in &r.config.rates {
+            tasks.spawn(Arc::clone(self).read_lane(kind, rate, lane));
+        }
+    }
+
+    /// Lane `lane.index` of `lane.of` of one read kind: reads `lane.index`,
+    /// `lane.index + lane.of`, ... of the kind's schedule (read `i` due at `i / rate`),
+    /// each sent at its due time in a task of its own, holding a read slot.
+    async fn read_lane(self: Arc<Self>, kind: ReadKind, rate: f64, lane: Lane) {
+        let Some(r) = &self.reads else { return };
+        let end = self.schedule.end();
+        let total = (end.as_secs_f64() * rate).ceil() as u64;
+        let deadline = self.start + end + START_GRACE;
+        let mut picker = Picker::new(
+            reads::seed(&self.run, self.conversation_base, kind, lane.index),
+            r.config.page,
+        );
+        let mut inflight = tokio::task::JoinSet::new();
+        let mut i = lane.index;
+        while i < total {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            if due >= end {
+                break;
+            }
+            tokio::time::sleep_until(self.start + due).await;
+            // Finished reads leave their tasks behind: collect them as we go.
+            while inflight.try_join_next().is_some() {}
+            let slot = match r.slots.acquire_owned(deadline).await {
+                Some(s) if Instant::now() <= deadline => s,
+                _ => {
+                    let count = (total - i).div_ceil(lane.of);
+                    let _ = self
+                        .emit(Event::ReadNotStarted {
+                            kind,
+                            count,
+                            first_due: due,
+                        })
+                        .await;
+                    break;
+                }
+            };
+            let targets = Targets::of(
+                &r.config.source,
+                &self.run,
+                self.conversation_base,
+                &r.acked,
+            );
+            let path = picker.path(kind, &targets);
+            let me = Arc::clone(&self);
+            inflight.spawn(async move {
+                let sample = me.read(kind, path, due, slot).await;
+                me.emit(Event::Read(sample)).await;
+            });
+            i += lane.of;
+        }
+        while inflight.join_next().await.is_some() {}
+    }
+
+    /// One read (no retries: a read that failed is what the reader saw).
+    async fn read(
+        &self,
+        kind: ReadKind,
+        path: String,
+        due: Duration,
+        slot: OwnedSlot,
+    ) -> ReadSample {
+        let sent = Instant::now();
+        let answer = self.transport.get(path.clone()).await;
+        let answered = Instant::now();
+        drop(slot);
+        ReadSample {
+            kind,
+            path,
+            due,
+            sent: sent.saturating_duration_since(self.start),
+            answered: answered.saturating_duration_since(self.start),
+            status: answer.status,
+            error: answer.error_kind(),
+        }
+    }
+
     async fn give_up(&self, conv: u32, local: u32, seq: u64, due: Duration) {
         let count = match self.schedule.pacing {
             Pacing::Open { .. } => self.schedule.planned(local).saturating_sub(seq),
@@ -422,12 +607,21 @@ impl<T: Transport> Phase<T> {
     }
 }
 
-/// Runs `convs` on a new thread with a single-threaded runtime; the receiver completes
-/// when they are all done. The runtime is built here so that failing to get one is the
-/// caller's to handle.
+/// Which share of each read kind's schedule a thread runs: reads `index`, `index + of`,
+/// `index + 2 of`, ... (as thread k runs conversations k, k + n, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    pub index: u64,
+    pub of: u64,
+}
+
+/// Runs `convs` (and `lane` of the reads) on a new thread with a single-threaded
+/// runtime; the receiver completes when they are all done. The runtime is built here so
+/// that failing to get one is the caller's to handle.
 fn own_thread<T: Transport>(
     phase: Arc<Phase<T>>,
     convs: Vec<u32>,
+    lane: Lane,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -441,6 +635,7 @@ fn own_thread<T: Transport>(
                 for c in convs {
                     tasks.spawn(Arc::clone(&phase).conversation(c));
                 }
+                phase.spawn_read_lanes(&mut tasks, lane);
                 while tasks.join_next().await.is_some() {}
             });
             // Dropping the runtime here closes this thread's connections; dropping the
@@ -477,8 +672,9 @@ mod tests {
         timeout: Duration,
     }
 
-    impl Transport for Stalled {
-        async fn post(&self, _body: Bytes) -> Answer {
+    impl Stalled {
+        /// When an answer to a request made now comes, or `None` past the timeout.
+        async fn wait(&self) -> Option<()> {
             let now = Instant::now();
             let (from, until) = (self.start + self.stall_from, self.start + self.stall_until);
             let answer_at = if now >= from && now < until {
@@ -488,10 +684,27 @@ mod tests {
             } + Duration::from_millis(1);
             if answer_at - now > self.timeout {
                 tokio::time::sleep(self.timeout).await;
-                return Answer::error("timeout");
+                return None;
             }
             tokio::time::sleep_until(answer_at).await;
-            Answer::acked(200, ACKED_AT)
+            Some(())
+        }
+    }
+
+    impl Transport for Stalled {
+        async fn post(&self, _body: Bytes) -> Answer {
+            match self.wait().await {
+                Some(()) => Answer::acked(200, ACKED_AT),
+                None => Answer::error("timeout"),
+            }
+        }
+
+        /// Reads stall with the writes: one server.
+        async fn get(&self, _path: String) -> Answer {
+            match self.wait().await {
+                Some(()) => Answer::status(200),
+                None => Answer::error("timeout"),
+            }
         }
     }
 
@@ -524,6 +737,7 @@ mod tests {
             slots: Arc::new(Slots::fixed(64)),
             events: tx,
             threads: Threads::Caller,
+            reads: None,
         }
     }
 
@@ -635,6 +849,83 @@ mod tests {
         assert_eq!(st.late_for_conversation, 0, "{st:?}");
     }
 
+    /// Reads run open loop beside the writes: each read starts at its due time even
+    /// while earlier reads hang in a stall (a read has no order to wait for), its latency
+    /// counts from that due time, and a conversation read asks for a page of what its
+    /// conversation had acknowledged.
+    #[tokio::test(start_paused = true)]
+    async fn reads_keep_their_own_schedule_through_a_stall() {
+        use wiber_model::report::{ReadSource, ReadsConfig};
+        let (tx, rx) = mpsc::channel(4096);
+        let mut p = phase((1, 2), Duration::from_secs(10), tx);
+        let rates = [(ReadKind::Conversation, 50.0), (ReadKind::Count, 20.0)];
+        p.reads = Some(Reads::new(
+            ReadsConfig {
+                rates: rates.into(),
+                source: ReadSource::Run,
+                page: 5,
+            },
+            Slots::growing(2, 1024),
+            CONVS,
+        ));
+        let events = run_and_collect(p, rx).await;
+        let reads: Vec<&ReadSample> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Read(r) => Some(r),
+                Event::Done(_) => None,
+                other => panic!("everything starts: {other:?}"),
+            })
+            .collect();
+        for (kind, rate) in rates {
+            let mut dues: Vec<Duration> = reads
+                .iter()
+                .filter(|r| r.kind == kind)
+                .map(|r| r.due)
+                .collect();
+            dues.sort();
+            // Every read of the plan, each due at i / rate.
+            let want: Vec<Duration> = (0..(3.0 * rate) as u64)
+                .map(|i| Duration::from_secs_f64(i as f64 / rate))
+                .collect();
+            assert_eq!(dues, want, "{kind}");
+        }
+        for r in &reads {
+            assert!(r.sent - r.due < SLACK, "started on time: {r:?}");
+            assert_eq!((r.status, r.error.as_deref()), (Some(200), None), "{r:?}");
+            let latency = r.answered - r.due;
+            if r.due >= Duration::from_secs(1) && r.due < Duration::from_secs(2) {
+                // Into the stall: answered when it ends, at 2 s.
+                assert!(near(r.answered, Duration::from_secs(2)), "{r:?}");
+            } else {
+                assert!(latency < SLACK, "{r:?}");
+            }
+        }
+        let late = reads
+            .iter()
+            .find(|r| r.kind == ReadKind::Conversation && r.due == Duration::from_millis(1500))
+            .unwrap();
+        assert!(
+            near(late.answered - late.due, Duration::from_millis(500)),
+            "{late:?}"
+        );
+        // The run's own conversations; late in the run their pages are past page 0.
+        assert!(reads
+            .iter()
+            .filter(|r| r.kind == ReadKind::Conversation)
+            .all(|r| r.path.starts_with("/bench-t1-u")));
+        // 10 conversations of 10 messages a second each, pages of 5: a read due at t
+        // asks for a page below 10 t messages, and later reads find later pages.
+        let skip =
+            |r: &ReadSample| -> u64 { r.path.split("skip=").nth(1).unwrap().parse().unwrap() };
+        for r in reads.iter().filter(|r| r.kind == ReadKind::Conversation) {
+            assert!(skip(r) as f64 <= 10.0 * r.due.as_secs_f64() + 1.0, "{r:?}");
+        }
+        assert!(reads
+            .iter()
+            .any(|r| r.kind == ReadKind::Conversation && skip(r) >= 20));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn requests_that_cannot_start_are_counted_not_dropped() {
         // The server stalls from 2 s on for good; the client gives up after 1.5 s, which
@@ -655,6 +946,7 @@ mod tests {
                     assert!(*first_due > Duration::from_secs(2));
                     not_started += count;
                 }
+                other => panic!("no reads in this phase: {other:?}"),
             }
         }
         // About 200 answered before the stall, one timed-out request per conversation,
@@ -681,6 +973,7 @@ mod tests {
             window: WINDOW,
             step: 0,
             target_rate: Some(RATE),
+            read_rates: Default::default(),
         };
         let (st, _) = collector::collect(info, rx, ledger, collector::Progress::new(false, None))
             .await

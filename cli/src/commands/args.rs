@@ -45,6 +45,9 @@ pub struct UpFlags {
     /// Host port of Kafka's external listener (published on 127.0.0.1).
     #[arg(long, default_value_t = Ports::default().kafka)]
     pub kafka_port: u16,
+    /// Host port of the PostgreSQL under FerretDB (published on 127.0.0.1).
+    #[arg(long, default_value_t = Ports::default().postgres)]
+    pub postgres_port: u16,
     /// How long to wait for the stack to become healthy, e.g. 3m.
     #[arg(long, default_value = "4m", value_parser = parse_duration)]
     pub wait: Duration,
@@ -76,6 +79,7 @@ impl UpFlags {
             api: self.api_port,
             mongo: self.mongo_port,
             kafka: self.kafka_port,
+            postgres: self.postgres_port,
         }
     }
 }

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use clap::Args;
 use wiber_model::contract::{defaults, env};
+use wiber_model::report::{ReadSource, ReadsConfig};
 
 use super::args::StackArgs;
+use crate::bench::reads::{ReadRates, DEFAULT_FIXTURE_MESSAGES, PAGE};
 use crate::bench::{self, print, slo::Slo, BenchOptions, Mode};
 use crate::exit::{self, Exit};
 use crate::output;
@@ -56,6 +58,8 @@ impl StoreArgs {
   wiberctl bench --rate 5000 --duration 60s --warmup 5s      # open loop, constant arrival rate
   wiberctl bench --max --duration 20s --connections 64 --conversations 64   # closed loop: the ceiling
   wiberctl bench --find-max --slo 'ack.p99<50ms' --rate 1000 --duration 10s
+  wiberctl bench --rate 500 --reads conversation=200,user=50,count=20   # writes and reads together
+  wiberctl bench --rate 100 --reads conversation=500 --read-fixture 10000 --read-fixture-size 1000
   wiberctl verify                                             # check the latest run's delivery
 
 Latency is measured from each request's due time (start + i/rate), so a slow server cannot
@@ -70,7 +74,15 @@ rate x service time must be in flight). In closed loop (--max) the pool stays at
 that concurrency is what it measures, so give it as many --conversations. When requests start
 late, the summary says whether the generator was the limit (generator-bound: its slots at the
 cap, its own CPU, its collector) or the conversations were all waiting.
-Writes reports/<UTC time>-<name>/: ledger.jsonl, report.json/.md/.html, ack.hgrm, e2e.hgrm.
+Reads (--reads) run open loop beside the writes, each kind at its own rate and from in-flight
+slots of their own: conversation pages (GET /messages/{a}/{b}?limit=50&skip=K, any page of what
+the conversation has acknowledged so far), user pages (GET /messages/user/{u}?limit=50) and
+counts (GET /messages/count, ?user1=u or ?user1=a&user2=b), of the run's own conversations, or
+with --read-fixture N of the fixture `wiberctl store fill` wrote. Each kind has its own latency
+histogram (ok reads, from the due time) and error counts; failed reads are printed as READ ERRORS
+and logged with their paths in reads.jsonl, but only --slo decides the exit status.
+Writes reports/<UTC time>-<name>/: ledger.jsonl, report.json/.md/.html, ack.hgrm, e2e.hgrm
+(and reads.jsonl, reads-<kind>.hgrm with --reads).
 Exit 1 when --slo is missed (or --find-max finds no rate meeting it).")]
 pub struct BenchArgs {
     /// Target arrival rate, requests per second (open loop). With --find-max: the first step's rate.
@@ -109,6 +121,19 @@ pub struct BenchArgs {
     /// Step the rate up (from --rate, times --step-factor) and report the highest meeting --slo.
     #[arg(long, requires = "slo")]
     pub find_max: bool,
+    /// Reads mixed into the writes, each kind at its own rate (reads per second):
+    /// KIND=RATE[,KIND=RATE...] with KIND conversation (a page of a conversation), user (a
+    /// user's recent messages) or count (total, per user, per conversation), e.g.
+    /// `--reads conversation=200,user=50,count=20`. Open loop like the writes.
+    #[arg(long, value_name = "KIND=RATE,...", value_parser = |s: &str| s.parse::<ReadRates>())]
+    pub reads: Option<ReadRates>,
+    /// Read the fixture `wiberctl store fill` wrote (its conversations 0..N, picked
+    /// uniformly) instead of the run's own conversations. N is how many conversations it has.
+    #[arg(long, value_name = "N_CONVERSATIONS", requires = "reads")]
+    pub read_fixture: Option<u64>,
+    /// Messages per fixture conversation: conversation reads pick any of its pages.
+    #[arg(long, value_name = "MESSAGES", default_value_t = DEFAULT_FIXTURE_MESSAGES, requires = "read_fixture")]
+    pub read_fixture_size: u64,
     /// Objectives, e.g. `ack.p99<50ms,ack.p999<200ms` (metrics ack, service, e2e). Exit 1 if missed.
     #[arg(long)]
     pub slo: Option<Slo>,
@@ -193,6 +218,17 @@ pub async fn run(
         progress: !json,
         progress_context: None,
         resources: Some(args.stack.locator()),
+        reads: args.reads.as_ref().map(|r| ReadsConfig {
+            rates: r.0.clone(),
+            source: match args.read_fixture {
+                Some(n) => ReadSource::Fixture {
+                    conversations: n,
+                    messages: args.read_fixture_size,
+                },
+                None => ReadSource::Run,
+            },
+            page: PAGE,
+        }),
     };
     let result = bench::run(opts).await?;
     let r = &result.report;

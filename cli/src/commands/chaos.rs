@@ -26,8 +26,8 @@ use crate::units::parse_duration;
 restart, pause (freeze: sockets stay open, nothing answers), unpause, disconnect (cut off the \
 stack's network, docker only), reconnect, scale (add consumers up to --to); or a shortcut that \
 names its target: kill-consumer, kill-api, kill-broker, restart-mongo, pause-consumer.\n\n\
-TARGET: a service (all its instances: kafka, mongo, api, consumer), an instance \
-(consumer#2), or random:SERVICE (one running instance at random, chosen anew each time).\n\n\
+TARGET: a service (all its instances: kafka, postgres, mongo, api, consumer), an instance \
+(consumer#2, postgres#1), or random:SERVICE (one running instance at random, chosen anew each time).\n\n\
 The undo actions (start, unpause, reconnect) do nothing to an instance already in the state \
 they restore, so repeating them is safe. Every action (and every --for undo) is appended to \
 the events file as a JSON line: time_ms, time, action, target, container, result.\n\n\
@@ -41,7 +41,7 @@ pub struct ChaosArgs {
     /// What to do: an action or a shortcut (see below).
     #[arg(value_parser = parse_action)]
     pub action: (Action, Option<Target>),
-    /// kafka, mongo, api, consumer, consumer#2, random:consumer (not with a shortcut).
+    /// kafka, postgres, mongo, api, consumer, consumer#2, random:consumer (not with a shortcut).
     pub target: Option<String>,
     #[command(flatten)]
     pub stack: StackArgs,

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod messages;
 pub mod scenario;
 pub mod stack;
+pub mod store;
 pub mod tail;
 pub mod top;
 pub mod verify;

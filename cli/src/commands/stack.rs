@@ -23,7 +23,7 @@ pub enum StackCmd {
         after_help = "Exit codes: 0 the stack is up and healthy; 2 it could not be brought up \
 (the failing service's last log lines are printed).\n\n\
 Examples:\n  wiberctl stack up\n  wiberctl stack up --consumers 3 --images offline\n  \
-wiberctl stack up --project t1 --api-port 18000 --mongo-port 37017 --kafka-port 19094\n  \
+wiberctl stack up --project t1 --api-port 18000 --mongo-port 37017 --kafka-port 19094 --postgres-port 15433\n  \
 wiberctl stack up --runtime local"
     )]
     Up(UpArgs),
@@ -32,7 +32,7 @@ wiberctl stack up --runtime local"
     Down {
         #[command(flatten)]
         stack: StackArgs,
-        /// Also remove the data volumes (Kafka's log, MongoDB's data): the next `up` starts empty.
+        /// Also remove the data volumes (Kafka's log, the store's data): the next `up` starts empty.
         #[arg(long)]
         volumes: bool,
     },
@@ -51,7 +51,7 @@ attached to the stack network) and the API is ready; 1 otherwise; 2 no stack fou
     Logs {
         #[command(flatten)]
         stack: StackArgs,
-        /// kafka, mongo, api, consumer, or an instance such as consumer#2.
+        /// kafka, postgres, mongo, api, consumer, or an instance such as consumer#2.
         service: String,
         /// How many lines per instance.
         #[arg(long, default_value_t = 100)]
@@ -114,10 +114,16 @@ pub async fn up(args: UpArgs, json: bool) -> Result<Exit> {
             "project": loc.project, "runtime": stack.kind(), "ok": true,
             "seconds": (secs * 10.0).round() / 10.0, "detail": detail,
             "api_url": ep.api_url, "mongo_uri": ep.mongo_uri, "kafka_bootstrap": ep.kafka_bootstrap,
+            "postgres_url": ep.postgres_url,
         }));
     } else {
+        // A stack on MongoDB itself (official images) has no PostgreSQL to name.
+        let postgres = ep
+            .postgres_url
+            .map(|u| format!(", PostgreSQL {u}"))
+            .unwrap_or_default();
         eprintln!(
-            "stack {:?} ({}) is up and healthy in {secs:.1} s: API {}, MongoDB {}, Kafka {}",
+            "stack {:?} ({}) is up and healthy in {secs:.1} s: API {}, MongoDB {}, Kafka {}{postgres}",
             loc.project,
             stack.kind(),
             ep.api_url.unwrap_or_else(none),
@@ -282,6 +288,7 @@ async fn status(r: &StackArgs, json: bool) -> Result<Exit> {
             "containers": rows, "api": api_json,
             "topic": ep.names.topic, "group": ep.names.group,
             "database": ep.names.db, "collection": ep.names.collection,
+            "postgres_url": ep.postgres_url,
             "lag": lag_rows, "total_lag": kafka::total(&lag), "lag_error": lag_error,
         }));
     } else {

@@ -81,6 +81,24 @@ pub fn render(r: &Report) -> String {
         rate_series
             .push(Series::new("target", "#7f7f7f", [(0.0, Some(t)), (secs, Some(t))]).dashed());
     }
+    if !s.reads.is_empty() {
+        rate_series.push(
+            Series::new(
+                "reads ok/s",
+                "#17becf",
+                per_sec(|p| Some(p.reads_ok as f64)),
+            )
+            .dashed(),
+        );
+        rate_series.push(
+            Series::new(
+                "read errors/s",
+                "#e377c2",
+                per_sec(|p| Some(p.reads_errors as f64)),
+            )
+            .dashed(),
+        );
+    }
     let time = |id: &str, title: &str, y_label: &str, series: Vec<Series>| Chart {
         id: id.into(),
         title: title.into(),
@@ -115,7 +133,11 @@ pub fn render(r: &Report) -> String {
     };
     let distribution = Chart {
         id: "chart-distribution".into(),
-        title: "Latency distribution (ack: ok only)".into(),
+        title: if r.distribution.reads.is_empty() {
+            "Latency distribution (ack: ok only)".into()
+        } else {
+            "Latency distribution (ack and reads: ok only)".into()
+        },
         y_label: "ms".into(),
         x_label: "percentile".into(),
         x_ticks: ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
@@ -124,10 +146,17 @@ pub fn render(r: &Report) -> String {
             .map(|(i, l)| (i as f64, l.to_string()))
             .collect(),
         x_max: 5.0,
-        series: vec![
-            Series::new("ack", "#ff7f0e", curve(&r.distribution.ack)),
-            Series::new("end-to-end", "#8c564b", curve(&r.distribution.e2e)),
-        ],
+        series: {
+            let mut v = vec![
+                Series::new("ack", "#ff7f0e", curve(&r.distribution.ack)),
+                Series::new("end-to-end", "#8c564b", curve(&r.distribution.e2e)),
+            ];
+            for (i, (kind, pts)) in r.distribution.reads.iter().enumerate() {
+                let colour = ["#17becf", "#bcbd22", "#7f7f7f"][i % 3];
+                v.push(Series::new(&format!("{kind} reads"), colour, curve(pts)).dashed());
+            }
+            v
+        },
         ..Default::default()
     };
 
@@ -151,6 +180,20 @@ pub fn render(r: &Report) -> String {
         s.unknown,
         s.not_started
     );
+    if !s.reads.is_empty() {
+        let parts: Vec<String> = s
+            .reads
+            .iter()
+            .map(|(k, x)| format!("{k} {} ok / {} errors", x.ok, x.errors))
+            .collect();
+        let failed = s.reads.values().any(|x| x.errors > 0);
+        let _ = writeln!(
+            html,
+            "<p{}>Reads: {}.</p>",
+            if failed { " class=\"problem\"" } else { "" },
+            esc(&parts.join(", "))
+        );
+    }
     if let Some(v) = &r.verify {
         let _ = writeln!(html, "<h2>Verify: {}</h2>", verdict_span(v.verdict));
         let c = &v.counts;
@@ -222,6 +265,13 @@ fn details(r: &Report) -> String {
     let mut h = String::from("<h2>Details</h2>\n<h3>Summary</h3>\n");
     h.push_str(&tables::summary(s).html("summary"));
     h.push_str(&tables::latency(s).html("latency"));
+    if let Some(t) = tables::reads(&s.reads) {
+        h.push_str("<h3>Reads</h3>");
+        if let Some(c) = &r.config.reads {
+            let _ = write!(h, "<p class=\"muted\">{}</p>", esc(&super::reads_line(c)));
+        }
+        h.push_str(&t.html("reads"));
+    }
     if !s.errors.is_empty() {
         let _ = write!(
             h,
@@ -288,8 +338,13 @@ fn details(r: &Report) -> String {
     let _ = writeln!(
         h,
         "<p class=\"muted\">Files: <a href=\"ledger.jsonl\">ledger.jsonl</a>, <a href=\"report.json\">report.json</a> ({}), \
-<a href=\"report.md\">report.md</a>, <a href=\"ack.hgrm\">ack.hgrm</a>, <a href=\"e2e.hgrm\">e2e.hgrm</a>.</p>",
-        esc(&r.schema)
+<a href=\"report.md\">report.md</a>, <a href=\"ack.hgrm\">ack.hgrm</a>, <a href=\"e2e.hgrm\">e2e.hgrm</a>{}.</p>",
+        esc(&r.schema),
+        if s.reads.is_empty() {
+            ""
+        } else {
+            ", <a href=\"reads.jsonl\">reads.jsonl</a>, reads-&lt;kind&gt;.hgrm"
+        }
     );
     h
 }

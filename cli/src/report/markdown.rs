@@ -15,6 +15,13 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(md, "## Summary\n");
     let _ = writeln!(md, "{}", tables::summary(s).markdown());
     let _ = writeln!(md, "{}", tables::latency(s).markdown());
+    if let Some(t) = tables::reads(&s.reads) {
+        let _ = writeln!(md, "### Reads\n");
+        if let Some(c) = &r.config.reads {
+            let _ = writeln!(md, "{}\n", super::reads_line(c));
+        }
+        let _ = writeln!(md, "{}", t.markdown());
+    }
     if !s.errors.is_empty() {
         let _ = writeln!(md, "Errors by kind: {}\n", super::errors_by_kind(s));
     }
@@ -68,8 +75,13 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         md,
-        "Files: `ledger.jsonl`, `report.json` ({}), `report.html`, `ack.hgrm`, `e2e.hgrm`.",
-        r.schema
+        "Files: `ledger.jsonl`, `report.json` ({}), `report.html`, `ack.hgrm`, `e2e.hgrm`{}.",
+        r.schema,
+        if s.reads.is_empty() {
+            ""
+        } else {
+            ", `reads.jsonl`, `reads-<kind>.hgrm`"
+        }
     );
     md
 }

@@ -65,6 +65,27 @@ pub fn run_line(r: &Report) -> String {
     )
 }
 
+/// What the reads read, in one sentence.
+pub fn reads_line(c: &wiber_model::report::ReadsConfig) -> String {
+    let rates: Vec<String> = c.rates.iter().map(|(k, r)| format!("{k} {r}/s")).collect();
+    let from = match c.source {
+        wiber_model::report::ReadSource::Run => {
+            "the run's own conversations and users (pages of what each had acknowledged)".to_string()
+        }
+        wiber_model::report::ReadSource::Fixture {
+            conversations,
+            messages,
+        } => format!(
+            "the fixture's {conversations} conversations of {messages} messages (`wiberctl store fill`)"
+        ),
+    };
+    format!(
+        "Reads at {}, of {from}, pages of {}; latency of ok reads from their due time.",
+        rates.join(", "),
+        c.page
+    )
+}
+
 /// `timeout 3, http_503 12`.
 pub fn errors_by_kind(s: &wiber_model::report::Summary) -> String {
     s.errors
@@ -133,6 +154,11 @@ pub(crate) fn sample_report(name: &str, measured_from_ms: i64, seconds: u32) -> 
             retries: 0,
             timeout_ms: 5000,
             api_url: "http://127.0.0.1:1".into(),
+            reads: Some(ReadsConfig {
+                rates: BTreeMap::from([(ReadKind::Conversation, 20.0), (ReadKind::Count, 5.0)]),
+                source: ReadSource::Run,
+                page: 50,
+            }),
         },
         summary: Summary {
             target_rate: Some(100.0),
@@ -155,6 +181,35 @@ pub(crate) fn sample_report(name: &str, measured_from_ms: i64, seconds: u32) -> 
             peak_in_flight: 8,
             in_flight_cap: 1024,
             generator_bound: false,
+            reads: BTreeMap::from([
+                (
+                    ReadKind::Conversation,
+                    ReadSummary {
+                        target_rate: 20.0,
+                        sent: 20 * seconds as u64,
+                        ok: 20 * seconds as u64,
+                        achieved_rate: 20.0,
+                        answered_rate: 20.0,
+                        latency_ms: p(3.0),
+                        ..Default::default()
+                    },
+                ),
+                (
+                    ReadKind::Count,
+                    ReadSummary {
+                        target_rate: 5.0,
+                        sent: 5 * seconds as u64,
+                        ok: 4 * seconds as u64,
+                        errors: seconds as u64,
+                        errors_by_kind: BTreeMap::from([("http_503".to_string(), seconds as u64)]),
+                        achieved_rate: 4.0,
+                        answered_rate: 5.0,
+                        latency_ms: p(1.0),
+                        error_ms: p(0.5),
+                        ..Default::default()
+                    },
+                ),
+            ]),
         },
         timeline: (0..seconds)
             .map(|t| Second {
@@ -166,11 +221,14 @@ pub(crate) fn sample_report(name: &str, measured_from_ms: i64, seconds: u32) -> 
                 ack_p99: (t != 5).then_some(40.0),
                 e2e_p50: Some(30.0),
                 e2e_p99: Some(if (4..7).contains(&t) { 900.0 } else { 80.0 }),
+                reads_ok: 24,
+                reads_errors: 1,
             })
             .collect(),
         distribution: Distribution {
             ack: vec![[50.0, 10.0], [99.0, 40.0], [100.0, 60.0]],
             e2e: vec![[50.0, 30.0], [99.0, 120.0]],
+            reads: BTreeMap::from([(ReadKind::Conversation, vec![[50.0, 3.0], [99.0, 12.0]])]),
         },
         events: vec![EventMark {
             time_ms: measured_from_ms + 4000,
@@ -247,6 +305,39 @@ mod tests {
         );
         assert!(md.contains("## Verify: **FAIL**"), "{md}");
         assert!(md.contains("| bench-c1-s7 | - | 1 | 7 | 0 | 42 |"), "{md}");
+        // A row per kind of read, failed reads counted by kind beside the latency.
+        assert!(
+            md.contains("| conversation | 200 | 200 | 0 | 0 | 20.0 (20) | 3.00 | 6.00 | 12.00 | 15.00 | 18.00 | none |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| count | 50 | 40 | 10 | 0 | 4.0 (5) | 1.00 |"),
+            "{md}"
+        );
+        assert!(md.contains("http_503 10 |"), "{md}");
+    }
+
+    /// Reports written before reads existed (no `reads` anywhere) still read, as runs
+    /// without reads.
+    #[test]
+    fn reports_without_reads_still_parse() {
+        let r = super::sample_report("old", 1_000_000, 3);
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["config"].as_object_mut().unwrap().remove("reads");
+        v["summary"].as_object_mut().unwrap().remove("reads");
+        v["distribution"].as_object_mut().unwrap().remove("reads");
+        for t in v["timeline"].as_array_mut().unwrap() {
+            let t = t.as_object_mut().unwrap();
+            t.remove("reads_ok");
+            t.remove("reads_errors");
+        }
+        let old: wiber_model::report::Report = serde_json::from_value(v).unwrap();
+        assert!(old.summary.reads.is_empty() && old.config.reads.is_none());
+        assert_eq!(old.timeline[0].reads_ok, 0);
+        assert!(super::tables::reads(&old.summary.reads).is_none());
+        // And a run without reads writes none of them.
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("reads"), "{text}");
     }
 
     #[test]
@@ -261,7 +352,9 @@ mod tests {
             "{html}"
         );
         let details = &html[html.find("<h2>Details</h2>").expect("a Details section")..];
-        for class in ["summary", "latency", "verify", "examples", "events"] {
+        for class in [
+            "summary", "latency", "reads", "verify", "examples", "events",
+        ] {
             assert!(
                 details.contains(&format!("<table class=\"{class}\">")),
                 "{class} table missing: {details}"

@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 
 use wiber_model::report::{
-    EventMark, Example, FindMax, Percentiles, Resources, Summary, VerifyCounts,
+    EventMark, Example, FindMax, Percentiles, ReadKind, ReadSummary, Resources, Summary,
+    VerifyCounts,
 };
 
 use super::esc;
@@ -197,6 +198,60 @@ pub fn latency(s: &Summary) -> Table {
     t
 }
 
+/// One row per kind of read: how many, how many were ok or not, the rate achieved and
+/// the latency of the ok reads (from their due time). `None` when the run did not read.
+pub fn reads(reads: &std::collections::BTreeMap<ReadKind, ReadSummary>) -> Option<Table> {
+    if reads.is_empty() {
+        return None;
+    }
+    let mut t = Table::new(&[
+        ("reads", false),
+        ("count", true),
+        ("ok", true),
+        ("errors", true),
+        ("not started", true),
+        ("ok/s (target)", true),
+        ("p50 ms", true),
+        ("p90 ms", true),
+        ("p99 ms", true),
+        ("p99.9 ms", true),
+        ("max ms", true),
+        ("errors by kind", false),
+    ]);
+    for (kind, r) in reads {
+        let p = &r.latency_ms;
+        // No ok read, no latency: dashes, not zeros that would read as instant.
+        let lat = |v: f64| {
+            if p.count == 0 {
+                "-".to_string()
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        let by = r
+            .errors_by_kind
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        t.row(vec![
+            kind.to_string(),
+            r.sent.to_string(),
+            r.ok.to_string(),
+            r.errors.to_string(),
+            r.not_started.to_string(),
+            format!("{:.1} ({:.0})", r.achieved_rate, r.target_rate),
+            lat(p.p50),
+            lat(p.p90),
+            lat(p.p99),
+            lat(p.p999),
+            lat(p.max),
+            if by.is_empty() { "none".into() } else { by },
+        ]);
+    }
+    Some(t)
+}
+
 /// The steps of `--find-max`.
 pub fn find_max(f: &FindMax) -> Table {
     let mut t = Table::new(&[
@@ -355,7 +410,9 @@ mod tests {
             peak_in_flight: 0,
             in_flight_cap: 0,
             generator_bound: false,
+            reads: Default::default(),
         };
+        assert!(reads(&s.reads).is_none());
         let md = latency(&s).markdown();
         assert!(
             md.contains("| ack, ok only (from due time) | - | - | - | - | - | 0 |"),

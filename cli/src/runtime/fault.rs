@@ -282,6 +282,15 @@ mod tests {
             Target::Random(Service::Consumer)
         );
         assert!(Target::parse("zookeeper").is_err());
+        // The store's PostgreSQL is a target like any other (chaos and scenario files).
+        assert_eq!(
+            Target::parse("postgres#1").unwrap(),
+            Target::Instance(InstanceId::first(Service::Postgres))
+        );
+        assert_eq!(
+            Target::parse("postgres").unwrap(),
+            Target::Service(Service::Postgres)
+        );
         let all = Target::Service(Service::Consumer)
             .resolve(&have, Action::Kill.wants_running())
             .unwrap();

@@ -3,7 +3,11 @@
 //! For machines without Docker, and for the integration tests. Components:
 //! - `kafka#1`: one KRaft node (broker + controller) run from the jars [`crate::provision`]
 //!   fetched (`java -cp 'libs/*' kafka.Kafka server.properties`);
-//! - `mongo#1`: FerretDB on SQLite, speaking the MongoDB wire protocol;
+//! - `postgres#1`: Debian's PostgreSQL (`/usr/lib/postgresql/<version>/bin`), as the
+//!   `postgres` system user when wiberctl is root (see [`super::postgres`]); at every
+//!   start the database `ferretdb` is created if missing and the project's setup
+//!   (`server/sql/ferretdb-postgres.sql`) applied, before FerretDB can create anything;
+//! - `mongo#1`: FerretDB on that PostgreSQL, speaking the MongoDB wire protocol;
 //! - `consumer#N`, `api#N`: our `wiber-server consumer|api`, configured by environment.
 //!
 //! Everything of one stack lives in its directory ([`LocalStackConfig::dir`]):
@@ -12,7 +16,9 @@
 //! state.json                 config, resolved ports, pids (+ start times), restarts
 //! logs/kafka-1.log ...       stdout+stderr of each instance, appended across restarts
 //! kafka/server.properties    kafka/data/ (formatted once, so restarts keep the data)
-//! mongo/data/                FerretDB's SQLite files (one file per database)
+//! postgres/data/             the PostgreSQL cluster (initdb'd once; owned by its user)
+//! postgres/run/              its unix socket (clients use TCP on 127.0.0.1)
+//! mongo/                     FerretDB's state dir (its data is in PostgreSQL)
 //! ```
 //!
 //! Ownership decides who cleans up:
@@ -33,7 +39,7 @@
 //! cfg.consumers = 0; // Kafka + FerretDB only
 //! cfg.apis = 0;
 //! let stack = LocalStack::up(cfg, &prov).await?;
-//! println!("{} {}", stack.bootstrap(), stack.mongo_uri());
+//! println!("{} {} {}", stack.bootstrap(), stack.postgres_url(), stack.mongo_uri());
 //! # Ok(()) }
 //! ```
 
@@ -47,6 +53,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::postgres;
 use super::process::{self, ProcState, SpawnSpec};
 use super::usage::{self, Usage};
 use super::{
@@ -57,15 +64,20 @@ use crate::provision::Provisioned;
 
 /// How long each component may take to become ready. Generous because a cold JVM on two
 /// busy cores (cargo building next to it) is slow; a healthy start is much faster
-/// (Kafka ~7 s, FerretDB ~0.2 s).
+/// (Kafka ~7 s, PostgreSQL ~0.5 s, FerretDB ~0.2 s). PostgreSQL after a crash replays
+/// its WAL first.
 const KAFKA_READY_TIMEOUT: Duration = Duration::from_secs(120);
+const POSTGRES_READY_TIMEOUT: Duration = Duration::from_secs(120);
 const MONGO_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const API_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A consumer has no port to probe: it counts as started if it is still alive after this.
 const CONSUMER_GRACE: Duration = Duration::from_millis(750);
-/// Graceful stop: SIGTERM, then SIGKILL after this. Kafka's controlled shutdown is the
-/// slowest (a few seconds); consumers flush and commit.
+/// Graceful stop: SIGTERM (PostgreSQL: SIGINT), then SIGKILL after this. Kafka's
+/// controlled shutdown is the slowest (a few seconds); consumers flush and commit;
+/// PostgreSQL writes a checkpoint.
 const KAFKA_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the processes of a killed PostgreSQL may take to notice and exit.
+const POSTGRES_ORPHANS_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Who cleans up the stack's processes; see the module docs.
@@ -90,6 +102,10 @@ pub struct LocalStackConfig {
     pub kafka_controller_port: u16,
     /// FerretDB.
     pub mongo_port: u16,
+    /// PostgreSQL (the store under FerretDB). Absent from the state of stacks made before
+    /// it was (FerretDB on SQLite): 0 there, and such a stack has no `postgres#1`.
+    #[serde(default)]
+    pub postgres_port: u16,
     /// Port of `api#1`; further api instances get picked ports.
     pub api_port: u16,
     /// Number of `wiber-server consumer` instances started by `up` (0 = none).
@@ -116,6 +132,7 @@ impl LocalStackConfig {
             kafka_port: 0,
             kafka_controller_port: 0,
             mongo_port: 0,
+            postgres_port: 0,
             api_port: 0,
             consumers: 1,
             apis: 1,
@@ -132,7 +149,7 @@ impl LocalStackConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct InstanceRecord {
     id: InstanceId,
-    /// Listening port (kafka, mongo, api); None for consumers.
+    /// Listening port (kafka, postgres, mongo, api); None for consumers.
     port: Option<u16>,
     pid: Option<u32>,
     /// Identifies the process behind `pid` (see `process.rs`).
@@ -188,10 +205,13 @@ pub struct LocalStack {
 }
 
 impl LocalStack {
-    /// Starts a stack: Kafka, then FerretDB, then the consumers, then the apis, each
+    /// Starts a stack: Kafka, PostgreSQL, FerretDB, the consumers, the apis, each
     /// waited for. On failure everything already started is killed and the error says
     /// which component failed, with the last lines of its log.
     pub async fn up(cfg: LocalStackConfig, prov: &Provisioned) -> Result<LocalStack> {
+        // What PostgreSQL needs from the machine, before anything is started for nothing.
+        postgres::bin_dir()?;
+        postgres::run_as()?;
         let mut cfg = cfg;
         fs::create_dir_all(cfg.dir.join("logs"))
             .with_context(|| format!("creating the stack directory {}", cfg.dir.display()))?;
@@ -202,6 +222,7 @@ impl LocalStack {
         for port in [
             &mut cfg.kafka_port,
             &mut cfg.kafka_controller_port,
+            &mut cfg.postgres_port,
             &mut cfg.mongo_port,
             &mut cfg.api_port,
         ] {
@@ -211,6 +232,10 @@ impl LocalStack {
         }
         let mut instances = vec![
             InstanceRecord::new(InstanceId::first(Service::Kafka), Some(cfg.kafka_port)),
+            InstanceRecord::new(
+                InstanceId::first(Service::Postgres),
+                Some(cfg.postgres_port),
+            ),
             InstanceRecord::new(InstanceId::first(Service::Mongo), Some(cfg.mongo_port)),
         ];
         for i in 1..=cfg.consumers {
@@ -278,7 +303,7 @@ impl LocalStack {
     }
 
     /// Stops everything gracefully, in reverse start order (apis, consumers, FerretDB,
-    /// Kafka). Data and logs stay in the directory.
+    /// PostgreSQL, Kafka). Data and logs stay in the directory.
     pub async fn down(&self) -> Result<()> {
         let mut ids: Vec<InstanceId> = self.lock().instances.iter().map(|r| r.id).collect();
         ids.sort_by_key(|id| std::cmp::Reverse(start_rank(id.service)));
@@ -352,13 +377,23 @@ impl LocalStack {
             .into_iter()
             // `state` checks the start time too: a reused pid is someone else's process.
             .filter(|(_, pid, ticks)| process::state(*pid, *ticks) != ProcState::Gone)
-            .filter_map(|(id, pid, ticks)| usage::local_sample(id, pid, ticks))
+            .filter_map(|(id, pid, ticks)| {
+                // PostgreSQL works in the postmaster's children (one per connection, plus
+                // its writers): the instance is all of them.
+                let children = (id.service == Service::Postgres).then(|| process::children_of(pid));
+                usage::local_sample(id, pid, ticks, children.as_deref())
+            })
             .collect()
     }
 
     /// Kafka bootstrap servers, `127.0.0.1:PORT`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.lock().config.kafka_port)
+    }
+
+    /// `postgres://wiber@127.0.0.1:PORT/ferretdb`: the database FerretDB stores into.
+    pub fn postgres_url(&self) -> String {
+        super::postgres_url(self.lock().config.postgres_port)
     }
 
     /// `mongodb://127.0.0.1:PORT/?directConnection=true` (FerretDB is no replica set).
@@ -441,11 +476,11 @@ impl LocalStack {
             let st = self.lock();
             (self.spawn_spec(&st, id)?, st.record(id)?.port)
         };
-        if id.service == Service::Kafka {
-            self.prepare_kafka().await?;
-        }
-        if id.service == Service::Mongo {
-            fs::create_dir_all(self.dir.join("mongo").join("data"))?;
+        match id.service {
+            Service::Kafka => self.prepare_kafka().await?,
+            Service::Postgres => self.prepare_postgres().await?,
+            Service::Mongo => fs::create_dir_all(self.dir.join("mongo"))?,
+            Service::Api | Service::Consumer => {}
         }
         if let Some(port) = port {
             // A leftover process (e.g. of a stack whose owner was SIGKILLed a moment
@@ -472,10 +507,15 @@ impl LocalStack {
         }
         self.save()?;
         let started = Instant::now();
-        match self
-            .wait_ready(id, port, spawned.pid, spawned.start_ticks)
-            .await
-        {
+        let ready = async {
+            self.wait_ready(id, port, spawned.pid, spawned.start_ticks)
+                .await?;
+            if id.service == Service::Postgres {
+                self.setup_postgres().await?;
+            }
+            anyhow::Ok(())
+        };
+        match ready.await {
             Ok(()) => {
                 tracing::info!(instance = %id, pid = spawned.pid, elapsed_ms = started.elapsed().as_millis() as u64, "local instance ready");
                 Ok(())
@@ -500,6 +540,7 @@ impl LocalStack {
     ) -> Result<()> {
         let (limit, what) = match id.service {
             Service::Kafka => (KAFKA_READY_TIMEOUT, "Kafka answering ApiVersions"),
+            Service::Postgres => (POSTGRES_READY_TIMEOUT, "PostgreSQL answering SELECT 1"),
             Service::Mongo => (MONGO_READY_TIMEOUT, "FerretDB accepting connections"),
             Service::Api => (API_READY_TIMEOUT, "GET /health/readiness answering 200"),
             Service::Consumer => (CONSUMER_GRACE, "the consumer staying alive"),
@@ -523,6 +564,16 @@ impl LocalStack {
                         false
                     }
                 },
+                Service::Postgres => {
+                    let url = format!("postgres://{}@{addr}/postgres", super::POSTGRES_USER);
+                    match crate::pg::ping(&url, Duration::from_secs(2)).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            last_probe_error = format!("{e:#}");
+                            false
+                        }
+                    }
+                }
                 Service::Mongo => probe::tcp_accepts(&addr).await,
                 Service::Api => {
                     match probe::http_get(&addr, "/health/readiness", Duration::from_secs(2)).await
@@ -566,12 +617,23 @@ impl LocalStack {
         if s == ProcState::Gone {
             return Ok(());
         }
+        if id.service == Service::Postgres {
+            // A paused cluster is frozen as a whole (see `pause`).
+            signal_children(pid, libc::SIGCONT);
+        }
         let _ = process::signal(pid, ticks, libc::SIGCONT);
-        let _ = process::signal(pid, ticks, libc::SIGTERM);
-        let limit = if id.service == Service::Kafka {
-            KAFKA_STOP_TIMEOUT
+        // PostgreSQL's SIGTERM is a *smart* shutdown, which waits for every client to
+        // leave, and FerretDB keeps its pool open: SIGINT (fast) ends the sessions,
+        // writes a checkpoint and exits.
+        let term = if id.service == Service::Postgres {
+            libc::SIGINT
         } else {
-            STOP_TIMEOUT
+            libc::SIGTERM
+        };
+        let _ = process::signal(pid, ticks, term);
+        let limit = match id.service {
+            Service::Kafka | Service::Postgres => KAFKA_STOP_TIMEOUT,
+            _ => STOP_TIMEOUT,
         };
         if !process::wait_gone(pid, ticks, limit).await {
             tracing::warn!(instance = %id, pid, "did not stop within {limit:?} after SIGTERM; sending SIGKILL");
@@ -581,6 +643,42 @@ impl LocalStack {
             }
         }
         Ok(())
+    }
+
+    /// Makes the cluster's directories and, at the first start, the cluster (initdb);
+    /// after a crash, waits until the old server's processes are gone.
+    async fn prepare_postgres(&self) -> Result<()> {
+        let pg_dir = self.dir.join("postgres");
+        let bin = postgres::bin_dir()?;
+        let user = postgres::run_as()?;
+        postgres::prepare_dirs(&pg_dir, user)?;
+        if !postgres::initialized(&pg_dir) {
+            let log = self.log_path(&InstanceId::first(Service::Postgres));
+            append_banner(&log, "initdb");
+            let dir = pg_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                postgres::initdb(&bin, &dir, user, super::POSTGRES_USER, &log)
+            })
+            .await??;
+        }
+        postgres::wait_cluster_gone(&pg_dir, POSTGRES_ORPHANS_TIMEOUT).await?;
+        for note in postgres::clear_stale_locks(&pg_dir)? {
+            append_banner(&self.log_path(&InstanceId::first(Service::Postgres)), &note);
+        }
+        Ok(())
+    }
+
+    /// Creates FerretDB's database when missing and applies the project's setup to it
+    /// (idempotent), so that every collection FerretDB creates from now on is equipped
+    /// with its GIN indexes and count triggers. Runs before FerretDB starts.
+    async fn setup_postgres(&self) -> Result<()> {
+        let port = self.lock().config.postgres_port;
+        let server = format!(
+            "postgres://{}@127.0.0.1:{port}/postgres",
+            super::POSTGRES_USER
+        );
+        crate::pg::ensure_database(&server, crate::pg::FERRETDB_DATABASE).await?;
+        crate::pg::apply_setup(&super::postgres_url(port)).await
     }
 
     /// Writes `server.properties` and formats Kafka's data dir if it is not formatted
@@ -692,14 +790,29 @@ impl LocalStack {
                 ],
                 Vec::new(),
             ),
+            Service::Postgres => (
+                postgres::bin_dir()?.join("postgres"),
+                postgres::server_args(
+                    &self.dir.join("postgres"),
+                    rec.port.unwrap_or(c.postgres_port),
+                ),
+                Vec::new(),
+            ),
             Service::Mongo => {
                 let mdir = self.dir.join("mongo");
+                if st.record(&InstanceId::first(Service::Postgres)).is_err() {
+                    bail!(
+                        "the local stack at {} was made by an older wiberctl (FerretDB on \
+                         SQLite, no postgres#1): recreate it with `wiberctl stack down --volumes \
+                         --runtime local` and `wiberctl stack up --runtime local`",
+                        self.dir.display()
+                    );
+                }
                 (
                     prov.ferretdb_bin.clone(),
                     vec![
-                        "--handler=sqlite".into(),
-                        // FerretDB wants a directory URI with a trailing slash.
-                        format!("--sqlite-url=file:{}/", mdir.join("data").display()).into(),
+                        "--handler=postgresql".into(),
+                        format!("--postgresql-url={}", super::postgres_url(c.postgres_port)).into(),
                         format!(
                             "--listen-addr=127.0.0.1:{}",
                             rec.port.unwrap_or(c.mongo_port)
@@ -726,6 +839,10 @@ impl LocalStack {
                 (bin, vec![sub.into()], service_env_from(st, id))
             }
         };
+        let user = match id.service {
+            Service::Postgres => postgres::run_as()?.map(|u| (u.uid, u.gid)),
+            _ => None,
+        };
         Ok(SpawnSpec {
             program,
             args,
@@ -733,6 +850,7 @@ impl LocalStack {
             cwd: self.dir.clone(),
             log: self.log_path(id),
             die_with_owner: self.ownership == Ownership::Attached,
+            user,
         })
     }
 
@@ -821,6 +939,7 @@ impl Runtime for LocalStack {
                     address: match (r.id.service, r.port) {
                         (Service::Api, Some(p)) => format!("http://127.0.0.1:{p}"),
                         (Service::Mongo, Some(p)) => format!("mongodb://127.0.0.1:{p}"),
+                        (Service::Postgres, Some(p)) => format!("postgres://127.0.0.1:{p}"),
                         (_, Some(p)) => format!("127.0.0.1:{p}"),
                         (_, None) => String::new(),
                     },
@@ -855,13 +974,22 @@ impl Runtime for LocalStack {
 
     async fn pause(&self, id: &InstanceId) -> Result<()> {
         let (pid, ticks, _) = self.running_proc(id)?;
+        // The parent first: a frozen postmaster forks no new children meanwhile.
         process::signal(pid, ticks, libc::SIGSTOP).with_context(|| format!("pausing {id}"))?;
+        if id.service == Service::Postgres {
+            // The postmaster alone would leave its backends serving FerretDB's open
+            // connections: freeze the whole cluster, as pausing its container does.
+            signal_children(pid, libc::SIGSTOP);
+        }
         wait_for_state(pid, ticks, ProcState::Stopped).await;
         Ok(())
     }
 
     async fn unpause(&self, id: &InstanceId) -> Result<()> {
         let (pid, ticks, _) = self.running_proc(id)?;
+        if id.service == Service::Postgres {
+            signal_children(pid, libc::SIGCONT);
+        }
         process::signal(pid, ticks, libc::SIGCONT).with_context(|| format!("unpausing {id}"))?;
         wait_for_state(pid, ticks, ProcState::Running).await;
         Ok(())
@@ -878,6 +1006,13 @@ impl Runtime for LocalStack {
     async fn logs(&self, id: &InstanceId, tail: usize) -> Result<String> {
         self.lock().record(id)?;
         Ok(process::tail_file(&self.log_path(id), tail))
+    }
+}
+
+/// Sends `sig` to every child of `pid` (a PostgreSQL cluster's processes).
+fn signal_children(pid: u32, sig: libc::c_int) {
+    for child in process::children_of(pid) {
+        process::signal_found(child, sig);
     }
 }
 

@@ -10,7 +10,8 @@
 //! - [`health`]: the one judgement of "is the stack whole" (`stack status`, a scenario's
 //!   steady state).
 //! - [`docker`]: containers on a Docker engine (bollard lives only there).
-//! - [`local`]: plain processes on 127.0.0.1 (Kafka jars, FerretDB, our binary).
+//! - [`local`]: plain processes on 127.0.0.1 (Kafka jars, PostgreSQL, FerretDB, our
+//!   binary); `postgres`: its PostgreSQL (binaries, user, initdb, processes).
 //! - [`usage`]: CPU and memory of each instance (for `top`).
 //! - [`probe`]: readiness probes without client libraries; `process`: spawning and
 //!   signalling local processes.
@@ -32,6 +33,7 @@ pub mod docker;
 pub mod fault;
 pub mod health;
 pub mod local;
+mod postgres;
 pub mod probe;
 mod process;
 pub mod stack;
@@ -43,6 +45,18 @@ pub use wiber_model::contract::{InstanceId, Names, ParseIdError, Service};
 
 /// Default project name (also compose's, from `docker/.env`).
 pub const DEFAULT_PROJECT: &str = "wiber";
+
+/// The superuser of a stack's PostgreSQL (both runtimes; trust authentication, the
+/// server is reachable from 127.0.0.1 and the project's network only).
+pub const POSTGRES_USER: &str = "wiber";
+
+/// Where the host reaches the database FerretDB stores into, on `port` of 127.0.0.1.
+pub fn postgres_url(port: u16) -> String {
+    format!(
+        "postgres://{POSTGRES_USER}@127.0.0.1:{port}/{}",
+        crate::pg::FERRETDB_DATABASE
+    )
+}
 
 /// Project names become parts of container, network, volume and directory names.
 pub fn validate_project(p: &str) -> Result<()> {
@@ -100,6 +114,7 @@ pub struct Ports {
     pub api: u16,
     pub mongo: u16,
     pub kafka: u16,
+    pub postgres: u16,
 }
 
 impl Default for Ports {
@@ -108,6 +123,9 @@ impl Default for Ports {
             api: 8000,
             mongo: 27017,
             kafka: 9094,
+            // Not 5432: that is where Debian's own cluster listens once the package is
+            // installed (and its service started), which would make every `up` fail.
+            postgres: 5433,
         }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct SpawnSpec {
     pub log: PathBuf,
     /// Attached: SIGKILL the child when this process dies.
     pub die_with_owner: bool,
+    /// Run as this (uid, gid) instead of ours: PostgreSQL refuses to run as root.
+    pub user: Option<(u32, u32)>,
 }
 
 /// A started process, identified robustly.
@@ -96,10 +98,15 @@ fn spawn_here(spec: &SpawnSpec) -> Result<Spawned> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
+    if let Some((uid, gid)) = spec.user {
+        // std drops the supplementary groups too (setgroups) when root changes uid.
+        cmd.uid(uid).gid(gid);
+    }
     let owner = std::process::id() as libc::pid_t;
     let die_with_owner = spec.die_with_owner;
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe syscalls (setsid, prctl, getppid).
+    // async-signal-safe syscalls (setsid, prctl, getppid). std runs it after changing
+    // the uid, which matters: a change of credentials clears PR_SET_PDEATHSIG.
     unsafe {
         cmd.pre_exec(move || {
             // Own session: Ctrl-C in wiberctl's terminal must not hit the stack, and a
@@ -177,6 +184,7 @@ fn reap(pid: u32) {
 
 struct Stat {
     state: char,
+    ppid: u32,
     start_ticks: u64,
 }
 
@@ -188,12 +196,60 @@ fn read_stat(pid: u32) -> Option<Stat> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     Some(Stat {
         state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,
     })
 }
 
 fn read_start_ticks(pid: u32) -> Option<u64> {
     read_stat(pid).map(|s| s.start_ticks)
+}
+
+/// Every pid in `/proc` (a snapshot: processes come and go while it is read).
+fn all_pids() -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The live children of `pid` (those whose parent it still is).
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&p| {
+            read_stat(p).is_some_and(|s| s.ppid == pid && !matches!(s.state, 'Z' | 'X' | 'x'))
+        })
+        .collect()
+}
+
+/// Live processes named `comm` whose working directory is `dir`: how a server's
+/// processes are found once their parent is gone (PostgreSQL's backends `chdir` into
+/// their data directory). Only processes we may inspect are seen.
+pub(crate) fn with_cwd(dir: &Path, comm: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&p| {
+            fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c == dir)
+                && fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
+                && read_stat(p).is_some_and(|s| !matches!(s.state, 'Z' | 'X' | 'x'))
+        })
+        .collect()
+}
+
+/// The kernel's state letter of a pid (`R`, `S`, `Z` for a zombie, ...); `None` when
+/// no such process exists at all.
+pub(crate) fn state_letter(pid: u32) -> Option<char> {
+    read_stat(pid).map(|s| s.state)
+}
+
+/// Sends `sig` to a process we found (not started): no identity to check.
+pub(crate) fn signal_found(pid: u32, sig: libc::c_int) {
+    // SAFETY: plain syscall; a process that exited meanwhile gives ESRCH, ignored.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
 }
 
 /// Sends `sig` to the process if it still is the one we started.

@@ -194,7 +194,8 @@ impl Stack {
                 api_url: Some(l.api_url()),
                 kafka_bootstrap: Some(l.bootstrap()),
                 mongo_uri: Some(l.mongo_uri()),
-                postgres_url: None,
+                // None for a stack made before the store ran on PostgreSQL.
+                postgres_url: (l.config().postgres_port != 0).then(|| l.postgres_url()),
                 names: l.config().names,
             }),
         }
@@ -374,6 +375,7 @@ async fn up_local(
             cfg.api_port = spec.ports.api;
             cfg.mongo_port = spec.ports.mongo;
             cfg.kafka_port = spec.ports.kafka;
+            cfg.postgres_port = spec.ports.postgres;
             cfg.partitions = spec.partitions;
             cfg.extra_env = spec.extra_env.clone();
             cfg.ownership = Ownership::Detached;

@@ -7,7 +7,8 @@
 //! Docker call be one-shot: no second-long wait per container.
 //!
 //! Local runtime: `/proc/<pid>/stat` (utime + stime, in clock ticks) and
-//! `/proc/<pid>/status` (`VmRSS`). Docker: the engine's one-shot stats
+//! `/proc/<pid>/status` (`VmRSS`); for a server made of a process tree (PostgreSQL: a
+//! process per connection), the tree's (see [`local_sample`]). Docker: the engine's one-shot stats
 //! (`cpu_stats.cpu_usage.total_usage`, memory without the page cache); see
 //! `docker/status.rs`.
 
@@ -58,11 +59,23 @@ pub(crate) fn stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// cutime + cstime (fields 16 and 17): the CPU of children that exited and were reaped.
+fn stat_children_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(13);
+    let cutime: u64 = fields.next()?.parse().ok()?;
+    let cstime: u64 = fields.next()?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
 /// `VmRSS` of `/proc/<pid>/status`, in bytes (the file says kB, meaning KiB).
 pub(crate) fn status_rss_bytes(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    status_kib(status, "VmRSS:").map(|k| k * 1024)
+}
+
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 on Linux in practice).
@@ -89,16 +102,57 @@ pub fn own_process() -> Option<(u64, Option<u64>)> {
 }
 
 /// A sample of a local process from `/proc`. `None` when the process is gone.
-pub(crate) fn local_sample(id: InstanceId, pid: u32, start_ticks: u64) -> Option<Usage> {
+///
+/// With `children` (`Some`, even empty), the instance is the process and its children,
+/// as a container's cgroup counts them: CPU is the process's own, its reaped children's
+/// (cutime + cstime: a child's time moves there when it exits, so the sum does not drop)
+/// and its live children's; memory is their anonymous memory plus the largest shared
+/// memory any of them has touched (shared buffers, counted once).
+pub(crate) fn local_sample(
+    id: InstanceId,
+    pid: u32,
+    start_ticks: u64,
+    children: Option<&[u32]>,
+) -> Option<Usage> {
     let at = Instant::now();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
     let ns_per_tick = 1_000_000_000 / clock_ticks_per_second();
+    let (cpu_ticks, rss_bytes) = match children {
+        None => (
+            stat_cpu_ticks(&stat),
+            status.as_deref().and_then(status_rss_bytes),
+        ),
+        Some(children) => {
+            let mut ticks =
+                stat_cpu_ticks(&stat).and_then(|t| Some(t + stat_children_ticks(&stat)?));
+            let anon_shmem = |status: &str| {
+                Some((
+                    status_kib(status, "RssAnon:")?,
+                    status_kib(status, "RssShmem:").unwrap_or(0),
+                ))
+            };
+            let mut mem = status.as_deref().and_then(anon_shmem);
+            for c in children {
+                let (Ok(cs), Ok(cst)) = (
+                    std::fs::read_to_string(format!("/proc/{c}/stat")),
+                    std::fs::read_to_string(format!("/proc/{c}/status")),
+                ) else {
+                    continue; // exited meanwhile: its time is in the parent's cutime
+                };
+                ticks = ticks.and_then(|t| Some(t + stat_cpu_ticks(&cs)?));
+                if let (Some((anon, shmem)), Some((a, s))) = (mem, anon_shmem(&cst)) {
+                    mem = Some((anon + a, shmem.max(s)));
+                }
+            }
+            (ticks, mem.map(|(anon, shmem)| (anon + shmem) * 1024))
+        }
+    };
     Some(Usage {
         id,
         incarnation: format!("{pid}:{start_ticks}"),
-        cpu_ns: stat_cpu_ticks(&stat).map(|t| t * ns_per_tick),
-        rss_bytes: status.as_deref().and_then(status_rss_bytes),
+        cpu_ns: cpu_ticks.map(|t| t * ns_per_tick),
+        rss_bytes,
         at,
     })
 }
@@ -148,6 +202,7 @@ mod tests {
                     150 25 0 0 20 0 40 0 123456 0 0";
         assert_eq!(stat_cpu_ticks(stat), Some(175));
         assert_eq!(stat_cpu_ticks("garbage"), None);
+        assert_eq!(stat_children_ticks(stat), Some(0));
         let status = "Name:\tjava\nVmPeak:\t  999 kB\nVmRSS:\t  2048 kB\nThreads:\t40\n";
         assert_eq!(status_rss_bytes(status), Some(2 * 1024 * 1024));
         assert_eq!(status_rss_bytes("Name:\tkthreadd\n"), None);
@@ -163,9 +218,14 @@ mod tests {
             },
             me,
             0,
+            None,
         )
         .expect("own /proc entry");
         assert!(s.rss_bytes.unwrap() > 0);
         assert!(s.cpu_ns.is_some());
+        // As a process tree (no children): its own CPU at least, and its memory.
+        let tree = local_sample(s.id, me, 0, Some(&[])).expect("own /proc entry");
+        assert!(tree.cpu_ns.unwrap() >= s.cpu_ns.unwrap());
+        assert!(tree.rss_bytes.unwrap() > 0);
     }
 }

@@ -12,7 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use wiber_model::report::{ReadKind, ReadSource, ReadsConfig};
+
 use super::threshold::{self, Threshold};
+use crate::bench::reads::{ReadRates, DEFAULT_FIXTURE_MESSAGES, PAGE};
 use crate::runtime::{Action, Service, Signal, Target};
 
 /// Longest load a scenario may ask for: every loop of a run is bounded.
@@ -54,6 +57,18 @@ struct RawLoad {
     retries: Option<u32>,
     connections: Option<Spanned<usize>>,
     timeout: Option<Spanned<String>>,
+    reads: Option<Spanned<RawReads>>,
+    read_fixture: Option<Spanned<u64>>,
+    read_fixture_size: Option<Spanned<u64>>,
+}
+
+/// `reads = { conversation = 200, user = 50, count = 20 }`: reads per second by kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReads {
+    conversation: Option<Spanned<f64>>,
+    user: Option<Spanned<f64>>,
+    count: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,6 +127,8 @@ pub struct LoadSpec {
     /// by default, bound it long before that).
     pub connections: usize,
     pub timeout: Duration,
+    /// Reads mixed into every segment of the load, as bench's `--reads`.
+    pub reads: Option<ReadsConfig>,
 }
 
 /// One constant-rate piece of the load.
@@ -300,11 +317,11 @@ pub struct FormatError {
 const SYNTAX_TOP: &str = "name = \"kill-consumer\" (letters, digits, - and _), description = \"...\", then [stack], [load], [[faults]], [thresholds]";
 const SYNTAX_STACK: &str =
     "[stack] consumers = 2, partitions = 6 (omit [stack] to attach to the running stack)";
-const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\"; or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
+const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\", reads = { conversation = 200, user = 50, count = 20 } (reads/s of each kind, any of the three), read_fixture = 1000 (read that many conversations of a `wiberctl store fill` fixture instead of the run's own), read_fixture_size = 1000 (messages per fixture conversation); or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
 const SYNTAX_STAGE: &str =
     "[[load.stages]] to = 400 (req/s at the end of the stage), over = \"10s\"";
 const SYNTAX_FAULT: &str = "[[faults]] at = \"15s\", action = \"kill\" (kill, stop, start, restart, pause, unpause, disconnect, reconnect, scale, or a chaos shortcut such as kill-consumer), target = \"consumer#1\" | \"consumer\" | \"random:consumer\", optional for = \"5s\", every = \"10s\" + count = 3, signal = \"TERM\", to = 3 (scale)";
-const SYNTAX_THRESHOLD: &str = "[thresholds] lost = \"== 0\", \"ack.p99\" = \"< 200ms\", achieved_rate = \">= 0.99 * rate\", \"e2e.p99\" = [\"< 1s\", \"< 1.2 * baseline\"] (OP is == != < <= > >=)";
+const SYNTAX_THRESHOLD: &str = "[thresholds] lost = \"== 0\", \"ack.p99\" = \"< 200ms\", achieved_rate = \">= 0.99 * rate\", \"e2e.p99\" = [\"< 1s\", \"< 1.2 * baseline\"], \"reads.count.error_rate\" = \"== 0\" (OP is == != < <= > >=)";
 
 struct Ctx<'a> {
     file: String,
@@ -555,6 +572,7 @@ fn load_spec(cx: &Ctx<'_>, raw: Spanned<RawLoad>) -> Result<LoadSpec, FormatErro
         Some(t) => cx.duration(t, "timeout", SYNTAX_LOAD)?,
         None => Duration::from_secs(10),
     };
+    let reads = read_spec(cx, l.reads, l.read_fixture, l.read_fixture_size)?;
     Ok(LoadSpec {
         segments,
         conversations,
@@ -562,7 +580,89 @@ fn load_spec(cx: &Ctx<'_>, raw: Spanned<RawLoad>) -> Result<LoadSpec, FormatErro
         retries: l.retries.unwrap_or(0),
         connections,
         timeout,
+        reads,
     })
+}
+
+/// `reads`, `read_fixture` and `read_fixture_size` of `[load]`.
+fn read_spec(
+    cx: &Ctx<'_>,
+    reads: Option<Spanned<RawReads>>,
+    fixture: Option<Spanned<u64>>,
+    fixture_size: Option<Spanned<u64>>,
+) -> Result<Option<ReadsConfig>, FormatError> {
+    let Some(raw) = reads else {
+        let stray = fixture
+            .as_ref()
+            .map(|f| (f.span().start, "read_fixture"))
+            .or(fixture_size
+                .as_ref()
+                .map(|f| (f.span().start, "read_fixture_size")));
+        return match stray {
+            Some((at, key)) => Err(cx.at(
+                at,
+                format!(
+                    "{key} without reads: say what to read, e.g. reads = {{ conversation = 200 }}"
+                ),
+                SYNTAX_LOAD,
+            )),
+            None => Ok(None),
+        };
+    };
+    let at = raw.span().start;
+    let r = raw.into_inner();
+    let mut rates = std::collections::BTreeMap::new();
+    for (kind, rate) in [
+        (ReadKind::Conversation, r.conversation),
+        (ReadKind::User, r.user),
+        (ReadKind::Count, r.count),
+    ] {
+        if let Some(rate) = rate {
+            ReadRates::check_rate(kind, *rate.get_ref())
+                .map_err(|e| cx.at(rate.span().start, format!("reads: {e}"), SYNTAX_LOAD))?;
+            rates.insert(kind, *rate.get_ref());
+        }
+    }
+    if rates.is_empty() {
+        return Err(cx.at(
+            at,
+            format!(
+                "reads = {{}} reads nothing: give a rate to one or more of {}",
+                ReadKind::names()
+            ),
+            SYNTAX_LOAD,
+        ));
+    }
+    let source = match (&fixture, &fixture_size) {
+        (Some(n), size) => {
+            if *n.get_ref() == 0 {
+                return Err(cx.at(
+                    n.span().start,
+                    "read_fixture = 0 has no conversation to read: give how many conversations `wiberctl store fill` wrote",
+                    SYNTAX_LOAD,
+                ));
+            }
+            ReadSource::Fixture {
+                conversations: *n.get_ref(),
+                messages: size
+                    .as_ref()
+                    .map_or(DEFAULT_FIXTURE_MESSAGES, |s| *s.get_ref()),
+            }
+        }
+        (None, Some(size)) => {
+            return Err(cx.at(
+                size.span().start,
+                "read_fixture_size without read_fixture: how many fixture conversations are there?",
+                SYNTAX_LOAD,
+            ))
+        }
+        (None, None) => ReadSource::Run,
+    };
+    Ok(Some(ReadsConfig {
+        rates,
+        source,
+        page: PAGE,
+    }))
 }
 
 fn fault_spec(
@@ -855,5 +955,67 @@ achieved_rate = ">= 0.99 * rate"
         assert!((s.load.mean_rate() - (200.0 * 10.0 + 300.0 * 20.0) / 30.0).abs() < 1e-9);
         let e = err("name = \"ramp\"\n[load]\nrate = 1\nduration = \"5s\"\n[[load.stages]]\nto = 3\nover = \"1s\"\n");
         assert!(e.message.contains("both"), "{e}");
+    }
+
+    #[test]
+    fn reads_in_load_parse_and_bad_ones_are_located() {
+        let base = "name = \"r\"\n[load]\nrate = 10\nduration = \"5s\"\n";
+        let load = |extra: &str| parse(Path::new("s.toml"), &format!("{base}{extra}"));
+        let s = load("reads = { conversation = 200, user = 50, count = 20 }\n").unwrap();
+        let r = s.load.reads.unwrap();
+        assert_eq!(
+            r.rates,
+            std::collections::BTreeMap::from([
+                (ReadKind::Conversation, 200.0),
+                (ReadKind::User, 50.0),
+                (ReadKind::Count, 20.0)
+            ])
+        );
+        assert_eq!((r.source, r.page), (ReadSource::Run, 50));
+        assert!(load("").unwrap().load.reads.is_none());
+        let r = load("reads = { user = 5 }\nread_fixture = 100\n")
+            .unwrap()
+            .load
+            .reads
+            .unwrap();
+        assert_eq!(
+            r.source,
+            ReadSource::Fixture {
+                conversations: 100,
+                messages: 1000
+            }
+        );
+        let r = load("reads = { count = 1 }\nread_fixture = 3\nread_fixture_size = 120\n")
+            .unwrap()
+            .load
+            .reads
+            .unwrap();
+        assert_eq!(
+            r.source,
+            ReadSource::Fixture {
+                conversations: 3,
+                messages: 120
+            }
+        );
+        // A misspelt kind: located, with the kinds there are.
+        let e = load("reads = { conversations = 200 }\n").unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.message.contains("conversations") && e.message.contains("`conversation`"),
+            "{e}"
+        );
+        assert!(e.expected.contains("reads = { conversation = 200"), "{e}");
+        let e = load("reads = { user = 0 }\n").unwrap_err();
+        assert!(e.message.contains("leave user out"), "{e}");
+        assert!(load("reads = {}\n")
+            .unwrap_err()
+            .message
+            .contains("reads nothing"));
+        let e = load("read_fixture = 10\n").unwrap_err();
+        assert!(e.message.contains("without reads"), "{e}");
+        let e = load("reads = { user = 1 }\nread_fixture_size = 10\n").unwrap_err();
+        assert!(e.message.contains("without read_fixture"), "{e}");
+        let e = load("reads = { user = 1 }\nread_fixture = 0\n").unwrap_err();
+        assert!(e.message.contains("no conversation"), "{e}");
     }
 }

@@ -67,6 +67,7 @@ pub fn render(run: &ScenarioRun, dir: &Path) -> String {
     );
     h.push_str(&timeline(run, &segments, &lag, origin, span));
     h.push_str(&phases(run, origin));
+    h.push_str(&reads(run));
     h.push_str(&checks(run));
     h.push_str(&faults(run, origin));
     h.push_str(&verify(run, &segments));
@@ -439,20 +440,37 @@ due in each second.</p>",
             }
         })
         .collect();
+    let mut rate_series = vec![
+        Series::new(
+            "answered/s",
+            "#1f77b4",
+            per_sec(|p| Some(p.answered as f64)),
+        ),
+        Series::new("goodput ok/s", "#2ca02c", per_sec(|p| Some(p.ok as f64))),
+        Series::new("errors/s", "#d62728", per_sec(|p| Some(p.errors as f64))),
+        Series::new("target", "#7f7f7f", target).dashed(),
+    ];
+    if reports.iter().any(|r| !r.summary.reads.is_empty()) {
+        rate_series.push(
+            Series::new(
+                "reads ok/s",
+                "#17becf",
+                per_sec(|p| Some(p.reads_ok as f64)),
+            )
+            .dashed(),
+        );
+        rate_series.push(
+            Series::new(
+                "read errors/s",
+                "#e377c2",
+                per_sec(|p| Some(p.reads_errors as f64)),
+            )
+            .dashed(),
+        );
+    }
     let charts = [
         (
-            chart(
-                "chart-rate",
-                "Rate per second",
-                "req/s",
-                vec![
-                    Series::new("answered/s", "#1f77b4", per_sec(|p| Some(p.answered as f64))),
-                    Series::new("goodput ok/s", "#2ca02c", per_sec(|p| Some(p.ok as f64))),
-                    Series::new("errors/s", "#d62728", per_sec(|p| Some(p.errors as f64))),
-                    Series::new("target", "#7f7f7f", target).dashed(),
-                ],
-                None,
-            ),
+            chart("chart-rate", "Rate per second", "req/s", rate_series, None),
             why_no_load.clone(),
         ),
         (
@@ -575,6 +593,26 @@ fn phases(run: &ScenarioRun, origin: i64) -> String {
     h.push_str(&t.html("phases"));
     h.push('\n');
     h
+}
+
+/// The reads of the whole load, a row per kind (nothing when the load did not read).
+fn reads(run: &ScenarioRun) -> String {
+    let Some((header, rows)) = print::read_rows(run) else {
+        return String::new();
+    };
+    let cols: Vec<(&str, bool)> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (*h, i > 0))
+        .collect();
+    let mut t = Table::new(&cols);
+    for r in rows {
+        t.row(r);
+    }
+    format!(
+        "<h2 id=\"reads\">Reads</h2>\n<p class=\"muted\">Latency of the ok reads, from the time each was due; errors are reads answered with a non-2xx status or not at all.</p>\n{}\n",
+        t.html("reads")
+    )
 }
 
 /// The invariants and every threshold, one row each, with its verdict.
@@ -1014,6 +1052,27 @@ mod tests {
         );
         assert!(html.contains("acknowledged but not stored"));
         assert!(!html.contains("<script"), "no script on the page");
+        // The load read: reads per second on the rate chart; without read metrics (as
+        // here) no reads table, since the thresholds' figures are what it shows.
+        assert!(html.contains(">reads ok/s<"), "{html}");
+        assert!(!html.contains("id=\"reads\""));
+        let mut r = run(&dir);
+        for (k, v) in [
+            ("reads.count.target_rate", 5.0),
+            ("reads.count.sent", 50.0),
+            ("reads.count.ok", 40.0),
+            ("reads.count.errors", 10.0),
+            ("reads.count.error_rate", 0.2),
+            ("reads.count.p99", 12.5),
+        ] {
+            r.metrics.insert(k.into(), v);
+        }
+        let html = render(&r, &dir);
+        assert!(html.contains("<h2 id=\"reads\">Reads</h2>"), "{html}");
+        assert!(
+            html.contains("<td>count</td><td class=\"num\">50</td><td class=\"num\">40</td><td class=\"num\">10</td><td class=\"num\">20.00%</td>"),
+            "{html}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -73,6 +73,28 @@ pub fn report_metrics(r: &Report) -> Metrics {
     if let Some(e) = &s.e2e_ms {
         lat("e2e", e);
     }
+    // Each kind of read the run made (a kind it did not read has none of these, so a
+    // threshold on it fails as not measured).
+    for (kind, r) in &s.reads {
+        lat(&format!("reads.{kind}"), &r.latency_ms);
+    }
+    for (kind, r) in &s.reads {
+        let name = |x: &str| format!("reads.{kind}.{x}");
+        for (k, v) in [
+            ("sent", r.sent),
+            ("ok", r.ok),
+            ("errors", r.errors),
+            ("not_started", r.not_started),
+        ] {
+            m.insert(name(k), v as f64);
+        }
+        m.insert(name("ok_rate"), r.achieved_rate);
+        m.insert(name("answered_rate"), r.answered_rate);
+        m.insert(name("target_rate"), r.target_rate);
+        if let Some(e) = r.error_rate() {
+            m.insert(name("error_rate"), e);
+        }
+    }
     if let Some(v) = &r.verify {
         insert_counts(&mut m, &v.counts);
     }
@@ -109,11 +131,24 @@ pub(super) fn metrics(
     for (i, r) in reports.iter().enumerate() {
         let w = durations.get(i).map_or(0.0, Duration::as_secs_f64) / total.max(f64::MIN_POSITIVE);
         for (k, v) in report_metrics(r) {
+            let kind = threshold::kind(&k);
+            if kind == Some(threshold::Kind::Ratio) {
+                continue; // recomputed from the summed counts below
+            }
             let e = m.entry(k.clone()).or_insert(0.0);
-            match threshold::kind(&k) {
+            match kind {
                 Some(threshold::Kind::Rate) => *e += v * w,
                 Some(threshold::Kind::Latency) => *e = e.max(v),
                 _ => *e += v,
+            }
+        }
+    }
+    // A share of several segments is that of their summed counts.
+    for kind in wiber_model::report::ReadKind::ALL {
+        let get = |x: &str| m.get(&format!("reads.{kind}.{x}")).copied();
+        if let (Some(ok), Some(errors)) = (get("ok"), get("errors")) {
+            if ok + errors > 0.0 {
+                m.insert(format!("reads.{kind}.error_rate"), errors / (ok + errors));
             }
         }
     }
@@ -142,7 +177,7 @@ pub(super) fn metrics(
 }
 
 /// Metrics compared with `--baseline`.
-const COMPARED: [&str; 15] = [
+const COMPARED: [&str; 18] = [
     "achieved_rate",
     "during.ok_rate",
     "after.ok_rate",
@@ -158,6 +193,9 @@ const COMPARED: [&str; 15] = [
     "e2e.p99",
     "recovery.first_ack",
     "recovery.lag_zero",
+    "reads.conversation.p99",
+    "reads.user.p99",
+    "reads.count.p99",
 ];
 
 pub(super) fn compare(base: &Metrics, run: &Metrics) -> Vec<Comparison> {

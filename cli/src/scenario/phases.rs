@@ -9,10 +9,17 @@
 //! Each phase gives the metrics `<phase>.ok`, `.failed`, `.unknown`, `.sent`, `.errors`
 //! (answers that were not ok), `.ok_rate` (goodput), `.answered_rate`, and
 //! `.ack.<stat>` of ok answers: so `"during.ok_rate" = ">= 0.9 * rate"` fails a stack
-//! that stopped acknowledging during the fault, however fast it said no.
+//! that stopped acknowledging during the fault, however fast it said no. Reads, when the
+//! load reads, the same way from `reads.jsonl`: `<phase>.reads.<kind>.{sent,ok,errors,
+//! error_rate,ok_rate,answered_rate,<stat>}` (latency of the ok reads, from due time).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use wiber_model::ledger::{LedgerEntry, Outcome};
+use wiber_model::report::ReadKind;
+
+use crate::bench::reads::ReadEntry;
 
 /// Named numbers (the same map as `threshold::Metrics`, which names metrics after these).
 type Metrics = std::collections::BTreeMap<String, f64>;
@@ -51,6 +58,33 @@ impl Phase {
 pub const PHASE_COUNTS: [&str; 5] = ["ok", "failed", "unknown", "sent", "errors"];
 /// Rates a phase has.
 pub const PHASE_RATES: [&str; 2] = ["ok_rate", "answered_rate"];
+/// Counts a phase has of each kind of read (`during.reads.count.errors`).
+pub const PHASE_READ_COUNTS: [&str; 3] = ["sent", "ok", "errors"];
+
+/// What one kind of read saw in a phase (reads by due time).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PhaseReads {
+    pub sent: u64,
+    pub ok: u64,
+    /// Not ok: a non-2xx answer, or none.
+    pub errors: u64,
+    pub ok_rate: f64,
+    pub answered_rate: f64,
+    /// Due → answer of the ok reads, ms.
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+    #[serde(skip)]
+    sorted: Vec<i64>,
+}
+
+impl PhaseReads {
+    /// errors / (ok + errors); `None` when no read of the phase completed.
+    pub fn error_rate(&self) -> Option<f64> {
+        let done = self.ok + self.errors;
+        (done > 0).then(|| self.errors as f64 / done as f64)
+    }
+}
 
 /// What one phase saw. Absent phases (no fault: no `during`) have no entry at all, so
 /// a threshold on them fails as "not measured" instead of passing on nothing.
@@ -76,6 +110,9 @@ pub struct PhaseStats {
     pub ack_max: Option<f64>,
     #[serde(skip)]
     ack_sorted: Vec<i64>,
+    /// Each kind of read the load made (none when it only wrote).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reads: BTreeMap<ReadKind, PhaseReads>,
 }
 
 /// The windows of each phase, from the faults' windows (start, end; see
@@ -110,10 +147,19 @@ pub fn windows(
     ]
 }
 
-/// Each phase's figures from the ledger (warm-up requests left out).
+/// What the load read: each line of `reads.jsonl`, and every kind it read (a kind with
+/// no line still gets its figures, of zero reads).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadReads<'a> {
+    pub entries: &'a [ReadEntry],
+    pub kinds: &'a [ReadKind],
+}
+
+/// Each phase's figures from the ledger and the reads (warm-up requests left out).
 pub fn compute(
     faults: &[(i64, i64)],
     ledger: &[LedgerEntry],
+    reads: LoadReads<'_>,
     load_start_ms: i64,
     load_end_ms: i64,
 ) -> Vec<PhaseStats> {
@@ -141,7 +187,33 @@ pub fn compute(
                 ack_p99: None,
                 ack_max: None,
                 ack_sorted: Vec::new(),
+                reads: reads
+                    .kinds
+                    .iter()
+                    .map(|k| (*k, PhaseReads::default()))
+                    .collect(),
             };
+            for r in reads.entries.iter().filter(|r| !r.warmup) {
+                if !wins.iter().any(|(s, t)| (*s..*t).contains(&r.due)) {
+                    continue;
+                }
+                let k = st.reads.entry(r.kind).or_default();
+                k.sent += 1;
+                if r.ok() {
+                    k.ok += 1;
+                    k.sorted.push(r.answered - r.due);
+                } else {
+                    k.errors += 1;
+                }
+            }
+            for k in st.reads.values_mut() {
+                k.sorted.sort_unstable();
+                k.ok_rate = k.ok as f64 / seconds;
+                k.answered_rate = (k.ok + k.errors) as f64 / seconds;
+                k.p50 = quantile(&k.sorted, 0.5);
+                k.p99 = quantile(&k.sorted, 0.99);
+                k.max = k.sorted.last().map(|v| *v as f64);
+            }
             let mut answered = 0u64;
             for e in ledger.iter().filter(|e| !e.warmup) {
                 if !wins.iter().any(|(s, t)| (*s..*t).contains(&e.due)) {
@@ -220,6 +292,31 @@ impl PhaseStats {
                 m.insert(format!("{p}.ack.{stat}"), v);
             }
         }
+        for (kind, r) in &self.reads {
+            let name = |x: &str| format!("{p}.reads.{kind}.{x}");
+            m.insert(name("sent"), r.sent as f64);
+            m.insert(name("ok"), r.ok as f64);
+            m.insert(name("errors"), r.errors as f64);
+            m.insert(name("ok_rate"), r.ok_rate);
+            m.insert(name("answered_rate"), r.answered_rate);
+            if let Some(e) = r.error_rate() {
+                m.insert(name("error_rate"), e);
+            }
+            let v = &r.sorted;
+            let mean = (!v.is_empty()).then(|| v.iter().sum::<i64>() as f64 / v.len() as f64);
+            for (stat, x) in [
+                ("mean", mean),
+                ("p50", r.p50),
+                ("p90", quantile(v, 0.9)),
+                ("p99", r.p99),
+                ("p999", quantile(v, 0.999)),
+                ("max", r.max),
+            ] {
+                if let Some(x) = x {
+                    m.insert(name(stat), x);
+                }
+            }
+        }
     }
 }
 
@@ -291,7 +388,13 @@ mod tests {
             };
             ledger.push(entry(t, o, lat));
         }
-        let phases = compute(&[record(10_000, 20_000)], &ledger, 0, 30_000);
+        let phases = compute(
+            &[record(10_000, 20_000)],
+            &ledger,
+            LoadReads::default(),
+            0,
+            30_000,
+        );
         let mut m = Metrics::new();
         for p in &phases {
             p.insert_metrics(&mut m);
@@ -310,5 +413,53 @@ mod tests {
             Some((Phase::During, "ack.p99"))
         );
         assert_eq!(Phase::split("ack.p99"), None);
+    }
+
+    /// Reads split by phase like the writes: a kind whose reads all fail during the
+    /// fault has an error rate of 1 there and no latency, whatever it did before.
+    #[test]
+    fn reads_split_by_phase() {
+        let read = |due: i64, kind: ReadKind, ok: bool| ReadEntry {
+            kind,
+            due,
+            sent: due,
+            answered: due + if ok { 4 } else { 1 },
+            status: Some(if ok { 200 } else { 503 }),
+            error: (!ok).then(|| "http_503".to_string()),
+            path: None,
+            warmup: false,
+        };
+        let mut entries = Vec::new();
+        for t in (0..30_000).step_by(50) {
+            let during = (10_000..20_000).contains(&t);
+            entries.push(read(t, ReadKind::Count, !during));
+        }
+        let kinds = [ReadKind::Count, ReadKind::User];
+        let phases = compute(
+            &[record(10_000, 20_000)],
+            &[],
+            LoadReads {
+                entries: &entries,
+                kinds: &kinds,
+            },
+            0,
+            30_000,
+        );
+        let mut m = Metrics::new();
+        for p in &phases {
+            p.insert_metrics(&mut m);
+        }
+        assert_eq!(m["before.reads.count.ok_rate"], 20.0);
+        assert_eq!(m["before.reads.count.error_rate"], 0.0);
+        assert_eq!(m["before.reads.count.p99"], 4.0);
+        assert_eq!(m["during.reads.count.errors"], 200.0);
+        assert_eq!(m["during.reads.count.error_rate"], 1.0);
+        assert!(!m.contains_key("during.reads.count.p99"));
+        assert_eq!(m["after.reads.count.ok"], 200.0);
+        // A kind read but never answered in a phase: counted as zero, no error rate.
+        assert_eq!(m["during.reads.user.sent"], 0.0);
+        assert!(!m.contains_key("during.reads.user.error_rate"));
+        // A kind not read has no figures at all.
+        assert!(!m.keys().any(|k| k.contains("reads.conversation")));
     }
 }

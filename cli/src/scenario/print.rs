@@ -3,7 +3,9 @@
 use comfy_table::{presets, ContentArrangement, Table, TableStyle};
 
 use super::outcome::{RunVerdict, ScenarioRun};
-use super::phases::PhaseStats;
+use wiber_model::report::ReadKind;
+
+use super::phases::{PhaseReads, PhaseStats};
 use super::recovery::Recovery;
 use super::threshold::{fmt_metric, fmt_num, Verdict};
 
@@ -139,8 +141,9 @@ pub fn check_rows(o: &ScenarioRun) -> Vec<CheckRow> {
     rows
 }
 
-/// The figures of each phase, one row each (a column per phase).
-pub fn phase_rows(o: &ScenarioRun) -> Vec<(&'static str, Vec<String>)> {
+/// The figures of each phase, one row each (a column per phase); two more rows per kind
+/// of read when the load read.
+pub fn phase_rows(o: &ScenarioRun) -> Vec<(String, Vec<String>)> {
     type Cell = fn(&PhaseStats) -> String;
     let rows: [(&str, Cell); 6] = [
         ("goodput (ok/s)", |p| format!("{:.1}", p.ok_rate)),
@@ -152,9 +155,76 @@ pub fn phase_rows(o: &ScenarioRun) -> Vec<(&'static str, Vec<String>)> {
         ("ack p99 ms (ok)", |p| ms(p.ack_p99)),
         ("ack max ms (ok)", |p| ms(p.ack_max)),
     ];
-    rows.into_iter()
-        .map(|(name, f)| (name, o.phases.iter().map(f).collect()))
-        .collect()
+    let mut out: Vec<(String, Vec<String>)> = rows
+        .into_iter()
+        .map(|(name, f)| (name.to_string(), o.phases.iter().map(f).collect()))
+        .collect();
+    let kinds: std::collections::BTreeSet<ReadKind> = o
+        .phases
+        .iter()
+        .flat_map(|p| p.reads.keys().copied())
+        .collect();
+    for kind in kinds {
+        let cells = |f: &dyn Fn(&PhaseReads) -> String| -> Vec<String> {
+            o.phases
+                .iter()
+                .map(|p| p.reads.get(&kind).map_or("-".into(), f))
+                .collect()
+        };
+        out.push((
+            format!("{kind} reads ok / errors"),
+            cells(&|r| format!("{} / {}", r.ok, r.errors)),
+        ));
+        out.push((format!("{kind} reads p99 ms (ok)"), cells(&|r| ms(r.p99))));
+    }
+    out
+}
+
+/// The reads of the whole load, one row per kind (from the metrics, so several load
+/// segments are summed as thresholds see them); `None` when the load did not read.
+pub fn read_rows(o: &ScenarioRun) -> Option<(Vec<&'static str>, Vec<Vec<String>>)> {
+    let header = vec![
+        "reads",
+        "count",
+        "ok",
+        "errors",
+        "error rate",
+        "not started",
+        "ok/s (target)",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+    ];
+    let rows: Vec<Vec<String>> = ReadKind::ALL
+        .into_iter()
+        .filter(|k| o.metrics.contains_key(&format!("reads.{k}.target_rate")))
+        .map(|k| {
+            let get = |x: &str| o.metrics.get(&format!("reads.{k}.{x}")).copied();
+            let n = |x: &str| get(x).map_or("-".into(), fmt_num);
+            let lat = |x: &str| get(x).map_or("-".into(), |v| format!("{v:.1}"));
+            vec![
+                k.to_string(),
+                n("sent"),
+                n("ok"),
+                n("errors"),
+                get("error_rate").map_or("-".into(), |e| format!("{:.2}%", e * 100.0)),
+                n("not_started"),
+                format!(
+                    "{} ({})",
+                    get("ok_rate").map_or("-".into(), |v| format!("{v:.1}")),
+                    n("target_rate")
+                ),
+                lat("p50"),
+                lat("p90"),
+                lat("p99"),
+                lat("p999"),
+                lat("max"),
+            ]
+        })
+        .collect();
+    (!rows.is_empty()).then_some((header, rows))
 }
 
 /// The tables of one outcome: checks, faults with recovery, baseline comparison.
@@ -165,6 +235,13 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
         checks.add_row(vec![c.check, c.threshold, c.actual, c.verdict_text]);
     }
     out.push(("checks".to_string(), checks));
+    if let Some((header, rows)) = read_rows(o) {
+        let mut t = table(preset, &header);
+        for r in rows {
+            t.add_row(r);
+        }
+        out.push(("reads (latency of ok reads, from due time)".to_string(), t));
+    }
     if !o.phases.is_empty() {
         out.push(("phases".to_string(), phases(o, preset)));
     }
@@ -220,7 +297,7 @@ fn phases(o: &ScenarioRun, preset: TableStyle) -> Table {
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header);
     for (name, cells) in phase_rows(o) {
-        let mut row = vec![name.to_string()];
+        let mut row = vec![name];
         row.extend(cells);
         t.add_row(row);
     }

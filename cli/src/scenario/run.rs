@@ -93,6 +93,7 @@ pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
                         retries: 0,
                         connections: 1,
                         timeout: Duration::ZERO,
+                        reads: None,
                     },
                     faults: Vec::new(),
                     thresholds: Vec::new(),
@@ -105,8 +106,12 @@ pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
         }
     };
     let mut out = ScenarioRun::new(&sc, &opts.stack.project, baseline_path(opts));
+    let reads = sc.load.reads.as_ref().map_or(String::new(), |r| {
+        let rates: Vec<String> = r.rates.iter().map(|(k, v)| format!("{k} {v}/s")).collect();
+        format!(", reads {}", rates.join(" "))
+    });
     say(format!(
-        "scenario {}: {} ({} s of load at {:.0} req/s, {} fault(s), {} threshold(s))",
+        "scenario {}: {} ({} s of load at {:.0} req/s{reads}, {} fault(s), {} threshold(s))",
         sc.name,
         sc.description,
         sc.load.duration().as_secs(),
@@ -235,15 +240,32 @@ async fn execute(
 
     // 4. Figures, thresholds, comparison.
     let mut ledger = Vec::new();
+    let mut read_entries = Vec::new();
     for d in &load_dirs {
         ledger.extend(verify::read_ledger(&d.join("ledger.jsonl"))?);
+        read_entries.extend(crate::bench::reads::read_entries(&d.join("reads.jsonl"))?);
     }
+    let read_kinds: Vec<_> = sc
+        .load
+        .reads
+        .as_ref()
+        .map(|r| r.rates.keys().copied().collect())
+        .unwrap_or_default();
     out.recovery = recovery::compute(&out.faults, &ledger, &samples, load_start_ms, load_end_ms);
     // Phases end with the scheduled load, not with the drain that follows it.
     let scheduled_end = load_start_ms + sc.load.duration().as_millis() as i64;
     let phases_end = scheduled_end.min(load_end_ms);
     let windows: Vec<(i64, i64)> = out.faults.iter().map(|r| r.window(phases_end)).collect();
-    out.phases = phases::compute(&windows, &ledger, load_start_ms, phases_end);
+    out.phases = phases::compute(
+        &windows,
+        &ledger,
+        phases::LoadReads {
+            entries: &read_entries,
+            kinds: &read_kinds,
+        },
+        load_start_ms,
+        phases_end,
+    );
     out.metrics = metrics(
         &reports,
         &sc.load
@@ -451,6 +473,7 @@ async fn run_load(
             progress: opts.progress,
             progress_context: progress_context.clone(),
             resources: Some(opts.stack.clone()),
+            reads: sc.load.reads.clone(),
         })
         .await
         .with_context(|| format!("the load ({name}) could not run"))?;

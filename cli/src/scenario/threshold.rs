@@ -6,13 +6,21 @@
 //! when the file is read, so a typo fails `scenario validate`, not a 10-minute run; a
 //! metric a run did not measure fails its threshold instead of passing on nothing.
 //! Phase metrics (`before.`, `during.`, `after.`) are described in [`super::phases`].
+//!
+//! Reads have metrics per kind of read: `reads.<kind>.<name>` (kind `conversation`,
+//! `user` or `count`; see [`READ_COUNTS`], [`READ_RATES`], [`READ_RATIOS`] and the
+//! latency [`STATS`]), also per phase (`during.reads.count.error_rate`). There, `F *
+//! rate` is that kind's own read rate. A run that did not read a kind has none of its
+//! metrics, so a threshold on them fails as not measured.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::phases::{Phase, PHASE_COUNTS, PHASE_RATES};
+use wiber_model::report::ReadKind;
+
+use super::phases::{Phase, PHASE_COUNTS, PHASE_RATES, PHASE_READ_COUNTS};
 
 /// What kind of number a metric is; decides which units its thresholds take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +31,8 @@ pub enum Kind {
     Rate,
     /// Milliseconds.
     Latency,
+    /// A share, 0 to 1 (`reads.count.error_rate`).
+    Ratio,
 }
 
 /// Counts from verify and from the load summary.
@@ -55,6 +65,14 @@ pub const RECOVERY: [&str; 3] = [
     "recovery.lag_zero",
     "recovery.lag_steady",
 ];
+/// Counts of one kind of read (`reads.conversation.ok`): reads started, ok (2xx), not
+/// ok (a non-2xx answer or none), due but never started.
+pub const READ_COUNTS: [&str; 4] = ["sent", "ok", "errors", "not_started"];
+/// Rates of one kind of read: ok reads per second, any answer per second, and the rate
+/// asked for (what `F * rate` means on a read rate).
+pub const READ_RATES: [&str; 3] = ["ok_rate", "answered_rate", "target_rate"];
+/// Shares of one kind of read: errors / (ok + errors).
+pub const READ_RATIOS: [&str; 1] = ["error_rate"];
 /// Error kinds bench records (besides `http_<status>`).
 pub const ERROR_KINDS: [&str; 4] = ["timeout", "connect", "transport", "not_started"];
 
@@ -62,6 +80,9 @@ pub const ERROR_KINDS: [&str; 4] = ["timeout", "connect", "transport", "not_star
 pub fn kind(metric: &str) -> Option<Kind> {
     if let Some((_, rest)) = Phase::split(metric) {
         return phase_kind(rest);
+    }
+    if let Some((_, stat)) = read_split(metric) {
+        return read_stat_kind(stat, &READ_COUNTS);
     }
     if COUNTS.contains(&metric) {
         return Some(Kind::Count);
@@ -89,8 +110,44 @@ fn latency_kind(metric: &str) -> Option<Kind> {
     (LATENCIES.contains(&family) && STATS.contains(&stat)).then_some(Kind::Latency)
 }
 
+/// `reads.conversation.p99` → (Conversation, `p99`); `None` when it is not a read
+/// metric of a known kind.
+pub fn read_split(metric: &str) -> Option<(ReadKind, &str)> {
+    let rest = metric.strip_prefix("reads.")?;
+    let (kind, stat) = rest.split_once('.')?;
+    Some((ReadKind::parse(kind)?, stat))
+}
+
+/// The kind of read metric `reads.<kind>.<stat>`, with `counts` the counts it may have.
+fn read_stat_kind(stat: &str, counts: &[&str]) -> Option<Kind> {
+    if counts.contains(&stat) {
+        Some(Kind::Count)
+    } else if READ_RATES.contains(&stat) {
+        Some(Kind::Rate)
+    } else if READ_RATIOS.contains(&stat) {
+        Some(Kind::Ratio)
+    } else if STATS.contains(&stat) {
+        Some(Kind::Latency)
+    } else {
+        None
+    }
+}
+
+/// The kind of read a metric is about (`reads.user.p99`, `during.reads.user.ok`).
+pub fn read_kind_of(metric: &str) -> Option<ReadKind> {
+    let m = Phase::split(metric).map_or(metric, |(_, rest)| rest);
+    read_split(m).map(|(k, _)| k)
+}
+
 /// The kind of a phase metric (`during.<rest>`).
 fn phase_kind(rest: &str) -> Option<Kind> {
+    if let Some((_, stat)) = read_split(rest) {
+        // A phase has no start of its own for reads: no not_started, no target_rate.
+        return match stat {
+            "target_rate" | "not_started" => None,
+            s => read_stat_kind(s, &PHASE_READ_COUNTS),
+        };
+    }
     if PHASE_COUNTS.contains(&rest) {
         return Some(Kind::Count);
     }
@@ -103,17 +160,28 @@ fn phase_kind(rest: &str) -> Option<Kind> {
 
 fn known_metrics() -> String {
     format!(
-        "{}, {}, errors.<kind> ({}, http_<status>), {{{}}}.{{{}}}, {}, and per phase \
-         {{before,during,after}}.{{{},{},ack.<stat>}}",
+        "{}, {}, errors.<kind> ({}, http_<status>), {{{}}}.{{{}}}, {}, \
+         reads.<read kind>.{{{},{},{},<stat>}} (read kinds {}), and per phase \
+         {{before,during,after}}.{{{},{},ack.<stat>,reads.<read kind>.{{{},ok_rate,answered_rate,error_rate,<stat>}}}}",
         COUNTS.join(", "),
         RATES.join(", "),
         ERROR_KINDS.join(", "),
         LATENCIES.join(","),
         STATS.join(","),
         RECOVERY.join(", "),
+        READ_COUNTS.join(","),
+        READ_RATES.join(","),
+        READ_RATIOS.join(","),
+        ReadKind::names(),
         PHASE_COUNTS.join(","),
         PHASE_RATES.join(","),
+        PHASE_READ_COUNTS.join(","),
     )
+}
+
+/// Why a read metric is missing: the load did not read that kind.
+fn not_read(k: ReadKind) -> String {
+    format!("the load made no {k} reads (add reads = {{ {k} = 50 }} to [load])")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,7 +293,7 @@ fn parse_rhs(s: &str, kind: Kind) -> Result<Rhs, String> {
         "rate" if kind == Kind::Rate => return Ok(Rhs::Rate(factor)),
         "rate" => {
             return Err(
-                "`rate` compares with rates only (achieved_rate, answered_rate, <phase>.ok_rate, <phase>.answered_rate)"
+                "`rate` compares with rates only (achieved_rate, answered_rate, <phase>.ok_rate, <phase>.answered_rate, reads.<kind>.ok_rate, where it is that kind's read rate)"
                     .into(),
             )
         }
@@ -247,7 +315,7 @@ fn parse_rhs(s: &str, kind: Kind) -> Result<Rhs, String> {
             let d = crate::units::parse_duration(term)?;
             Ok(Rhs::Value(d.as_secs_f64() * 1000.0))
         }
-        Kind::Count | Kind::Rate => term
+        Kind::Count | Kind::Rate | Kind::Ratio => term
             .parse::<f64>()
             .ok()
             .filter(|v| v.is_finite())
@@ -282,8 +350,15 @@ pub struct Evaluation {
     pub detail: Option<String>,
 }
 
-/// Evaluates `t` against `m`; `rate` is the scenario's mean target rate.
+/// The metric that holds a read kind's target rate (what `F * rate` means for it).
+pub fn read_target_metric(kind: ReadKind) -> String {
+    format!("reads.{kind}.target_rate")
+}
+
+/// Evaluates `t` against `m`; `rate` is the scenario's mean target rate (for a read
+/// metric, `rate` is that kind's read rate, from `m`).
 pub fn evaluate(t: &Threshold, m: &Metrics, rate: f64, baseline: Option<&Metrics>) -> Evaluation {
+    let read = read_kind_of(&t.metric);
     let mut e = Evaluation {
         metric: t.metric.clone(),
         threshold: t.text.clone(),
@@ -297,35 +372,44 @@ pub fn evaluate(t: &Threshold, m: &Metrics, rate: f64, baseline: Option<&Metrics
         verdict: Verdict::Fail,
         detail: None,
     };
-    let limit = match t.rhs {
-        Rhs::Value(v) => v,
-        Rhs::Rate(f) => f * rate,
-        Rhs::Baseline(f) => match baseline {
+    let limit = match (t.rhs, read) {
+        (Rhs::Rate(f), Some(k)) => match m.get(&read_target_metric(k)) {
+            Some(r) => f * r,
             None => {
-                e.verdict = Verdict::Skipped;
-                e.detail = Some("relative to a baseline: run with --baseline REPORT".into());
+                e.detail = Some(not_read(k));
                 return e;
             }
-            Some(b) => match b.get(&t.metric) {
-                Some(v) => f * v,
+        },
+        (rhs, _) => match rhs {
+            Rhs::Value(v) => v,
+            Rhs::Rate(f) => f * rate,
+            Rhs::Baseline(f) => match baseline {
                 None => {
-                    e.detail = Some(format!("the baseline has no {}", t.metric));
+                    e.verdict = Verdict::Skipped;
+                    e.detail = Some("relative to a baseline: run with --baseline REPORT".into());
                     return e;
                 }
+                Some(b) => match b.get(&t.metric) {
+                    Some(v) => f * v,
+                    None => {
+                        e.detail = Some(format!("the baseline has no {}", t.metric));
+                        return e;
+                    }
+                },
             },
         },
     };
     e.limit = Some(limit);
     let Some(actual) = e.actual else {
-        e.detail = Some(format!(
-            "{} was not measured in this run{}",
-            t.metric,
-            if t.metric.starts_with("recovery.") {
-                " (no fault, or the figure never recovered)"
-            } else {
-                ""
+        let why = match read {
+            Some(k) if !m.contains_key(&read_target_metric(k)) => format!(": {}", not_read(k)),
+            Some(k) => format!(" (no {k} read in it succeeded, or the phase had none)"),
+            None if t.metric.starts_with("recovery.") => {
+                " (no fault, or the figure never recovered)".to_string()
             }
-        ));
+            None => String::new(),
+        };
+        e.detail = Some(format!("{} was not measured in this run{why}", t.metric));
         return e;
     };
     if t.op.holds(actual, limit) {
@@ -346,7 +430,9 @@ pub fn evaluate(t: &Threshold, m: &Metrics, rate: f64, baseline: Option<&Metrics
 pub fn fmt_metric(metric: &str, v: f64) -> String {
     match kind(metric) {
         Some(Kind::Latency) => format!("{} ms", fmt_num(v)),
+        Some(Kind::Rate) if read_kind_of(metric).is_some() => format!("{} reads/s", fmt_num(v)),
         Some(Kind::Rate) => format!("{} req/s", fmt_num(v)),
+        Some(Kind::Ratio) => format!("{} ({:.2}%)", fmt_num(v), v * 100.0),
         _ => fmt_num(v),
     }
 }
@@ -455,5 +541,105 @@ mod tests {
         assert_eq!(eval("achieved_rate", ">= baseline").verdict, Verdict::Fail);
         let e = evaluate(&t("ack.p99", "< 1.2 * baseline"), &run, 200.0, None);
         assert_eq!(e.verdict, Verdict::Skipped);
+    }
+
+    #[test]
+    fn read_metrics_are_named_by_kind_and_checked() {
+        assert_eq!(
+            t("reads.conversation.p99", "< 150ms").rhs,
+            Rhs::Value(150.0)
+        );
+        assert_eq!(kind("reads.count.error_rate"), Some(Kind::Ratio));
+        assert_eq!(t("reads.count.error_rate", "== 0").rhs, Rhs::Value(0.0));
+        assert_eq!(kind("reads.user.ok"), Some(Kind::Count));
+        assert_eq!(kind("reads.user.not_started"), Some(Kind::Count));
+        assert_eq!(
+            t("reads.user.ok_rate", ">= 0.95 * rate").rhs,
+            Rhs::Rate(0.95)
+        );
+        assert_eq!(kind("during.reads.conversation.p99"), Some(Kind::Latency));
+        assert_eq!(kind("after.reads.count.error_rate"), Some(Kind::Ratio));
+        assert_eq!(kind("during.reads.user.ok_rate"), Some(Kind::Rate));
+        assert_eq!(read_kind_of("during.reads.user.ok"), Some(ReadKind::User));
+        // Misspelt kinds and statistics are refused with the names there are.
+        for bad in [
+            "reads.conversations.p99",
+            "reads.conversation.p98",
+            "reads.conversation",
+            "reads.p99",
+            "reads.count.error_ratio",
+            "during.reads.count.not_started",
+            "during.reads.user.target_rate",
+        ] {
+            let e = parse(bad, "< 1s", 1).unwrap_err();
+            assert!(
+                e.contains("known metrics") && e.contains("read kinds conversation, user, count"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(parse("reads.count.error_rate", "< 10ms", 1)
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(parse("reads.count.p99", "< 10", 1)
+            .unwrap_err()
+            .contains("unit"));
+        assert!(parse("reads.count.ok", ">= 0.9 * rate", 1).is_err());
+    }
+
+    /// Read thresholds can fail, `F * rate` is the kind's own read rate, and a kind
+    /// the run did not read fails as not measured, never passes.
+    #[test]
+    fn read_thresholds_can_fail_and_unread_kinds_are_not_measured() {
+        let run = m(&[
+            ("reads.conversation.p99", 120.0),
+            ("reads.conversation.ok_rate", 190.0),
+            ("reads.conversation.target_rate", 200.0),
+            ("reads.conversation.error_rate", 0.0),
+            ("reads.count.target_rate", 20.0),
+            ("reads.count.error_rate", 0.25),
+            ("during.reads.count.error_rate", 1.0),
+        ]);
+        let eval = |metric: &str, text: &str| evaluate(&t(metric, text), &run, 1000.0, None);
+        assert_eq!(
+            eval("reads.conversation.p99", "< 150ms").verdict,
+            Verdict::Pass
+        );
+        assert_eq!(
+            eval("reads.conversation.p99", "< 0ms").verdict,
+            Verdict::Fail
+        );
+        // 0.95 of the conversation rate (200), not of the write rate (1000).
+        let e = eval("reads.conversation.ok_rate", ">= 0.95 * rate");
+        assert_eq!((e.verdict, e.limit), (Verdict::Pass, Some(190.0)));
+        assert_eq!(
+            eval("reads.conversation.ok_rate", ">= 0.96 * rate").verdict,
+            Verdict::Fail
+        );
+        let e = eval("reads.count.error_rate", "== 0");
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert!(e.detail.unwrap().contains("0.25 (25.00%)"));
+        assert_eq!(
+            eval("during.reads.count.error_rate", "< 1").verdict,
+            Verdict::Fail
+        );
+        // No user reads: every user threshold fails, saying how to get them.
+        for (metric, text) in [
+            ("reads.user.p99", "< 1s"),
+            ("reads.user.error_rate", "== 0"),
+            ("reads.user.ok_rate", ">= 0.9 * rate"),
+            ("during.reads.user.ok", ">= 0"),
+        ] {
+            let e = eval(metric, text);
+            assert_eq!(e.verdict, Verdict::Fail, "{metric}");
+            let d = e.detail.unwrap();
+            assert!(
+                d.contains("no user reads") && d.contains("reads = { user"),
+                "{d}"
+            );
+        }
+        // Read, but none succeeded: no latency, and it says so.
+        let e = eval("reads.count.p99", "< 1s");
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert!(e.detail.unwrap().contains("no count read in it succeeded"));
     }
 }

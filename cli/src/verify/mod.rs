@@ -1,7 +1,9 @@
 //! `wiberctl verify`: after a run drains, hold MongoDB to the ledger.
 //!
 //! Layout:
-//! - [`store`]: reads the run's documents from MongoDB and waits for the consumer group.
+//! - [`store`]: reads the run's documents from MongoDB by indexed keys (its
+//!   conversations, its ledger ids, held to the store's exact counters) and waits for
+//!   the consumer group.
 //! - [`readback`]: reads the run's conversations back through the API, in its order.
 //! - [`check`]: the invariants as a pure function (lost, duplicated, unexpected,
 //!   corrupted, reordered, recovered, indeterminate).
@@ -55,7 +57,22 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     };
     let entries = read_ledger(&opts.run_dir.join("ledger.jsonl"))?;
     let drain = store::drain(&target, opts.drain_timeout).await?;
-    let docs = store::fetch_run(&target, &run.run, true).await?;
+    // By indexed keys: the run's conversations (all of them, also any the ledger names
+    // beyond run.json's count) and the ledger's ids.
+    let conversations = entries
+        .iter()
+        .map(|e| e.conversation.saturating_add(1))
+        .max()
+        .unwrap_or(0)
+        .max(run.conversations);
+    let message_ids: Vec<String> = entries.iter().map(|e| e.message_id.clone()).collect();
+    let keys = store::RunKeys {
+        run: &run.run,
+        conversations,
+        message_ids: &message_ids,
+    };
+    let found = store::read_run(&target, &keys, true).await?;
+    let docs = found.docs;
     // The order a reader gets: through the API when it answers; from the documents by
     // the API's sort key (timestamp, then messageId) otherwise, and said so.
     let mut notes = Vec::new();
@@ -81,6 +98,8 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
             None
         }
     };
+    // After the order note, which readers of the report look for first.
+    notes.extend(found.notes);
     let found = check::check(&run.run, &entries, &docs, read_back.as_ref());
     let (verdict, error) = if !drain.drained {
         (

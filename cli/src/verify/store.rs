@@ -1,14 +1,16 @@
 //! Reads a run's documents straight from MongoDB and waits for the consumer group to
-//! drain. Verify trusts neither the API nor the consumers: it looks at the sink itself.
+//! drain. Verify trusts neither the API nor the consumers: it looks at the sink itself,
+//! by keys the store indexes ([`read_run`]), so that checking a run costs what the run
+//! holds, not what the store holds.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::ClientOptions;
 use tokio::time::Instant;
-use wiber_model::{ledger, StoredMessage};
+use wiber_model::contract::counts_collection;
+use wiber_model::{conversation_key, ledger, reads, StoredMessage};
 
 use crate::kafka;
 
@@ -58,7 +60,7 @@ impl StoredDoc {
     }
 }
 
-/// What [`StoredDoc::stored`] holds after a partial read (`fetch_run(.., false)`).
+/// What [`StoredDoc::stored`] holds after a partial read (`read_run(.., false)`).
 const PARTIAL_READ: &str = "only messageId and storedAt were read";
 
 /// Whether the consumer group caught up.
@@ -95,17 +97,289 @@ pub async fn drain(target: &StoreTarget, timeout: Duration) -> anyhow::Result<Dr
     }
 }
 
-/// Every document of run `run`: those whose sender is one of the run's users, and those
-/// whose `_id` carries the run's prefix (an injected or re-keyed document may have only
-/// one of the two).
+/// Reads at a time when a run's documents are read key by key: enough to keep FerretDB
+/// busy on two cores, few enough not to starve the stack being verified.
+pub const READ_CONCURRENCY: usize = 8;
+
+/// What verify knows of a run, to find its documents by keys the store indexes.
+#[derive(Debug, Clone, Copy)]
+pub struct RunKeys<'a> {
+    pub run: &'a str,
+    /// The run has conversations `0..conversations` (its `run.json`).
+    pub conversations: u32,
+    /// The ledger's message ids: a document stored under one of them is checked against
+    /// its request, whatever its users and conversation key say.
+    pub message_ids: &'a [String],
+}
+
+/// A run's documents, and how they were found (for verify's notes).
+#[derive(Debug, Clone)]
+pub struct RunDocs {
+    pub docs: Vec<StoredDoc>,
+    pub notes: Vec<String>,
+    /// The whole collection had to be read (see [`read_run`]).
+    pub scanned: bool,
+}
+
+/// Every document of run `keys.run`, read by keys the store indexes, so the read costs
+/// what the run holds, not what the store holds (FerretDB 1.24 pushes only an equality
+/// down to PostgreSQL's GIN indexes; a `$regex` or an `$or` reads every document):
 ///
-/// `full: false` fetches only `messageId` and `storedAt` (for end-to-end latency), which
-/// keeps a large run's read cheap.
-pub async fn fetch_run(
+/// 1. one `conversation` equality per conversation of the run, [`READ_CONCURRENCY`] at
+///    a time: every document the consumer stored for the run;
+/// 2. one `_id` equality per ledger message id not found that way: a document stored
+///    under the run's id but with other users or another conversation key (re-keyed);
+/// 3. when the store keeps exact counters (FerretDB on PostgreSQL with the project's
+///    setup: `{_id: "$exact"}` in the counts collection), the counter of each of the
+///    run's users, which PostgreSQL's triggers keep from `fromUser`/`toUser` of every
+///    row inserted, whatever else the row holds. A user counted more often than the
+///    documents read name them means documents no indexed key led to: those users are
+///    read by `participants`, and if that still leaves some unaccounted for (a document
+///    with neither the run's conversation key nor a `participants` field), the whole
+///    collection is read as before ([`scan`]), and a note says so.
+///
+/// What this cannot see, where the old whole-collection read did: a document whose `_id`
+/// starts with the run's id but is not one the ledger holds, and whose users are not the
+/// run's (no indexed key and no counter of the run leads to it); and, on a store without
+/// exact counters (plain MongoDB, FerretDB without the PostgreSQL setup), a document of
+/// the run's users under an id the run never sent whose conversation key is not the
+/// run's. The notes say which guarantee the store gave.
+///
+/// `full: false` fetches only `messageId`, `storedAt` and the users (for end-to-end
+/// latency).
+pub async fn read_run(
+    target: &StoreTarget,
+    keys: &RunKeys<'_>,
+    full: bool,
+) -> anyhow::Result<RunDocs> {
+    use futures::{StreamExt, TryStreamExt};
+
+    let coll = collection(target).await?;
+    let projection = (!full).then(|| {
+        doc! {
+            (StoredMessage::MESSAGE_ID): 1, (StoredMessage::STORED_AT): 1,
+            (StoredMessage::FROM_USER): 1, (StoredMessage::TO_USER): 1,
+        }
+    });
+    let find_all = |filter: Document| {
+        let (coll, projection) = (&coll, projection.clone());
+        async move {
+            let mut find = coll.find(filter).batch_size(10_000);
+            if let Some(p) = projection {
+                find = find.projection(p);
+            }
+            let docs: Vec<Document> = find.await?.try_collect().await?;
+            Ok::<_, mongodb::error::Error>(docs)
+        }
+    };
+    let mut found = Found::default();
+
+    // 1. By conversation.
+    let users: Vec<String> = (0..keys.conversations)
+        .flat_map(|c| {
+            let (a, b) = ledger::users(keys.run, c);
+            [a, b]
+        })
+        .collect();
+    let per_conversation: Vec<Vec<Document>> =
+        futures::stream::iter(users.chunks(2).map(|p| conversation_key(&p[0], &p[1])))
+            .map(|key| find_all(doc! {(StoredMessage::CONVERSATION): key}))
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect()
+            .await
+            .with_context(|| read_error(target))?;
+    per_conversation
+        .into_iter()
+        .flatten()
+        .for_each(|d| found.add(d));
+
+    // 2. Ledger ids not found by conversation.
+    let unseen: Vec<&String> = keys
+        .message_ids
+        .iter()
+        .filter(|id| !found.has_id(id))
+        .collect();
+    let lookups = unseen.len();
+    let by_id: Vec<Vec<Document>> = futures::stream::iter(unseen)
+        .map(|id| find_all(doc! {(StoredMessage::ID): id}))
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect()
+        .await
+        .with_context(|| read_error(target))?;
+    by_id.into_iter().flatten().for_each(|d| found.add(d));
+    let how = format!(
+        "documents: read by the run's {} conversation key(s) and {lookups} ledger id(s) not \
+         found under them (indexed equalities)",
+        keys.conversations
+    );
+
+    // 3. Held to the store's exact counters, when it keeps them.
+    let counts = coll
+        .client()
+        .database(&target.mongo_db)
+        .collection::<Document>(&counts_collection(&target.mongo_collection));
+    let exact = counts
+        .find_one(doc! {"_id": reads::COUNTER_EXACT})
+        .await
+        .with_context(|| read_error(target))?
+        .is_some();
+    if !exact {
+        let note = format!(
+            "{how}; the store keeps no exact counters ({} has no `$exact` marker: plain \
+             MongoDB, or FerretDB without the PostgreSQL setup), so a document of the run's \
+             users under an id the run never sent and without its conversation key would not \
+             be seen",
+            counts.name()
+        );
+        return Ok(found.into_run_docs(full, vec![note], false));
+    }
+    let counted: Vec<(String, u64)> = futures::stream::iter(users.iter().cloned())
+        .map(|u| {
+            let counts = &counts;
+            async move {
+                let d = counts
+                    .find_one(doc! {"_id": reads::user_counter(&u)})
+                    .await?;
+                Ok::<_, mongodb::error::Error>((u, d.map_or(0, |d| counter_value(&d))))
+            }
+        })
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect()
+        .await
+        .with_context(|| read_error(target))?;
+    let short = |found: &Found| -> Vec<String> {
+        let seen = found.per_user();
+        counted
+            .iter()
+            .filter(|(u, n)| *n > seen.get(u.as_str()).copied().unwrap_or(0))
+            .map(|(u, _)| u.clone())
+            .collect()
+    };
+    let missing = short(&found);
+    if missing.is_empty() {
+        let note = format!(
+            "{how}; the store's exact counters of the run's {} users agree with them",
+            users.len()
+        );
+        return Ok(found.into_run_docs(full, vec![note], false));
+    }
+    let by_participant: Vec<Vec<Document>> = futures::stream::iter(missing.iter().cloned())
+        .map(|u| find_all(doc! {(StoredMessage::PARTICIPANTS): u}))
+        .buffer_unordered(READ_CONCURRENCY)
+        .try_collect()
+        .await
+        .with_context(|| read_error(target))?;
+    by_participant
+        .into_iter()
+        .flatten()
+        .for_each(|d| found.add(d));
+    let still = short(&found);
+    if still.is_empty() {
+        let note = format!(
+            "{how}; the store's counters had more documents for {} user(s) ({}), found by \
+             `participants`: their conversation key is not the run's",
+            missing.len(),
+            sample(&missing)
+        );
+        return Ok(found.into_run_docs(full, vec![note], false));
+    }
+    for d in scan(target, keys.run, projection).await? {
+        found.add(d);
+    }
+    let note = format!(
+        "{how}; the store's counters had more documents for {} user(s) ({}) than any indexed \
+         key leads to (neither the run's conversation key nor `participants`), so the whole \
+         collection was read for them: this read cost what the store holds",
+        still.len(),
+        sample(&still)
+    );
+    Ok(found.into_run_docs(full, vec![note], true))
+}
+
+/// A few names of a list, for a note.
+fn sample(names: &[String]) -> String {
+    let mut s = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 3 {
+        s.push_str(&format!(" and {} more", names.len() - 3));
+    }
+    s
+}
+
+/// The `n` of a counter document.
+fn counter_value(d: &Document) -> u64 {
+    match d.get(reads::COUNTER_VALUE) {
+        Some(Bson::Int64(n)) => (*n).max(0) as u64,
+        Some(Bson::Int32(n)) => (*n).max(0) as u64,
+        Some(Bson::Double(n)) => n.max(0.0) as u64,
+        _ => 0,
+    }
+}
+
+/// Documents found so far, each once (by `_id`, whichever read found it).
+#[derive(Default)]
+struct Found {
+    keys: std::collections::HashSet<String>,
+    docs: Vec<Document>,
+}
+
+impl Found {
+    /// `_id` as a key: a string as itself, anything else with its type, so that `"7"`
+    /// and `7` stay two documents.
+    fn key(d: &Document) -> String {
+        match d.get(StoredMessage::ID) {
+            Some(Bson::String(s)) => s.clone(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        }
+    }
+
+    fn add(&mut self, d: Document) {
+        if self.keys.insert(Self::key(&d)) {
+            self.docs.push(d);
+        }
+    }
+
+    fn has_id(&self, id: &str) -> bool {
+        self.keys.contains(id)
+    }
+
+    /// How many documents name each user, counted as the PostgreSQL triggers count: once
+    /// per document for its `fromUser` and once for its `toUser` when it is another.
+    fn per_user(&self) -> std::collections::HashMap<&str, u64> {
+        let mut n = std::collections::HashMap::new();
+        for d in &self.docs {
+            let from = d.get_str(StoredMessage::FROM_USER).ok();
+            let to = d.get_str(StoredMessage::TO_USER).ok();
+            for u in [from, to.filter(|t| Some(*t) != from)]
+                .into_iter()
+                .flatten()
+            {
+                *n.entry(u).or_insert(0) += 1;
+            }
+        }
+        n
+    }
+
+    fn into_run_docs(self, full: bool, notes: Vec<String>, scanned: bool) -> RunDocs {
+        RunDocs {
+            docs: self.docs.into_iter().map(|d| to_stored(d, full)).collect(),
+            notes,
+            scanned,
+        }
+    }
+}
+
+/// Every document of run `run`, by reading the whole collection: those whose sender is
+/// one of the run's users, and those whose `_id` carries the run's prefix (an injected or
+/// re-keyed document may have only one of the two). On FerretDB this reads every
+/// document of the collection, so [`read_run`] uses it only when the store's counters say
+/// it must.
+async fn scan(
     target: &StoreTarget,
     run: &str,
-    full: bool,
-) -> anyhow::Result<Vec<StoredDoc>> {
+    projection: Option<Document>,
+) -> anyhow::Result<Vec<Document>> {
+    use futures::TryStreamExt;
     let coll = collection(target).await?;
     let users = format!("^{}", regex_escape(&ledger::user_prefix(run)));
     let ids = format!("^{}-", regex_escape(run));
@@ -114,16 +388,14 @@ pub async fn fetch_run(
         {(StoredMessage::ID): {"$regex": ids}},
     ]};
     let mut find = coll.find(filter).batch_size(10_000);
-    if !full {
-        find =
-            find.projection(doc! {(StoredMessage::MESSAGE_ID): 1, (StoredMessage::STORED_AT): 1});
+    if let Some(p) = projection {
+        find = find.projection(p);
     }
     let cursor = find.await.with_context(|| read_error(target))?;
-    let docs: Vec<Document> = cursor
+    cursor
         .try_collect()
         .await
-        .with_context(|| read_error(target))?;
-    Ok(docs.into_iter().map(|d| to_stored(d, full)).collect())
+        .with_context(|| read_error(target))
 }
 
 /// The run's messages collection (for verify, and for tests that tamper with it).
@@ -280,6 +552,31 @@ mod tests {
         assert_eq!(doc.id, "7");
         assert_eq!(doc.message_id, None);
         assert!(doc.stored.is_err());
+    }
+
+    #[test]
+    fn documents_found_by_several_keys_count_once_and_per_user_as_the_triggers_do() {
+        let mut f = Found::default();
+        let (_, d) = written();
+        f.add(d.clone());
+        f.add(d); // found again, by `participants` or `_id`
+        f.add(doc! {"_id": "self", "fromUser": "alice", "toUser": "alice"});
+        f.add(doc! {"_id": 7, "fromUser": "bob"}); // no toUser: counted for its sender
+        f.add(doc! {"_id": "7", "toUser": "carol"}); // "7" is not 7
+        assert_eq!(f.docs.len(), 4);
+        assert!(f.has_id("r1-c0-s1") && f.has_id("7"));
+        let n = f.per_user();
+        assert_eq!(
+            n["alice"], 2,
+            "once for alice -> bob, once for alice -> alice"
+        );
+        assert_eq!((n["bob"], n["carol"]), (2, 1));
+        assert_eq!(counter_value(&doc! {"_id": "u:alice", "n": 3i64}), 3);
+        assert_eq!(counter_value(&doc! {"_id": "$exact"}), 0);
+        assert_eq!(
+            sample(&["a", "b", "c", "d", "e"].map(String::from)),
+            "a, b, c and 2 more"
+        );
     }
 
     #[test]

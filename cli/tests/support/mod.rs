@@ -193,8 +193,8 @@ pub fn free_port() -> u16 {
 }
 
 /// Makes sure a Docker engine answers (installing and starting one if needed) and the
-/// offline images exist: Kafka, FerretDB, and our server from this workspace's debug
-/// build. Both scripts cache by their inputs, so this takes seconds when warm.
+/// offline images exist: Kafka, PostgreSQL, FerretDB, and our server from this
+/// workspace's debug build. Both scripts cache by their inputs, so this takes seconds when warm.
 pub fn ensure_offline_images() {
     let root = repo_root();
     let server = workspace_target().join("debug").join("wiber-server");
@@ -206,7 +206,7 @@ pub fn ensure_offline_images() {
     run_ok(Command::new(root.join("docker/offline/ensure-engine.sh")).current_dir(&root));
     run_ok(
         Command::new(root.join("docker/offline/build.sh"))
-            .args(["--only", "kafka,ferretdb,server"])
+            .args(["--only", "kafka,postgres,ferretdb,server"])
             .env("WIBER_SERVER_BIN", &server)
             .current_dir(&root),
     );

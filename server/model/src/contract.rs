@@ -287,7 +287,10 @@ impl FromStr for SeededBug {
 pub enum Service {
     /// The Kafka broker (single KRaft node, broker + controller).
     Kafka,
-    /// The MongoDB-wire store (MongoDB or FerretDB).
+    /// The PostgreSQL cluster FerretDB keeps its data in (Debian's PostgreSQL 15). A
+    /// stack on the official `mongo` image has none.
+    Postgres,
+    /// The MongoDB-wire store (MongoDB, or FerretDB on PostgreSQL).
     Mongo,
     /// The HTTP API (`wiber-server api`).
     Api,
@@ -296,9 +299,10 @@ pub enum Service {
 }
 
 impl Service {
-    /// All services, in start order (dependencies first).
-    pub const ALL: [Service; 4] = [
+    /// All services, in start order (dependencies first: FerretDB needs its PostgreSQL).
+    pub const ALL: [Service; 5] = [
         Service::Kafka,
+        Service::Postgres,
         Service::Mongo,
         Service::Consumer,
         Service::Api,
@@ -308,6 +312,7 @@ impl Service {
     pub fn name(self) -> &'static str {
         match self {
             Service::Kafka => "kafka",
+            Service::Postgres => "postgres",
             Service::Mongo => "mongo",
             Service::Api => "api",
             Service::Consumer => "consumer",
@@ -329,7 +334,7 @@ impl fmt::Display for Service {
 /// Error for an unknown service or malformed instance id.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseIdError {
-    #[error("unknown service {0:?}: expected one of kafka, mongo, api, consumer")]
+    #[error("unknown service {0:?}: expected one of kafka, postgres, mongo, api, consumer")]
     UnknownService(String),
     #[error("bad instance index in {0:?}: expected service#N with N >= 1, e.g. consumer#2")]
     BadIndex(String),
@@ -341,6 +346,7 @@ impl FromStr for Service {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "kafka" => Ok(Service::Kafka),
+            "postgres" | "postgresql" | "pg" => Ok(Service::Postgres),
             // "ferretdb" is accepted because that is what runs locally.
             "mongo" | "mongodb" | "ferretdb" => Ok(Service::Mongo),
             "api" => Ok(Service::Api),
@@ -420,6 +426,14 @@ mod tests {
             InstanceId::first(Service::Kafka)
         );
         assert_eq!("ferretdb".parse::<Service>().unwrap(), Service::Mongo);
+        assert_eq!(
+            "postgres#1".parse::<InstanceId>().unwrap(),
+            InstanceId::first(Service::Postgres)
+        );
+        assert_eq!(Service::Postgres.to_string(), "postgres");
+        // FerretDB starts after the PostgreSQL it stores into.
+        let rank = |s| Service::ALL.iter().position(|x| *x == s).unwrap();
+        assert!(rank(Service::Postgres) < rank(Service::Mongo));
         assert!("consumer#0".parse::<InstanceId>().is_err());
         assert!("zookeeper".parse::<InstanceId>().is_err());
     }

@@ -108,6 +108,72 @@ pub struct BenchConfigRecord {
     pub retries: u32,
     pub timeout_ms: u64,
     pub api_url: String,
+    /// The reads mixed into the writes; absent when the run only wrote (and in reports
+    /// written before reads existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads: Option<ReadsConfig>,
+}
+
+/// A kind of read `bench` mixes into its writes: one of the API's read routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadKind {
+    /// `GET /messages/{a}/{b}?limit=&skip=`: one page of a conversation.
+    Conversation,
+    /// `GET /messages/user/{u}?limit=`: a user's recent messages.
+    User,
+    /// `GET /messages/count`, `?user1=u` or `?user1=a&user2=b`: a count.
+    Count,
+}
+
+impl ReadKind {
+    pub const ALL: [ReadKind; 3] = [ReadKind::Conversation, ReadKind::User, ReadKind::Count];
+
+    /// The name in flags, scenario files, threshold names and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadKind::Conversation => "conversation",
+            ReadKind::User => "user",
+            ReadKind::Count => "count",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ReadKind> {
+        ReadKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// `conversation, user, count`, for messages.
+    pub fn names() -> String {
+        ReadKind::ALL.map(ReadKind::name).join(", ")
+    }
+}
+
+impl std::fmt::Display for ReadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which conversations and users the reads pick from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "from")]
+pub enum ReadSource {
+    /// The run's own conversations and users; a conversation page is picked among the
+    /// pages of what that conversation had acknowledged when the read was due.
+    Run,
+    /// A fixture written by `wiberctl store fill`: conversations `0..conversations`
+    /// between `fixture::users(k)`, each assumed to hold `messages` messages.
+    Fixture { conversations: u64, messages: u64 },
+}
+
+/// How a run reads: a rate per kind, where from, and the page size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadsConfig {
+    /// Reads per second of each kind (open loop, like the writes); only kinds read.
+    pub rates: BTreeMap<ReadKind, f64>,
+    pub source: ReadSource,
+    /// `limit` of conversation and user pages.
+    pub page: u32,
 }
 
 /// Latency percentiles, ms.
@@ -176,6 +242,45 @@ pub struct Summary {
     /// stack; `warnings` says which.
     #[serde(default)]
     pub generator_bound: bool,
+    /// Each kind of read the run made (absent: it only wrote).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reads: BTreeMap<ReadKind, ReadSummary>,
+}
+
+/// What one kind of read saw in the measured window. Latency is of successful (2xx)
+/// reads only, from the time each read was due (open loop, like the writes), so a stall
+/// shows as latency rather than as fewer reads; the other answers are counted as errors
+/// by kind, never folded into the latency.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ReadSummary {
+    /// Reads per second asked for.
+    pub target_rate: f64,
+    /// Reads of the window that started.
+    pub sent: u64,
+    /// 2xx answers.
+    pub ok: u64,
+    /// Reads that were not ok: a non-2xx answer, or none (timeout, connection error).
+    pub errors: u64,
+    /// Reads due in the window that the generator could not start in time.
+    pub not_started: u64,
+    /// `errors` by kind (`http_503`, `timeout`, `connect`, `transport`).
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// ok reads per second of the window.
+    pub achieved_rate: f64,
+    /// Reads that completed with any outcome, per second of the window.
+    pub answered_rate: f64,
+    /// Due time → answer of the ok reads.
+    pub latency_ms: Percentiles,
+    /// Due time → answer (or giving up) of the reads that were not ok.
+    pub error_ms: Percentiles,
+}
+
+impl ReadSummary {
+    /// `errors` as a share (0..=1) of the reads that completed; `None` when none did.
+    pub fn error_rate(&self) -> Option<f64> {
+        let done = self.ok + self.errors;
+        (done > 0).then(|| self.errors as f64 / done as f64)
+    }
 }
 
 /// One second of the measured window (second 0 starts at `measured_from_ms`).
@@ -192,6 +297,15 @@ pub struct Second {
     pub ack_p99: Option<f64>,
     pub e2e_p50: Option<f64>,
     pub e2e_p99: Option<f64>,
+    /// Reads (all kinds) answered during this second: ok, and not ok.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reads_ok: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reads_errors: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// `[percentile (0..100), ms]` points of the cumulative latency distribution.
@@ -200,6 +314,9 @@ pub struct Distribution {
     /// Ack latency of the `ok` answers.
     pub ack: Vec<[f64; 2]>,
     pub e2e: Vec<[f64; 2]>,
+    /// Latency of the ok reads of each kind.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reads: BTreeMap<ReadKind, Vec<[f64; 2]>>,
 }
 
 /// A fault event placed on the timeline.
@@ -363,5 +480,36 @@ mod tests {
         v.as_object_mut().unwrap().remove("indeterminate");
         let old: VerifyCounts = serde_json::from_value(v).unwrap();
         assert_eq!(old.indeterminate, 0);
+    }
+
+    #[test]
+    fn read_kinds_are_named_once_and_key_json_maps_by_name() {
+        for k in ReadKind::ALL {
+            assert_eq!(ReadKind::parse(k.name()), Some(k));
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        }
+        assert_eq!(ReadKind::parse("users"), None);
+        let s = ReadSummary {
+            ok: 3,
+            errors: 1,
+            ..Default::default()
+        };
+        assert_eq!(s.error_rate(), Some(0.25));
+        assert_eq!(ReadSummary::default().error_rate(), None);
+        let m = BTreeMap::from([(ReadKind::Count, s)]);
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["count"]["errors"], 1);
+        let back: BTreeMap<ReadKind, ReadSummary> = serde_json::from_value(v).unwrap();
+        assert_eq!(back, m);
+        let src = serde_json::to_value(ReadSource::Fixture {
+            conversations: 10,
+            messages: 1000,
+        })
+        .unwrap();
+        assert_eq!(src["from"], "fixture");
+        assert_eq!(
+            serde_json::to_value(ReadSource::Run).unwrap()["from"],
+            "run"
+        );
     }
 }

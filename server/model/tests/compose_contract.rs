@@ -33,10 +33,21 @@ fn wiber_env(compose: &str) -> BTreeMap<String, String> {
 }
 
 fn compose() -> String {
-    let path = concat!(
+    read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../docker/docker-compose.yml"
-    );
+    ))
+}
+
+/// The override that swaps in the offline images (and adds their PostgreSQL).
+fn compose_offline() -> String {
+    read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docker/docker-compose.offline.yml"
+    ))
+}
+
+fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 
@@ -65,15 +76,26 @@ fn compose_sets_only_contract_variables_with_contract_names() {
     assert_eq!(vars[env::API_PORT], defaults::API_PORT.to_string());
 }
 
+/// Every service is labelled, so `wiberctl` finds it in a compose-started stack. The
+/// PostgreSQL is the offline override's alone: with Docker Hub, mongo is MongoDB itself.
 #[test]
 fn compose_labels_every_service_of_the_contract() {
-    let text = compose();
+    let (main, offline) = (compose(), compose_offline());
     for s in Service::ALL {
+        let label = format!("wiber.service: {}", s.name());
+        let (file, text) = match s {
+            Service::Postgres => ("docker-compose.offline.yml", &offline),
+            _ => ("docker-compose.yml", &main),
+        };
         assert!(
-            text.contains(&format!("wiber.service: {}", s.name())),
-            "docker-compose.yml has no service labelled wiber.service: {s}"
+            text.contains(&label),
+            "{file} has no service labelled {label}"
         );
     }
+    assert!(
+        !main.contains("wiber.service: postgres"),
+        "docker-compose.yml runs the official mongo, which needs no PostgreSQL"
+    );
 }
 
 /// The check can fail: a misspelt variable in the block is caught.

@@ -19,7 +19,8 @@ pub enum ImageFlavor {
     /// `apache/kafka`, `mongo:7` (single-node replica set), our server built from
     /// `docker/Dockerfile.server` on `debian:bookworm-slim`.
     Official,
-    /// The `:offline` images of `docker/offline/build.sh` (FerretDB plays mongo).
+    /// The `:offline` images of `docker/offline/build.sh` (FerretDB plays mongo, on
+    /// `wiber-postgres`).
     Offline,
 }
 /// The images of one stack. Official names follow the compose file and its variables
@@ -28,6 +29,8 @@ pub enum ImageFlavor {
 pub struct Images {
     pub flavor: ImageFlavor,
     pub kafka: String,
+    /// The PostgreSQL under FerretDB; `None` where mongo is MongoDB itself.
+    pub postgres: Option<String>,
     pub mongo: String,
     pub server: String,
 }
@@ -40,6 +43,7 @@ impl Images {
         Images {
             flavor: ImageFlavor::Offline,
             kafka: "wiber-kafka:offline".into(),
+            postgres: Some("wiber-postgres:offline".into()),
             mongo: "wiber-ferretdb:offline".into(),
             server: std::env::var("WIBER_OFFLINE_SERVER_IMAGE")
                 .unwrap_or_else(|_| "wiber-server:offline".into()),
@@ -52,13 +56,17 @@ impl Images {
         Images {
             flavor: ImageFlavor::Official,
             kafka: var("WIBER_KAFKA_IMAGE", "apache/kafka:4.4.0"),
+            postgres: None,
             mongo: var("WIBER_MONGO_IMAGE", "mongo:7"),
             server: var("WIBER_SERVER_IMAGE", "wiber-server:local"),
         }
     }
 
-    pub fn all(&self) -> [&str; 3] {
-        [&self.kafka, &self.mongo, &self.server]
+    pub fn all(&self) -> Vec<&str> {
+        let mut all = vec![self.kafka.as_str()];
+        all.extend(self.postgres.as_deref());
+        all.extend([self.mongo.as_str(), self.server.as_str()]);
+        all
     }
 }
 
@@ -200,12 +208,15 @@ async fn ensure_offline(d: &DockerStack, progress: &(dyn Fn(UpEvent) + Sync)) ->
     let images = Images::offline();
     let mut missing = Vec::new();
     for (what, image) in [
-        ("kafka", &images.kafka),
-        ("ferretdb", &images.mongo),
-        ("server", &images.server),
+        ("kafka", Some(&images.kafka)),
+        ("postgres", images.postgres.as_ref()),
+        ("ferretdb", Some(&images.mongo)),
+        ("server", Some(&images.server)),
     ] {
-        if !d.image_present(image).await {
-            missing.push(what);
+        if let Some(image) = image {
+            if !d.image_present(image).await {
+                missing.push(what);
+            }
         }
     }
     if missing.contains(&"server") && std::env::var_os("WIBER_OFFLINE_SERVER_IMAGE").is_some() {
@@ -239,8 +250,8 @@ async fn ensure_offline(d: &DockerStack, progress: &(dyn Fn(UpEvent) + Sync)) ->
         run_script(&mut cmd, "docker/offline/build.sh")?;
     }
     progress(UpEvent::Note(format!(
-        "using the offline images ({}, {}, {})",
-        images.kafka, images.mongo, images.server
+        "using the offline images ({})",
+        images.all().join(", ")
     )));
     Ok(images)
 }

@@ -25,8 +25,9 @@ use crate::runtime::{Health, InstanceId, InstanceState, Service, StackSpec, UpAc
 
 impl DockerStack {
     /// Creates what is missing (network, volumes, containers), starts what is stopped,
-    /// and waits until every instance is healthy: kafka and mongo first, then the
-    /// consumers and the api. Running containers are left alone, so a second `up` is a
+    /// and waits until every instance is healthy: kafka and postgres first, then mongo
+    /// (FerretDB must not create a collection before postgres has the project's setup),
+    /// then the consumers and the api. Running containers are left alone, so a second `up` is a
     /// quick no-op. On failure the error names the instance and carries its last 30 log
     /// lines.
     pub async fn up(
@@ -45,7 +46,11 @@ impl DockerStack {
             }
         }
         self.ensure_network().await?;
-        for v in ["kafka", "mongo"] {
+        let with_postgres = cfg.images.postgres.is_some();
+        for v in ["kafka", "postgres", "mongo"] {
+            if v == "postgres" && !with_postgres {
+                continue;
+            }
             self.ensure_volume(&self.volume_name(v)).await?;
         }
         let mut report = UpReport {
@@ -53,15 +58,17 @@ impl DockerStack {
             ..UpReport::default()
         };
         let deadline = Instant::now() + spec.wait;
-        let infra = [
-            InstanceId::first(Service::Kafka),
-            InstanceId::first(Service::Mongo),
-        ];
+        let mut backends = vec![InstanceId::first(Service::Kafka)];
+        if with_postgres {
+            backends.push(InstanceId::first(Service::Postgres));
+        }
+        let store = vec![InstanceId::first(Service::Mongo)];
         let mut apps: Vec<InstanceId> = (1..=spec.consumers)
             .map(|i| InstanceId::new(Service::Consumer, i))
             .collect();
         apps.push(InstanceId::first(Service::Api));
-        for phase in [infra.to_vec(), apps.clone()] {
+        let infra: Vec<InstanceId> = backends.iter().chain(&store).copied().collect();
+        for phase in [backends, store, apps.clone()] {
             for id in &phase {
                 let action = self.ensure_container(cfg, id).await?;
                 match action {
@@ -180,7 +187,7 @@ impl DockerStack {
         };
         self.docker.start_container(&container, None).await.map_err(|e| {
             let hint = if format!("{e}").contains("port is already allocated") || format!("{e}").contains("address already in use") {
-                " (a published port is taken: pick others with --api-port/--mongo-port/--kafka-port)"
+                " (a published port is taken: pick others with --api-port/--mongo-port/--kafka-port/--postgres-port)"
             } else {
                 ""
             };
@@ -270,7 +277,7 @@ impl DockerStack {
         )
     }
 
-    /// Stops and removes the project's containers (apps first, then kafka and mongo),
+    /// Stops and removes the project's containers (apps first, then kafka, postgres and mongo),
     /// then its network; with `volumes`, its volumes too (data is gone).
     pub async fn down(&self, volumes: bool) -> Result<DownReport> {
         let found = self.find_all().await?;

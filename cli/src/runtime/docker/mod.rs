@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! network   <project>_net                 user-defined bridge; services reach each other
-//!                                          by alias (kafka, mongo); the api is on the
-//!                                          host's network
-//! volumes   <project>_kafka, <project>_mongo
+//!                                          by alias (kafka, postgres, mongo); the api is
+//!                                          on the host's network
+//! volumes   <project>_kafka, <project>_postgres, <project>_mongo
 //! containers <project>-<service>-<n>       labels wiber.project, wiber.service, wiber.instance
 //! ```
 //!
@@ -15,6 +15,10 @@
 //! carry `wiber.service`, and compose's own `com.docker.compose.project` and
 //! `com.docker.compose.container-number` stand in for project and instance. So `stack
 //! status`, `chaos` and `stack down` work on either.
+//!
+//! On the offline images mongo is FerretDB, storing into the postgres container
+//! (`wiber-postgres`, which applies the project's setup before it takes connections);
+//! on the official ones it is MongoDB, and there is no postgres container.
 //!
 //! Ports are published on 127.0.0.1 only. Kafka has two client listeners: `kafka:9092`
 //! for containers, and an external one (container port 9094) advertised as
@@ -62,6 +66,7 @@ const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
 /// Ports inside the containers (fixed; the host side is configurable).
 const KAFKA_EXTERNAL_PORT: u16 = 9094;
 const MONGO_PORT: u16 = 27017;
+const POSTGRES_PORT: u16 = 5432;
 const API_PORT: u16 = 8000;
 /// The api's network mode. The api runs in the host's network namespace, listening on
 /// 127.0.0.1:<api port> itself, because every request of a load test crosses that hop:
@@ -73,7 +78,7 @@ const API_PORT: u16 = 8000;
 /// Kafka, mongo and the consumers stay on the project's bridge network, so `chaos
 /// disconnect` of them, aliases and side-by-side projects work as before.
 const HOST_NETWORK: &str = "host";
-/// Healthcheck interval of kafka, mongo and the api. Every probe is an exec in the
+/// Healthcheck interval of kafka, postgres, mongo and the api. Every probe is an exec in the
 /// container (runc, shim, containerd, dockerd): at 2-3 s for three containers that cost
 /// ~7 % of a core on an idle stack, CPU the stack lacks at 5000 req/s on two cores. 5 s
 /// halves it, for at most a few seconds more in `up` and restarts.

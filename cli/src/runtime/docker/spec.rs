@@ -12,10 +12,10 @@ use wiber_model::contract::{env, Names};
 use super::images::ImageFlavor;
 use super::{
     Config, DockerStack, API_PORT, HEALTH_INTERVAL_S, HOST_NETWORK, KAFKA_CLUSTER_ID,
-    KAFKA_EXTERNAL_PORT, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE, MONGO_PORT,
+    KAFKA_EXTERNAL_PORT, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE, MONGO_PORT, POSTGRES_PORT,
     STOP_TIMEOUT_SECS,
 };
-use crate::runtime::{InstanceId, Service, ServiceEnv};
+use crate::runtime::{InstanceId, Service, ServiceEnv, POSTGRES_USER};
 
 impl DockerStack {
     /// The container of one instance, as `up` creates it.
@@ -32,6 +32,7 @@ impl DockerStack {
         let mut binds: Vec<String> = Vec::new();
         let mut healthcheck: Option<HealthConfig> = None;
         let mut network = Network::Project;
+        let mut stop_signal: Option<String> = None;
         let image;
         match id.service {
             Service::Kafka => {
@@ -53,23 +54,45 @@ impl DockerStack {
                     )
                 });
             }
+            Service::Postgres => {
+                // Only the offline flavour has one (`up` asks for it only then).
+                image = images.postgres.clone().unwrap_or_default();
+                ports.push((POSTGRES_PORT, spec.ports.postgres));
+                env.push(format!("POSTGRES_USER={POSTGRES_USER}"));
+                env.push(format!(
+                    "WIBER_POSTGRES_DB={}",
+                    crate::pg::FERRETDB_DATABASE
+                ));
+                binds.push(format!(
+                    "{}:/var/lib/postgresql/data",
+                    self.volume_name("postgres")
+                ));
+                // SIGTERM is PostgreSQL's *smart* shutdown, which waits for FerretDB's
+                // pooled connections to go away (until the engine's SIGKILL); SIGINT is
+                // the fast one: sessions end, a checkpoint is written, it exits.
+                stop_signal = Some("SIGINT".into());
+                // wiber-postgres's own probe (pg_isready on TCP, which it opens only
+                // after the setup), at our interval.
+                healthcheck = Some(interval_only());
+            }
             Service::Mongo => {
                 image = images.mongo.clone();
                 ports.push((MONGO_PORT, spec.ports.mongo));
                 match images.flavor {
                     ImageFlavor::Offline => {
                         cmd = Some(vec![
-                            "--handler=sqlite".into(),
+                            "--handler=postgresql".into(),
+                            format!(
+                                "--postgresql-url=postgres://{POSTGRES_USER}@postgres:{POSTGRES_PORT}/{}",
+                                crate::pg::FERRETDB_DATABASE
+                            ),
                             "--listen-addr=:27017".into(),
                         ]);
                         env.extend(
-                            [
-                                "FERRETDB_SQLITE_URL=file:/state/",
-                                "FERRETDB_STATE_DIR=/state",
-                                "FERRETDB_TELEMETRY=disable",
-                            ]
-                            .map(String::from),
+                            ["FERRETDB_STATE_DIR=/state", "FERRETDB_TELEMETRY=disable"]
+                                .map(String::from),
                         );
+                        // FerretDB's own state (no data: that is in PostgreSQL).
                         binds.push(format!("{}:/state", self.volume_name("mongo")));
                     }
                     ImageFlavor::Official => {
@@ -209,6 +232,7 @@ impl DockerStack {
             labels: Some(labels),
             healthcheck,
             exposed_ports,
+            stop_signal,
             stop_timeout: Some(i64::from(STOP_TIMEOUT_SECS)),
             host_config: Some(HostConfig {
                 binds: Some(binds),

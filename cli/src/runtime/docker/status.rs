@@ -10,7 +10,9 @@ use bollard::query_parameters::{EventsOptionsBuilder, StatsOptionsBuilder};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
-use super::{DockerStack, Found, API_PORT, HOST_NETWORK, KAFKA_EXTERNAL_PORT, MONGO_PORT};
+use super::{
+    DockerStack, Found, API_PORT, HOST_NETWORK, KAFKA_EXTERNAL_PORT, MONGO_PORT, POSTGRES_PORT,
+};
 use crate::runtime::usage::Usage;
 use crate::runtime::{
     Endpoints, Health, InstanceInfo, InstanceState, InstanceStatus, Names, Service,
@@ -48,6 +50,7 @@ impl DockerStack {
                 .map(|p| match f.id.service {
                     Service::Api => format!("http://127.0.0.1:{p}"),
                     Service::Mongo => format!("mongodb://127.0.0.1:{p}"),
+                    Service::Postgres => format!("postgres://127.0.0.1:{p}"),
                     _ => format!("127.0.0.1:{p}"),
                 })
                 .unwrap_or_default();
@@ -172,7 +175,7 @@ impl DockerStack {
         out
     }
 
-    /// Where the host reaches api#1, kafka#1 and mongo#1, and the names (topic, group,
+    /// Where the host reaches api#1, kafka#1, postgres#1 and mongo#1, and the names (topic, group,
     /// database, collection) the services were started with: read from consumer#1's
     /// environment (api#1's when there is no consumer), the service contract's defaults
     /// for what it does not set, exactly as the service itself resolves them.
@@ -188,6 +191,7 @@ impl DockerStack {
             match f.id.service {
                 Service::Api => ep.api_url = port.map(|p| format!("http://127.0.0.1:{p}")),
                 Service::Kafka => ep.kafka_bootstrap = port.map(|p| format!("127.0.0.1:{p}")),
+                Service::Postgres => ep.postgres_url = port.map(crate::runtime::postgres_url),
                 Service::Mongo => {
                     ep.mongo_uri =
                         port.map(|p| format!("mongodb://127.0.0.1:{p}/?directConnection=true"))
@@ -312,6 +316,7 @@ fn published_port(ins: &ContainerInspectResponse, service: Service) -> Option<u1
     let inner = match service {
         Service::Kafka => KAFKA_EXTERNAL_PORT,
         Service::Mongo => MONGO_PORT,
+        Service::Postgres => POSTGRES_PORT,
         Service::Api => API_PORT,
         Service::Consumer => return None,
     };
