@@ -45,7 +45,8 @@ pub struct UpFlags {
     /// Host port of Kafka's external listener (published on 127.0.0.1).
     #[arg(long, default_value_t = Ports::default().kafka)]
     pub kafka_port: u16,
-    /// Host port of the PostgreSQL under FerretDB (published on 127.0.0.1).
+    /// Host port of the PostgreSQL under FerretDB (published on 127.0.0.1); 0, the
+    /// default, picks a free one at `up` (`stack status` shows it).
     #[arg(long, default_value_t = Ports::default().postgres)]
     pub postgres_port: u16,
     /// How long to wait for the stack to become healthy, e.g. 3m.

@@ -123,9 +123,10 @@ impl Default for Ports {
             api: 8000,
             mongo: 27017,
             kafka: 9094,
-            // Not 5432: that is where Debian's own cluster listens once the package is
-            // installed (and its service started), which would make every `up` fail.
-            postgres: 5433,
+            // A free port chosen at `up` (and kept with the stack): nothing outside the
+            // stack needs a fixed one, 5432 is Debian's own cluster once its service
+            // runs, and any fixed default would make two stacks on one host collide.
+            postgres: 0,
         }
     }
 }
