@@ -813,6 +813,7 @@ impl LocalStack {
                     vec![
                         "--handler=postgresql".into(),
                         format!("--postgresql-url={}", super::postgres_url(c.postgres_port)).into(),
+                        super::FERRETDB_INSERT_BATCH_FLAG.into(),
                         format!(
                             "--listen-addr=127.0.0.1:{}",
                             rec.port.unwrap_or(c.mongo_port)

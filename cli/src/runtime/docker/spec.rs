@@ -87,6 +87,7 @@ impl DockerStack {
                                 crate::pg::FERRETDB_DATABASE
                             ),
                             "--listen-addr=:27017".into(),
+                            crate::runtime::FERRETDB_INSERT_BATCH_FLAG.into(),
                         ]);
                         env.extend(
                             ["FERRETDB_STATE_DIR=/state", "FERRETDB_TELEMETRY=disable"]
