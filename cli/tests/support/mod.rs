@@ -132,41 +132,61 @@ pub async fn stored_counts(
     coll: &mongodb::Collection<Document>,
     ids: &[String],
 ) -> std::collections::HashMap<String, u64> {
+    try_stored_counts(coll, ids)
+        .await
+        .unwrap_or_else(|e| panic!("cannot read the store: {e}"))
+}
+
+/// [`stored_counts`], with the store's error instead of a panic.
+pub async fn try_stored_counts(
+    coll: &mongodb::Collection<Document>,
+    ids: &[String],
+) -> mongodb::error::Result<std::collections::HashMap<String, u64>> {
     use futures::TryStreamExt;
     let mut counts: std::collections::HashMap<String, u64> =
         ids.iter().map(|i| (i.clone(), 0)).collect();
     for chunk in ids.chunks(500) {
         let docs: Vec<Document> = coll
             .find(doc! {"messageId": {"$in": chunk.to_vec()}})
-            .await
-            .unwrap()
+            .await?
             .try_collect()
-            .await
-            .unwrap();
+            .await?;
         for d in docs {
             *counts
                 .entry(d.get_str("messageId").unwrap().to_string())
                 .or_default() += 1;
         }
     }
-    counts
+    Ok(counts)
 }
 
 /// Waits (at most ~60 s) until each of `ids` is stored exactly once, and returns the
 /// last counts: the caller asserts on them, so a timeout fails with what was seen.
+///
+/// A read that fails is retried within the same bound: right after a fault the store
+/// may answer an error once (FerretDB hands out a pooled PostgreSQL connection that a
+/// restarted server has closed, then drops it), which is not what the caller checks.
 pub async fn wait_stored_once(
     coll: &mongodb::Collection<Document>,
     ids: &[String],
 ) -> std::collections::HashMap<String, u64> {
-    let mut counts = stored_counts(coll, ids).await;
+    let mut last = Err(None);
     for _ in 0..200 {
-        if counts.values().all(|&n| n == 1) {
-            break;
+        match try_stored_counts(coll, ids).await {
+            Ok(counts) if counts.values().all(|&n| n == 1) => return counts,
+            Ok(counts) => last = Ok(counts),
+            Err(e) => {
+                if last.is_err() {
+                    last = Err(Some(e));
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        counts = stored_counts(coll, ids).await;
     }
-    counts
+    match last {
+        Ok(counts) => counts,
+        Err(e) => panic!("the store could not be read for ~60 s: {e:?}"),
+    }
 }
 
 /// Runs `cmd`; panics with its status, stdout and stderr when it cannot run or fails.
