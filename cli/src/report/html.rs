@@ -27,6 +27,28 @@ tr.fail{background:#fdecea}tr.skipped td.verdict{color:#8a6d00}\
 .problem{background:#fdecea;border-left:4px solid #c62828;padding:.4em .8em;margin:.6em 0}\
 .missing{color:#777;font-style:italic}.muted{color:#666;font-size:14px}";
 
+/// The rate chart's read lines (reads ok/s, read errors/s; dashed, beside the writes),
+/// for the bench page and the scenario page. `per_sec` turns a field of each second of
+/// the timeline into points.
+pub fn read_rate_series(
+    per_sec: impl Fn(fn(&Second) -> Option<f64>) -> Vec<(f64, Option<f64>)>,
+) -> [Series; 2] {
+    [
+        Series::new(
+            "reads ok/s",
+            "#17becf",
+            per_sec(|p| Some(p.reads_ok as f64)),
+        )
+        .dashed(),
+        Series::new(
+            "read errors/s",
+            "#e377c2",
+            per_sec(|p| Some(p.reads_errors as f64)),
+        )
+        .dashed(),
+    ]
+}
+
 /// The start of a page: doctype, title, style (the shared one, then `extra_css`),
 /// `<body>`.
 pub fn page_start(title: &str, extra_css: &str) -> String {
@@ -82,22 +104,7 @@ pub fn render(r: &Report) -> String {
             .push(Series::new("target", "#7f7f7f", [(0.0, Some(t)), (secs, Some(t))]).dashed());
     }
     if !s.reads.is_empty() {
-        rate_series.push(
-            Series::new(
-                "reads ok/s",
-                "#17becf",
-                per_sec(|p| Some(p.reads_ok as f64)),
-            )
-            .dashed(),
-        );
-        rate_series.push(
-            Series::new(
-                "read errors/s",
-                "#e377c2",
-                per_sec(|p| Some(p.reads_errors as f64)),
-            )
-            .dashed(),
-        );
+        rate_series.extend(read_rate_series(per_sec));
     }
     let time = |id: &str, title: &str, y_label: &str, series: Vec<Series>| Chart {
         id: id.into(),

@@ -25,7 +25,7 @@ use super::threshold::{fmt_num, Verdict};
 use super::timeline::FaultRecord;
 use crate::report::chart::{self, Band, Chart, Mark, Series};
 use crate::report::esc;
-use crate::report::html::{page_start, PAGE_END, SERVICE_COLOURS};
+use crate::report::html::{page_start, read_rate_series, PAGE_END, SERVICE_COLOURS};
 use crate::report::tables::{self, Table};
 use crate::runtime::Action;
 
@@ -451,22 +451,7 @@ due in each second.</p>",
         Series::new("target", "#7f7f7f", target).dashed(),
     ];
     if reports.iter().any(|r| !r.summary.reads.is_empty()) {
-        rate_series.push(
-            Series::new(
-                "reads ok/s",
-                "#17becf",
-                per_sec(|p| Some(p.reads_ok as f64)),
-            )
-            .dashed(),
-        );
-        rate_series.push(
-            Series::new(
-                "read errors/s",
-                "#e377c2",
-                per_sec(|p| Some(p.reads_errors as f64)),
-            )
-            .dashed(),
-        );
+        rate_series.extend(read_rate_series(per_sec));
     }
     let charts = [
         (
