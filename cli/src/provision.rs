@@ -499,8 +499,9 @@ fn require_tool(name: &str, fix: &str) -> Result<()> {
 }
 
 /// Runs `cmd` with stdout+stderr appended to `log`, bounded by `timeout`. On failure the
-/// error names `what`, suggests `fix` and quotes the log's last lines.
-fn run_logged(
+/// error names `what`, suggests `fix` and quotes the log's last lines. Also the local
+/// runtime's way to run `initdb`.
+pub(crate) fn run_logged(
     mut cmd: Command,
     log: &Path,
     timeout: Duration,

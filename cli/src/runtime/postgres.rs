@@ -221,11 +221,6 @@ pub(crate) fn initdb(
         // Not a cluster (no PG_VERSION): nothing of value, and initdb wants it absent.
         fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
     }
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("opening {}", log.display()))?;
     let mut cmd = std::process::Command::new(bin.join("initdb"));
     cmd.arg("-D")
         .arg(&partial)
@@ -237,40 +232,18 @@ pub(crate) fn initdb(
             "--no-instructions",
         ])
         // Its working directory must be one the user can read.
-        .current_dir(pg_dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file);
+        .current_dir(pg_dir);
     if let Some(u) = user {
         cmd.uid(u.uid).gid(u.gid);
     }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", bin.join("initdb").display()))?;
     // Bounded: initdb takes about a second.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "initdb of {} did not finish within 120 s",
-                partial.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    if !status.success() {
-        bail!(
-            "initdb of {} failed ({status}).\nLast lines of {}:\n{}",
-            partial.display(),
-            log.display(),
-            process::tail_file(log, 20)
-        );
-    }
+    crate::provision::run_logged(
+        cmd,
+        log,
+        Duration::from_secs(120),
+        &format!("initdb of {}", partial.display()),
+        "see the output below; `wiberctl stack down --volumes` starts the cluster afresh",
+    )?;
     fs::rename(&partial, &data)
         .with_context(|| format!("moving {} to {}", partial.display(), data.display()))
 }
