@@ -25,26 +25,11 @@ const SCHEMA: &str = include_str!("../schema/report.v1.schema.json");
 
 /// Runs the real `wiberctl` binary; panics with its output when it cannot run.
 async fn wiberctl(args: &[&str]) -> Output {
-    let bin = env!("CARGO_BIN_EXE_wiberctl");
-    let out = tokio::process::Command::new(bin)
-        .args(args)
-        .env_remove("MONGO_URI")
-        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
-        .output()
-        .await
-        .expect("run wiberctl");
-    eprintln!(
-        "$ wiberctl {}\n-> {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    support::wiberctl_logged(args, &["MONGO_URI", "KAFKA_BOOTSTRAP_SERVERS"]).await
 }
 
 fn json_out(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e})"))
+    support::json_stdout(out)
 }
 
 fn temp_reports(tag: &str) -> PathBuf {

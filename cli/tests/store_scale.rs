@@ -27,26 +27,11 @@ use wiber_model::{conversation_key, fixture};
 
 /// Runs the real `wiberctl`, printing what it did (shown on failure).
 async fn wiberctl(args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wiberctl"))
-        .args(args)
-        .env_remove("MONGO_URI")
-        .env_remove("MONGO_DB")
-        .env_remove("MONGO_COLLECTION")
-        .output()
-        .await
-        .expect("run wiberctl");
-    eprintln!(
-        "$ wiberctl {}\n-> {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    support::wiberctl_logged(args, &["MONGO_URI", "MONGO_DB", "MONGO_COLLECTION"]).await
 }
 
 fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e})"))
+    support::json_stdout(out)
 }
 
 async fn count(http: &reqwest::Client, api: &str, query: &str) -> u64 {

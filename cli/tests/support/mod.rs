@@ -309,3 +309,27 @@ pub fn ensure_debian_package(binary: &str, package: &str) -> PathBuf {
     );
     on_path(binary).unwrap_or_else(|| panic!("{binary} on PATH after installing {package}"))
 }
+
+/// Runs the real `wiberctl` with `args`, without the variables in `unset` (so the test's
+/// environment cannot point it elsewhere), and prints what it did (shown on failure).
+pub async fn wiberctl_logged(args: &[&str], unset: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wiberctl"));
+    cmd.args(args);
+    for v in unset {
+        cmd.env_remove(v);
+    }
+    let out = cmd.output().await.expect("run wiberctl");
+    eprintln!(
+        "$ wiberctl {}\n-> {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A command's stdout as JSON; panics when it is not.
+pub fn json_stdout(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e})"))
+}
