@@ -190,20 +190,8 @@ pub async fn check_collection(url: &str, db: &str, collection: &str) -> Result<C
             .get(0);
         count_triggers = n == 2;
     }
-    let counts_exact = match &counts_table {
-        Some(ct) => client
-            .query_opt(
-                &format!(
-                    "SELECT 1 FROM {}.{} WHERE _jsonb->'_id' = to_jsonb('$exact'::text)",
-                    quote_ident(db),
-                    quote_ident(ct)
-                ),
-                &[],
-            )
-            .await?
-            .is_some(),
-        None => false,
-    };
+    let counts_exact =
+        counts_table.is_some() && counters(url, db, collection, &[]).await?.is_some();
     Ok(CollectionCheck {
         event_trigger,
         table,
@@ -253,6 +241,147 @@ pub async fn explain_without_seq_scan(
     let plans: Vec<serde_json::Value> = serde_json::from_str(&text)
         .with_context(|| format!("PostgreSQL's plan is not JSON: {text}"))?;
     plans.into_iter().next().with_context(what)
+}
+
+/// The counters `keys` of `collection` of MongoDB database `db` (missing keys are 0),
+/// from the schema's `_wiber_counts` table; `None` when the store does not vouch for
+/// them (no counters table, or no `$exact` row: the collection is not counted, or was
+/// not counted since its creation).
+pub async fn counters(
+    url: &str,
+    db: &str,
+    collection: &str,
+    keys: &[String],
+) -> Result<Option<std::collections::HashMap<String, u64>>> {
+    let client = connect(url).await?;
+    let table = format!(
+        "{}.{}",
+        quote_ident(db),
+        wiber_model::reads::sql::COUNTERS_TABLE
+    );
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            &wiber_model::reads::sql::counters(db),
+            &[&collection, &keys],
+        )
+        .await
+        .with_context(|| format!("cannot read the counters of {db}.{collection} at {url}"))?;
+    let mut out: std::collections::HashMap<String, u64> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+        .collect();
+    if out.remove(wiber_model::reads::COUNTER_EXACT).is_none() {
+        return Ok(None);
+    }
+    for k in keys {
+        out.entry(k.clone()).or_insert(0);
+    }
+    Ok(Some(out))
+}
+
+/// A parameter of a statement [`explain_statement`] plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    Text(String),
+    Int(i64),
+    TextArray(Vec<String>),
+}
+
+/// PostgreSQL's plan (`EXPLAIN (FORMAT JSON)`, top object) of `statement` with `params`
+/// bound, as the server would run it. `forced`: with sequential scans and explicit sorts
+/// off, i.e. whether an index *can* deliver the rows in order, however small the table
+/// (where the planner rightly prefers to read it whole and sort). Planned only, in a
+/// read-only transaction that is rolled back.
+pub async fn explain_statement(
+    url: &str,
+    statement: &str,
+    params: &[Param],
+    forced: bool,
+) -> Result<serde_json::Value> {
+    use tokio_postgres::types::ToSql;
+    let client = connect(url).await?;
+    let what = || format!("cannot plan `{statement}` at {url}");
+    let setup = if forced {
+        "BEGIN READ ONLY; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off"
+    } else {
+        "BEGIN READ ONLY"
+    };
+    client.batch_execute(setup).await.with_context(what)?;
+    let bound: Vec<Box<dyn ToSql + Sync + Send>> = params
+        .iter()
+        .map(|p| match p {
+            Param::Text(t) => Box::new(t.clone()) as Box<dyn ToSql + Sync + Send>,
+            Param::Int(i) => Box::new(*i),
+            Param::TextArray(a) => Box::new(a.clone()),
+        })
+        .collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = bound
+        .iter()
+        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let rows = client
+        .query(&format!("EXPLAIN (FORMAT JSON) {statement}"), &refs)
+        .await
+        .with_context(what);
+    client.batch_execute("ROLLBACK").await.ok();
+    let JsonText(text) = rows?
+        .first()
+        .with_context(what)?
+        .try_get(0)
+        .with_context(what)?;
+    let plans: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .with_context(|| format!("PostgreSQL's plan is not JSON: {text}"))?;
+    plans.into_iter().next().with_context(what)
+}
+
+/// A `json` value as its text (EXPLAIN's result type; the crate decodes json only with a
+/// serde feature we do not otherwise need).
+struct JsonText(String);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for JsonText {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        // jsonb's binary form is a version byte, then the text.
+        let raw = if *ty == tokio_postgres::types::Type::JSONB {
+            raw.get(1..).unwrap_or_default()
+        } else {
+            raw
+        };
+        Ok(JsonText(std::str::from_utf8(raw)?.to_string()))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        use tokio_postgres::types::Type;
+        matches!(*ty, Type::JSON | Type::JSONB | Type::TEXT)
+    }
+}
+
+/// The table FerretDB keeps `collection` of database `db` in, from its metadata (None:
+/// the collection, or the database, does not exist yet).
+pub async fn table_of(url: &str, db: &str, collection: &str) -> Result<Option<String>> {
+    let client = connect(url).await?;
+    let meta = format!("{}._ferretdb_database_metadata", quote_ident(db));
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&meta])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(&wiber_model::reads::sql::table_of(db), &[&collection])
+        .await
+        .with_context(|| format!("cannot read FerretDB's metadata of {db} at {url}"))?;
+    Ok(row.map(|r| r.get::<_, String>(0)))
 }
 
 /// How a table has been read since its statistics were reset (PostgreSQL's cumulative

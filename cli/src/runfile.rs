@@ -13,6 +13,10 @@ pub struct StoreTarget {
     pub mongo_uri: String,
     pub mongo_db: String,
     pub mongo_collection: String,
+    /// The PostgreSQL under FerretDB, when the store is FerretDB on PostgreSQL: where
+    /// verify reads the store's exact counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_url: Option<String>,
     pub kafka: String,
     pub group: String,
     pub topic: String,

@@ -7,7 +7,8 @@
 //!   `wiber_model::reads::ALL` served by an index;
 //! - so that the checkers can fail: with one GIN index dropped in PostgreSQL, `store
 //!   explain` exits 1 naming the read and `store check` exits 1 naming the index, and the
-//!   fix `store check` prints puts it back;
+//!   fix `store check` prints puts it back; with the conversation page index dropped, the
+//!   API's SQL page read is the one `store explain` names;
 //! - `verify` of a small run next to the fixture reads no more rows by sequential scan
 //!   than the run holds (PostgreSQL's row counts, not a clock): it reads by indexed keys;
 //! - without a PostgreSQL to look at, `store check` exits 2 and says why.
@@ -135,6 +136,8 @@ async fn a_filled_store_is_counted_exactly_and_every_read_is_index_served() {
         &names.group,
         "--topic",
         &names.topic,
+        "--postgres-url",
+        &pg,
     ])
     .await;
     assert_eq!(out.status.code(), Some(0));
@@ -228,11 +231,23 @@ async fn a_filled_store_is_counted_exactly_and_every_read_is_index_served() {
     assert_eq!(out.status.code(), Some(0));
     let reads = json_of(&out);
     let reads = reads.as_array().unwrap();
-    assert_eq!(reads.len(), wiber_model::reads::ALL.len());
+    // FerretDB's reads, then the API's own, in SQL: pages and counters.
+    assert_eq!(reads.len(), wiber_model::reads::ALL.len() + 3, "{reads:?}");
     for r in reads {
         assert_eq!(r["index_served"], true, "{r}");
-        assert_eq!(r["filter_pushdown"], true, "{r}");
+        if !r["read"].as_str().unwrap().ends_with("(sql)") {
+            assert_eq!(r["filter_pushdown"], true, "{r}");
+        }
     }
+    let page = reads
+        .iter()
+        .find(|r| r["read"] == "conversation (sql)")
+        .unwrap();
+    let page_index = wiber_model::reads::sql::page_index_name(&table, "conversation");
+    assert!(
+        page["detail"].as_str().unwrap().contains(&page_index),
+        "{page}"
+    );
     // On the messages table the planner itself picks the GIN index (not only when
     // asked to): 1,000 rows of 20,000 is worth an index.
     for name in ["conversation", "user"] {
@@ -318,6 +333,23 @@ async fn a_filled_store_is_counted_exactly_and_every_read_is_index_served() {
             page[1]["toUser"].as_str().unwrap()
         )
     );
+
+    // The API's page read fails the check without its index: it would sort.
+    client
+        .batch_execute(&format!("DROP INDEX \"{}\".\"{page_index}\"", names.db))
+        .await
+        .unwrap();
+    let out = run(with(&["--json", "store", "explain"])).await;
+    assert_eq!(out.status.code(), Some(1), "a page without its index fails");
+    let reads = json_of(&out);
+    let bad: Vec<&str> = reads
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["index_served"] == false)
+        .map(|r| r["read"].as_str().unwrap())
+        .collect();
+    assert_eq!(bad, ["conversation (sql)"]);
 
     // No PostgreSQL to look at: cannot check, and says so.
     let out = wiberctl(&[

@@ -19,57 +19,55 @@
 -- row trigger equips each new collection's table. A table FerretDB recreates (after a
 -- drop) gets a new metadata row, so it is equipped again.
 --
--- Counts: collection `C` is counted into collection `C_counts` when `C_counts` exists
--- when `C` is created (the server creates it first). Counter documents are
--- `{_id: "total" | "u:<user>" | "c:<conversation>", n: <long>}`, and `{_id: "$exact"}`
--- says the counters have followed `C` since it was created: a reader that does not find
--- it (plain MongoDB, or a counts collection created late) counts the documents instead.
--- Document layout is FerretDB's PJSON: `$s` carries the field types and order.
+-- Counts: collection `C` is counted when collection `C_counts` exists when `C` is created
+-- (the server creates it first; it stays empty, an opt-in). The counters are rows of the
+-- plain table `_wiber_counts` of the same schema, `(collection, key, n)` with key
+-- `total`, `u:<user>` or `c:<conversation>`, and `(C, '$exact', <ms since>)` says the
+-- counters have followed `C` since it was created: a reader that does not find it counts
+-- the rows instead. A plain table, not a FerretDB collection: updating `n`, which no index
+-- covers, is a HOT update in place (fillfactor 50 leaves the room), where a counter
+-- document's update wrote a new jsonb version and an entry in each of its indexes.
+-- Measured at 5,000 messages/s (three counters per message): PostgreSQL 0.26 cores
+-- instead of 0.57, against 0.20 without counting at all.
+-- Document layout (for the messages) is FerretDB's PJSON: `$s` carries field types.
 
--- Counts the rows one INSERT or DELETE statement changed in a messages table, into the
--- counts table named by TG_ARGV[0] (same schema), `TG_ARGV[1]` being +1 or -1.
+-- Counts the rows one INSERT or DELETE statement changed in the messages table of
+-- collection TG_ARGV[0], `TG_ARGV[1]` being +1 or -1.
 CREATE OR REPLACE FUNCTION wiber_count_messages() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    counts_table text := TG_ARGV[0];
+    collection text := TG_ARGV[0];
     sign bigint := TG_ARGV[1]::bigint;
 BEGIN
-    -- A counts collection dropped since: count nothing rather than fail the write (its
-    -- `$exact` marker is gone with it, so readers no longer trust the counters).
-    IF to_regclass(format('%I.%I', TG_TABLE_SCHEMA, counts_table)) IS NULL THEN
+    -- Counters dropped since (a dropped database keeps no table): count nothing rather
+    -- than fail the write; the `$exact` marker is gone with them, so readers count rows.
+    IF to_regclass(format('%I._wiber_counts', TG_TABLE_SCHEMA)) IS NULL THEN
         RETURN NULL;
     END IF;
     -- Keys in a fixed order: two writers touching the same counters lock them in the
     -- same order, so they wait for each other but never deadlock.
     EXECUTE format($q$
-        INSERT INTO %I.%I AS c (_jsonb)
-        SELECT jsonb_build_object(
-                   '$s', '{"p": {"_id": {"t": "string"}, "n": {"t": "long"}}, "$k": ["_id", "n"]}'::jsonb,
-                   '_id', k, 'n', n)
+        INSERT INTO %I._wiber_counts AS c (collection, key, n)
+        SELECT %L, k, sum(cnt) * %s
         FROM (
-            SELECT k, sum(c) * %s AS n
-            FROM (
-                SELECT 'total' AS k, count(*) AS c FROM wiber_changed
+            SELECT 'total' AS k, count(*) AS cnt FROM wiber_changed
+            UNION ALL
+            SELECT 'c:' || (_jsonb->>'conversation'), count(*) FROM wiber_changed
+            WHERE _jsonb ? 'conversation' GROUP BY 1
+            UNION ALL
+            -- A message to oneself counts once for its user.
+            SELECT 'u:' || u, count(*) FROM (
+                SELECT _jsonb->>'fromUser' AS u FROM wiber_changed
                 UNION ALL
-                SELECT 'c:' || (_jsonb->>'conversation'), count(*) FROM wiber_changed
-                WHERE _jsonb ? 'conversation' GROUP BY 1
-                UNION ALL
-                -- A message to oneself counts once for its user.
-                SELECT 'u:' || u, count(*) FROM (
-                    SELECT _jsonb->>'fromUser' AS u FROM wiber_changed
-                    UNION ALL
-                    SELECT _jsonb->>'toUser' FROM wiber_changed
-                    WHERE _jsonb->>'toUser' IS DISTINCT FROM _jsonb->>'fromUser'
-                ) users
-                WHERE u IS NOT NULL GROUP BY u
-            ) per_key
-            GROUP BY k
-            ORDER BY k
-        ) d
-        ON CONFLICT ((_jsonb->'_id')) DO UPDATE
-        SET _jsonb = jsonb_set(c._jsonb, '{n}',
-                               to_jsonb((c._jsonb->>'n')::bigint + (EXCLUDED._jsonb->>'n')::bigint))
-    $q$, TG_TABLE_SCHEMA, counts_table, sign);
+                SELECT _jsonb->>'toUser' FROM wiber_changed
+                WHERE _jsonb->>'toUser' IS DISTINCT FROM _jsonb->>'fromUser'
+            ) users
+            WHERE u IS NOT NULL GROUP BY u
+        ) per_key
+        GROUP BY k
+        ORDER BY k
+        ON CONFLICT (collection, key) DO UPDATE SET n = c.n + EXCLUDED.n
+    $q$, TG_TABLE_SCHEMA, collection, sign);
     RETURN NULL;
 END
 $fn$;
@@ -98,6 +96,17 @@ BEGIN
                        left(tbl, 40) || '_wiber_' || lower(field) || '_gin',
                        TG_TABLE_SCHEMA, tbl, field);
     END LOOP;
+    -- The API's pages, read in SQL (see `wiber_model::reads::sql`): one btree per page
+    -- shape, key then (timestamp, _id), so a page is an index range read in order, its
+    -- LIMIT and OFFSET counted in the index. jsonb values, not casts: an index
+    -- expression that could fail (a non-numeric timestamp) would fail the insert. The
+    -- cluster's C locale makes jsonb strings compare bytewise, as MongoDB's do.
+    FOREACH field IN ARRAY ARRAY['conversation', 'fromUser', 'toUser'] LOOP
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I '
+                       '((_jsonb->%L), (_jsonb->''timestamp''), (_jsonb->''_id''))',
+                       left(tbl, 35) || '_wiber_' || lower(field) || '_page',
+                       TG_TABLE_SCHEMA, tbl, field);
+    END LOOP;
     EXECUTE format('SELECT m._jsonb->>''table'' FROM %I._ferretdb_database_metadata m '
                    'WHERE m._jsonb->''_id'' = to_jsonb(%L::text)',
                    TG_TABLE_SCHEMA, collection || '_counts')
@@ -105,22 +114,23 @@ BEGIN
     IF counts_table IS NULL THEN
         RETURN NULL;
     END IF;
+    EXECUTE format('CREATE TABLE IF NOT EXISTS %I._wiber_counts ('
+                   'collection text NOT NULL, key text NOT NULL, n bigint NOT NULL, '
+                   'PRIMARY KEY (collection, key)) WITH (fillfactor = 50)', TG_TABLE_SCHEMA);
     EXECUTE format('CREATE OR REPLACE TRIGGER wiber_count_insert AFTER INSERT ON %I.%I '
                    'REFERENCING NEW TABLE AS wiber_changed FOR EACH STATEMENT '
                    'EXECUTE FUNCTION wiber_count_messages(%L, %L)',
-                   TG_TABLE_SCHEMA, tbl, counts_table, '1');
+                   TG_TABLE_SCHEMA, tbl, collection, '1');
     EXECUTE format('CREATE OR REPLACE TRIGGER wiber_count_delete AFTER DELETE ON %I.%I '
                    'REFERENCING OLD TABLE AS wiber_changed FOR EACH STATEMENT '
                    'EXECUTE FUNCTION wiber_count_messages(%L, %L)',
-                   TG_TABLE_SCHEMA, tbl, counts_table, '-1');
+                   TG_TABLE_SCHEMA, tbl, collection, '-1');
     -- The collection is new, so its counts start at zero; `$exact` vouches for them.
-    EXECUTE format('DELETE FROM %I.%I', TG_TABLE_SCHEMA, counts_table);
-    EXECUTE format($q$
-        INSERT INTO %I.%I (_jsonb) VALUES (jsonb_build_object(
-            '$s', '{"p": {"_id": {"t": "string"}, "since": {"t": "long"}}, "$k": ["_id", "since"]}'::jsonb,
-            '_id', '$exact',
-            'since', (extract(epoch FROM clock_timestamp()) * 1000)::bigint))
-    $q$, TG_TABLE_SCHEMA, counts_table);
+    EXECUTE format('DELETE FROM %I._wiber_counts WHERE collection = %L',
+                   TG_TABLE_SCHEMA, collection);
+    EXECUTE format('INSERT INTO %I._wiber_counts (collection, key, n) VALUES (%L, %L, %s)',
+                   TG_TABLE_SCHEMA, collection, '$exact',
+                   (extract(epoch FROM clock_timestamp()) * 1000)::bigint);
     RETURN NULL;
 END
 $fn$;

@@ -67,6 +67,11 @@ pub struct ApiConfig {
     pub kafka: KafkaConfig,
     #[command(flatten)]
     pub mongo: MongoConfig,
+    /// The PostgreSQL under FerretDB (postgres://user@host:port/database): pages and
+    /// counts are read there in SQL, from indexes FerretDB cannot use. Unset or empty:
+    /// every read goes through MONGO_URI.
+    #[arg(long, env = env::STORE_SQL_URL, value_name = "URL")]
+    pub store_sql_url: Option<String>,
     /// Address to listen on.
     #[arg(long, env = env::API_HOST, default_value = defaults::API_HOST)]
     pub host: String,
@@ -225,6 +230,7 @@ mod tests {
             ("KAFKA_LINGER_MS", Some("10")),
             ("KAFKA_MAX_IN_FLIGHT", Some("5")),
             ("KAFKA_PROMPT_MAX_RATE", Some("1000")),
+            ("WIBER_STORE_SQL_URL", None),
         ]));
         assert_eq!(env_defaults::<ApiConfig>(), api);
         let mut consumer = table(&shared);

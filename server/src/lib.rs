@@ -14,6 +14,9 @@
 //! - [`store`]: the mongodb adapter, the only module that uses the mongodb crate: `Store`
 //!   (indexes, write concern, the read queries behind `ReadStore`, and `MessageStore`),
 //!   writing and reading `wiber_model::StoredMessage` documents.
+//! - [`sql_reads`]: the tokio-postgres adapter: `SqlReads`, the API's reads served in
+//!   SQL from the PostgreSQL under FerretDB (when the store is FerretDB on PostgreSQL:
+//!   FerretDB cannot push a page's sort and limit down).
 //! - [`config`]: flags/environment of both services, named and defaulted by
 //!   `wiber_model::contract`.
 //! - [`cli`]: the command line both binaries run (`wiber-server`, and
@@ -30,5 +33,6 @@ pub mod kafka;
 #[cfg(feature = "seeded-bugs")]
 pub mod seeded;
 pub mod shutdown;
+pub mod sql_reads;
 pub mod store;
 pub mod telemetry;

@@ -1253,6 +1253,7 @@ mod tests {
                 mongo_uri: String::new(),
                 mongo_db: String::new(),
                 mongo_collection: String::new(),
+                postgres_url: None,
                 kafka: String::new(),
                 group: String::new(),
                 topic: String::new(),

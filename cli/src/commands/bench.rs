@@ -38,6 +38,10 @@ pub struct StoreArgs {
     /// Topic the api publishes to.
     #[arg(long, env = env::KAFKA_TOPIC, default_value = defaults::TOPIC)]
     pub topic: String,
+    /// The PostgreSQL under FerretDB, where verify reads the store's exact counters
+    /// (default: the stack's, when the stack's store is the one given above).
+    #[arg(long, value_name = "URL")]
+    pub postgres_url: Option<String>,
 }
 
 impl StoreArgs {
@@ -46,6 +50,7 @@ impl StoreArgs {
             mongo_uri: self.mongo_uri.clone(),
             mongo_db: self.mongo_db.clone(),
             mongo_collection: self.mongo_collection.clone(),
+            postgres_url: self.postgres_url.clone(),
             kafka: self.kafka.clone(),
             group: self.group.clone(),
             topic: self.topic.clone(),
@@ -211,7 +216,10 @@ pub async fn run(
                 .unwrap_or_else(|| reports_dir.join("events.jsonl")),
         ),
         reports_dir,
-        target: args.store.target(),
+        target: StoreTarget {
+            postgres_url: postgres_url_of(&args).await,
+            ..args.store.target()
+        },
         e2e: !args.no_e2e,
         drain_timeout: args.drain_timeout,
         slo: args.slo.clone(),
@@ -256,4 +264,27 @@ pub async fn run(
     } else {
         exit::FAIL
     })
+}
+
+/// The PostgreSQL under the benched store: given, or the stack's when the stack's store
+/// is the one benched (same host and port). `None` is not an error: verify then says the
+/// store keeps no counters it can read.
+async fn postgres_url_of(args: &BenchArgs) -> Option<String> {
+    if let Some(u) = &args.store.postgres_url {
+        return Some(u.clone());
+    }
+    let stack = crate::runtime::Stack::open(&args.stack.locator())
+        .await
+        .ok()?;
+    let ep = stack.endpoints().await.ok()?;
+    (server_of(ep.mongo_uri.as_deref()?) == server_of(&args.store.mongo_uri))
+        .then_some(ep.postgres_url)
+        .flatten()
+}
+
+/// `host:port` of a `mongodb://` URI (without user, path and options).
+fn server_of(uri: &str) -> &str {
+    let rest = uri.strip_prefix("mongodb://").unwrap_or(uri);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest)
 }

@@ -166,6 +166,7 @@ fn options(args: &TailArgs, ep: Option<Endpoints>) -> TailOptions {
             name(|n| &n.collection),
             defaults::MONGO_COLLECTION,
         ),
+        postgres_url: None,
         kafka: bootstrap.clone(),
         group: pick(&args.group, name(|n| &n.group), defaults::CONSUMER_GROUP),
         topic: topic.clone(),

@@ -886,6 +886,7 @@ fn service_env_from(st: &StackState, id: &InstanceId) -> Vec<(String, String)> {
             "mongodb://127.0.0.1:{}/?directConnection=true",
             c.mongo_port
         ),
+        store_sql_url: Some(&super::postgres_url(c.postgres_port)),
         names: &c.names,
         partitions: c.partitions,
         api_listen: ("127.0.0.1", api_port),

@@ -331,6 +331,7 @@ impl Endpoints {
             mongo_uri: need(&self.mongo_uri, "mongo")?,
             mongo_db: self.names.db.clone(),
             mongo_collection: self.names.collection.clone(),
+            postgres_url: self.postgres_url.clone(),
             kafka: need(&self.kafka_bootstrap, "kafka")?,
             group: self.names.group.clone(),
             topic: self.names.topic.clone(),
@@ -386,6 +387,9 @@ pub struct ServiceEnv<'a> {
     pub id: InstanceId,
     pub kafka_bootstrap: &'a str,
     pub mongo_uri: &'a str,
+    /// The PostgreSQL under FerretDB, as the api reaches it: the api reads pages there
+    /// (`WIBER_STORE_SQL_URL`). `None` when the store is MongoDB.
+    pub store_sql_url: Option<&'a str>,
     pub names: &'a Names,
     pub partitions: u32,
     /// Where an api listens (host, port); ignored for consumers.
@@ -411,6 +415,9 @@ impl ServiceEnv<'_> {
         if self.id.service == Service::Api {
             out.push((env::API_HOST.into(), self.api_listen.0.into()));
             out.push((env::API_PORT.into(), self.api_listen.1.to_string()));
+            if let Some(url) = self.store_sql_url {
+                out.push((env::STORE_SQL_URL.into(), url.into()));
+            }
         }
         out.push((env::WIBER_INSTANCE.into(), self.id.to_string()));
         out.extend(self.extra.iter().cloned());

@@ -105,7 +105,153 @@ pub async fn explain(addr: &StoreAddr) -> anyhow::Result<Vec<ReadExplain>> {
         };
         out.push(explain_one(&client, addr, &shape, &coll, &value, limit).await?);
     }
+    if let Some(url) = &addr.postgres_url {
+        out.extend(explain_sql(addr, url, &conversation, &user).await?);
+    }
     Ok(out)
+}
+
+/// The API's reads as it runs them on FerretDB-on-PostgreSQL: the SQL of
+/// [`wiber_model::reads::sql`], planned by PostgreSQL. A page is index-served when every
+/// table it reads is read through a page index and nothing is sorted: the index delivers
+/// the rows in order and the LIMIT stops the read (no Sort node). The planner's choice is
+/// asked first; on a small table it rightly scans and sorts, so the verdict is asked
+/// again with sequential scans and sorts off.
+async fn explain_sql(
+    addr: &StoreAddr,
+    url: &str,
+    conversation: &str,
+    user: &str,
+) -> anyhow::Result<Vec<ReadExplain>> {
+    use pg::Param::{Int, Text, TextArray};
+    use wiber_model::reads::sql;
+    let schema = &addr.db;
+    let Some(table) = pg::table_of(url, schema, &addr.collection).await? else {
+        return Ok(Vec::new());
+    };
+    let counted = pg::counters(url, schema, &addr.collection, &[])
+        .await?
+        .is_some();
+    let page_index = |f: &str| sql::page_index_name(&table, f);
+    let mut wanted = vec![
+        (
+            "conversation (sql)",
+            table.clone(),
+            sql::conversation_page(schema, &table),
+            vec![Text(conversation.into()), Int(50), Int(0)],
+            vec![page_index(StoredMessage::CONVERSATION)],
+        ),
+        (
+            "user (sql)",
+            table.clone(),
+            sql::user_recent(schema, &table),
+            vec![Text(user.into()), Int(100)],
+            vec![
+                page_index(StoredMessage::FROM_USER),
+                page_index(StoredMessage::TO_USER),
+            ],
+        ),
+    ];
+    if counted {
+        wanted.push((
+            "count (sql)",
+            sql::COUNTERS_TABLE.to_string(),
+            sql::counters(schema),
+            vec![
+                Text(addr.collection.clone()),
+                TextArray(vec![reads::COUNTER_TOTAL.into()]),
+            ],
+            vec![format!("{}_pkey", sql::COUNTERS_TABLE)],
+        ));
+    }
+    let mut out = Vec::new();
+    for (name, table, statement, params, indexes) in wanted {
+        let chosen = pg::explain_statement(url, &statement, &params, false).await?;
+        let mut verdict = sql_verdict(&chosen, &indexes);
+        let mut forced_index = None;
+        if verdict.is_err() {
+            let forced = pg::explain_statement(url, &statement, &params, true).await?;
+            if let Ok(how) = sql_verdict(&forced, &indexes) {
+                forced_index = Some(how.clone());
+                verdict = Ok(format!(
+                    "the planner scans or sorts (a small table); with sequential scans and                      sorts off: {how}"
+                ));
+            }
+        }
+        out.push(ReadExplain {
+            read: name.to_string(),
+            collection: format!("{schema}.{table} (PostgreSQL)"),
+            filter: statement,
+            sort: "in the index".into(),
+            filter_pushdown: None,
+            sort_pushdown: None,
+            limit_pushdown: None,
+            served: match &verdict {
+                Ok(how) => Served::Index {
+                    node: "Index Scan".into(),
+                    index: how.clone(),
+                },
+                Err(why) => Served::Unknown { why: why.clone() },
+            },
+            index_if_forced: forced_index,
+            index_served: verdict.is_ok(),
+            detail: match verdict {
+                Ok(how) | Err(how) => how,
+            },
+            plan: chosen,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether a PostgreSQL plan reads only through indexes and sorts nothing: `Ok(indexes
+/// used)`, else `Err(why)`. `indexes`, when not empty, must all be used (a page read
+/// through another index, e.g. a GIN one, is bounded by the conversation, not the page).
+pub fn sql_verdict(plan: &Value, indexes: &[String]) -> Result<String, String> {
+    let Some(root) = plan.get("Plan") else {
+        return Err("PostgreSQL returned no plan".into());
+    };
+    let mut nodes = Vec::new();
+    walk(root, "Plans", &mut nodes);
+    let ty = |n: &Value| {
+        n.get("Node Type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    if let Some(n) = nodes.iter().find(|n| ty(n) == "Seq Scan") {
+        let rel = n
+            .get("Relation Name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        return Err(format!("Seq Scan of {rel}: every row is read"));
+    }
+    if unbounded_sort(root) {
+        return Err(
+            "a Sort node over unlimited input: the rows are read whole and sorted, \
+                    not taken in index order"
+                .into(),
+        );
+    }
+    let used: Vec<String> = nodes
+        .iter()
+        .filter(|n| matches!(ty(n).as_str(), "Index Scan" | "Index Only Scan"))
+        .filter_map(|n| {
+            n.get("Index Name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect();
+    if used.is_empty() {
+        return Err("no index scan in the plan".into());
+    }
+    if let Some(missing) = indexes.iter().find(|i| !used.contains(i)) {
+        return Err(format!(
+            "{missing} is not used (the plan reads {}): the setup creates it with the collection, so a collection made by an older wiberctl lacks it (recreate the stack)",
+            used.join(", ")
+        ));
+    }
+    Ok(used.join(" + "))
 }
 
 /// A conversation key and a user that exist in the collection (any document's), else
@@ -334,6 +480,28 @@ pub fn classify(field: &str, filter_pushdown: Option<bool>, plan: &Value) -> Ser
     }
 }
 
+/// Whether the plan sorts rows that no LIMIT below the sort bounds: a sort of the whole
+/// key range. A sort over limited inputs (the user page merges two index reads cut at
+/// the page size) costs the page, not the data.
+fn unbounded_sort(node: &Value) -> bool {
+    fn limited(node: &Value) -> bool {
+        if node.get("Node Type").and_then(Value::as_str) == Some("Limit") {
+            return true;
+        }
+        match node.get("Plans").and_then(Value::as_array) {
+            Some(kids) if !kids.is_empty() => kids.iter().all(limited),
+            _ => false,
+        }
+    }
+    let kids = node
+        .get("Plans")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let is_sort = node.get("Node Type").and_then(Value::as_str) == Some("Sort");
+    (is_sort && !kids.iter().all(limited)) || kids.iter().any(unbounded_sort)
+}
+
 fn walk<'a>(node: &'a Value, children: &str, out: &mut Vec<&'a Value>) {
     out.push(node);
     if let Some(kids) = node.get(children).and_then(Value::as_array) {
@@ -408,6 +576,33 @@ mod tests {
                 )),
             }
         );
+    }
+
+    #[test]
+    fn a_sql_page_is_index_served_only_when_nothing_unlimited_is_sorted() {
+        let scan = |index: &str| json!({"Node Type": "Index Scan", "Index Name": index});
+        let limit = |kid: Value| json!({"Node Type": "Limit", "Plans": [kid]});
+        let sort = |kids: Vec<Value>| json!({"Node Type": "Sort", "Plans": kids});
+        let page = json!({"Plan": limit(scan("t_wiber_conversation_page"))});
+        assert_eq!(
+            sql_verdict(&page, &["t_wiber_conversation_page".into()]),
+            Ok("t_wiber_conversation_page".into())
+        );
+        // The user page: two index reads cut at the limit, merged by a small sort.
+        let merged = json!({"Plan": limit(sort(vec![json!({"Node Type": "Append",
+            "Plans": [limit(scan("a")), limit(scan("b"))]})]))});
+        assert!(sql_verdict(&merged, &["a".into(), "b".into()]).is_ok());
+        assert!(sql_verdict(&merged, &["c".into()])
+            .unwrap_err()
+            .contains("c is not used"));
+        // The whole conversation read through another index and sorted: refused.
+        let sorted = json!({"Plan": limit(sort(vec![json!({"Node Type": "Bitmap Heap Scan",
+            "Plans": [{"Node Type": "Bitmap Index Scan", "Index Name": "gin"}]})]))});
+        assert!(sql_verdict(&sorted, &[]).unwrap_err().contains("Sort"));
+        let seq = json!({"Plan": limit(json!({"Node Type": "Seq Scan", "Relation Name": "t"}))});
+        assert!(sql_verdict(&seq, &[])
+            .unwrap_err()
+            .contains("Seq Scan of t"));
     }
 
     #[test]

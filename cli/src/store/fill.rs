@@ -99,18 +99,18 @@ pub async fn fill(
         .await?;
     let mut notes = Vec::new();
     let created_counts = prepare(&client, addr, &mut notes).await?;
-    let exact_counts = super::collection(&client, addr, &addr.counts_collection())
-        .find_one(doc! {"_id": wiber_model::reads::COUNTER_EXACT})
-        .await
-        .with_context(|| format!("cannot read {}.{}", addr.db, addr.counts_collection()))?
-        .is_some();
+    let exact_counts = match &addr.postgres_url {
+        Some(url) => crate::pg::counters(url, &addr.db, &addr.collection, &[])
+            .await?
+            .is_some(),
+        None => false,
+    };
     if !exact_counts {
         notes.push(format!(
-            "the store keeps no exact counters for {} (no `$exact` marker in {}): the API counts \
-             by reading documents, which is exact but grows with the fixture \
-             (`wiberctl store check` says why)",
+            "the store keeps no exact counters for {} (FerretDB on PostgreSQL with the \
+             project's setup does): the API counts by reading documents, which is exact but \
+             grows with the fixture (`wiberctl store check` says why)",
             addr.collection,
-            addr.counts_collection()
         ));
     }
 

@@ -45,6 +45,12 @@ pub struct VerifyOptions {
 pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     let run = RunFile::read(&opts.run_dir)?;
     let target = StoreTarget {
+        // The run's PostgreSQL belongs to the run's store: not to another one given here.
+        postgres_url: if opts.mongo_uri.is_some() {
+            None
+        } else {
+            run.target.postgres_url
+        },
         mongo_uri: opts.mongo_uri.clone().unwrap_or(run.target.mongo_uri),
         mongo_db: opts.mongo_db.clone().unwrap_or(run.target.mongo_db),
         mongo_collection: opts

@@ -9,7 +9,6 @@ use anyhow::Context;
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::ClientOptions;
 use tokio::time::Instant;
-use wiber_model::contract::counts_collection;
 use wiber_model::{conversation_key, ledger, reads, StoredMessage};
 
 use crate::kafka;
@@ -213,40 +212,36 @@ pub async fn read_run(
         keys.conversations
     );
 
-    // 3. Held to the store's exact counters, when it keeps them.
-    let counts = coll
-        .client()
-        .database(&target.mongo_db)
-        .collection::<Document>(&counts_collection(&target.mongo_collection));
-    let exact = counts
-        .find_one(doc! {"_id": reads::COUNTER_EXACT})
-        .await
-        .with_context(|| read_error(target))?
-        .is_some();
-    if !exact {
+    // 3. Held to the store's exact counters, when it keeps them (FerretDB on PostgreSQL
+    // with the project's setup: rows of a PostgreSQL table, one read for every user).
+    let keys_of_users: Vec<String> = users.iter().map(|u| reads::user_counter(u)).collect();
+    let counters = match &target.postgres_url {
+        Some(url) => {
+            crate::pg::counters(
+                url,
+                &target.mongo_db,
+                &target.mongo_collection,
+                &keys_of_users,
+            )
+            .await?
+        }
+        None => None,
+    };
+    let Some(counters) = counters else {
         let note = format!(
-            "{how}; the store keeps no exact counters ({} has no `$exact` marker: plain \
-             MongoDB, or FerretDB without the PostgreSQL setup), so a document of the run's \
-             users under an id the run never sent and without its conversation key would not \
-             be seen",
-            counts.name()
+            "{how}; the store keeps no exact counters (plain MongoDB, or FerretDB without the \
+             PostgreSQL setup), so a document of the run's users under an id the run never \
+             sent and without its conversation key would not be seen"
         );
         return Ok(found.into_run_docs(full, vec![note], false));
-    }
-    let counted: Vec<(String, u64)> = futures::stream::iter(users.iter().cloned())
+    };
+    let counted: Vec<(String, u64)> = users
+        .iter()
         .map(|u| {
-            let counts = &counts;
-            async move {
-                let d = counts
-                    .find_one(doc! {"_id": reads::user_counter(&u)})
-                    .await?;
-                Ok::<_, mongodb::error::Error>((u, d.map_or(0, |d| counter_value(&d))))
-            }
+            let n = counters.get(&reads::user_counter(u)).copied().unwrap_or(0);
+            (u.clone(), n)
         })
-        .buffer_unordered(READ_CONCURRENCY)
-        .try_collect()
-        .await
-        .with_context(|| read_error(target))?;
+        .collect();
     let short = |found: &Found| -> Vec<String> {
         let seen = found.per_user();
         counted
@@ -303,16 +298,6 @@ fn sample(names: &[String]) -> String {
         s.push_str(&format!(" and {} more", names.len() - 3));
     }
     s
-}
-
-/// The `n` of a counter document.
-fn counter_value(d: &Document) -> u64 {
-    match d.get(reads::COUNTER_VALUE) {
-        Some(Bson::Int64(n)) => (*n).max(0) as u64,
-        Some(Bson::Int32(n)) => (*n).max(0) as u64,
-        Some(Bson::Double(n)) => n.max(0.0) as u64,
-        _ => 0,
-    }
 }
 
 /// Documents found so far, each once (by `_id`, whichever read found it).
@@ -571,8 +556,6 @@ mod tests {
             "once for alice -> bob, once for alice -> alice"
         );
         assert_eq!((n["bob"], n["carol"]), (2, 1));
-        assert_eq!(counter_value(&doc! {"_id": "u:alice", "n": 3i64}), 3);
-        assert_eq!(counter_value(&doc! {"_id": "$exact"}), 0);
         assert_eq!(
             sample(&["a", "b", "c", "d", "e"].map(String::from)),
             "a, b, c and 2 more"

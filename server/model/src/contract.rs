@@ -29,6 +29,11 @@ pub mod env {
     pub const MONGO_COLLECTION: &str = "MONGO_COLLECTION";
     pub const MONGO_WRITE_CONCERN: &str = "MONGO_WRITE_CONCERN";
     pub const MONGO_JOURNAL: &str = "MONGO_JOURNAL";
+    /// The PostgreSQL under FerretDB (`postgres://...`), when the store is FerretDB on
+    /// PostgreSQL: the API then reads its pages and counts there, in SQL, from indexes
+    /// FerretDB cannot use (see `wiber_model::reads::sql`). Unset: every read goes
+    /// through `MONGO_URI`.
+    pub const STORE_SQL_URL: &str = "WIBER_STORE_SQL_URL";
     pub const CONSUMER_BATCH_SIZE: &str = "CONSUMER_BATCH_SIZE";
     pub const CONSUMER_BATCH_LINGER_MS: &str = "CONSUMER_BATCH_LINGER_MS";
     pub const CONSUMER_MAX_BACKOFF_MS: &str = "CONSUMER_MAX_BACKOFF_MS";
@@ -51,8 +56,9 @@ pub mod env {
 
     /// Every variable a deployment may set on the services, for checks of deployment
     /// files (the services also read [`SEEDED`], which no deployment may set).
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         KAFKA_BOOTSTRAP_SERVERS,
+        STORE_SQL_URL,
         KAFKA_TOPIC,
         KAFKA_DLQ_TOPIC,
         KAFKA_PARTITIONS,
@@ -128,9 +134,11 @@ pub mod defaults {
     pub const SEEDED_BUG_EVERY: u32 = 10;
 }
 
-/// The collection that holds `collection`'s counters (`total`, `u:<user>`,
-/// `c:<conversation>`), kept exactly by PostgreSQL triggers under FerretDB (see
-/// `server/sql/ferretdb-postgres.sql`), and trusted only while it holds `{_id: "$exact"}`.
+/// The collection whose existence, when `collection` is created, asks FerretDB-on-
+/// PostgreSQL to count `collection` (it stays empty): the counters (`total`, `u:<user>`,
+/// `c:<conversation>`) are rows of the schema's `_wiber_counts` table, kept exactly by
+/// triggers (see `server/sql/ferretdb-postgres.sql`), trusted only while its `$exact` row
+/// is there ([`crate::reads::sql::counters`]).
 pub fn counts_collection(collection: &str) -> String {
     format!("{collection}_counts")
 }

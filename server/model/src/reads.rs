@@ -4,8 +4,12 @@
 //!
 //! One equality per read is deliberate: FerretDB 1.24 pushes a single equality down to
 //! PostgreSQL (where a GIN index serves it) but not an `$or`, a `$in` or a `count`.
+//! It pushes no sort, though, so on FerretDB-on-PostgreSQL the API reads pages in SQL
+//! instead ([`sql`]), in the same order; these shapes are what it reads from MongoDB.
 
 use crate::StoredMessage;
+
+pub mod sql;
 
 /// Which collection a read goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,6 +31,7 @@ pub use seams::{CountScope, Delivered, Lane, Publish, PublishError, ReadStore};
 
 use crate::config::{instance_name, ApiConfig};
 use crate::kafka::{self, Publisher};
+use crate::sql_reads::SqlReads;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -133,6 +134,12 @@ pub async fn run(
     let instance = instance_name("api");
     let publisher = Publisher::new(&cfg.kafka, cfg.message_timeout(), cfg.batching())?;
     let store = Store::connect(&cfg.mongo).await?;
+    // Set but empty reads through MONGO_URI too: how an operator switches a stack's SQL
+    // reads off (`stack up --service-env WIBER_STORE_SQL_URL=`).
+    let reads: Arc<dyn ReadStore> = match cfg.store_sql_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => Arc::new(SqlReads::new(url, &cfg.mongo, store)?),
+        None => Arc::new(store),
+    };
     // Topics are ensured in the background: the API serves liveness at once and
     // readiness tells when Kafka is there. Indexes belong to the consumers (the writers).
     {
@@ -141,11 +148,7 @@ pub async fn run(
             kafka::ensure_topics_until(&kafka_cfg, std::future::pending()).await;
         });
     }
-    let state = AppState::new(
-        Arc::new(publisher.clone()),
-        Arc::new(store),
-        cfg.kafka.topic.as_str(),
-    );
+    let state = AppState::new(Arc::new(publisher.clone()), reads, cfg.kafka.topic.as_str());
     #[cfg(feature = "seeded-bugs")]
     let state = match &seeded {
         Some(s) => s.api(state),

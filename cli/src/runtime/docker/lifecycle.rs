@@ -36,6 +36,17 @@ impl DockerStack {
         progress: &(dyn Fn(UpEvent) + Sync),
     ) -> Result<UpReport> {
         let images = images::resolve(self, spec.images, progress).await?;
+        let mut spec = spec.clone();
+        if images.postgres.is_some() && spec.ports.postgres == 0 {
+            // Picked here, not by the engine: the api (on the host's network) reads from
+            // postgres through this port, so it must be known before the api is created.
+            // A postgres created earlier keeps the port it publishes.
+            spec.ports.postgres = match self.postgres_host_port().await {
+                Some(p) => p,
+                None => crate::runtime::local::pick_free_port()?,
+            };
+        }
+        let spec = &spec;
         let cfg = &Config {
             spec: spec.clone(),
             images: images.clone(),
@@ -95,6 +106,13 @@ impl DockerStack {
             )));
         }
         Ok(report)
+    }
+
+    /// The host port an existing postgres container publishes, if it names one.
+    async fn postgres_host_port(&self) -> Option<u16> {
+        let name = self.container_name(&InstanceId::first(Service::Postgres));
+        let ins = self.docker.inspect_container(&name, None).await.ok()?;
+        super::status::published_port(&ins, Service::Postgres).filter(|p| *p != 0)
     }
 
     async fn ensure_network(&self) -> Result<()> {

@@ -162,6 +162,10 @@ impl DockerStack {
                     id: *id,
                     kafka_bootstrap: &kafka_bootstrap,
                     mongo_uri: &mongo_uri,
+                    // The api is on the host's network: postgres through its published port.
+                    store_sql_url: (host_net && images.postgres.is_some())
+                        .then(|| crate::runtime::postgres_url(spec.ports.postgres))
+                        .as_deref(),
                     names: &Names::default(),
                     partitions: spec.partitions,
                     api_listen,

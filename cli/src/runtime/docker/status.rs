@@ -299,7 +299,7 @@ pub(super) fn on_host_network(ins: &ContainerInspectResponse) -> bool {
 
 /// The host port of the service's client port: the published one, or on the host's
 /// network the port it listens on (`API_PORT` of its environment).
-fn published_port(ins: &ContainerInspectResponse, service: Service) -> Option<u16> {
+pub(super) fn published_port(ins: &ContainerInspectResponse, service: Service) -> Option<u16> {
     if on_host_network(ins) {
         if service != Service::Api {
             return None;
