@@ -129,6 +129,14 @@ pub struct ConsumerConfig {
     /// How long, in ms, a batch waits for more records once it holds one.
     #[arg(long, env = env::CONSUMER_BATCH_LINGER_MS, default_value_t = defaults::BATCH_LINGER_MS)]
     pub batch_linger_ms: u64,
+    /// How long, in ms, a batch waits in all when records came faster than
+    /// CONSUMER_BUSY_RATE during the first linger: fewer, larger writes when busy.
+    #[arg(long, env = env::CONSUMER_BUSY_LINGER_MS, default_value_t = defaults::BUSY_LINGER_MS)]
+    pub busy_linger_ms: u64,
+    /// Records per second into this consumer from which batches wait CONSUMER_BUSY_LINGER_MS
+    /// (0: never).
+    #[arg(long, env = env::CONSUMER_BUSY_RATE, default_value_t = defaults::BUSY_RATE)]
+    pub busy_rate: u64,
     /// Kafka session timeout (ms): how long a silent consumer keeps its partitions.
     #[arg(long, env = env::KAFKA_SESSION_TIMEOUT_MS, default_value_t = defaults::SESSION_TIMEOUT_MS)]
     pub session_timeout_ms: u64,
@@ -238,6 +246,8 @@ mod tests {
             ("KAFKA_CONSUMER_GROUP", Some("wiber-consumers")),
             ("CONSUMER_BATCH_SIZE", Some("500")),
             ("CONSUMER_BATCH_LINGER_MS", Some("20")),
+            ("CONSUMER_BUSY_LINGER_MS", Some("100")),
+            ("CONSUMER_BUSY_RATE", Some("1000")),
             ("KAFKA_SESSION_TIMEOUT_MS", Some("10000")),
             ("CONSUMER_MAX_BACKOFF_MS", Some("5000")),
         ]));

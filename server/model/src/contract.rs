@@ -36,6 +36,8 @@ pub mod env {
     pub const STORE_SQL_URL: &str = "WIBER_STORE_SQL_URL";
     pub const CONSUMER_BATCH_SIZE: &str = "CONSUMER_BATCH_SIZE";
     pub const CONSUMER_BATCH_LINGER_MS: &str = "CONSUMER_BATCH_LINGER_MS";
+    pub const CONSUMER_BUSY_LINGER_MS: &str = "CONSUMER_BUSY_LINGER_MS";
+    pub const CONSUMER_BUSY_RATE: &str = "CONSUMER_BUSY_RATE";
     pub const CONSUMER_MAX_BACKOFF_MS: &str = "CONSUMER_MAX_BACKOFF_MS";
     pub const API_HOST: &str = "API_HOST";
     pub const API_PORT: &str = "API_PORT";
@@ -56,7 +58,7 @@ pub mod env {
 
     /// Every variable a deployment may set on the services, for checks of deployment
     /// files (the services also read [`SEEDED`], which no deployment may set).
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 26] = [
         KAFKA_BOOTSTRAP_SERVERS,
         STORE_SQL_URL,
         KAFKA_TOPIC,
@@ -76,6 +78,8 @@ pub mod env {
         MONGO_JOURNAL,
         CONSUMER_BATCH_SIZE,
         CONSUMER_BATCH_LINGER_MS,
+        CONSUMER_BUSY_LINGER_MS,
+        CONSUMER_BUSY_RATE,
         CONSUMER_MAX_BACKOFF_MS,
         API_HOST,
         API_PORT,
@@ -127,6 +131,9 @@ pub mod defaults {
     pub const MONGO_JOURNAL: bool = true;
     pub const BATCH_SIZE: usize = 500;
     pub const BATCH_LINGER_MS: u64 = 20;
+    /// Why 100 ms from 1,000 records/s: see `Batching::busy_wait` in the server.
+    pub const BUSY_LINGER_MS: u64 = 100;
+    pub const BUSY_RATE: u64 = 1000;
     pub const MAX_BACKOFF_MS: u64 = 5000;
     pub const API_HOST: &str = "0.0.0.0";
     pub const API_PORT: u16 = 8000;

@@ -600,6 +600,8 @@ pub fn ids(v: &[&str]) -> Vec<String> {
 pub const BATCHING: Batching = Batching {
     max_records: 500,
     linger: Duration::from_millis(20),
+    busy_linger: Duration::from_millis(20),
+    busy_rate: 0,
     max_backoff: Duration::from_millis(250),
 };
 
