@@ -142,28 +142,14 @@ pub async fn check_collection(url: &str, db: &str, collection: &str) -> Result<C
         )
         .await?
         .is_some();
-    let table_of = |name: String| {
-        let client = &client;
-        async move {
-            let meta = format!("{}._ferretdb_database_metadata", quote_ident(db));
-            let exists: bool = client
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&meta])
-                .await?
-                .get(0);
-            if !exists {
-                return Ok::<_, anyhow::Error>(None);
-            }
-            let row = client
-                .query_opt(
-                    &format!("SELECT _jsonb->>'table' FROM {meta} WHERE _jsonb->>'_id' = $1"),
-                    &[&name],
-                )
-                .await?;
-            Ok(row.map(|r| r.get::<_, String>(0)))
-        }
-    };
-    let table = table_of(collection.to_string()).await?;
-    let counts_table = table_of(wiber_model::contract::counts_collection(collection)).await?;
+    let table = table_with(&client, url, db, collection).await?;
+    let counts_table = table_with(
+        &client,
+        url,
+        db,
+        &wiber_model::contract::counts_collection(collection),
+    )
+    .await?;
     let mut gin = Vec::new();
     let mut count_triggers = false;
     if let Some(t) = &table {
@@ -259,11 +245,7 @@ pub async fn counters(
         quote_ident(db),
         wiber_model::reads::sql::COUNTERS_TABLE
     );
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-        .await?
-        .get(0);
-    if !exists {
+    if !relation_exists(&client, &table).await? {
         return Ok(None);
     }
     let rows = client
@@ -369,12 +351,18 @@ impl<'a> tokio_postgres::types::FromSql<'a> for JsonText {
 /// the collection, or the database, does not exist yet).
 pub async fn table_of(url: &str, db: &str, collection: &str) -> Result<Option<String>> {
     let client = connect(url).await?;
+    table_with(&client, url, db, collection).await
+}
+
+/// [`table_of`] on an open connection.
+async fn table_with(
+    client: &tokio_postgres::Client,
+    url: &str,
+    db: &str,
+    collection: &str,
+) -> Result<Option<String>> {
     let meta = format!("{}._ferretdb_database_metadata", quote_ident(db));
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&meta])
-        .await?
-        .get(0);
-    if !exists {
+    if !relation_exists(client, &meta).await? {
         return Ok(None);
     }
     let row = client
@@ -382,6 +370,14 @@ pub async fn table_of(url: &str, db: &str, collection: &str) -> Result<Option<St
         .await
         .with_context(|| format!("cannot read FerretDB's metadata of {db} at {url}"))?;
     Ok(row.map(|r| r.get::<_, String>(0)))
+}
+
+/// Whether `name` (`schema.relation`, quoted as needed) exists.
+async fn relation_exists(client: &tokio_postgres::Client, name: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+        .await?
+        .get(0))
 }
 
 /// How a table has been read since its statistics were reset (PostgreSQL's cumulative

@@ -209,6 +209,7 @@ async fn verify_passes_then_names_each_planted_fault() {
     let reports = temp_reports("stack");
     let reports = reports.to_str().unwrap();
     let (api, mongo, kafka) = (stack.api_url(), stack.mongo_uri(), stack.bootstrap());
+    let pg = stack.postgres_url();
     let cfg = stack.config();
 
     // 200 requests at 100/s over 20 conversations, end-to-end latency included.
@@ -241,6 +242,9 @@ async fn verify_passes_then_names_each_planted_fault() {
         &cfg.names.db,
         "--mongo-collection",
         &cfg.names.collection,
+        // Where verify reads the store's exact counters (see the planted `unexpected`).
+        "--postgres-url",
+        &pg,
         "--drain-timeout",
         "60s",
     ])

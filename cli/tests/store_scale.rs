@@ -41,6 +41,17 @@ async fn count(http: &reqwest::Client, api: &str, query: &str) -> u64 {
     v["count"].as_u64().unwrap()
 }
 
+/// The reads `store explain --json` found not served by an index.
+fn not_index_served(reads: &Value) -> Vec<String> {
+    reads
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["index_served"] == false)
+        .map(|r| r["read"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filled_store_is_counted_exactly_and_every_read_is_index_served() {
     let stack = support::start_stack("store-scale", 1, &[]).await;
@@ -277,14 +288,7 @@ async fn a_filled_store_is_counted_exactly_and_every_read_is_index_served() {
     assert!(text.contains("not index-served: conversation"), "{text}");
     let out = run(with(&["--json", "store", "explain"])).await;
     assert_eq!(out.status.code(), Some(1));
-    let reads = json_of(&out);
-    let bad: Vec<&str> = reads
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["index_served"] == false)
-        .map(|r| r["read"].as_str().unwrap())
-        .collect();
+    let bad = not_index_served(&json_of(&out));
     assert_eq!(bad, ["conversation"]);
 
     let out = run(with(&["--json", "store", "check"])).await;
@@ -341,14 +345,7 @@ async fn a_filled_store_is_counted_exactly_and_every_read_is_index_served() {
         .unwrap();
     let out = run(with(&["--json", "store", "explain"])).await;
     assert_eq!(out.status.code(), Some(1), "a page without its index fails");
-    let reads = json_of(&out);
-    let bad: Vec<&str> = reads
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["index_served"] == false)
-        .map(|r| r["read"].as_str().unwrap())
-        .collect();
+    let bad = not_index_served(&json_of(&out));
     assert_eq!(bad, ["conversation (sql)"]);
 
     // No PostgreSQL to look at: cannot check, and says so.
