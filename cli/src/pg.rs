@@ -84,9 +84,12 @@ pub struct CollectionCheck {
     pub table: Option<String>,
     /// Each GIN field and whether its index exists on that table.
     pub gin: Vec<(String, bool)>,
+    /// Each page index's key field (`wiber_model::reads::sql::PAGE_INDEX_FIELDS`) and
+    /// whether that btree exists: what the API's SQL pages read through.
+    pub page: Vec<(String, bool)>,
     /// Both count triggers (insert, delete) are on the table.
     pub count_triggers: bool,
-    /// The counts collection's `$exact` marker is present (readers trust the counters).
+    /// The collection's `$exact` row is in the counters table (readers trust the counters).
     pub counts_exact: bool,
 }
 
@@ -96,6 +99,7 @@ impl CollectionCheck {
         self.event_trigger
             && self.table.is_some()
             && self.gin.iter().all(|(_, present)| *present)
+            && self.page.iter().all(|(_, present)| *present)
             && self.count_triggers
             && self.counts_exact
     }
@@ -115,6 +119,13 @@ impl CollectionCheck {
                     if !present {
                         out.push(format!(
                             "no GIN index on {t} for `{f}`: reads filtering on it scan the table"
+                        ));
+                    }
+                }
+                for (f, present) in &self.page {
+                    if !present {
+                        out.push(format!(
+                            "no page index on {t} for `{f}`: the API's pages by it read and sort every row of the key"
                         ));
                     }
                 }
@@ -151,8 +162,20 @@ pub async fn check_collection(url: &str, db: &str, collection: &str) -> Result<C
     )
     .await?;
     let mut gin = Vec::new();
+    let mut page = Vec::new();
     let mut count_triggers = false;
     if let Some(t) = &table {
+        for f in wiber_model::reads::sql::PAGE_INDEX_FIELDS {
+            let name = wiber_model::reads::sql::page_index_name(t, f);
+            let present = client
+                .query_opt(
+                    "SELECT 1 FROM pg_indexes WHERE schemaname = $1 AND tablename = $2 AND indexname = $3",
+                    &[&db, t, &name],
+                )
+                .await?
+                .is_some();
+            page.push((f.to_string(), present));
+        }
         for f in GIN_FIELDS {
             let present = client
                 .query_opt(
@@ -182,6 +205,7 @@ pub async fn check_collection(url: &str, db: &str, collection: &str) -> Result<C
         event_trigger,
         table,
         gin,
+        page,
         count_triggers,
         counts_exact,
     })

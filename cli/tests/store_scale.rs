@@ -41,6 +41,23 @@ async fn count(http: &reqwest::Client, api: &str, query: &str) -> u64 {
     v["count"].as_u64().unwrap()
 }
 
+/// The items `store check --json` found missing.
+fn failing_items(report: &Value) -> Vec<&Value> {
+    report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["ok"] == false)
+        .collect()
+}
+
+/// The SQL of a fix `store check` prints (`psql '<url>' -c "<sql>"`).
+fn fix_sql(fix: &str) -> String {
+    fix.split_once("-c \"")
+        .map(|(_, s)| s.trim_end_matches('"').replace("\\\"", "\""))
+        .unwrap_or_else(|| panic!("no SQL in {fix}"))
+}
+
 /// The reads `store explain --json` found not served by an index.
 fn not_index_served(reads: &Value) -> Vec<String> {
     reads
@@ -298,20 +315,12 @@ async fn a_filled_store_is_counted_exactly_and_every_read_is_index_served() {
         "a missing index fails the check"
     );
     let report = json_of(&out);
-    let missing: Vec<&Value> = report["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["ok"] == false)
-        .collect();
+    let missing = failing_items(&report);
     assert_eq!(missing.len(), 1, "{report}");
     assert_eq!(missing[0]["name"], "GIN index on conversation");
     // The fix it prints is the statement that puts the index back.
     let fix = missing[0]["fix"].as_str().unwrap();
-    let sql = fix
-        .split_once("-c \"")
-        .map(|(_, s)| s.trim_end_matches('"').replace("\\\"", "\""))
-        .unwrap_or_else(|| panic!("no SQL in {fix}"));
+    let sql = fix_sql(fix);
     client.batch_execute(&sql).await.unwrap();
     let out = run(with(&["store", "check"])).await;
     assert_eq!(
@@ -347,6 +356,26 @@ async fn a_filled_store_is_counted_exactly_and_every_read_is_index_served() {
     assert_eq!(out.status.code(), Some(1), "a page without its index fails");
     let bad = not_index_served(&json_of(&out));
     assert_eq!(bad, ["conversation (sql)"]);
+    // `store check` names it too, and its printed fix puts it back.
+    let out = run(with(&["--json", "store", "check"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a missing page index fails the check"
+    );
+    let report = json_of(&out);
+    let missing = failing_items(&report);
+    assert_eq!(missing.len(), 1, "{report}");
+    assert_eq!(missing[0]["name"], "page index on conversation");
+    let fix = missing[0]["fix"].as_str().unwrap();
+    let sql = fix_sql(fix);
+    client.batch_execute(&sql).await.unwrap();
+    let out = run(with(&["store", "explain"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the printed fix restores the page index"
+    );
 
     // No PostgreSQL to look at: cannot check, and says so.
     let out = wiberctl(&[

@@ -102,6 +102,26 @@ pub fn report(addr: &StoreAddr, url: &str, c: &CollectionCheck) -> CheckReport {
                 }),
             });
         }
+        for (field, present) in &c.page {
+            let name = wiber_model::reads::sql::page_index_name(t, field);
+            items.push(Item {
+                name: format!("page index on {field}"),
+                ok: *present,
+                detail: if *present {
+                    format!("present ({name})")
+                } else {
+                    format!(
+                        "missing: the API's pages by `{field}` read and sort every row of the key"
+                    )
+                },
+                fix: (!present).then(|| {
+                    psql(&format!(
+                        "CREATE INDEX IF NOT EXISTS {name} ON \\\"{}\\\".{t} ((_jsonb->'{field}'), (_jsonb->'timestamp'), (_jsonb->'_id'))",
+                        addr.db
+                    ))
+                }),
+            });
+        }
         items.push(Item {
             name: "count triggers".into(),
             ok: c.count_triggers,
@@ -118,7 +138,11 @@ pub fn report(addr: &StoreAddr, url: &str, c: &CollectionCheck) -> CheckReport {
             fix: (!c.count_triggers).then(|| recreate.clone()),
         });
         items.push(Item {
-            name: format!("$exact marker in {}", addr.counts_collection()),
+            name: format!(
+                "$exact row in {}.{}",
+                addr.db,
+                wiber_model::reads::sql::COUNTERS_TABLE
+            ),
             ok: c.counts_exact,
             detail: if c.counts_exact {
                 "present: the API reads counts from the counters".into()
@@ -155,6 +179,10 @@ mod tests {
             event_trigger: true,
             table: Some("messages_1a2b".into()),
             gin: pg::GIN_FIELDS
+                .iter()
+                .map(|f| (f.to_string(), true))
+                .collect(),
+            page: wiber_model::reads::sql::PAGE_INDEX_FIELDS
                 .iter()
                 .map(|f| (f.to_string(), true))
                 .collect(),
@@ -203,7 +231,7 @@ mod tests {
             .filter(|i| !i.ok)
             .map(|i| i.name.as_str())
             .collect();
-        assert_eq!(bad, ["count triggers", "$exact marker in messages_counts"]);
+        assert_eq!(bad, ["count triggers", "$exact row in wiber._wiber_counts"]);
         assert!(r.items.iter().filter(|i| !i.ok).all(|i| i
             .fix
             .as_deref()
