@@ -9,6 +9,7 @@
 use anyhow::{Context, Result};
 use serde::Serialize;
 use tokio_postgres::NoTls;
+use wiber_model::reads::sql::ident;
 
 /// The setup, compiled in so that the binary and the SQL cannot drift apart.
 pub const SETUP_SQL: &str = include_str!("../../server/sql/ferretdb-postgres.sql");
@@ -68,7 +69,7 @@ pub async fn ensure_database(url: &str, name: &str) -> Result<()> {
         .is_some();
     if !exists {
         client
-            .batch_execute(&format!("CREATE DATABASE {}", quote_ident(name)))
+            .batch_execute(&format!("CREATE DATABASE {}", ident(name)))
             .await
             .with_context(|| format!("creating database {name} at {url}"))?;
     }
@@ -199,8 +200,10 @@ pub async fn check_collection(url: &str, db: &str, collection: &str) -> Result<C
             .get(0);
         count_triggers = n == 2;
     }
-    let counts_exact =
-        counts_table.is_some() && counters(url, db, collection, &[]).await?.is_some();
+    let counts_exact = counts_table.is_some()
+        && counters_with(&client, url, db, collection, &[])
+            .await?
+            .is_some();
     Ok(CollectionCheck {
         event_trigger,
         table,
@@ -235,8 +238,8 @@ pub async fn explain_without_seq_scan(
     let sql = format!(
         "BEGIN READ ONLY; SET LOCAL enable_seqscan = off; \
          EXPLAIN (FORMAT JSON) SELECT _jsonb FROM {}.{} WHERE {filter}; ROLLBACK",
-        quote_ident(schema),
-        quote_ident(table)
+        ident(schema),
+        ident(table)
     );
     let what =
         || format!("cannot plan a read of {schema}.{table} at {url} without sequential scans");
@@ -264,12 +267,19 @@ pub async fn counters(
     keys: &[String],
 ) -> Result<Option<std::collections::HashMap<String, u64>>> {
     let client = connect(url).await?;
-    let table = format!(
-        "{}.{}",
-        quote_ident(db),
-        wiber_model::reads::sql::COUNTERS_TABLE
-    );
-    if !relation_exists(&client, &table).await? {
+    counters_with(&client, url, db, collection, keys).await
+}
+
+/// [`counters`] on an open connection.
+async fn counters_with(
+    client: &tokio_postgres::Client,
+    url: &str,
+    db: &str,
+    collection: &str,
+    keys: &[String],
+) -> Result<Option<std::collections::HashMap<String, u64>>> {
+    let table = format!("{}.{}", ident(db), wiber_model::reads::sql::COUNTERS_TABLE);
+    if !relation_exists(client, &table).await? {
         return Ok(None);
     }
     let rows = client
@@ -385,7 +395,7 @@ async fn table_with(
     db: &str,
     collection: &str,
 ) -> Result<Option<String>> {
-    let meta = format!("{}._ferretdb_database_metadata", quote_ident(db));
+    let meta = format!("{}._ferretdb_database_metadata", ident(db));
     if !relation_exists(client, &meta).await? {
         return Ok(None);
     }
@@ -435,9 +445,4 @@ pub async fn table_reads(url: &str, schema: &str, table: &str) -> Result<TableRe
         index_scans: r.get(2),
         index_rows: r.get(3),
     }))
-}
-
-/// `name` as a PostgreSQL identifier.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }

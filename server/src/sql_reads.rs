@@ -35,12 +35,6 @@ const CONNECTIONS: usize = 4;
 /// client may retry, rather than holding a request and a connection.
 const STATEMENT_LIMIT: Duration = Duration::from_secs(5);
 
-/// The table behind the messages collection.
-#[derive(Debug, Clone)]
-struct Tables {
-    messages: String,
-}
-
 /// The API's reads, in SQL; readiness also pings the MongoDB endpoint (writes' path).
 pub struct SqlReads {
     config: tokio_postgres::Config,
@@ -51,7 +45,8 @@ pub struct SqlReads {
     collection: String,
     slots: Vec<tokio::sync::Mutex<Option<Arc<Client>>>>,
     next: AtomicUsize,
-    tables: RwLock<Option<Tables>>,
+    /// The messages collection's table, once FerretDB's metadata named it.
+    table: RwLock<Option<String>>,
     mongo: Store,
 }
 
@@ -78,7 +73,7 @@ impl SqlReads {
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
             next: AtomicUsize::new(0),
-            tables: RwLock::new(None),
+            table: RwLock::new(None),
             mongo,
         })
     }
@@ -138,43 +133,40 @@ impl SqlReads {
 
     /// The collection's table, from FerretDB's metadata; `None` while the messages
     /// collection does not exist (nothing stored yet).
-    async fn tables(&self) -> Result<Option<Tables>, StoreError> {
-        if let Some(t) = self.tables.read().expect("tables lock").clone() {
+    async fn table(&self) -> Result<Option<String>, StoreError> {
+        if let Some(t) = self.table.read().expect("table lock").clone() {
             return Ok(Some(t));
         }
         let lookup = sql::table_of(&self.schema);
-        let messages = match self.query(&lookup, &[&self.collection]).await {
+        let table = match self.query(&lookup, &[&self.collection]).await {
             Ok(rows) => rows.first().map(|r| r.get::<_, String>(0)),
             // No metadata table: FerretDB has not created the database yet.
             Err(QueryError::NoTable) => None,
             Err(QueryError::Other(e)) => return Err(e),
         };
-        let Some(messages) = messages else {
-            return Ok(None);
-        };
-        let t = Tables { messages };
-        *self.tables.write().expect("tables lock") = Some(t.clone());
-        Ok(Some(t))
+        if table.is_some() {
+            self.table.write().expect("table lock").clone_from(&table);
+        }
+        Ok(table)
     }
 
-    /// Runs the statement `build` makes for the current tables; when a table is gone
-    /// (FerretDB recreated the collection), looks the tables up again and retries once.
+    /// Runs the statement `build` makes for the messages table; when the table is gone
+    /// (FerretDB recreated the collection), looks it up again and retries once.
     async fn read<F>(
         &self,
         build: F,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Vec<Row>>, StoreError>
     where
-        F: Fn(&Tables) -> String,
+        F: Fn(&str) -> String,
     {
         for _ in 0..2 {
-            let Some(tables) = self.tables().await? else {
+            let Some(table) = self.table().await? else {
                 return Ok(None);
             };
-            let statement = build(&tables);
-            match self.query(&statement, params).await {
+            match self.query(&build(&table), params).await {
                 Ok(rows) => return Ok(Some(rows)),
-                Err(QueryError::NoTable) => *self.tables.write().expect("tables lock") = None,
+                Err(QueryError::NoTable) => *self.table.write().expect("table lock") = None,
                 Err(QueryError::Other(e)) => return Err(e),
             }
         }
@@ -183,7 +175,7 @@ impl SqlReads {
 
     async fn page(
         &self,
-        build: impl Fn(&Tables) -> String,
+        build: impl Fn(&str) -> String,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Message>, StoreError> {
         let rows = self.read(build, params).await?.unwrap_or_default();
@@ -200,29 +192,29 @@ impl SqlReads {
         let key = conversation_key(a, b);
         let skip = i64::try_from(skip).unwrap_or(i64::MAX);
         self.page(
-            |t| sql::conversation_page(&self.schema, &t.messages),
+            |t| sql::conversation_page(&self.schema, t),
             &[&key, &limit, &skip],
         )
         .await
     }
 
     pub async fn user_recent(&self, user: &str, limit: i64) -> Result<Vec<Message>, StoreError> {
-        self.page(
-            |t| sql::user_recent(&self.schema, &t.messages),
-            &[&user, &limit],
-        )
-        .await
+        self.page(|t| sql::user_recent(&self.schema, t), &[&user, &limit])
+            .await
     }
 
     /// The counter when the counters are vouched for (`$exact`), else a count of the
     /// rows by the same indexes the pages use.
     pub async fn count(&self, scope: &CountScope) -> Result<u64, StoreError> {
-        let (counter, key) = match scope {
-            CountScope::All => (reads::COUNTER_TOTAL.to_string(), None),
-            CountScope::User(u) => (reads::user_counter(u), Some(u.clone())),
+        // The counter, and what counting the rows instead takes (statement, key).
+        type Count = fn(&str, &str) -> String;
+        let (counter, fallback, key): (String, Count, Option<String>) = match scope {
+            CountScope::All => (reads::COUNTER_TOTAL.to_string(), sql::count_all, None),
+            CountScope::User(u) => (reads::user_counter(u), sql::count_user, Some(u.clone())),
             CountScope::Conversation(a, b) => {
                 let key = conversation_key(a, b);
-                (reads::conversation_counter(&key), Some(key))
+                let counter = reads::conversation_counter(&key);
+                (counter, sql::count_conversation, Some(key))
             }
         };
         // The counters and the `$exact` marker, one primary-key read. No counters table
@@ -245,15 +237,8 @@ impl SqlReads {
             Err(QueryError::NoTable) => {}
             Err(QueryError::Other(e)) => return Err(e),
         }
-        type Count = fn(&str, &str) -> String;
-        let (build, params): (Count, Vec<&(dyn ToSql + Sync)>) = match &key {
-            None => (sql::count_all, vec![]),
-            Some(k) if matches!(scope, CountScope::User(_)) => (sql::count_user, vec![k]),
-            Some(k) => (sql::count_conversation, vec![k]),
-        };
-        let rows = self
-            .read(|t| build(&self.schema, &t.messages), &params)
-            .await?;
+        let params: Vec<&(dyn ToSql + Sync)> = key.iter().map(|k| k as _).collect();
+        let rows = self.read(|t| fallback(&self.schema, t), &params).await?;
         Ok(rows
             .and_then(|r| r.first().map(|r| r.get::<_, i64>(0)))
             .map_or(0, |n| n.max(0) as u64))
