@@ -97,6 +97,11 @@ pub struct ApiConfig {
     // Why the default (measured): see `contract::defaults::PROMPT_MAX_RATE`.
     #[arg(long, env = env::KAFKA_PROMPT_MAX_RATE, default_value_t = defaults::PROMPT_MAX_RATE)]
     pub prompt_max_rate: u64,
+    /// The producer's acks: `all` (the delivery contract: every in-sync replica has the
+    /// record before the POST is acked) or `1` (unsafe, for fault demonstrations only:
+    /// the leader alone, without idempotence).
+    #[arg(long, env = env::KAFKA_ACKS, default_value = "all")]
+    pub acks: wiber_model::contract::Acks,
 }
 
 impl ApiConfig {
@@ -109,6 +114,7 @@ impl ApiConfig {
             linger_ms: self.linger_ms,
             max_in_flight: self.max_in_flight,
             prompt_max_rate: self.prompt_max_rate,
+            acks: self.acks,
         }
     }
 }
@@ -238,6 +244,7 @@ mod tests {
             ("KAFKA_LINGER_MS", Some("10")),
             ("KAFKA_MAX_IN_FLIGHT", Some("5")),
             ("KAFKA_PROMPT_MAX_RATE", Some("1000")),
+            ("KAFKA_ACKS", Some("all")),
             ("WIBER_STORE_SQL_URL", None),
         ]));
         assert_eq!(env_defaults::<ApiConfig>(), api);

@@ -100,6 +100,9 @@ pub struct Batching {
     /// The prompt lane (no linger) serves while the API publishes fewer records per
     /// second than this; 0 turns it off (every record lingers).
     pub prompt_max_rate: u64,
+    /// `acks`: `all` with idempotence (the contract), or `1` without (the unsafe profile;
+    /// librdkafka refuses idempotence with anything but `all`).
+    pub acks: wiber_model::contract::Acks,
 }
 
 /// Publishes records with acks=all and idempotence, through one of two producers
@@ -175,12 +178,22 @@ impl Publisher {
         message_timeout: Duration,
         batching: Batching,
     ) -> anyhow::Result<Self> {
+        if batching.acks != wiber_model::contract::Acks::All {
+            tracing::warn!(
+                acks = batching.acks.as_str(),
+                "UNSAFE producer profile: the partition leader alone acknowledges a record; \
+                 acknowledged messages are lost if it fails before its followers copy them"
+            );
+        }
         let lane_config = |linger_ms: u64, lane: &str| {
             let mut config = ClientConfig::new();
             config
                 .set("bootstrap.servers", &kafka.bootstrap_servers)
-                .set("acks", "all")
-                .set("enable.idempotence", "true")
+                .set("acks", batching.acks.as_str())
+                .set(
+                    "enable.idempotence",
+                    (batching.acks == wiber_model::contract::Acks::All).to_string(),
+                )
                 .set(
                     "message.timeout.ms",
                     message_timeout.as_millis().to_string(),

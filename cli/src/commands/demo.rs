@@ -38,6 +38,8 @@ pub async fn run(args: DemoArgs, timeout: Duration) -> anyhow::Result<Exit> {
         },
         consumers: 2,
         partitions: wiber_model::contract::defaults::PARTITIONS as u32,
+        brokers: 1,
+        profile: crate::runtime::Profile::Safe,
         up: args.up,
     };
     if stack::up(up, false).await? != exit::PASS {

@@ -69,6 +69,15 @@ pub struct UpArgs {
     /// Partitions of the topic (KAFKA_PARTITIONS of the services).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub partitions: u32,
+    /// Kafka brokers: combined KRaft nodes that all vote; topics get min(brokers, 3)
+    /// replicas and accept writes while all but one are in sync. 3 for leader, controller
+    /// and network faults; 1 (the default) is lightest on a small machine.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=crate::runtime::cluster::MAX_BROKERS as i64))]
+    pub brokers: u32,
+    /// `unsafe`: acks=1, min.insync.replicas=1 and unclean leader election, to show the
+    /// harness catching Kafka-level loss. Never for real data.
+    #[arg(long, value_enum, default_value_t = crate::runtime::Profile::Safe)]
+    pub profile: crate::runtime::Profile,
     #[command(flatten)]
     pub up: UpFlags,
 }
@@ -95,6 +104,10 @@ pub async fn up(args: UpArgs, json: bool) -> Result<Exit> {
     let spec = StackSpec {
         consumers: args.consumers,
         partitions: args.partitions,
+        cluster: crate::runtime::Cluster {
+            brokers: args.brokers,
+            profile: args.profile,
+        },
         ports: args.up.ports(),
         images: args.up.images,
         wait: args.up.wait,

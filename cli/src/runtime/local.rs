@@ -114,6 +114,9 @@ pub struct LocalStackConfig {
     pub apis: u32,
     /// `KAFKA_PARTITIONS` for the services, and the broker's default partition count.
     pub partitions: u32,
+    /// Brokers and safety profile (one safe broker in states written before clusters).
+    #[serde(default)]
+    pub cluster: super::Cluster,
     /// Topic, group, database and collection the services use.
     pub names: Names,
     /// Kafka JVM heap (-Xmx), MiB.
@@ -137,6 +140,7 @@ impl LocalStackConfig {
             consumers: 1,
             apis: 1,
             partitions: 3,
+            cluster: super::Cluster::default(),
             names: Names::default(),
             kafka_heap_mb: 512,
             extra_env: Vec::new(),
@@ -212,6 +216,12 @@ impl LocalStack {
         // What PostgreSQL needs from the machine, before anything is started for nothing.
         postgres::bin_dir()?;
         postgres::run_as()?;
+        if cfg.cluster.brokers != 1 {
+            bail!(
+                "the local runtime runs one broker, not {}: use --runtime docker for a cluster",
+                cfg.cluster.brokers
+            );
+        }
         let mut cfg = cfg;
         fs::create_dir_all(cfg.dir.join("logs"))
             .with_context(|| format!("creating the stack directory {}", cfg.dir.display()))?;
@@ -889,6 +899,7 @@ fn service_env_from(st: &StackState, id: &InstanceId) -> Vec<(String, String)> {
         store_sql_url: Some(&super::postgres_url(c.postgres_port)),
         names: &c.names,
         partitions: c.partitions,
+        cluster: c.cluster,
         api_listen: ("127.0.0.1", api_port),
         extra: &c.extra_env,
     }

@@ -29,6 +29,7 @@ use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod cluster;
 pub mod docker;
 pub mod fault;
 pub mod health;
@@ -39,6 +40,7 @@ mod process;
 pub mod stack;
 pub mod usage;
 
+pub use cluster::{Cluster, Profile};
 pub use fault::{Action, Signal, Target};
 pub use stack::{Locator, NoStack, Stack};
 pub use wiber_model::contract::{InstanceId, Names, ParseIdError, Service};
@@ -145,6 +147,8 @@ pub struct StackSpec {
     pub consumers: u32,
     /// Partitions of the topic (`KAFKA_PARTITIONS` of the services).
     pub partitions: u32,
+    /// Brokers and safety profile of the Kafka cluster.
+    pub cluster: Cluster,
     pub ports: Ports,
     /// Images (Docker runtime only).
     pub images: ImageChoice,
@@ -159,6 +163,7 @@ impl Default for StackSpec {
         StackSpec {
             consumers: 2,
             partitions: wiber_model::contract::defaults::PARTITIONS as u32,
+            cluster: Cluster::default(),
             ports: Ports::default(),
             images: ImageChoice::Auto,
             wait: Duration::from_secs(240),
@@ -392,6 +397,8 @@ pub struct ServiceEnv<'a> {
     pub store_sql_url: Option<&'a str>,
     pub names: &'a Names,
     pub partitions: u32,
+    /// Replication of the topics the services create, and the producer's acks.
+    pub cluster: Cluster,
     /// Where an api listens (host, port); ignored for consumers.
     pub api_listen: (&'a str, u16),
     /// Added last, so it can override anything above (e.g. `RUST_LOG`).
@@ -409,12 +416,17 @@ impl ServiceEnv<'_> {
                 self.kafka_bootstrap.into(),
             ),
             (env::KAFKA_PARTITIONS.into(), self.partitions.to_string()),
+            (
+                env::KAFKA_REPLICATION_FACTOR.into(),
+                self.cluster.replication().to_string(),
+            ),
             (env::MONGO_URI.into(), self.mongo_uri.into()),
         ];
         out.extend(self.names.to_env());
         if self.id.service == Service::Api {
             out.push((env::API_HOST.into(), self.api_listen.0.into()));
             out.push((env::API_PORT.into(), self.api_listen.1.to_string()));
+            out.push((env::KAFKA_ACKS.into(), self.cluster.acks().as_str().into()));
             if let Some(url) = self.store_sql_url {
                 out.push((env::STORE_SQL_URL.into(), url.into()));
             }

@@ -130,6 +130,7 @@ impl Stack {
         progress: &(dyn Fn(UpEvent) + Sync),
     ) -> Result<(Stack, serde_json::Value)> {
         validate_project(&loc.project)?;
+        spec.cluster.validate()?;
         let kind = loc.runtime.unwrap_or(RuntimeKind::Docker);
         let (backend, detail) = match kind {
             RuntimeKind::Docker => {
@@ -377,6 +378,7 @@ async fn up_local(
             cfg.kafka_port = spec.ports.kafka;
             cfg.postgres_port = spec.ports.postgres;
             cfg.partitions = spec.partitions;
+            cfg.cluster = spec.cluster;
             cfg.extra_env = spec.extra_env.clone();
             cfg.ownership = Ownership::Detached;
             // Detached: the handle never kills the processes it started when dropped.

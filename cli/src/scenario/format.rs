@@ -44,6 +44,8 @@ struct RawScenario {
 struct RawStack {
     consumers: Option<Spanned<u32>>,
     partitions: Option<Spanned<u32>>,
+    brokers: Option<Spanned<u32>>,
+    profile: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +115,8 @@ pub struct Scenario {
 pub struct StackSpec {
     pub consumers: u32,
     pub partitions: u32,
+    /// Brokers and safety profile (`brokers = 3`, `profile = "unsafe"`).
+    pub cluster: crate::runtime::Cluster,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -316,7 +320,7 @@ pub struct FormatError {
 /// What each part of the file looks like, for error messages.
 const SYNTAX_TOP: &str = "name = \"kill-consumer\" (letters, digits, - and _), description = \"...\", then [stack], [load], [[faults]], [thresholds]";
 const SYNTAX_STACK: &str =
-    "[stack] consumers = 2, partitions = 6 (omit [stack] to attach to the running stack)";
+    "[stack] consumers = 2, partitions = 6, brokers = 3 (1..=5), profile = \"safe\" | \"unsafe\" (acks=1, min.insync.replicas=1, unclean leader election: for showing loss being caught) (omit [stack] to attach to the running stack)";
 const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\", reads = { conversation = 200, user = 50, count = 20 } (reads/s of each kind, any of the three), read_fixture = 1000 (read that many conversations of a `wiberctl store fill` fixture instead of the run's own), read_fixture_size = 1000 (messages per fixture conversation); or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
 const SYNTAX_STAGE: &str =
     "[[load.stages]] to = 400 (req/s at the end of the stage), over = \"10s\"";
@@ -436,9 +440,30 @@ fn validate(cx: &Ctx<'_>, raw: RawScenario, path: &Path) -> Result<Scenario, For
                     SYNTAX_STACK,
                 ));
             }
+            let brokers = s.brokers.as_ref().map_or(1, |b| *b.get_ref());
+            let profile = match &s.profile {
+                None => crate::runtime::Profile::Safe,
+                Some(p) => match p.get_ref().trim() {
+                    "safe" => crate::runtime::Profile::Safe,
+                    "unsafe" => crate::runtime::Profile::Unsafe,
+                    other => {
+                        return Err(cx.at(
+                            p.span().start,
+                            format!("unknown profile {other:?}: expected \"safe\" or \"unsafe\""),
+                            SYNTAX_STACK,
+                        ))
+                    }
+                },
+            };
+            let cluster = crate::runtime::Cluster { brokers, profile };
+            if let Err(e) = cluster.validate() {
+                let at = s.brokers.as_ref().map_or(span, |b| b.span().start);
+                return Err(cx.at(at, format!("brokers = {brokers}: {e}"), SYNTAX_STACK));
+            }
             Some(StackSpec {
                 consumers,
                 partitions,
+                cluster,
             })
         }
     };
@@ -835,7 +860,8 @@ achieved_rate = ">= 0.99 * rate"
             s.stack,
             Some(StackSpec {
                 consumers: 2,
-                partitions: 6
+                partitions: 6,
+                cluster: crate::runtime::Cluster::default(),
             })
         );
         assert_eq!(s.load.duration(), Duration::from_secs(30));
@@ -861,7 +887,7 @@ achieved_rate = ">= 0.99 * rate"
         assert!(text.starts_with("s.toml:13:"), "{text}");
         assert!(text.contains("targte"), "{text}");
         assert!(text.contains("expected: [[faults]]"), "{text}");
-        let e = err(&GOOD.replace("consumers = 2", "consumers = 2\nbrokers = 3"));
+        let e = err(&GOOD.replace("consumers = 2", "consumers = 2\nbrookers = 3"));
         assert_eq!(e.line, 6, "{e}");
         assert!(e.expected.starts_with("[stack]"), "{e}");
     }

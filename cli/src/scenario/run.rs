@@ -342,6 +342,7 @@ async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut ScenarioRun) -> Re
     let stack_spec = StackSpec {
         consumers: spec.consumers,
         partitions: spec.partitions,
+        cluster: spec.cluster,
         ports: opts.ports,
         images: opts.images,
         wait: opts.wait,

@@ -18,6 +18,9 @@ pub mod env {
     pub const KAFKA_DLQ_TOPIC: &str = "KAFKA_DLQ_TOPIC";
     pub const KAFKA_PARTITIONS: &str = "KAFKA_PARTITIONS";
     pub const KAFKA_REPLICATION_FACTOR: &str = "KAFKA_REPLICATION_FACTOR";
+    /// The producer's `acks`: `all` (the delivery contract) or `1` (the unsafe profile a
+    /// harness runs to show that its verdicts catch Kafka-level loss).
+    pub const KAFKA_ACKS: &str = "KAFKA_ACKS";
     pub const KAFKA_CONSUMER_GROUP: &str = "KAFKA_CONSUMER_GROUP";
     pub const KAFKA_MESSAGE_TIMEOUT_MS: &str = "KAFKA_MESSAGE_TIMEOUT_MS";
     pub const KAFKA_LINGER_MS: &str = "KAFKA_LINGER_MS";
@@ -58,13 +61,14 @@ pub mod env {
 
     /// Every variable a deployment may set on the services, for checks of deployment
     /// files (the services also read [`SEEDED`], which no deployment may set).
-    pub const ALL: [&str; 26] = [
+    pub const ALL: [&str; 27] = [
         KAFKA_BOOTSTRAP_SERVERS,
         STORE_SQL_URL,
         KAFKA_TOPIC,
         KAFKA_DLQ_TOPIC,
         KAFKA_PARTITIONS,
         KAFKA_REPLICATION_FACTOR,
+        KAFKA_ACKS,
         KAFKA_CONSUMER_GROUP,
         KAFKA_MESSAGE_TIMEOUT_MS,
         KAFKA_LINGER_MS,
@@ -86,6 +90,42 @@ pub mod env {
         WIBER_INSTANCE,
         RUST_LOG,
     ];
+}
+
+/// The producer's `acks` (`KAFKA_ACKS`). `All` is the delivery contract: a POST is acked
+/// only once every in-sync replica has the record (with idempotence, so retries never
+/// duplicate). `Leader` (`acks=1`, no idempotence) is the *unsafe profile*: the leader
+/// alone vouches for a record, so a leader lost before its followers copied it loses
+/// acknowledged messages. It exists so a harness can show its loss check catching that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Acks {
+    #[default]
+    All,
+    Leader,
+}
+
+impl Acks {
+    /// The value librdkafka (and `KAFKA_ACKS`) takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acks::All => "all",
+            Acks::Leader => "1",
+        }
+    }
+}
+
+impl FromStr for Acks {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "all" | "-1" => Ok(Acks::All),
+            "1" => Ok(Acks::Leader),
+            other => Err(format!(
+                "unknown acks {other:?}: expected all (the delivery contract) or 1 (unsafe: the leader alone)"
+            )),
+        }
+    }
 }
 
 /// Defaults of the services' settings (what a service uses when its variable is unset).

@@ -41,15 +41,29 @@ impl DockerStack {
             // Picked here, not by the engine: the api (on the host's network) reads from
             // postgres through this port, so it must be known before the api is created.
             // A postgres created earlier keeps the port it publishes.
-            spec.ports.postgres = match self.postgres_host_port().await {
+            spec.ports.postgres = match self.host_port(&InstanceId::first(Service::Postgres)).await
+            {
                 Some(p) => p,
                 None => crate::runtime::local::pick_free_port()?,
             };
+        }
+        // kafka#1 publishes the port asked for; the others one picked here (each
+        // advertises its own, so it must be known before it is created), or the one an
+        // existing container already publishes.
+        let mut broker_ports = vec![spec.ports.kafka];
+        for n in 2..=spec.cluster.brokers {
+            broker_ports.push(
+                match self.host_port(&InstanceId::new(Service::Kafka, n)).await {
+                    Some(p) => p,
+                    None => crate::runtime::local::pick_free_port()?,
+                },
+            );
         }
         let spec = &spec;
         let cfg = &Config {
             spec: spec.clone(),
             images: images.clone(),
+            broker_ports,
         };
         for image in cfg.images.all() {
             if !self.image_present(image).await {
@@ -58,18 +72,24 @@ impl DockerStack {
         }
         self.ensure_network().await?;
         let with_postgres = cfg.images.postgres.is_some();
-        for v in ["kafka", "postgres", "mongo"] {
+        for v in ["postgres", "mongo"] {
             if v == "postgres" && !with_postgres {
                 continue;
             }
             self.ensure_volume(&self.volume_name(v)).await?;
+        }
+        for n in 1..=spec.cluster.brokers {
+            self.ensure_volume(&self.broker_volume(n)).await?;
         }
         let mut report = UpReport {
             images,
             ..UpReport::default()
         };
         let deadline = Instant::now() + spec.wait;
-        let mut backends = vec![InstanceId::first(Service::Kafka)];
+        // Every broker in one phase: a cluster's quorum forms only once most of them run.
+        let mut backends: Vec<InstanceId> = (1..=spec.cluster.brokers)
+            .map(|n| InstanceId::new(Service::Kafka, n))
+            .collect();
         if with_postgres {
             backends.push(InstanceId::first(Service::Postgres));
         }
@@ -108,11 +128,11 @@ impl DockerStack {
         Ok(report)
     }
 
-    /// The host port an existing postgres container publishes, if it names one.
-    async fn postgres_host_port(&self) -> Option<u16> {
-        let name = self.container_name(&InstanceId::first(Service::Postgres));
+    /// The host port an existing container of the instance publishes, if it names one.
+    async fn host_port(&self, id: &InstanceId) -> Option<u16> {
+        let name = self.container_name(id);
         let ins = self.docker.inspect_container(&name, None).await.ok()?;
-        super::status::published_port(&ins, Service::Postgres).filter(|p| *p != 0)
+        super::status::published_port(&ins, id.service).filter(|p| *p != 0)
     }
 
     async fn ensure_network(&self) -> Result<()> {

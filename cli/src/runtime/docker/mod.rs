@@ -129,6 +129,49 @@ impl Default for UpReport {
 struct Config {
     spec: StackSpec,
     images: Images,
+    /// Host port of each broker's external listener, kafka#1 first (kafka#1's is
+    /// `spec.ports.kafka`; the others are picked at `up`, or kept from their containers).
+    broker_ports: Vec<u16>,
+}
+
+impl Config {
+    /// Where the host (and the api, on the host's network) reaches every broker.
+    fn host_bootstrap(&self) -> String {
+        self.broker_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Where containers on the project's network reach every broker.
+    fn network_bootstrap(&self) -> String {
+        (1..=self.spec.cluster.brokers)
+            .map(|n| format!("{}:9092", broker_host(n, self.spec.cluster.brokers)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The name broker `n` has on the project's network: `kafka` on a one-broker stack (as
+/// the compose file), `kafka-<n>` in a cluster.
+fn broker_host(n: u32, brokers: u32) -> String {
+    if brokers == 1 {
+        "kafka".into()
+    } else {
+        format!("kafka-{n}")
+    }
+}
+
+/// The network aliases of an instance: its service name (`kafka`, `mongo`: how the
+/// others find it), and `kafka-<n>` for every broker, which a cluster's brokers
+/// advertise and vote by.
+fn aliases(id: &InstanceId) -> Vec<String> {
+    match (id.service, id.index) {
+        (Service::Kafka, 1) => vec!["kafka".into(), "kafka-1".into()],
+        (Service::Kafka, n) => vec![format!("kafka-{n}")],
+        (s, _) => vec![s.name().to_string()],
+    }
 }
 
 /// Summary of `down`.
@@ -183,6 +226,16 @@ impl DockerStack {
 
     fn volume_name(&self, what: &str) -> String {
         format!("{}_{what}", self.project)
+    }
+
+    /// A broker's data volume: `<project>_kafka` for kafka#1 (as before clusters, and as
+    /// the compose file), `<project>_kafka-<n>` for the others.
+    fn broker_volume(&self, index: u32) -> String {
+        if index == 1 {
+            self.volume_name("kafka")
+        } else {
+            self.volume_name(&format!("kafka-{index}"))
+        }
     }
 
     fn container_name(&self, id: &InstanceId) -> String {
@@ -444,9 +497,9 @@ impl Runtime for DockerStack {
         let net = self.home_network().await?;
         let req = NetworkConnectRequest {
             container: f.container_id.clone(),
-            // The alias is how the others find it (kafka:9092, mongo:27017).
+            // The aliases are how the others find it (kafka:9092, mongo:27017).
             endpoint_config: Some(EndpointSettings {
-                aliases: Some(vec![id.service.name().to_string()]),
+                aliases: Some(aliases(id)),
                 ..Default::default()
             }),
         };

@@ -15,7 +15,7 @@ use super::{
     KAFKA_EXTERNAL_PORT, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE, MONGO_PORT, POSTGRES_PORT,
     STOP_TIMEOUT_SECS,
 };
-use crate::runtime::{InstanceId, Service, ServiceEnv, POSTGRES_USER};
+use crate::runtime::{Cluster, InstanceId, Service, ServiceEnv, POSTGRES_USER};
 
 impl DockerStack {
     /// The container of one instance, as `up` creates it.
@@ -37,9 +37,18 @@ impl DockerStack {
         match id.service {
             Service::Kafka => {
                 image = images.kafka.clone();
-                env.extend(kafka_env(spec.ports.kafka, spec.partitions));
-                ports.push((KAFKA_EXTERNAL_PORT, spec.ports.kafka));
-                binds.push(format!("{}:/var/lib/kafka/data", self.volume_name("kafka")));
+                let host_port = cfg.broker_ports[id.index as usize - 1];
+                env.extend(kafka_env(
+                    id.index,
+                    spec.cluster,
+                    host_port,
+                    spec.partitions,
+                ));
+                ports.push((KAFKA_EXTERNAL_PORT, host_port));
+                binds.push(format!(
+                    "{}:/var/lib/kafka/data",
+                    self.broker_volume(id.index)
+                ));
                 healthcheck = Some(if self.image_has_healthcheck(&image).await {
                     // wiber-kafka's own probe (raw ApiVersions, no JVM), at our interval.
                     interval_only()
@@ -142,7 +151,7 @@ impl DockerStack {
                     // does: through their ports published on 127.0.0.1 (Kafka's external
                     // listener advertises exactly that address).
                     (
-                        format!("127.0.0.1:{}", spec.ports.kafka),
+                        cfg.host_bootstrap(),
                         format!(
                             "mongodb://127.0.0.1:{}/?directConnection=true",
                             spec.ports.mongo
@@ -153,7 +162,7 @@ impl DockerStack {
                     // Inside the stack's network, by alias. No replicaSet=: works against
                     // mongo (rs0, discovered) and FerretDB.
                     (
-                        "kafka:9092".to_string(),
+                        cfg.network_bootstrap(),
                         "mongodb://mongo:27017/".to_string(),
                         ("0.0.0.0", API_PORT),
                     )
@@ -168,6 +177,7 @@ impl DockerStack {
                         .as_deref(),
                     names: &Names::default(),
                     partitions: spec.partitions,
+                    cluster: spec.cluster,
                     api_listen,
                     extra: &extra,
                 }
@@ -212,7 +222,7 @@ impl DockerStack {
                     })
                     .collect();
                 let endpoint = EndpointSettings {
-                    aliases: Some(vec![id.service.name().to_string()]),
+                    aliases: Some(super::aliases(id)),
                     ..Default::default()
                 };
                 (
@@ -267,10 +277,20 @@ enum Network {
 
 /// The broker's settings: the compose file's, plus what the local runtime's broker runs
 /// with (`kafka_properties` and the JVM flags in `runtime/local.rs`), so both runtimes
-/// measure the same broker. The offline image reads the same variables as `apache/kafka`.
-fn kafka_env(host_port: u16, partitions: u32) -> Vec<String> {
-    [
-        ("KAFKA_NODE_ID", "1".to_string()),
+/// measure the same broker, plus what the cluster's shape decides ([`Cluster`]). The
+/// offline image reads the same variables as `apache/kafka`.
+fn kafka_env(node: u32, cluster: Cluster, host_port: u16, partitions: u32) -> Vec<String> {
+    let me = super::broker_host(node, cluster.brokers);
+    let voters = if cluster.brokers == 1 {
+        // localhost, not kafka: the controller must reach itself even while a fault
+        // test has disconnected the container from the network.
+        "1@localhost:9093".to_string()
+    } else {
+        // Every broker votes, by the alias each is reached at.
+        cluster.quorum_voters(|n| super::broker_host(n, cluster.brokers), 9093)
+    };
+    let mut vars: Vec<(String, String)> = [
+        ("KAFKA_NODE_ID", node.to_string()),
         ("KAFKA_PROCESS_ROLES", "broker,controller".into()),
         (
             "KAFKA_LISTENERS",
@@ -278,7 +298,7 @@ fn kafka_env(host_port: u16, partitions: u32) -> Vec<String> {
         ),
         (
             "KAFKA_ADVERTISED_LISTENERS",
-            format!("PLAINTEXT://kafka:9092,EXTERNAL://127.0.0.1:{host_port}"),
+            format!("PLAINTEXT://{me}:9092,EXTERNAL://127.0.0.1:{host_port}"),
         ),
         (
             "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
@@ -286,17 +306,7 @@ fn kafka_env(host_port: u16, partitions: u32) -> Vec<String> {
         ),
         ("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER".into()),
         ("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT".into()),
-        // localhost, not kafka: the controller must reach itself even while a fault
-        // test has disconnected the container from the network.
-        ("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093".into()),
-        ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1".into()),
-        ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1".into()),
-        ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1".into()),
-        (
-            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
-            "1".into(),
-        ),
-        ("KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR", "1".into()),
+        ("KAFKA_CONTROLLER_QUORUM_VOTERS", voters),
         ("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0".into()),
         // As the local broker: 10 offsets partitions (not 50) for one small group, and
         // the stack's partition count as the broker default.
@@ -318,8 +328,21 @@ fn kafka_env(host_port: u16, partitions: u32) -> Vec<String> {
         ("KAFKA_LOG4J_ROOT_LOGLEVEL", "WARN".into()),
     ]
     .into_iter()
-    .map(|(k, v)| format!("{k}={v}"))
-    .collect()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    // Replication, in-sync minimum and election safety: the cluster's shape decides.
+    vars.extend(
+        cluster
+            .broker_properties()
+            .into_iter()
+            .map(|(prop, v)| (property_var(prop), v)),
+    );
+    vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// `min.insync.replicas` -> `KAFKA_MIN_INSYNC_REPLICAS`, as the images read it.
+fn property_var(prop: &str) -> String {
+    format!("KAFKA_{}", prop.replace('.', "_").to_ascii_uppercase())
 }
 
 /// The image's own healthcheck at [`HEALTH_INTERVAL_S`]: the engine takes every field
@@ -356,10 +379,33 @@ mod tests {
 
     #[test]
     fn kafka_advertises_the_host_port() {
-        let env = kafka_env(19094, 6);
+        let env = kafka_env(1, Cluster::default(), 19094, 6);
         assert!(env.contains(
             &"KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://kafka:9092,EXTERNAL://127.0.0.1:19094"
                 .to_string()
         ));
+        assert!(env.contains(&"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR=1".to_string()));
+    }
+
+    #[test]
+    fn a_cluster_node_votes_and_advertises_its_own_alias() {
+        let c = Cluster {
+            brokers: 3,
+            ..Cluster::default()
+        };
+        let env = kafka_env(2, c, 19095, 6);
+        for want in [
+            "KAFKA_NODE_ID=2",
+            "KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://kafka-2:9092,EXTERNAL://127.0.0.1:19095",
+            "KAFKA_CONTROLLER_QUORUM_VOTERS=1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093",
+            "KAFKA_MIN_INSYNC_REPLICAS=2",
+            "KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE=false",
+            "KAFKA_DEFAULT_REPLICATION_FACTOR=3",
+        ] {
+            assert!(
+                env.contains(&want.to_string()),
+                "{want} missing from {env:?}"
+            );
+        }
     }
 }

@@ -182,7 +182,16 @@ impl DockerStack {
     pub async fn endpoints(&self) -> Result<Endpoints> {
         let found = self.find_all().await?;
         let mut ep = Endpoints::default();
+        let mut brokers: Vec<String> = Vec::new();
         for f in &found {
+            if f.id.service == Service::Kafka {
+                // Every broker of a cluster, so clients bootstrap from any that is up.
+                let ins = self.inspect(&f.container_id).await?;
+                if let Some(p) = published_port(&ins, Service::Kafka) {
+                    brokers.push(format!("127.0.0.1:{p}"));
+                }
+                continue;
+            }
             if f.id.index != 1 {
                 continue;
             }
@@ -190,7 +199,7 @@ impl DockerStack {
             let port = published_port(&ins, f.id.service);
             match f.id.service {
                 Service::Api => ep.api_url = port.map(|p| format!("http://127.0.0.1:{p}")),
-                Service::Kafka => ep.kafka_bootstrap = port.map(|p| format!("127.0.0.1:{p}")),
+                Service::Kafka => {}
                 Service::Postgres => ep.postgres_url = port.map(crate::runtime::postgres_url),
                 Service::Mongo => {
                     ep.mongo_uri =
@@ -204,6 +213,7 @@ impl DockerStack {
                 ep.names = Names::from_env(env.iter().map(String::as_str));
             }
         }
+        ep.kafka_bootstrap = (!brokers.is_empty()).then(|| brokers.join(","));
         Ok(ep)
     }
 }
