@@ -4,6 +4,7 @@
 //! reader of the topic that never joins the group; [`age`]: lag as time, for `top`.
 
 pub mod age;
+pub mod cluster;
 pub mod tail;
 
 use std::time::Duration;

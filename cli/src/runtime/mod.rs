@@ -34,6 +34,7 @@ pub mod docker;
 pub mod fault;
 pub mod health;
 pub mod local;
+pub mod netfault;
 mod postgres;
 pub mod probe;
 mod process;

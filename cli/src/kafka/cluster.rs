@@ -1,0 +1,1 @@
+//! Kafka-aware fault targets (placeholder: being written).

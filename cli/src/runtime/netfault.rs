@@ -1,0 +1,1 @@
+//! Network faults inside a network namespace (placeholder: being written).
