@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use wiber_model::report::{ReadKind, ReadSource, ReadsConfig};
+use wiber_model::report::{ReadKind, ReadSource, ReadsConfig, VerifyCounts};
 
 use super::threshold::{self, Threshold};
 use crate::bench::reads::{ReadRates, DEFAULT_FIXTURE_MESSAGES, PAGE};
@@ -37,6 +37,14 @@ struct RawScenario {
     faults: Vec<Spanned<RawFault>>,
     #[serde(default)]
     thresholds: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    expect: Option<Spanned<RawExpect>>,
+}
+
+/// `[expect] fail = ["lost"]`: what a deliberately broken stack must be caught doing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    fail: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +117,10 @@ pub struct Scenario {
     pub load: LoadSpec,
     pub faults: Vec<FaultSpec>,
     pub thresholds: Vec<Threshold>,
+    /// Delivery invariants (`lost`, ...) or threshold metrics that must fail for the run
+    /// to pass (`[expect] fail`): how a scenario on an unsafe stack proves that the
+    /// harness catches what that stack does wrong.
+    pub expect_fail: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,7 +330,8 @@ pub struct FormatError {
 }
 
 /// What each part of the file looks like, for error messages.
-const SYNTAX_TOP: &str = "name = \"kill-consumer\" (letters, digits, - and _), description = \"...\", then [stack], [load], [[faults]], [thresholds]";
+const SYNTAX_TOP: &str = "name = \"kill-consumer\" (letters, digits, - and _), description = \"...\", then [stack], [load], [[faults]], [thresholds], [expect]";
+const SYNTAX_EXPECT: &str = "[expect] fail = [\"lost\"] (delivery invariants: lost, duplicated, unexpected, corrupted, reordered; or metrics of [thresholds]): the run passes only if each of them fails";
 const SYNTAX_STACK: &str =
     "[stack] consumers = 2, partitions = 6, brokers = 3 (1..=5), profile = \"safe\" | \"unsafe\" (acks=1, min.insync.replicas=1, unclean leader election: for showing loss being caught) (omit [stack] to attach to the running stack)";
 const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\", reads = { conversation = 200, user = 50, count = 20 } (reads/s of each kind, any of the three), read_fixture = 1000 (read that many conversations of a `wiberctl store fill` fixture instead of the run's own), read_fixture_size = 1000 (messages per fixture conversation); or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
@@ -366,6 +379,7 @@ impl Ctx<'_> {
             s if s.starts_with("[load]") => SYNTAX_LOAD,
             s if s.starts_with("[[faults]]") => SYNTAX_FAULT,
             s if s.starts_with("[thresholds]") => SYNTAX_THRESHOLD,
+            s if s.starts_with("[expect]") => SYNTAX_EXPECT,
             _ => SYNTAX_TOP,
         };
         self.at(offset, e.message().trim().to_string(), expected)
@@ -504,6 +518,25 @@ fn validate(cx: &Ctx<'_>, raw: RawScenario, path: &Path) -> Result<Scenario, For
         }
     }
 
+    let mut expect_fail = Vec::new();
+    if let Some(e) = raw.expect {
+        for name in e.into_inner().fail {
+            let n = name.get_ref().trim();
+            let invariant = VerifyCounts::default()
+                .must_be_zero()
+                .iter()
+                .any(|(k, _)| *k == n);
+            if !invariant && !thresholds.iter().any(|t| t.metric == n) {
+                return Err(cx.at(
+                    name.span().start,
+                    format!("expect fail {n:?} is neither a delivery invariant nor a metric of [thresholds]"),
+                    SYNTAX_EXPECT,
+                ));
+            }
+            expect_fail.push(n.to_string());
+        }
+    }
+
     Ok(Scenario {
         name,
         description: raw.description.trim().to_string(),
@@ -513,6 +546,7 @@ fn validate(cx: &Ctx<'_>, raw: RawScenario, path: &Path) -> Result<Scenario, For
         load,
         faults,
         thresholds,
+        expect_fail,
     })
 }
 
@@ -875,6 +909,34 @@ achieved_rate = ">= 0.99 * rate"
         let metrics: Vec<&str> = s.thresholds.iter().map(|t| t.metric.as_str()).collect();
         assert_eq!(metrics, ["lost", "ack.p99", "achieved_rate"]);
         assert_eq!(s.thresholds[1].line, 19);
+    }
+
+    #[test]
+    fn expected_failures_name_an_invariant_or_a_threshold() {
+        let s = parse(
+            Path::new("s.toml"),
+            &format!("{GOOD}[expect]\nfail = [\"lost\", \"ack.p99\"]\n"),
+        )
+        .unwrap();
+        assert_eq!(s.expect_fail, vec!["lost", "ack.p99"]);
+        let e = err(&format!("{GOOD}[expect]\nfail = [\"lots\"]\n"));
+        assert!(e.message.contains("\"lots\""), "{e}");
+        assert!(e.expected.starts_with("[expect]"), "{e}");
+        let e = err(&GOOD.replace("consumers = 2", "consumers = 2\nprofile = \"risky\""));
+        assert!(e.message.contains("risky"), "{e}");
+        let s = parse(
+            Path::new("s.toml"),
+            &GOOD.replace(
+                "consumers = 2",
+                "consumers = 2\nbrokers = 3\nprofile = \"unsafe\"",
+            ),
+        )
+        .unwrap();
+        let cluster = s.stack.unwrap().cluster;
+        assert_eq!(
+            (cluster.brokers, cluster.profile),
+            (3, crate::runtime::Profile::Unsafe)
+        );
     }
 
     #[test]

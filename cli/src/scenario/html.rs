@@ -251,12 +251,18 @@ fn header(run: &ScenarioRun) -> String {
         }
         summary.push(t);
     }
-    if let Some(c) = &run.verify {
-        let bad: Vec<String> = c
-            .must_be_zero()
+    if run.verify.is_some() {
+        let bad: Vec<String> = run
+            .broken_invariants()
             .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k} {n}"))
+            .map(|(k, n)| {
+                let expected = if run.expects_fail(k) {
+                    " (expected)"
+                } else {
+                    ""
+                };
+                format!("{k} {n}{expected}")
+            })
             .collect();
         summary.push(if bad.is_empty() {
             "invariants hold".to_string()
@@ -970,6 +976,7 @@ mod tests {
             rollback_failures: Vec::new(),
             baseline: None,
             comparison: Vec::new(),
+            expect_fail: Vec::new(),
         }
     }
 

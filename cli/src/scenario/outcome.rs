@@ -53,6 +53,10 @@ pub struct ScenarioRun {
     pub rollback_failures: Vec<String>,
     pub baseline: Option<PathBuf>,
     pub comparison: Vec<Comparison>,
+    /// Invariants and threshold metrics the scenario expects to fail (`[expect] fail`):
+    /// a run on a deliberately unsafe stack passes only when the harness catches it.
+    #[serde(default)]
+    pub expect_fail: Vec<String>,
 }
 
 /// One row of the `--baseline` comparison.
@@ -94,6 +98,75 @@ impl ScenarioRun {
             rollback_failures: Vec::new(),
             baseline,
             comparison: Vec::new(),
+            expect_fail: sc.expect_fail.clone(),
+        }
+    }
+
+    /// The delivery invariants verify found broken, with their counts.
+    pub fn broken_invariants(&self) -> Vec<(&'static str, u64)> {
+        self.verify
+            .as_ref()
+            .map(|c| {
+                c.must_be_zero()
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether the scenario expects `name` (an invariant or a threshold's metric) to fail.
+    pub fn expects_fail(&self, name: &str) -> bool {
+        self.expect_fail.iter().any(|n| n == name)
+    }
+
+    /// Whether verify's part holds: the group drained, and every broken invariant is one
+    /// the scenario expects broken.
+    pub fn invariants_hold(&self) -> bool {
+        !self.verify_verdicts.contains(&RunVerdict::Error)
+            && self
+                .broken_invariants()
+                .iter()
+                .all(|(k, _)| self.expects_fail(k))
+    }
+
+    /// Whether a threshold fared as the scenario expects (pass, or fail when expected to).
+    pub fn threshold_as_expected(&self, e: &Evaluation) -> bool {
+        if self.expects_fail(&e.metric) {
+            e.verdict == Verdict::Fail
+        } else {
+            e.verdict != Verdict::Fail
+        }
+    }
+
+    /// Expected failures that did not happen: what the harness should have caught and
+    /// did not (or the fault did not cause). Any of them fails the run.
+    pub fn missed_expectations(&self) -> Vec<String> {
+        let broken = self.broken_invariants();
+        self.expect_fail
+            .iter()
+            .filter(|n| {
+                !broken.iter().any(|(k, _)| k == n)
+                    && !self
+                        .thresholds
+                        .iter()
+                        .any(|e| &e.metric == *n && e.verdict == Verdict::Fail)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The verdict of a run whose checks were all evaluated: every invariant and
+    /// threshold as expected, and every expected failure seen.
+    pub fn judged(&self) -> RunVerdict {
+        let thresholds = self
+            .thresholds
+            .iter()
+            .all(|e| self.threshold_as_expected(e));
+        if self.invariants_hold() && thresholds && self.missed_expectations().is_empty() {
+            RunVerdict::Pass
+        } else {
+            RunVerdict::Fail
         }
     }
 
@@ -108,12 +181,18 @@ impl ScenarioRun {
             },
             message: self.error.clone().unwrap_or_default(),
         }];
-        if let Some(c) = &self.verify {
-            let bad: Vec<String> = c
-                .must_be_zero()
+        if self.verify.is_some() {
+            let bad: Vec<String> = self
+                .broken_invariants()
                 .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(k, n)| format!("{k} = {n}"))
+                .map(|(k, n)| {
+                    let expected = if self.expects_fail(k) {
+                        " (expected)"
+                    } else {
+                        ""
+                    };
+                    format!("{k} = {n}{expected}")
+                })
                 .collect();
             let undrained = self.verify_verdicts.contains(&RunVerdict::Error);
             let mut message = bad.join(", ");
@@ -122,7 +201,7 @@ impl ScenarioRun {
             }
             cases.push(Case {
                 name: "delivery invariants (verify)".into(),
-                status: if bad.is_empty() && !undrained {
+                status: if self.invariants_hold() {
                     CaseStatus::Pass
                 } else {
                     CaseStatus::Fail
@@ -130,13 +209,29 @@ impl ScenarioRun {
                 message: message.trim().to_string(),
             });
         }
+        let missed = self.missed_expectations();
+        if !self.expect_fail.is_empty() {
+            cases.push(Case {
+                name: format!("expected to fail: {}", self.expect_fail.join(", ")),
+                status: if missed.is_empty() {
+                    CaseStatus::Pass
+                } else {
+                    CaseStatus::Fail
+                },
+                message: if missed.is_empty() {
+                    String::new()
+                } else {
+                    format!("not caught: {}", missed.join(", "))
+                },
+            });
+        }
         for e in &self.thresholds {
             cases.push(Case {
                 name: format!("{} {}", e.metric, e.threshold),
                 status: match e.verdict {
-                    Verdict::Pass => CaseStatus::Pass,
-                    Verdict::Fail => CaseStatus::Fail,
                     Verdict::Skipped => CaseStatus::Skipped,
+                    _ if self.threshold_as_expected(e) => CaseStatus::Pass,
+                    _ => CaseStatus::Fail,
                 },
                 message: e.detail.clone().unwrap_or_default(),
             });
@@ -147,5 +242,80 @@ impl ScenarioRun {
             seconds: self.seconds,
             cases,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::threshold::Verdict;
+    use std::path::Path;
+
+    const UNSAFE: &str = r#"
+name = "isolate-leader-unsafe"
+[load]
+rate = 10
+duration = "5s"
+[thresholds]
+lost = "== 0"
+duplicated = "== 0"
+[expect]
+fail = ["lost"]
+"#;
+
+    fn run_with(lost: u64, duplicated: u64) -> ScenarioRun {
+        let sc = crate::scenario::format::parse(Path::new("u.toml"), UNSAFE).unwrap();
+        let mut o = ScenarioRun::new(&sc, "p", None);
+        o.verify = Some(VerifyCounts {
+            lost,
+            duplicated,
+            ..Default::default()
+        });
+        o.verify_verdicts = vec![if lost + duplicated > 0 {
+            RunVerdict::Fail
+        } else {
+            RunVerdict::Pass
+        }];
+        let eval = |metric: &str, n: u64| Evaluation {
+            metric: metric.into(),
+            threshold: "== 0".into(),
+            line: 1,
+            actual: Some(n as f64),
+            limit: Some(0.0),
+            verdict: if n == 0 { Verdict::Pass } else { Verdict::Fail },
+            detail: None,
+        };
+        o.thresholds = vec![eval("lost", lost), eval("duplicated", duplicated)];
+        o
+    }
+
+    #[test]
+    fn an_expected_loss_passes_only_when_caught() {
+        // The unsafe stack lost messages and verify caught it: the run passes.
+        assert_eq!(run_with(3, 0).judged(), RunVerdict::Pass);
+        // It lost nothing: the expectation was missed, so the run fails.
+        let missed = run_with(0, 0);
+        assert_eq!(missed.missed_expectations(), vec!["lost".to_string()]);
+        assert_eq!(missed.judged(), RunVerdict::Fail);
+        // A failure that was not expected still fails the run.
+        assert_eq!(run_with(3, 2).judged(), RunVerdict::Fail);
+        let suite = run_with(0, 0).junit();
+        assert!(suite
+            .cases
+            .iter()
+            .any(|c| c.name.starts_with("expected to fail") && c.status == CaseStatus::Fail));
+    }
+
+    #[test]
+    fn without_expectations_any_failure_fails() {
+        let sc = crate::scenario::format::parse(
+            Path::new("s.toml"),
+            &UNSAFE.replace("[expect]\nfail = [\"lost\"]\n", ""),
+        )
+        .unwrap();
+        assert!(sc.expect_fail.is_empty());
+        let mut o = run_with(3, 0);
+        o.expect_fail = sc.expect_fail;
+        assert_eq!(o.judged(), RunVerdict::Fail);
     }
 }

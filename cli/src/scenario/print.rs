@@ -89,9 +89,14 @@ pub fn check_rows(o: &ScenarioRun) -> Vec<CheckRow> {
     let mut rows = Vec::new();
     match &o.verify {
         Some(c) => {
-            let bad = c.must_be_zero().iter().filter(|(_, n)| *n > 0).count();
+            let broken = o.broken_invariants();
             let undrained = o.verify_verdicts.contains(&RunVerdict::Error);
-            let ok = bad == 0 && !undrained;
+            let ok = o.invariants_hold();
+            let expected: Vec<&str> = broken
+                .iter()
+                .map(|(k, _)| *k)
+                .filter(|k| o.expects_fail(k))
+                .collect();
             rows.push(CheckRow {
                 check: "invariants (verify)".into(),
                 threshold: INVARIANTS.into(),
@@ -101,7 +106,11 @@ pub fn check_rows(o: &ScenarioRun) -> Vec<CheckRow> {
                     if undrained { "; did not drain" } else { "" }
                 ),
                 class: if ok { CheckClass::Pass } else { CheckClass::Fail },
-                verdict_text: if ok { "pass" } else { "FAIL" }.into(),
+                verdict_text: match (ok, expected.is_empty()) {
+                    (true, true) => "pass".into(),
+                    (true, false) => format!("pass: {} caught, as expected", expected.join(", ")),
+                    (false, _) => "FAIL".into(),
+                },
             });
         }
         None => rows.push(CheckRow {
@@ -117,10 +126,20 @@ pub fn check_rows(o: &ScenarioRun) -> Vec<CheckRow> {
             .detail
             .as_deref()
             .map_or(String::new(), |d| format!(": {d}"));
-        let (class, verdict_text) = match e.verdict {
-            Verdict::Pass => (CheckClass::Pass, "pass".to_string()),
-            Verdict::Fail => (CheckClass::Fail, format!("FAIL{detail}")),
-            Verdict::Skipped => (CheckClass::Skipped, format!("skipped{detail}")),
+        let expected = o.expects_fail(&e.metric);
+        let (class, verdict_text) = match (e.verdict, expected) {
+            (Verdict::Pass, false) => (CheckClass::Pass, "pass".to_string()),
+            (Verdict::Fail, false) => (CheckClass::Fail, format!("FAIL{detail}")),
+            (Verdict::Fail, true) => (
+                CheckClass::Pass,
+                format!("pass: failed as expected{detail}"),
+            ),
+            (Verdict::Pass, true) => (
+                CheckClass::Fail,
+                "FAIL: expected to fail (the fault did not cause it, or the check missed it)"
+                    .to_string(),
+            ),
+            (Verdict::Skipped, _) => (CheckClass::Skipped, format!("skipped{detail}")),
         };
         rows.push(CheckRow {
             check: e.metric.clone(),
@@ -136,6 +155,28 @@ pub fn check_rows(o: &ScenarioRun) -> Vec<CheckRow> {
                 .map_or_else(|| "not measured".into(), |v| fmt_metric(&e.metric, v)),
             class,
             verdict_text,
+        });
+    }
+    let missed = o.missed_expectations();
+    if !o.expect_fail.is_empty() {
+        rows.push(CheckRow {
+            check: "expected failures".into(),
+            threshold: format!("fail: {}", o.expect_fail.join(", ")),
+            actual: if missed.is_empty() {
+                "all caught".into()
+            } else {
+                format!("not caught: {}", missed.join(", "))
+            },
+            class: if missed.is_empty() {
+                CheckClass::Pass
+            } else {
+                CheckClass::Fail
+            },
+            verdict_text: if missed.is_empty() {
+                "pass".into()
+            } else {
+                "FAIL: the harness did not catch what the scenario expects".into()
+            },
         });
     }
     rows

@@ -23,7 +23,7 @@ use super::outcome::{RunVerdict, ScenarioRun};
 use super::phases;
 use super::progress::{Live, Plan};
 use super::recovery::{self, LagSample};
-use super::threshold::{self, Metrics, Verdict};
+use super::threshold::{self, Metrics};
 use super::timeline::{self, Records, Rollbacks};
 use crate::bench::{self, BenchOptions, Mode, ProgressContext};
 use crate::events::EventLog;
@@ -97,6 +97,7 @@ pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
                     },
                     faults: Vec::new(),
                     thresholds: Vec::new(),
+                    expect_fail: Vec::new(),
                 },
                 &opts.stack.project,
                 baseline_path(opts),
@@ -286,13 +287,9 @@ async fn execute(
     if let Some(b) = baseline {
         out.comparison = compare(b, &out.metrics);
     }
-    let verified = out.verify_verdicts.iter().all(|v| *v == RunVerdict::Pass);
-    let thresholds_ok = out.thresholds.iter().all(|e| e.verdict != Verdict::Fail);
-    out.verdict = if verified && thresholds_ok {
-        RunVerdict::Pass
-    } else {
-        RunVerdict::Fail
-    };
+    // Verify's own verdicts say pass only when every invariant holds; the run's judgement
+    // also knows which failures the scenario expects (`[expect] fail`).
+    out.verdict = out.judged();
     Ok(())
 }
 
