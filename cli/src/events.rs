@@ -35,6 +35,10 @@ pub struct Event {
     /// its stack's; absent in files written before the field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// What a Kafka role resolved to (`kafka:leader(wiber.messages/0) → kafka#2: ...`) and
+    /// how a network fault was applied (mechanism, peers, fault id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Event {
@@ -52,6 +56,7 @@ impl Event {
             },
             undo_at_ms: None,
             project: None,
+            detail: None,
         }
     }
 

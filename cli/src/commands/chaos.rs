@@ -24,10 +24,18 @@ use crate::units::parse_duration;
 #[command(
     after_help = "ACTION: kill (SIGKILL unless --signal: the crash fault), stop (graceful), start, \
 restart, pause (freeze: sockets stay open, nothing answers), unpause, disconnect (cut off the \
-stack's network, docker only), reconnect, scale (add consumers up to --to); or a shortcut that \
-names its target: kill-consumer, kill-api, kill-broker, restart-mongo, pause-consumer.\n\n\
+stack's network, docker only), reconnect, scale (add consumers up to --to); network faults \
+(docker only, iptables/tc inside the target's network namespace): loss (--percent, --peers), \
+partition (--peers, --direction), bandwidth (--kbit), heal (remove them: from TARGET, or from \
+the whole stack without one); or a shortcut that names its target: kill-consumer, kill-api, \
+kill-broker, restart-mongo, pause-consumer.\n\n\
 TARGET: a service (all its instances: kafka, postgres, mongo, api, consumer), an instance \
-(consumer#2, postgres#1), or random:SERVICE (one running instance at random, chosen anew each time).\n\n\
+(consumer#2, postgres#1, kafka#3), random:SERVICE (one running instance at random, chosen anew \
+each time), or a Kafka role asked of the cluster when the fault fires: \
+kafka:leader(wiber.messages/3), kafka:controller, kafka:coordinator(wiber-consumers).\n\n\
+Network faults are recorded before they are applied (.wiber/stacks/PROJECT/netfaults.json): \
+`chaos heal` removes every one, also after a wiberctl that applied it was killed; `stack status` \
+lists them; `stack down` heals first.\n\n\
 The undo actions (start, unpause, reconnect) do nothing to an instance already in the state \
 they restore, so repeating them is safe. Every action (and every --for undo) is appended to \
 the events file as a JSON line: time_ms, time, action, target, container, result.\n\n\
@@ -35,13 +43,18 @@ Exit codes: 0 every action succeeded (or --dry-run); 2 an action failed, the tar
 or no stack was found.\n\n\
 Examples:\n  wiberctl chaos kill-consumer\n  wiberctl chaos kill consumer#2 --signal TERM\n  \
 wiberctl chaos pause random:consumer --for 10s\n  wiberctl chaos disconnect kafka --for 5s --every 30s --count 4\n  \
-wiberctl chaos restart consumer#1\n  wiberctl chaos scale consumer --to 3\n  wiberctl chaos kill api --dry-run"
+wiberctl chaos restart consumer#1\n  wiberctl chaos scale consumer --to 3\n  wiberctl chaos kill api --dry-run\n  \
+wiberctl chaos kill kafka:leader(wiber.messages/0) --for 20s\n  \
+wiberctl chaos partition kafka:controller --peers kafka --for 15s\n  \
+wiberctl chaos loss mongo --peers consumer --percent 20 --for 30s\n  wiberctl chaos heal"
 )]
 pub struct ChaosArgs {
     /// What to do: an action or a shortcut (see below).
     #[arg(value_parser = parse_action)]
     pub action: (Action, Option<Target>),
-    /// kafka, postgres, mongo, api, consumer, consumer#2, random:consumer (not with a shortcut).
+    /// kafka, postgres, mongo, api, consumer, consumer#2, random:consumer, kafka:controller,
+    /// kafka:leader(wiber.messages/0), kafka:coordinator(wiber-consumers) (not with a
+    /// shortcut; optional for heal).
     pub target: Option<String>,
     #[command(flatten)]
     pub stack: StackArgs,
@@ -60,6 +73,19 @@ pub struct ChaosArgs {
     /// `scale`: how many consumers to have (1..=32).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub to: Option<u32>,
+    /// `loss`: the share of packets dropped, percent (e.g. 20).
+    #[arg(long)]
+    pub percent: Option<f64>,
+    /// `bandwidth`: the egress rate, kbit/s (e.g. 512).
+    #[arg(long)]
+    pub kbit: Option<u64>,
+    /// `loss`, `partition`: whom to cut the target from, comma separated (kafka, consumer,
+    /// api, mongo, kafka#2, kafka:controller, ...). Default: everyone.
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<String>,
+    /// `partition`: both (default), in (drop what the peers send), out (drop what goes to them).
+    #[arg(long, value_enum)]
+    pub direction: Option<crate::runtime::netfault::Direction>,
     /// Print what would be done; touch nothing (no action, no event).
     #[arg(long)]
     pub dry_run: bool,
@@ -80,7 +106,7 @@ fn parse_action(s: &str) -> Result<(Action, Option<Target>), String> {
 /// The flags as one fault of the timeline, checked by the rules scenario files' faults
 /// keep ([`FaultSpec::check`]).
 fn fault_spec(args: &ChaosArgs) -> Result<FaultSpec> {
-    let (action, shortcut) = args.action;
+    let (action, shortcut) = args.action.clone();
     let name = action.name();
     let target = match (shortcut, &args.target) {
         (Some(_), Some(t)) => bail!("this action is a shortcut and takes no TARGET (got {t:?})"),
@@ -100,6 +126,16 @@ fn fault_spec(args: &ChaosArgs) -> Result<FaultSpec> {
         for_: args.for_,
         signal: args.signal,
         to: args.to,
+        net: fault::NetSpec {
+            percent: args.percent,
+            kbit: args.kbit,
+            peers: args
+                .peers
+                .iter()
+                .map(|p| Target::parse(p).map_err(|e| e.context(format!("--peers {p:?}"))))
+                .collect::<Result<_>>()?,
+            direction: args.direction,
+        },
     };
     // The same rules as a scenario file's faults (their keys are this command's flags).
     spec.check().map_err(|rule| anyhow::anyhow!(rule.message))?;
@@ -107,6 +143,9 @@ fn fault_spec(args: &ChaosArgs) -> Result<FaultSpec> {
 }
 
 pub async fn run(args: ChaosArgs, json: bool) -> Result<Exit> {
+    if args.action.0 == Action::Heal && args.target.is_none() {
+        return heal_all(&args, json).await;
+    }
     let spec = fault_spec(&args)?;
     // Installed before the first action so that Ctrl-C (or SIGTERM) during `--for` is
     // noticed and the undo still runs instead of the process dying mid-fault.
@@ -193,6 +232,38 @@ pub async fn run(args: ChaosArgs, json: bool) -> Result<Exit> {
     Ok(exit::PASS)
 }
 
+/// `chaos heal` without a target: every network fault wiberctl applied to the stack,
+/// from its ledger, and any of its rules left without a record.
+async fn heal_all(args: &ChaosArgs, json: bool) -> Result<Exit> {
+    let stack = Stack::open(&args.stack.locator()).await?;
+    if args.dry_run {
+        let active = stack.active_faults()?;
+        if json {
+            output::json(&serde_json::json!({"dry_run": true, "would_heal": active}));
+        } else {
+            for e in &active {
+                println!("would heal {}", e.describe());
+            }
+            println!("{} recorded fault(s); unrecorded WIBER rules would be swept too (dry run: nothing done)", active.len());
+        }
+        return Ok(exit::PASS);
+    }
+    let healed = stack.heal_all().await?;
+    if json {
+        output::json(&serde_json::json!({"healed": healed, "ok": true}));
+    } else {
+        for h in &healed {
+            println!("healed {h}");
+        }
+        eprintln!(
+            "{} network fault(s) healed; none left on {}",
+            healed.len(),
+            args.stack.project
+        );
+    }
+    Ok(exit::PASS)
+}
+
 /// What the fault would do, resolved against the stack as it is now.
 async fn dry_run(stack: &Stack, spec: &FaultSpec, log: &EventLog, json: bool) -> Result<Exit> {
     let mut plan = Vec::new();
@@ -204,7 +275,18 @@ async fn dry_run(stack: &Stack, spec: &FaultSpec, log: &EventLog, json: bool) ->
         ));
     } else {
         let have = stack.list().await?;
-        for i in spec.target.resolve(&have, spec.action.wants_running())? {
+        let target = match &spec.target {
+            Target::Kafka(role) => {
+                let r = stack.resolve_kafka(role).await?;
+                plan.push(format!(
+                    "{} is kafka#{} now ({})",
+                    r.role, r.node_id, r.detail
+                ));
+                Target::Instance(r.instance()?)
+            }
+            t => t.clone(),
+        };
+        for i in target.resolve(&have, spec.action.wants_running())? {
             let mut what = format!(
                 "{} {} (container {}, {})",
                 spec.action.label(spec.signal()),

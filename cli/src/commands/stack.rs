@@ -204,6 +204,12 @@ async fn down(r: &StackArgs, volumes: bool, json: bool) -> Result<Exit> {
         }
         Err(e) => return Err(e),
     };
+    // Network faults first: a rule left in a namespace dies with its container, but the
+    // record of it would outlive the stack and mislead the next one of this project.
+    let healed = stack.heal_all().await?;
+    if !healed.is_empty() && !json {
+        eprintln!("healed {} network fault(s) first", healed.len());
+    }
     let summary = stack.down(volumes).await?;
     if json {
         output::json(
@@ -295,9 +301,24 @@ async fn status(r: &StackArgs, json: bool) -> Result<Exit> {
         .collect();
     let problems = report.problems(false);
     let ok = problems.is_empty();
+    let faults = stack.active_faults()?;
+    // A cluster's partitions: who leads each and who is in sync (what leader and ISR
+    // faults change). One broker leads everything, so it is shown for clusters only.
+    let brokers = rows.iter().filter(|c| c.service == "kafka").count();
+    let partitions = match (&ep.kafka_bootstrap, brokers > 1) {
+        (Some(b), true) => {
+            kafka::cluster::describe_topic(b, &ep.names.topic, Duration::from_secs(5)).await
+        }
+        _ => Ok(Vec::new()),
+    };
+    let (partitions, partitions_error) = match partitions {
+        Ok(p) => (p, None),
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    };
     if json {
         output::json(&serde_json::json!({
             "project": r.project, "runtime": stack.kind(), "ok": ok, "problems": problems,
+            "network_faults": faults, "partitions": partitions, "partitions_error": partitions_error,
             "containers": rows, "api": api_json,
             "topic": ep.names.topic, "group": ep.names.group,
             "database": ep.names.db, "collection": ep.names.collection,
@@ -339,6 +360,46 @@ async fn status(r: &StackArgs, json: bool) -> Result<Exit> {
             ApiReadiness::NoApi => "not reachable: no api instance with a published port".into(),
         };
         println!("api: {api_line}");
+        if faults.is_empty() {
+            println!("network faults: none");
+        } else {
+            println!("network faults (heal with `wiberctl chaos heal`):");
+            for f in &faults {
+                let until = f
+                    .until
+                    .map(|u| format!(", until {}", u.format("%H:%M:%S")))
+                    .unwrap_or_else(|| ", until healed".into());
+                println!(
+                    "  {} since {}{until}",
+                    f.describe(),
+                    f.applied_at.format("%H:%M:%S")
+                );
+            }
+        }
+        if let Some(e) = &partitions_error {
+            println!("partitions of {}: unknown ({e})", ep.names.topic);
+        } else if !partitions.is_empty() {
+            let mut pt = output::table(&["partition", "leader", "replicas", "in sync"]);
+            let ids = |v: &[i32]| {
+                v.iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            for p in &partitions {
+                pt.add_row(vec![
+                    p.partition.to_string(),
+                    p.leader.map_or("none".into(), |l| format!("kafka#{l}")),
+                    ids(&p.replicas),
+                    ids(&p.isr),
+                ]);
+            }
+            println!(
+                "partitions of {}:
+{pt}",
+                ep.names.topic
+            );
+        }
         match lag_error {
             Some(e) => println!("lag of group {}: unknown ({e})", ep.names.group),
             None => {

@@ -1,6 +1,7 @@
 //! The fault model, one for `wiberctl chaos` and scenario files: what a fault does
-//! ([`Action`], with [`Signal`] for kills), whom it acts on ([`Target`]), what undoes it
-//! ([`Action::undo`]), and the shortcuts (`kill-consumer`, ...) both accept.
+//! ([`Action`], with [`Signal`] for kills and [`NetSpec`] for network faults), whom it
+//! acts on ([`Target`], including Kafka roles resolved when the fault fires), what undoes
+//! it ([`Action::undo`]), and the shortcuts (`kill-consumer`, ...) both accept.
 //!
 //! Idempotence, kept by [`super::Stack::apply`]: the undo actions (`start`, `unpause`,
 //! `reconnect`) are no-ops on an instance already in the state they restore, so a
@@ -11,7 +12,24 @@ use std::str::FromStr;
 
 use anyhow::{anyhow, bail, Result};
 
+use super::netfault::Direction;
 use super::{InstanceId, InstanceInfo, InstanceState, ParseIdError, Service};
+use crate::kafka::cluster::KafkaRole;
+
+/// The parameters of a network fault, as written: the peers are still named (resolved to
+/// addresses when the fault fires, as the instances may have moved).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NetSpec {
+    /// `loss`: the share of packets dropped, in percent (0 < p <= 100).
+    pub percent: Option<f64>,
+    /// `bandwidth`: the egress rate, kbit/s.
+    pub kbit: Option<u64>,
+    /// `loss`, `partition`: whom the fault cuts the target from; empty: everyone.
+    /// `api` stands for the host side of the stack's network (the api runs on the host).
+    pub peers: Vec<Target>,
+    /// `partition`: which way packets are dropped.
+    pub direction: Option<Direction>,
+}
 
 /// What a fault does to an instance (or, for `scale`, to a service).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,10 +50,19 @@ pub enum Action {
     Reconnect,
     /// Add instances of a service until it has `to` of them.
     Scale,
+    /// Drop a share of the packets exchanged with the peers (iptables, docker only).
+    Loss,
+    /// Drop every packet exchanged with the peers, one or both ways (iptables, docker only).
+    Partition,
+    /// Limit the instance's egress rate (tc tbf, docker only).
+    Bandwidth,
+    /// Remove the network faults wiberctl applied to the instance (every instance when
+    /// `chaos heal` names none).
+    Heal,
 }
 
 /// Every action, for help texts and error messages.
-pub const ACTIONS: [Action; 9] = [
+pub const ACTIONS: [Action; 13] = [
     Action::Kill,
     Action::Stop,
     Action::Start,
@@ -45,6 +72,10 @@ pub const ACTIONS: [Action; 9] = [
     Action::Disconnect,
     Action::Reconnect,
     Action::Scale,
+    Action::Loss,
+    Action::Partition,
+    Action::Bandwidth,
+    Action::Heal,
 ];
 
 /// Shortcuts: a name that stands for an action and its target.
@@ -68,7 +99,16 @@ impl Action {
             Action::Disconnect => "disconnect",
             Action::Reconnect => "reconnect",
             Action::Scale => "scale",
+            Action::Loss => "loss",
+            Action::Partition => "partition",
+            Action::Bandwidth => "bandwidth",
+            Action::Heal => "heal",
         }
+    }
+
+    /// Network faults: applied inside the instance's network namespace, undone by `heal`.
+    pub fn is_network(self) -> bool {
+        matches!(self, Action::Loss | Action::Partition | Action::Bandwidth)
     }
 
     /// An action or a shortcut by name: the action, and the target a shortcut names.
@@ -91,6 +131,7 @@ impl Action {
             Action::Kill | Action::Stop => Some(Action::Start),
             Action::Pause => Some(Action::Unpause),
             Action::Disconnect => Some(Action::Reconnect),
+            Action::Loss | Action::Partition | Action::Bandwidth => Some(Action::Heal),
             _ => None,
         }
     }
@@ -100,7 +141,14 @@ impl Action {
     pub fn wants_running(self) -> bool {
         matches!(
             self,
-            Action::Kill | Action::Stop | Action::Restart | Action::Pause | Action::Disconnect
+            Action::Kill
+                | Action::Stop
+                | Action::Restart
+                | Action::Pause
+                | Action::Disconnect
+                | Action::Loss
+                | Action::Partition
+                | Action::Bandwidth
         )
     }
 
@@ -185,26 +233,40 @@ impl FromStr for Signal {
 }
 
 /// Who a fault acts on: `consumer#2` (one instance), `consumer` (every instance of the
-/// service) or `random:consumer` (one instance, chosen anew each time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// service), `random:consumer` (one instance, chosen anew each time) or a Kafka role
+/// (`kafka:leader(wiber.messages/3)`, `kafka:controller`, `kafka:coordinator(group)`),
+/// resolved from the cluster's metadata each time the fault fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Instance(InstanceId),
     /// Every instance of the service.
     Service(Service),
     /// One instance, chosen anew at each occurrence.
     Random(Service),
+    /// The broker that holds a role when the fault fires.
+    Kafka(KafkaRole),
 }
 
 impl Target {
-    pub fn parse(s: &str) -> Result<Target, ParseIdError> {
+    /// Parses a target. Kafka roles that omit the topic or group get the stack's defaults
+    /// (`wiber.messages`, `wiber-consumers`).
+    pub fn parse(s: &str) -> Result<Target> {
         let s = s.trim();
-        if let Some(svc) = s.strip_prefix("random:") {
-            return svc.parse().map(Target::Random);
+        if let Some(role) = s.strip_prefix("kafka:") {
+            return Ok(Target::Kafka(KafkaRole::parse(
+                role,
+                wiber_model::contract::defaults::TOPIC,
+                wiber_model::contract::defaults::CONSUMER_GROUP,
+            )?));
         }
-        if s.contains('#') {
-            return s.parse().map(Target::Instance);
-        }
-        s.parse().map(Target::Service)
+        let parsed: Result<Target, ParseIdError> = if let Some(svc) = s.strip_prefix("random:") {
+            svc.parse().map(Target::Random)
+        } else if s.contains('#') {
+            s.parse().map(Target::Instance)
+        } else {
+            s.parse().map(Target::Service)
+        };
+        Ok(parsed?)
     }
 
     /// The instances this target names in a stack that has `have`. A random target
@@ -224,6 +286,9 @@ impl Target {
                 .cloned()
                 .map(|i| vec![i])
                 .ok_or_else(|| anyhow!("unknown target {id}: the stack has {}", list())),
+            Target::Kafka(role) => bail!(
+                "{role} names a broker only once the cluster is asked (when the fault fires); resolve it first"
+            ),
             Target::Service(s) | Target::Random(s) => {
                 let of: Vec<&InstanceInfo> = have.iter().filter(|i| i.id.service == *s).collect();
                 if of.is_empty() {
@@ -254,6 +319,7 @@ impl fmt::Display for Target {
             Target::Instance(id) => write!(f, "{id}"),
             Target::Service(s) => write!(f, "{s}"),
             Target::Random(s) => write!(f, "random:{s}"),
+            Target::Kafka(role) => write!(f, "{role}"),
         }
     }
 }

@@ -425,6 +425,14 @@ impl LocalStack {
         &self.dir
     }
 
+    /// The project: the name of the stack's directory (`.wiber/stacks/<project>`).
+    pub fn project(&self) -> &str {
+        self.dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+    }
+
     /// The config with resolved ports.
     pub fn config(&self) -> LocalStackConfig {
         self.lock().config.clone()

@@ -16,6 +16,8 @@ use super::{
 };
 use crate::provision;
 
+mod network;
+
 /// Which stack: a project name, and the runtime if the caller knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Locator {
@@ -239,6 +241,20 @@ impl Stack {
             Action::Scale => {
                 bail!("scale acts on a service, not on {id}: use `Stack::scale`")
             }
+            Action::Heal => self.heal_instance(id).await.map(|_| ()),
+            Action::Loss | Action::Partition | Action::Bandwidth => {
+                bail!(
+                    "{action} needs its parameters (peers, percent, kbit): use `Stack::apply_net`"
+                )
+            }
+        }
+    }
+
+    /// The project the stack belongs to.
+    pub fn project(&self) -> &str {
+        match &self.backend {
+            Backend::Docker(d) => d.project(),
+            Backend::Local(l) => l.project(),
         }
     }
 

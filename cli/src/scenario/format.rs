@@ -16,6 +16,8 @@ use wiber_model::report::{ReadKind, ReadSource, ReadsConfig, VerifyCounts};
 
 use super::threshold::{self, Threshold};
 use crate::bench::reads::{ReadRates, DEFAULT_FIXTURE_MESSAGES, PAGE};
+use crate::runtime::fault::NetSpec;
+use crate::runtime::netfault::Direction;
 use crate::runtime::{Action, Service, Signal, Target};
 
 /// Longest load a scenario may ask for: every loop of a run is bounded.
@@ -100,6 +102,10 @@ struct RawFault {
     for_: Option<Spanned<String>>,
     signal: Option<Spanned<String>>,
     to: Option<Spanned<u32>>,
+    percent: Option<Spanned<f64>>,
+    kbit: Option<Spanned<u64>>,
+    peers: Option<Spanned<Vec<String>>>,
+    direction: Option<Spanned<String>>,
 }
 
 // --- the validated scenario ----------------------------------------------------------
@@ -192,6 +198,8 @@ pub struct FaultSpec {
     pub signal: Option<Signal>,
     /// `scale`: how many instances the service should have.
     pub to: Option<u32>,
+    /// `loss`, `partition`, `bandwidth`: percent, kbit, peers, direction.
+    pub net: NetSpec,
 }
 
 /// The key (scenario file) or flag (`chaos`) a broken fault rule is about.
@@ -202,6 +210,10 @@ pub enum FaultField {
     Signal,
     To,
     Target,
+    Percent,
+    Kbit,
+    Peers,
+    Direction,
 }
 
 /// A fault rule a [`FaultSpec`] breaks; the message names the keys (`for`, `every`, ...),
@@ -267,7 +279,63 @@ impl FaultSpec {
             }
             (Action::Scale, Some(_)) | (_, None) => Ok(()),
             (_, Some(_)) => broken(FaultField::To, "to applies to scale only".into()),
+        }?;
+        self.check_net()
+    }
+
+    /// The rules of the network faults' parameters.
+    fn check_net(&self) -> Result<(), FaultRuleError> {
+        let broken = |field, message: String| Err(FaultRuleError { field, message });
+        let n = &self.net;
+        match (self.action, n.percent) {
+            (Action::Loss, None) => {
+                return broken(
+                    FaultField::Percent,
+                    "loss needs percent = 20 (the share of packets dropped)".into(),
+                )
+            }
+            (Action::Loss, Some(p)) if !(p > 0.0 && p <= 100.0) => {
+                return broken(
+                    FaultField::Percent,
+                    format!("percent = {p} is out of range: more than 0, at most 100"),
+                )
+            }
+            (Action::Loss, _) | (_, None) => {}
+            (_, Some(_)) => {
+                return broken(FaultField::Percent, "percent applies to loss only".into())
+            }
         }
+        match (self.action, n.kbit) {
+            (Action::Bandwidth, None) => {
+                return broken(
+                    FaultField::Kbit,
+                    "bandwidth needs kbit = 512 (the egress rate, kbit/s)".into(),
+                )
+            }
+            (Action::Bandwidth, Some(0)) => {
+                return broken(
+                    FaultField::Kbit,
+                    "kbit must be more than 0 (a partition cuts everything)".into(),
+                )
+            }
+            (Action::Bandwidth, _) | (_, None) => {}
+            (_, Some(_)) => {
+                return broken(FaultField::Kbit, "kbit applies to bandwidth only".into())
+            }
+        }
+        if !n.peers.is_empty() && !matches!(self.action, Action::Loss | Action::Partition) {
+            return broken(
+                FaultField::Peers,
+                "peers applies to loss and partition only".into(),
+            );
+        }
+        if n.direction.is_some() && self.action != Action::Partition {
+            return broken(
+                FaultField::Direction,
+                "direction applies to partition only".into(),
+            );
+        }
+        Ok(())
     }
 
     /// When each occurrence starts, offsets from the start of the load.
@@ -337,7 +405,7 @@ const SYNTAX_STACK: &str =
 const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\", reads = { conversation = 200, user = 50, count = 20 } (reads/s of each kind, any of the three), read_fixture = 1000 (read that many conversations of a `wiberctl store fill` fixture instead of the run's own), read_fixture_size = 1000 (messages per fixture conversation); or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
 const SYNTAX_STAGE: &str =
     "[[load.stages]] to = 400 (req/s at the end of the stage), over = \"10s\"";
-const SYNTAX_FAULT: &str = "[[faults]] at = \"15s\", action = \"kill\" (kill, stop, start, restart, pause, unpause, disconnect, reconnect, scale, or a chaos shortcut such as kill-consumer), target = \"consumer#1\" | \"consumer\" | \"random:consumer\", optional for = \"5s\", every = \"10s\" + count = 3, signal = \"TERM\", to = 3 (scale)";
+const SYNTAX_FAULT: &str = "[[faults]] at = \"15s\", action = \"kill\" (kill, stop, start, restart, pause, unpause, disconnect, reconnect, scale, loss, partition, bandwidth, heal, or a chaos shortcut such as kill-consumer), target = \"consumer#1\" | \"consumer\" | \"random:consumer\" | \"kafka:leader(wiber.messages/0)\" | \"kafka:controller\" | \"kafka:coordinator(wiber-consumers)\", optional for = \"5s\", every = \"10s\" + count = 3, signal = \"TERM\", to = 3 (scale), percent = 20 (loss), kbit = 512 (bandwidth), peers = [\"consumer\", \"kafka\"] (loss, partition; omitted: everyone), direction = \"both\" | \"in\" | \"out\" (partition)";
 const SYNTAX_THRESHOLD: &str = "[thresholds] lost = \"== 0\", \"ack.p99\" = \"< 200ms\", achieved_rate = \">= 0.99 * rate\", \"e2e.p99\" = [\"< 1s\", \"< 1.2 * baseline\"], \"reads.count.error_rate\" = \"== 0\" (OP is == != < <= > >=)";
 
 struct Ctx<'a> {
@@ -830,6 +898,36 @@ fn fault_spec(
         for_,
         signal,
         to: f.to.as_ref().map(|t| *t.get_ref()),
+        net: NetSpec {
+            percent: f.percent.as_ref().map(|p| *p.get_ref()),
+            kbit: f.kbit.as_ref().map(|k| *k.get_ref()),
+            peers: match &f.peers {
+                None => Vec::new(),
+                Some(list) => list
+                    .get_ref()
+                    .iter()
+                    .map(|p| {
+                        Target::parse(p).map_err(|e| {
+                            err(list.span().start, format!("peer {p:?}: {e:#}"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+            direction: match &f.direction {
+                None => None,
+                Some(d) => Some(match d.get_ref().trim() {
+                    "both" => Direction::Both,
+                    "in" => Direction::In,
+                    "out" => Direction::Out,
+                    other => {
+                        return Err(err(
+                            d.span().start,
+                            format!("unknown direction {other:?}: expected \"both\", \"in\" (drop what the peers send) or \"out\" (drop what goes to them)"),
+                        ))
+                    }
+                }),
+            },
+        },
     };
     spec.check().map_err(|rule| {
         // Point at the key the rule is about, where the entry has it.
@@ -839,6 +937,10 @@ fn fault_spec(
             FaultField::Signal => f.signal.as_ref().map(|v| v.span().start),
             FaultField::To => f.to.as_ref().map(|v| v.span().start),
             FaultField::Target => None,
+            FaultField::Percent => f.percent.as_ref().map(|v| v.span().start),
+            FaultField::Kbit => f.kbit.as_ref().map(|v| v.span().start),
+            FaultField::Peers => f.peers.as_ref().map(|v| v.span().start),
+            FaultField::Direction => f.direction.as_ref().map(|v| v.span().start),
         };
         err(at.unwrap_or(start), rule.message)
     })?;

@@ -909,6 +909,7 @@ mod tests {
             acted_ms: Some(T0 + at_s * 1000 + 20),
             ended_ms: end_s.map(|e| T0 + e * 1000),
             result: "ok".into(),
+            detail: None,
         }
     }
 

@@ -196,6 +196,7 @@ mod tests {
             acted_ms: Some(start + 10),
             ended_ms: Some(end),
             result: "ok".into(),
+            detail: None,
         }
     }
 

@@ -161,9 +161,32 @@ async fn execute(
     dir: &Path,
     out: &mut ScenarioRun,
 ) -> Result<()> {
-    // 1. The stack.
+    // 1. The stack. A fault this runtime cannot apply is refused before anything starts.
+    let network = sc.faults.iter().find(|f| f.action.is_network());
+    if let (Some(f), Some(crate::runtime::RuntimeKind::Local)) = (network, opts.stack.runtime) {
+        bail!(
+            "{}: {} is a network fault, which needs the docker runtime (each instance in its \
+             own network namespace); run with --runtime docker",
+            f.origin(),
+            f.action
+        );
+    }
     let stack = bring_up(sc, opts, out).await?;
     out.runtime = Some(stack.kind());
+    if let Some(f) = network {
+        stack
+            .network_faults_supported()
+            .with_context(|| format!("{}: {}", f.origin(), f.action))?;
+    }
+    // Faults an earlier run left behind (a wiberctl killed mid-fault) are not this run's.
+    let healed = stack.heal_all().await?;
+    if !healed.is_empty() {
+        say(format!(
+            "  healed {} network fault(s) left by an earlier run: {}",
+            healed.len(),
+            healed.join("; ")
+        ));
+    }
     let ep = stack.endpoints().await?;
     let api_url = ep.api()?.to_string();
     // Topic, group, database and collection as the stack's services use them.

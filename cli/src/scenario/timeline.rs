@@ -17,6 +17,10 @@ use tokio::time::Instant;
 
 use super::format::FaultSpec;
 use crate::events::{Event, EventLog};
+use chrono::{DateTime, Utc};
+
+use crate::kafka::cluster::{KafkaRole, Resolved};
+use crate::runtime::fault::NetSpec;
 use crate::runtime::{Action, InstanceId, InstanceInfo, Service, Signal, Stack, Target};
 
 /// What the timeline does to the stack; implemented by [`Stack`] (below), and by a
@@ -28,6 +32,16 @@ pub trait FaultSeam {
     async fn apply(&self, action: Action, id: &InstanceId, sig: Signal) -> Result<()>;
     /// Adds instances of `service` until it has `to`; returns the ones added.
     async fn scale(&self, service: Service, to: u32) -> Result<Vec<InstanceId>>;
+    /// The broker holding a Kafka role now.
+    async fn resolve_kafka(&self, role: &KafkaRole) -> Result<Resolved>;
+    /// A network fault on one instance; returns what was applied (for the event log).
+    async fn apply_net(
+        &self,
+        action: Action,
+        id: &InstanceId,
+        net: &NetSpec,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<String>;
 }
 
 impl FaultSeam for Stack {
@@ -41,6 +55,20 @@ impl FaultSeam for Stack {
 
     async fn scale(&self, service: Service, to: u32) -> Result<Vec<InstanceId>> {
         Stack::scale(self, service, to).await
+    }
+
+    async fn resolve_kafka(&self, role: &KafkaRole) -> Result<Resolved> {
+        Stack::resolve_kafka(self, role).await
+    }
+
+    async fn apply_net(
+        &self,
+        action: Action,
+        id: &InstanceId,
+        net: &NetSpec,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<String> {
+        Stack::apply_net(self, action, id, net, until).await
     }
 }
 
@@ -65,6 +93,10 @@ pub struct FaultRecord {
     pub ended_ms: Option<i64>,
     /// `ok`, or `error: ...`.
     pub result: String,
+    /// What a Kafka role resolved to when the fault fired, and how a network fault was
+    /// applied (mechanism, peers' addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl FaultRecord {
@@ -242,7 +274,19 @@ async fn act<S: FaultSeam>(
 ) -> Result<usize> {
     let started_ms = wiber_model::now_ms();
     let have = seam.list().await?;
-    let chosen = resolve(&spec.target, &have, spec.action)?;
+    // A Kafka role names the broker that holds it now: asked of the cluster as the fault
+    // fires, and written down, since the answer changes with every election.
+    let (target, resolved) = match &spec.target {
+        Target::Kafka(role) => {
+            let r = seam.resolve_kafka(role).await?;
+            (Target::Instance(r.instance()?), Some(r))
+        }
+        t => (t.clone(), None),
+    };
+    let role_note = resolved
+        .as_ref()
+        .map(|r| format!("{} → kafka#{}: {}", r.role, r.node_id, r.detail));
+    let chosen = resolve(&target, &have, spec.action)?;
     let rec = records.push(FaultRecord {
         fault,
         occurrence,
@@ -255,6 +299,7 @@ async fn act<S: FaultSeam>(
         acted_ms: None,
         ended_ms: None,
         result: "running".into(),
+        detail: role_note.clone(),
     });
     let label = |id: &str| format!("{}: {} {id}", spec.origin(), spec.action.name());
     let result: Result<()> = async {
@@ -292,13 +337,31 @@ async fn act<S: FaultSeam>(
                     action: undo,
                 });
             }
-            let r = seam.apply(spec.action, &i.id, spec.signal()).await;
+            let r = if spec.action.is_network() {
+                let until = spec.for_.map(|d| {
+                    chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or_default()
+                });
+                seam.apply_net(spec.action, &i.id, &spec.net, until)
+                    .await
+                    .map(Some)
+            } else {
+                seam.apply(spec.action, &i.id, spec.signal())
+                    .await
+                    .map(|()| None)
+            };
             let mut ev = Event::now(
                 &spec.action.label(spec.signal()),
                 &i.id.to_string(),
                 &i.pid_or_container,
                 Ok(()),
             );
+            let applied = r.as_ref().ok().cloned().flatten();
+            let detail: Vec<String> = role_note.iter().chain(applied.iter()).cloned().collect();
+            if !detail.is_empty() {
+                ev.detail = Some(detail.join("; "));
+                records.update(rec, |r| r.detail = Some(detail.join("; ")));
+            }
+            let r = r.map(|_| ());
             if let Err(e) = &r {
                 ev.result = format!("error: {e:#}");
             }
@@ -450,6 +513,28 @@ pub(crate) mod tests {
                 .unwrap()
                 .push(format!("scale {service} {to}"));
             Ok(vec![InstanceId::new(service, to)])
+        }
+        async fn resolve_kafka(&self, role: &KafkaRole) -> Result<Resolved> {
+            // The mock's cluster: kafka#1 holds every role.
+            Ok(Resolved {
+                role: role.to_string(),
+                node_id: 1,
+                detail: "mock".into(),
+            })
+        }
+        async fn apply_net(
+            &self,
+            action: Action,
+            id: &InstanceId,
+            _net: &NetSpec,
+            _until: Option<DateTime<Utc>>,
+        ) -> Result<String> {
+            let what = format!("{} {id}", action.name());
+            self.done.lock().unwrap().push(what.clone());
+            if self.fail.contains(&what) {
+                bail!("injected failure of {what}");
+            }
+            Ok(format!("{what} (mock)"))
         }
     }
 

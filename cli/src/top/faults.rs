@@ -106,6 +106,7 @@ mod tests {
             result: "ok".into(),
             undo_at_ms,
             project: None,
+            detail: None,
         }
     }
 

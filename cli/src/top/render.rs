@@ -515,6 +515,7 @@ mod tests {
                 result: "ok".into(),
                 undo_at_ms: Some(1_700_000_020_000),
                 project: None,
+                detail: None,
             }],
             events_file: "reports/events.jsonl".into(),
             problems: vec!["kafka: broker down".into()],

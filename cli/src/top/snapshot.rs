@@ -499,6 +499,7 @@ mod tests {
             result: "ok".into(),
             undo_at_ms: undo,
             project: None,
+            detail: None,
         };
         let events = [
             ev("kill", "consumer#1", None),

@@ -50,6 +50,7 @@ use futures::StreamExt;
 
 pub mod images;
 mod lifecycle;
+mod netns;
 mod spec;
 mod status;
 
