@@ -562,6 +562,78 @@ fn pause_disconnect_and_dry_run_show_in_status() {
         .iter()
         .all(|e| e["result"] == "ok" && !e["container"].as_str().unwrap().is_empty()));
 
+    // A network fault outlives the wiberctl that applied it, and is still healed: the
+    // rule is recorded before it is applied, so SIGKILL during --for leaves a record that
+    // `stack status` lists and `chaos heal` removes, rule and record.
+    let mut chaos = Command::new(WIBERCTL)
+        .args([
+            "chaos",
+            "partition",
+            "consumer#1",
+            "--peers",
+            "mongo",
+            "--for",
+            "120s",
+        ])
+        .env("WIBER_PROJECT", &stack.project)
+        .env("WIBER_EVENTS", &stack.events)
+        .env("WIBER_ROOT", repo_root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rules = |project: &str| -> String {
+        let pid = Command::new("docker")
+            .args(["inspect", "--format", "{{.State.Pid}}"])
+            .arg(format!("{project}-consumer-1"))
+            .output()
+            .unwrap();
+        let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+        let out = Command::new("nsenter")
+            .args(["-t", &pid, "-n", "iptables", "-S"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let s = wait_status(
+        &stack,
+        "the partition recorded",
+        Duration::from_secs(60),
+        |s| s["network_faults"].as_array().is_some_and(|f| f.len() == 1),
+    );
+    assert_eq!(s["network_faults"][0]["instance"], "consumer#1", "{s:#}");
+    // Recorded before applied: wait (bounded) for the rule itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rules(&stack.project).contains("WIBER-") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    chaos.kill().unwrap(); // SIGKILL: no undo runs
+    chaos.wait().unwrap();
+    assert!(
+        rules(&stack.project).contains("-j WIBER-"),
+        "the rule stays after SIGKILL"
+    );
+    let out = stack.expect(&["chaos", "heal"], 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("partition from"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!rules(&stack.project).contains("WIBER-"), "healed");
+    let s = stack.status();
+    assert_eq!(
+        s["network_faults"].as_array().map(Vec::len),
+        Some(0),
+        "{s:#}"
+    );
+    // A network fault on the api (the host's network) is refused: it would cut the host.
+    let out = stack.expect(&["chaos", "loss", "api#1", "--percent", "10"], 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("host's network"),
+        "{}",
+        describe(&out)
+    );
+
     let out = stack.expect(&["stack", "logs", "consumer", "--tail", "5"], 0);
     let logs = String::from_utf8_lossy(&out.stdout);
     assert!(

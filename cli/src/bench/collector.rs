@@ -498,6 +498,10 @@ struct LedgerLine<'a> {
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     acked_timestamp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<i64>,
     attempts: u32,
     size: usize,
     content_hash: &'a str,
@@ -527,6 +531,8 @@ impl<'a> LedgerLine<'a> {
             status: s.status,
             error: s.error.as_deref(),
             acked_timestamp: s.acked_timestamp,
+            partition: s.position.map(|p| p.0),
+            offset: s.position.map(|p| p.1),
             attempts: s.attempts,
             size: s.size,
             content_hash: hex16(s.content_hash, hex),
@@ -618,6 +624,7 @@ mod tests {
             status: Some(201),
             error: error.map(str::to_string),
             acked_timestamp: acked,
+            position: acked.map(|_| (4, 1234)),
             attempts: 2,
             size: content.len(),
             content_hash: wiber_model::ledger::fnv1a(content.as_bytes()),
@@ -654,6 +661,8 @@ mod tests {
                 status: s.status,
                 error: s.error.clone(),
                 acked_timestamp: s.acked_timestamp,
+                partition: s.position.map(|p| p.0),
+                offset: s.position.map(|p| p.1),
                 attempts: s.attempts,
                 size: s.size,
                 content_hash: wiber_model::ledger::content_hash(&content),

@@ -34,6 +34,8 @@ pub struct Answer {
     pub error: Option<&'static str>,
     /// `timestamp` of a 2xx answer's body (ms since the epoch, the API's accept time).
     pub timestamp: Option<i64>,
+    /// Where Kafka put the record: the 2xx answer's `wiber-partition`/`wiber-offset`.
+    pub position: Option<(i32, i64)>,
 }
 
 impl Answer {
@@ -42,6 +44,7 @@ impl Answer {
             status: Some(status),
             error: None,
             timestamp: None,
+            position: None,
         }
     }
 
@@ -58,6 +61,7 @@ impl Answer {
             status: None,
             error: Some(kind),
             timestamp: None,
+            position: None,
         }
     }
 
@@ -203,6 +207,7 @@ impl HttpTransport {
                 },
             };
             let status = resp.status().as_u16();
+            let position = ack.then(|| kafka_position(resp.headers())).flatten();
             // Read the body to the end so the connection can carry the next request.
             let body = match resp.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
@@ -212,6 +217,7 @@ impl HttpTransport {
             return if ack && (200..300).contains(&status) {
                 Answer {
                     timestamp: acked_timestamp(&body),
+                    position,
                     ..Answer::status(status)
                 }
             } else {
@@ -307,6 +313,16 @@ impl Transport for HttpTransport {
 
 /// The `timestamp` of an ok answer's body (the stored message JSON); `None` when the body
 /// is not such JSON. Only that field is deserialised: the others are skipped unparsed.
+/// The partition and offset the API's answer names (absent from APIs before it did).
+pub fn kafka_position(h: &hyper::HeaderMap) -> Option<(i32, i64)> {
+    use wiber_model::contract::headers;
+    let num = |name: &str| h.get(name)?.to_str().ok()?.parse::<i64>().ok();
+    Some((
+        i32::try_from(num(headers::PARTITION)?).ok()?,
+        num(headers::OFFSET)?,
+    ))
+}
+
 pub fn acked_timestamp(body: &[u8]) -> Option<i64> {
     #[derive(serde::Deserialize)]
     struct Acked {

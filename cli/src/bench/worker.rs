@@ -66,6 +66,8 @@ pub struct Sample {
     pub error: Option<String>,
     /// `timestamp` of the `ok` answer's body (ms since the epoch, the API's clock).
     pub acked_timestamp: Option<i64>,
+    /// Partition and offset of the acknowledged record.
+    pub position: Option<(i32, i64)>,
     pub attempts: u32,
     pub size: usize,
     /// [`ledger::fnv1a`] of the content; the ledger writes it as [`ledger::content_hash`]
@@ -499,6 +501,7 @@ impl<T: Transport> Phase<T> {
             status: answer.status,
             error: answer.error_kind(),
             acked_timestamp: answer.timestamp.filter(|_| outcome == Outcome::Ok),
+            position: answer.position.filter(|_| outcome == Outcome::Ok),
             attempts,
             size,
             content_hash,

@@ -350,6 +350,8 @@ mod tests {
             warmup: false,
             step: 0,
             acked_timestamp: None,
+            partition: None,
+            offset: None,
         }
     }
 

@@ -38,8 +38,12 @@ fn example(e: Option<&LedgerEntry>, d: Option<&StoredDoc>, detail: String) -> Ex
         message_id,
         conversation: e.map(|e| e.conversation),
         seq: e.map(|e| e.seq),
-        partition: d.and_then(StoredDoc::partition),
-        offset: d.and_then(StoredDoc::offset),
+        // The stored copy's, else where the API said Kafka put it (a lost message has
+        // no stored copy: its acked position is where to look in the log).
+        partition: d
+            .and_then(StoredDoc::partition)
+            .or(e.and_then(|e| e.partition)),
+        offset: d.and_then(StoredDoc::offset).or(e.and_then(|e| e.offset)),
         detail,
     }
 }
@@ -341,6 +345,8 @@ mod tests {
             warmup: false,
             step: 0,
             acked_timestamp: None,
+            partition: None,
+            offset: None,
         }
     }
 
@@ -386,8 +392,11 @@ mod tests {
 
     #[test]
     fn every_kind_is_named() {
+        let mut lost = entry(0, 0, Outcome::Ok);
+        // Where the API said Kafka put it: what the lost example must point at.
+        (lost.partition, lost.offset) = (Some(2), Some(77));
         let entries = vec![
-            entry(0, 0, Outcome::Ok),      // lost
+            lost,                          // lost
             entry(0, 1, Outcome::Ok),      // duplicated under another _id
             entry(0, 2, Outcome::Ok),      // corrupted
             entry(0, 3, Outcome::Failed),  // stored anyway: unexpected
@@ -431,6 +440,13 @@ mod tests {
         assert_eq!(
             f.examples["lost"][0].message_id,
             ledger::message_id(RUN, 0, 0)
+        );
+        assert_eq!(
+            (
+                f.examples["lost"][0].partition,
+                f.examples["lost"][0].offset
+            ),
+            (Some(2), Some(77))
         );
         assert_eq!(
             f.examples["duplicated"][0].doc_id.as_deref(),

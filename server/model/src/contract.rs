@@ -128,6 +128,14 @@ impl FromStr for Acks {
     }
 }
 
+/// Headers of the API's `200` answer to `POST /messages` (in addition to the message's
+/// JSON, which the contract fixes): where Kafka put the acknowledged record. A harness
+/// keeps them with each ack, so a message later found lost can be looked up in the log.
+pub mod headers {
+    pub const PARTITION: &str = "wiber-partition";
+    pub const OFFSET: &str = "wiber-offset";
+}
+
 /// Defaults of the services' settings (what a service uses when its variable is unset).
 pub mod defaults {
     pub const KAFKA_BOOTSTRAP_SERVERS: &str = "127.0.0.1:9092";

@@ -69,6 +69,12 @@ pub struct LedgerEntry {
     /// on accept (its clock, not ours). The stored document must carry the same one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acked_timestamp: Option<i64>,
+    /// Where Kafka put the acknowledged record (the answer's `wiber-partition` and
+    /// `wiber-offset` headers): how a message later found lost is looked up in the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
     pub attempts: u32,
     /// Content length in bytes.
     pub size: usize,
@@ -228,6 +234,8 @@ mod tests {
             status: Some(200),
             error: None,
             acked_timestamp: None,
+            partition: None,
+            offset: None,
             attempts: 1,
             size: 8,
             content_hash: content_hash("x"),

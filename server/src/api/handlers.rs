@@ -25,7 +25,7 @@ pub async fn post_message(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Message>, ApiError> {
+) -> Result<(HeaderMap, Json<Message>), ApiError> {
     check_json_content_type(&headers)?;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -95,7 +95,15 @@ pub async fn post_message(
                 .with_label_values(&[d.lane.name()])
                 .inc();
             tracing::debug!(message_id = %message.message_id, partition = d.partition, offset = d.offset, "message acknowledged by kafka");
-            Ok(Json(message))
+            // Where the record is: a harness keeps it with the ack, so a message later
+            // found missing from the store can be looked up in the log.
+            let mut position = HeaderMap::new();
+            position.insert(
+                wiber_model::contract::headers::PARTITION,
+                d.partition.into(),
+            );
+            position.insert(wiber_model::contract::headers::OFFSET, d.offset.into());
+            Ok((position, Json(message)))
         }
         Err(e) => {
             st.metrics
