@@ -47,7 +47,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::runtime::{InstanceId, Service};
+use wiber_model::contract::{InstanceId, Service};
 use wire::{Reader, Writer};
 
 /// A broker role a fault can target; see the module doc for the written forms.
