@@ -1,8 +1,10 @@
 //! The local-process runtime: the whole stack as plain processes on 127.0.0.1.
 //!
 //! For machines without Docker, and for the integration tests. Components:
-//! - `kafka#1`: one KRaft node (broker + controller) run from the jars [`crate::provision`]
-//!   fetched (`java -cp 'libs/*' kafka.Kafka server.properties`);
+//! - `kafka#1..N`: [`LocalStackConfig::cluster`]'s brokers, each a combined KRaft node
+//!   (broker + controller; node id N is `kafka#N`, and all of them vote, as on Docker),
+//!   run from the jars [`crate::provision`] fetched
+//!   (`java -cp 'libs/*' kafka.Kafka server.properties`);
 //! - `postgres#1`: Debian's PostgreSQL (`/usr/lib/postgresql/<version>/bin`), as the
 //!   `postgres` system user when wiberctl is root (see [`super::postgres`]); at every
 //!   start the database `ferretdb` is created if missing and the project's setup
@@ -15,7 +17,9 @@
 //! ```text
 //! state.json                 config, resolved ports, pids (+ start times), restarts
 //! logs/kafka-1.log ...       stdout+stderr of each instance, appended across restarts
-//! kafka/server.properties    kafka/data/ (formatted once, so restarts keep the data)
+//! kafka/server.properties    kafka#1: kafka/data/ (formatted once, so restarts keep the data)
+//! kafka-2/server.properties  kafka#2, ... : the same, in kafka-N/ (kafka#1 keeps the
+//!                            directory it had before clusters, so older stacks keep their data)
 //! postgres/data/             the PostgreSQL cluster (initdb'd once; owned by its user)
 //! postgres/run/              its unix socket (clients use TCP on 127.0.0.1)
 //! mongo/                     FerretDB's state dir (its data is in PostgreSQL)
@@ -96,9 +100,10 @@ pub enum Ownership {
 pub struct LocalStackConfig {
     /// The stack's own directory (created if missing): state, logs, data.
     pub dir: PathBuf,
-    /// Kafka client listener (PLAINTEXT).
+    /// Client listener (PLAINTEXT) of `kafka#1`; further brokers get picked ports,
+    /// recorded with their instances.
     pub kafka_port: u16,
-    /// Kafka KRaft controller listener.
+    /// KRaft controller listener of `kafka#1` (likewise).
     pub kafka_controller_port: u16,
     /// FerretDB.
     pub mongo_port: u16,
@@ -153,8 +158,14 @@ impl LocalStackConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct InstanceRecord {
     id: InstanceId,
-    /// Listening port (kafka, postgres, mongo, api); None for consumers.
+    /// Listening port (kafka: the client listener, postgres, mongo, api); None for
+    /// consumers.
     port: Option<u16>,
+    /// A broker's KRaft controller listener. None for the other services, and for
+    /// `kafka#1` in states written before clusters (its port is then the config's
+    /// `kafka_controller_port`; see [`StackState::brokers`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    controller_port: Option<u16>,
     pid: Option<u32>,
     /// Identifies the process behind `pid` (see `process.rs`).
     start_ticks: Option<u64>,
@@ -171,7 +182,7 @@ struct InstanceRecord {
 struct StackState {
     config: LocalStackConfig,
     provisioned: Provisioned,
-    /// KRaft cluster id used to format Kafka's data dir.
+    /// KRaft cluster id every broker's data dir is formatted with.
     kafka_cluster_id: String,
     instances: Vec<InstanceRecord>,
 }
@@ -196,6 +207,73 @@ impl StackState {
             .find(|r| r.id == *id)
             .expect("checked above"))
     }
+
+    /// The brokers and their listeners, by node id. `kafka#1`'s ports fall back to the
+    /// config's, which is all a state written before clusters recorded of them.
+    fn brokers(&self) -> Vec<Broker> {
+        let c = &self.config;
+        self.instances
+            .iter()
+            .filter(|r| r.id.service == Service::Kafka)
+            .map(|r| Broker {
+                node: r.id.index,
+                port: r.port.unwrap_or(c.kafka_port),
+                controller_port: r.controller_port.unwrap_or(c.kafka_controller_port),
+            })
+            .collect()
+    }
+
+    fn broker(&self, id: &InstanceId) -> Result<Broker> {
+        self.record(id)?;
+        Ok(self
+            .brokers()
+            .into_iter()
+            .find(|b| b.node == id.index)
+            .expect("checked above"))
+    }
+
+    /// Every broker's client address, comma separated (a bootstrap list).
+    fn bootstrap(&self) -> String {
+        self.brokers()
+            .iter()
+            .map(|b| format!("127.0.0.1:{}", b.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `controller.quorum.voters`: every broker votes. Not [`super::Cluster::quorum_voters`],
+    /// which puts every voter on one port (each its own host); here all share 127.0.0.1.
+    fn quorum_voters(&self) -> String {
+        self.brokers()
+            .iter()
+            .map(|b| format!("{}@127.0.0.1:{}", b.node, b.controller_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Whether a majority of the voters would run with `id` started: a broker answers
+    /// clients only once the quorum has elected a controller.
+    fn quorum_with(&self, id: &InstanceId) -> bool {
+        let voters = self.brokers().len();
+        let others_running = self
+            .instances
+            .iter()
+            .filter(|r| r.id.service == Service::Kafka && r.id != *id)
+            .filter(|r| match (r.pid, r.start_ticks) {
+                (Some(pid), Some(t)) => process::state(pid, t) == ProcState::Running,
+                _ => false,
+            })
+            .count();
+        others_running + 1 > voters / 2
+    }
+}
+
+/// A broker's node id and listeners (all on 127.0.0.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Broker {
+    node: u32,
+    port: u16,
+    controller_port: u16,
 }
 
 /// A running (or stopped) local stack. See the module docs.
@@ -216,12 +294,7 @@ impl LocalStack {
         // What PostgreSQL needs from the machine, before anything is started for nothing.
         postgres::bin_dir()?;
         postgres::run_as()?;
-        if cfg.cluster.brokers != 1 {
-            bail!(
-                "the local runtime runs one broker, not {}: use --runtime docker for a cluster",
-                cfg.cluster.brokers
-            );
-        }
+        cfg.cluster.validate()?;
         let mut cfg = cfg;
         fs::create_dir_all(cfg.dir.join("logs"))
             .with_context(|| format!("creating the stack directory {}", cfg.dir.display()))?;
@@ -240,14 +313,24 @@ impl LocalStack {
                 *port = pick_free_port()?;
             }
         }
-        let mut instances = vec![
-            InstanceRecord::new(InstanceId::first(Service::Kafka), Some(cfg.kafka_port)),
+        let mut instances = Vec::new();
+        for n in 1..=cfg.cluster.brokers {
+            let (port, controller_port) = if n == 1 {
+                (cfg.kafka_port, cfg.kafka_controller_port)
+            } else {
+                (pick_free_port()?, pick_free_port()?)
+            };
+            let mut rec = InstanceRecord::new(InstanceId::new(Service::Kafka, n), Some(port));
+            rec.controller_port = Some(controller_port);
+            instances.push(rec);
+        }
+        instances.extend([
             InstanceRecord::new(
                 InstanceId::first(Service::Postgres),
                 Some(cfg.postgres_port),
             ),
             InstanceRecord::new(InstanceId::first(Service::Mongo), Some(cfg.mongo_port)),
-        ];
+        ]);
         for i in 1..=cfg.consumers {
             instances.push(InstanceRecord::new(
                 InstanceId::new(Service::Consumer, i),
@@ -276,17 +359,39 @@ impl LocalStack {
             }),
         };
         stack.save()?;
-        let order: Vec<InstanceId> = stack.lock().instances.iter().map(|r| r.id).collect();
-        for id in order {
-            if let Err(e) = stack.start_instance(&id).await {
-                stack.kill_all_now();
-                return Err(e.context(format!(
-                    "local stack at {} did not come up; everything started was killed",
-                    stack.dir.display()
-                )));
-            }
+        if let Err(e) = stack.start_all().await {
+            stack.kill_all_now();
+            return Err(e.context(format!(
+                "local stack at {} did not come up; everything started was killed",
+                stack.dir.display()
+            )));
         }
         Ok(stack)
+    }
+
+    /// Starts every instance in order, the brokers in one phase: all of them are
+    /// launched before any is waited for, since a cluster's quorum forms (and a broker
+    /// answers) only once most of them run.
+    async fn start_all(&self) -> Result<()> {
+        let (brokers, rest): (Vec<InstanceId>, Vec<InstanceId>) = self
+            .lock()
+            .instances
+            .iter()
+            .map(|r| r.id)
+            .partition(|id| id.service == Service::Kafka);
+        let mut launched = Vec::new();
+        for id in &brokers {
+            launched.push((*id, self.launch(id).await?));
+        }
+        for (id, proc) in launched {
+            if let Some((pid, ticks)) = proc {
+                self.await_ready(&id, pid, ticks).await?;
+            }
+        }
+        for id in rest {
+            self.start_instance(&id).await?;
+        }
+        Ok(())
     }
 
     /// Re-opens a stack started (usually detached) by another process, from its
@@ -315,21 +420,33 @@ impl LocalStack {
     /// Stops everything gracefully, in reverse start order (apis, consumers, FerretDB,
     /// PostgreSQL, Kafka). Data and logs stay in the directory.
     pub async fn down(&self) -> Result<()> {
-        let mut ids: Vec<InstanceId> = self.lock().instances.iter().map(|r| r.id).collect();
-        ids.sort_by_key(|id| std::cmp::Reverse(start_rank(id.service)));
-        let mut first_err = None;
-        for id in ids {
-            if let Err(e) = self.stop_instance(&id).await {
-                first_err.get_or_insert(e);
-            }
+        let (brokers, mut rest): (Vec<InstanceId>, Vec<InstanceId>) = self
+            .lock()
+            .instances
+            .iter()
+            .map(|r| r.id)
+            .partition(|id| id.service == Service::Kafka);
+        rest.sort_by_key(|id| std::cmp::Reverse(start_rank(id.service)));
+        let mut results = Vec::new();
+        for id in rest {
+            results.push(self.stop_instance(&id).await);
         }
-        first_err.map_or(Ok(()), Err)
+        // The brokers together: one stopped after the others would have lost its quorum,
+        // and its controlled shutdown would wait for a controller until it is killed.
+        results.extend(
+            futures::future::join_all(brokers.iter().map(|id| self.stop_instance(id))).await,
+        );
+        results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
     }
 
     /// Adds and starts one more consumer or api instance; returns its id.
     pub async fn add_instance(&self, service: Service) -> Result<InstanceId> {
         if !matches!(service, Service::Consumer | Service::Api) {
-            bail!("the local runtime runs exactly one {service} (single node); only consumer and api scale");
+            bail!(
+                "the local runtime does not add a {service} instance to a running stack: only \
+                 consumer and api scale (the brokers are set when the stack is made, with \
+                 `stack up --brokers N`)"
+            );
         }
         let id = {
             let mut st = self.lock();
@@ -396,9 +513,9 @@ impl LocalStack {
             .collect()
     }
 
-    /// Kafka bootstrap servers, `127.0.0.1:PORT`.
+    /// Kafka bootstrap servers: every broker, `127.0.0.1:PORT,127.0.0.1:PORT,...`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.lock().config.kafka_port)
+        self.lock().bootstrap()
     }
 
     /// `postgres://wiber@127.0.0.1:PORT/ferretdb`: the database FerretDB stores into.
@@ -485,22 +602,36 @@ impl LocalStack {
 
     /// Starts one instance (no-op if running) and waits until it is ready.
     async fn start_instance(&self, id: &InstanceId) -> Result<()> {
+        match self.launch(id).await? {
+            Some((pid, ticks)) => self.await_ready(id, pid, ticks).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Prepares and spawns one instance without waiting for it; returns its (pid,
+    /// start_ticks), or None if it is running already.
+    async fn launch(&self, id: &InstanceId) -> Result<Option<(u32, u64)>> {
         if let Some((_, _, s)) = self.proc_of(id)? {
             if s != ProcState::Gone {
-                return Ok(());
+                return Ok(None);
             }
         }
-        let (spec, port) = {
+        let (spec, ports) = {
             let st = self.lock();
-            (self.spawn_spec(&st, id)?, st.record(id)?.port)
+            let rec = st.record(id)?;
+            let mut ports: Vec<u16> = rec.port.into_iter().collect();
+            if id.service == Service::Kafka {
+                ports.push(st.broker(id)?.controller_port);
+            }
+            (self.spawn_spec(&st, id)?, ports)
         };
         match id.service {
-            Service::Kafka => self.prepare_kafka().await?,
+            Service::Kafka => self.prepare_kafka(id).await?,
             Service::Postgres => self.prepare_postgres().await?,
             Service::Mongo => fs::create_dir_all(self.dir.join("mongo"))?,
             Service::Api | Service::Consumer => {}
         }
-        if let Some(port) = port {
+        for port in ports {
             // A leftover process (e.g. of a stack whose owner was SIGKILLed a moment
             // ago) would make the readiness probe talk to the wrong server.
             if probe::tcp_accepts(&format!("127.0.0.1:{port}")).await {
@@ -524,10 +655,14 @@ impl LocalStack {
             rec.started_at = Some(Utc::now());
         }
         self.save()?;
+        Ok(Some((spawned.pid, spawned.start_ticks)))
+    }
+
+    /// Waits until a launched instance is ready; kills it if it does not become so.
+    async fn await_ready(&self, id: &InstanceId, pid: u32, ticks: u64) -> Result<()> {
         let started = Instant::now();
         let ready = async {
-            self.wait_ready(id, port, spawned.pid, spawned.start_ticks)
-                .await?;
+            self.wait_ready(id, pid, ticks).await?;
             if id.service == Service::Postgres {
                 self.setup_postgres().await?;
             }
@@ -535,13 +670,13 @@ impl LocalStack {
         };
         match ready.await {
             Ok(()) => {
-                tracing::info!(instance = %id, pid = spawned.pid, elapsed_ms = started.elapsed().as_millis() as u64, "local instance ready");
+                tracing::info!(instance = %id, pid, elapsed_ms = started.elapsed().as_millis() as u64, "local instance ready");
                 Ok(())
             }
             Err(e) => {
                 // Leave nothing half-started behind: the caller sees the error and the log.
-                let _ = process::signal(spawned.pid, spawned.start_ticks, libc::SIGKILL);
-                process::wait_gone(spawned.pid, spawned.start_ticks, Duration::from_secs(5)).await;
+                let _ = process::signal(pid, ticks, libc::SIGKILL);
+                process::wait_gone(pid, ticks, Duration::from_secs(5)).await;
                 Err(e)
             }
         }
@@ -549,21 +684,38 @@ impl LocalStack {
 
     /// Polls the instance's readiness probe until it passes, the process dies, or the
     /// component's timeout passes.
-    async fn wait_ready(
-        &self,
-        id: &InstanceId,
-        port: Option<u16>,
-        pid: u32,
-        ticks: u64,
-    ) -> Result<()> {
+    async fn wait_ready(&self, id: &InstanceId, pid: u32, ticks: u64) -> Result<()> {
+        let (port, broker, quorum) = {
+            let st = self.lock();
+            let broker = (id.service == Service::Kafka)
+                .then(|| st.broker(id))
+                .transpose()?;
+            (st.record(id)?.port, broker, st.quorum_with(id))
+        };
         let (limit, what) = match id.service {
-            Service::Kafka => (KAFKA_READY_TIMEOUT, "Kafka answering ApiVersions"),
+            Service::Kafka if quorum => (KAFKA_READY_TIMEOUT, "Kafka answering ApiVersions"),
+            // A broker answers clients only once its quorum has a leader, which needs
+            // most of the voters running: one started alone (`stack up` starting a stopped
+            // cluster's brokers one by one, or `stack start kafka#1` with its peers
+            // down) counts as started once its controller listener is up to vote.
+            Service::Kafka => (
+                KAFKA_READY_TIMEOUT,
+                "the KRaft controller listener accepting connections (most of the brokers \
+                 are down, so the quorum cannot elect a controller and the broker will answer \
+                 clients once enough of them are started)",
+            ),
             Service::Postgres => (POSTGRES_READY_TIMEOUT, "PostgreSQL answering SELECT 1"),
             Service::Mongo => (MONGO_READY_TIMEOUT, "FerretDB accepting connections"),
             Service::Api => (API_READY_TIMEOUT, "GET /health/readiness answering 200"),
             Service::Consumer => (CONSUMER_GRACE, "the consumer staying alive"),
         };
-        let addr = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let addr = match broker {
+            Some(b) if !quorum => format!("127.0.0.1:{}", b.controller_port),
+            _ => format!("127.0.0.1:{}", port.unwrap_or(0)),
+        };
+        if id.service == Service::Kafka && !quorum {
+            tracing::info!(instance = %id, "most brokers are down: waiting for the controller listener only");
+        }
         let deadline = Instant::now() + limit;
         let mut last_probe_error = String::new();
         loop {
@@ -575,6 +727,7 @@ impl LocalStack {
                 );
             }
             let ready = match id.service {
+                Service::Kafka if !quorum => probe::tcp_accepts(&addr).await,
                 Service::Kafka => match probe::kafka_api_versions(&addr).await {
                     Ok(()) => true,
                     Err(e) => {
@@ -699,27 +852,38 @@ impl LocalStack {
         crate::pg::apply_setup(&super::postgres_url(port)).await
     }
 
-    /// Writes `server.properties` and formats Kafka's data dir if it is not formatted
-    /// yet (formatting again would refuse, and a restart must keep the data).
-    async fn prepare_kafka(&self) -> Result<()> {
-        let (cfg, prov, cluster_id) = {
+    /// A broker's directory: `kafka/` for `kafka#1` (where a single-broker stack made
+    /// before clusters keeps its data), `kafka-N/` for the others.
+    fn kafka_dir(&self, id: &InstanceId) -> PathBuf {
+        match id.index {
+            1 => self.dir.join("kafka"),
+            n => self.dir.join(format!("kafka-{n}")),
+        }
+    }
+
+    /// Writes the broker's `server.properties` (at every start, so the voters always
+    /// match the stack) and formats its data dir if it is not formatted yet (formatting
+    /// again would refuse, and a restart must keep the data). Every broker is formatted
+    /// with the stack's one cluster id; the voters are static, so no `--standalone`.
+    async fn prepare_kafka(&self, id: &InstanceId) -> Result<()> {
+        let (properties, prov, cluster_id) = {
             let st = self.lock();
+            let data = self.kafka_dir(id).join("data");
             (
-                st.config.clone(),
+                kafka_properties(&st.config, st.broker(id)?, &st.quorum_voters(), &data),
                 st.provisioned.clone(),
                 st.kafka_cluster_id.clone(),
             )
         };
-        let kdir = self.dir.join("kafka");
+        let kdir = self.kafka_dir(id);
         let data = kdir.join("data");
         fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
         let props = kdir.join("server.properties");
-        fs::write(&props, kafka_properties(&cfg, &data))
-            .with_context(|| format!("writing {}", props.display()))?;
+        fs::write(&props, properties).with_context(|| format!("writing {}", props.display()))?;
         if data.join("meta.properties").is_file() {
             return Ok(());
         }
-        let log = self.log_path(&InstanceId::first(Service::Kafka));
+        let log = self.log_path(id);
         append_banner(&log, "formatting the KRaft storage");
         let out = tokio::task::spawn_blocking(move || {
             let file = fs::OpenOptions::new()
@@ -798,13 +962,13 @@ impl LocalStack {
                     .into(),
                     format!(
                         "-Dkafka.logs.dir={}",
-                        self.dir.join("kafka").join("logs").display()
+                        self.kafka_dir(id).join("logs").display()
                     )
                     .into(),
                     "-cp".into(),
                     prov.kafka_libs.join("*").into(),
                     "kafka.Kafka".into(),
-                    self.dir.join("kafka").join("server.properties").into(),
+                    self.kafka_dir(id).join("server.properties").into(),
                 ],
                 Vec::new(),
             ),
@@ -899,7 +1063,7 @@ fn service_env_from(st: &StackState, id: &InstanceId) -> Vec<(String, String)> {
         .unwrap_or(c.api_port);
     ServiceEnv {
         id: *id,
-        kafka_bootstrap: &format!("127.0.0.1:{}", c.kafka_port),
+        kafka_bootstrap: &st.bootstrap(),
         mongo_uri: &format!(
             "mongodb://127.0.0.1:{}/?directConnection=true",
             c.mongo_port
@@ -927,6 +1091,7 @@ impl InstanceRecord {
         InstanceRecord {
             id,
             port,
+            controller_port: None,
             pid: None,
             start_ticks: None,
             started_at: None,
@@ -1049,13 +1214,14 @@ fn start_rank(s: Service) -> usize {
     Service::ALL.iter().position(|x| *x == s).unwrap_or(0)
 }
 
-/// The single-node KRaft configuration (broker and controller in one process).
-fn kafka_properties(c: &LocalStackConfig, data: &Path) -> String {
-    format!(
-        "# Generated by wiberctl (cli/src/runtime/local.rs) at every start of kafka#1.
+/// One broker's KRaft configuration: a combined node (broker and controller in one
+/// process) among `voters`, with the replication the cluster's shape decides.
+fn kafka_properties(c: &LocalStackConfig, me: Broker, voters: &str, data: &Path) -> String {
+    let mut text = format!(
+        "# Generated by wiberctl (cli/src/runtime/local.rs) at every start of kafka#{node}.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{cport}
+node.id={node}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -1065,21 +1231,22 @@ log.dirs={data}
 num.partitions={partitions}
 # Topics are created by the services with their configured partitions, never implicitly.
 auto.create.topics.enable=false
-# One broker: every internal topic must make do with one replica.
-offsets.topic.replication.factor=1
+# 10, not 50: one small consumer group.
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
 # Consumers join at once instead of waiting 3 s for more members.
 group.initial.rebalance.delay.ms=0
+# Replication, in-sync minimum and election safety: the cluster's shape decides.
 ",
-        cport = c.kafka_controller_port,
-        port = c.kafka_port,
+        node = me.node,
+        cport = me.controller_port,
+        port = me.port,
         data = data.display(),
         partitions = c.partitions,
-    )
+    );
+    for (prop, value) in c.cluster.broker_properties() {
+        text.push_str(&format!("{prop}={value}\n"));
+    }
+    text
 }
 
 /// A KRaft cluster id: 16 random bytes, base64url without padding (what
@@ -1164,6 +1331,90 @@ mod tests {
         is_send(&stack.down());
         is_send(&stack.add_instance(Service::Consumer));
         is_send(&LocalStack::up(LocalStackConfig::new("x"), prov));
+    }
+
+    fn state(cfg: LocalStackConfig, instances: Vec<InstanceRecord>) -> StackState {
+        StackState {
+            config: cfg,
+            provisioned: Provisioned {
+                kafka_libs: "libs".into(),
+                kafka_version: "4".into(),
+                kafka_log4j2_config: "log4j2.yaml".into(),
+                ferretdb_bin: "ferretdb".into(),
+                ferretdb_version: "v1".into(),
+                java: "java".into(),
+                cache_dir: "cache".into(),
+            },
+            kafka_cluster_id: kafka_cluster_id(),
+            instances,
+        }
+    }
+
+    /// A state written before clusters: no `cluster` in the config, and kafka#1's
+    /// controller port only in the config.
+    #[test]
+    fn a_single_broker_state_from_before_clusters_loads() {
+        let mut cfg = LocalStackConfig::new("/tmp/old");
+        (cfg.kafka_port, cfg.kafka_controller_port) = (9092, 9093);
+        let mut old = serde_json::to_value(state(cfg, Vec::new())).unwrap();
+        old["config"].as_object_mut().unwrap().remove("cluster");
+        old["instances"] = serde_json::json!([{
+            "id": {"service": "kafka", "index": 1}, "port": 9092, "pid": null,
+            "start_ticks": null, "started_at": null, "restarts": 0, "starts": 0
+        }]);
+        let st: StackState = serde_json::from_value(old).unwrap();
+        assert_eq!(st.config.cluster, super::super::Cluster::default());
+        let broker = Broker {
+            node: 1,
+            port: 9092,
+            controller_port: 9093,
+        };
+        assert_eq!(st.brokers(), vec![broker]);
+        assert_eq!(st.bootstrap(), "127.0.0.1:9092");
+        assert_eq!(st.quorum_voters(), "1@127.0.0.1:9093");
+        let props = kafka_properties(&st.config, broker, &st.quorum_voters(), Path::new("d"));
+        assert!(
+            props.contains("\noffsets.topic.replication.factor=1\n"),
+            "{props}"
+        );
+    }
+
+    #[test]
+    fn three_brokers_all_vote_and_replicate_three_times() {
+        let mut cfg = LocalStackConfig::new("/tmp/c3");
+        cfg.cluster.brokers = 3;
+        let instances = (1..=3)
+            .map(|n| {
+                let mut r =
+                    InstanceRecord::new(InstanceId::new(Service::Kafka, n), Some(9000 + n as u16));
+                r.controller_port = Some(9100 + n as u16);
+                r
+            })
+            .collect();
+        let st = state(cfg, instances);
+        assert_eq!(
+            st.bootstrap(),
+            "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003"
+        );
+        let voters = st.quorum_voters();
+        assert_eq!(voters, "1@127.0.0.1:9101,2@127.0.0.1:9102,3@127.0.0.1:9103");
+        let id = InstanceId::new(Service::Kafka, 2);
+        let props = kafka_properties(&st.config, st.broker(&id).unwrap(), &voters, Path::new("d"));
+        for line in [
+            "node.id=2",
+            "listeners=PLAINTEXT://127.0.0.1:9002,CONTROLLER://127.0.0.1:9102",
+            "default.replication.factor=3",
+            "min.insync.replicas=2",
+            "offsets.topic.replication.factor=3",
+            "unclean.leader.election.enable=false",
+        ] {
+            assert!(
+                props.lines().any(|l| l == line),
+                "{line} missing from:\n{props}"
+            );
+        }
+        // No process runs: a broker started alone has no quorum, two of three have one.
+        assert!(!st.quorum_with(&id));
     }
 
     #[test]
