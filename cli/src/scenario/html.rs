@@ -644,6 +644,7 @@ fn faults(run: &ScenarioRun, origin: i64) -> String {
         ("window (s)", true),
         ("result", false),
         ("first ack after", true),
+        ("longest partition gap", true),
         ("lag 0 after", true),
         ("lag steady after (peak)", true),
         ("ack p99 ms before / during / after", true),
@@ -678,11 +679,12 @@ fn faults(run: &ScenarioRun, origin: i64) -> String {
         match rec {
             Some(r) => row.extend([
                 secs(r.first_ack_ms),
+                print::partition_gap(r),
                 secs(r.lag_zero_ms),
                 print::steady_and_peak(r),
                 print::p99_around(r),
             ]),
-            None => row.extend(std::iter::repeat_n("not measured".to_string(), 4)),
+            None => row.extend(std::iter::repeat_n("not measured".to_string(), 5)),
         }
         t.row(row);
     }

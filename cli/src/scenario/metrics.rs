@@ -172,6 +172,9 @@ pub(super) fn metrics(
         if let Some(v) = worst(|r| r.lag_steady_ms) {
             m.insert("recovery.lag_steady".into(), v);
         }
+        if let Some(v) = worst(|r| r.partition_gap.map(|g| g.ms)) {
+            m.insert("recovery.partition_gap".into(), v);
+        }
     }
     m
 }

@@ -294,6 +294,7 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
                 "targets",
                 "window",
                 "first ack after",
+                "longest partition gap",
                 "lag 0 / steady (peak)",
                 "ack p99 ms before / during / after",
             ],
@@ -304,6 +305,7 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
                 r.targets.join(","),
                 format!("{:.1} s", r.window_ms as f64 / 1000.0),
                 secs(r.first_ack_ms),
+                partition_gap(r),
                 format!("{} / {}", secs(r.lag_zero_ms), steady_and_peak(r)),
                 p99_around(r),
             ]);
@@ -395,6 +397,13 @@ pub fn markdown(o: &ScenarioRun) -> String {
         s.push_str(&format!("\n## {title}\n\n{t}\n"));
     }
     s
+}
+
+/// `2.4 s (partition 3)`: the longest a partition went without an ack during the fault.
+pub fn partition_gap(r: &Recovery) -> String {
+    r.partition_gap.map_or("-".into(), |g| {
+        format!("{:.1} s (partition {})", g.ms as f64 / 1000.0, g.partition)
+    })
 }
 
 /// One line per scenario, for runs of several files.

@@ -7,6 +7,8 @@
 //!   sampled before the first fault;
 //! - ack latency percentiles of the requests due before, during and after the window.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use wiber_model::ledger::{LedgerEntry, Outcome};
 
@@ -53,9 +55,58 @@ pub struct Recovery {
     pub lag_steady_ms: Option<i64>,
     pub lag_level: i64,
     pub peak_lag: Option<i64>,
+    /// The longest time one partition went without an acknowledged write, among the
+    /// gaps that overlap the fault's window (answer to answer, by the clients' clock): a
+    /// leader election as the clients see it. `None` when no ack named its partition.
+    #[serde(default)]
+    pub partition_gap: Option<PartitionGap>,
     pub before: WindowLatency,
     pub during: WindowLatency,
     pub after: WindowLatency,
+}
+
+/// A partition's longest stretch without an acknowledged write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionGap {
+    pub partition: i32,
+    pub ms: i64,
+}
+
+/// The acknowledged writes' answer times, per partition, sorted.
+fn acks_by_partition(ledger: &[LedgerEntry]) -> BTreeMap<i32, Vec<i64>> {
+    let mut by: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for e in ledger.iter().filter(|e| e.outcome == Outcome::Ok) {
+        if let Some(p) = e.partition {
+            by.entry(p).or_default().push(e.answered);
+        }
+    }
+    for v in by.values_mut() {
+        v.sort_unstable();
+    }
+    by
+}
+
+/// The longest gap between two acks of one partition that overlaps `[start, end]`; a
+/// partition that never acked again counts until `load_end`.
+fn partition_gap(
+    by: &BTreeMap<i32, Vec<i64>>,
+    start: i64,
+    end: i64,
+    load_end: i64,
+) -> Option<PartitionGap> {
+    let mut worst: Option<PartitionGap> = None;
+    for (p, acks) in by {
+        let nexts = acks.iter().skip(1).copied().chain([load_end.max(end)]);
+        for (a, b) in acks.iter().copied().zip(nexts) {
+            if a < end && b > start && worst.is_none_or(|w| b - a > w.ms) {
+                worst = Some(PartitionGap {
+                    partition: *p,
+                    ms: b - a,
+                });
+            }
+        }
+    }
+    worst
 }
 
 /// The steady-state lag level: the highest lag sampled before `first_fault_ms` (0
@@ -89,6 +140,7 @@ pub fn compute(
         .map(|e| e.answered)
         .collect();
     ok_answers.sort_unstable();
+    let by_partition = acks_by_partition(ledger);
     records
         .iter()
         .map(|r| {
@@ -123,6 +175,7 @@ pub fn compute(
                 lag_steady_ms,
                 lag_level: level,
                 peak_lag,
+                partition_gap: partition_gap(&by_partition, start, end, load_end_ms),
                 before: latency(ledger, (start - SIDE_MS).max(load_start_ms), start),
                 during: latency(ledger, start, end.max(start + 1)),
                 after: latency(ledger, end, (end + SIDE_MS).min(load_end_ms.max(end))),
@@ -200,6 +253,40 @@ mod tests {
             result: "ok".into(),
             detail: None,
         }
+    }
+
+    #[test]
+    fn the_longest_partition_gap_is_the_election_the_clients_saw() {
+        let on = |p: i32, answered: i64| LedgerEntry {
+            partition: Some(p),
+            ..entry(answered - 5, answered, Outcome::Ok)
+        };
+        // Partition 0 acks every 100 ms but for 1,000 → 4,200 (its leader died at 1,050
+        // and a new one answered at 4,200); partition 1 never stops.
+        let mut ledger: Vec<LedgerEntry> = (0..=10).map(|i| on(0, i * 100)).collect();
+        ledger.extend((42..=60).map(|i| on(0, i * 100)));
+        ledger.extend((0..=60).map(|i| on(1, i * 100)));
+        ledger.push(entry(2_000, 7_000, Outcome::Failed)); // not an ack
+        let by = acks_by_partition(&ledger);
+        assert_eq!(
+            partition_gap(&by, 1_050, 3_000, 6_000),
+            Some(PartitionGap {
+                partition: 0,
+                ms: 3_200
+            })
+        );
+        // A window elsewhere sees only the usual 100 ms.
+        assert_eq!(
+            partition_gap(&by, 5_000, 5_500, 6_000).map(|g| g.ms),
+            Some(100)
+        );
+        // Never acked again: the gap runs to the end of the load.
+        let stalled = acks_by_partition(&ledger[..11]);
+        assert_eq!(
+            partition_gap(&stalled, 1_050, 3_000, 6_000).map(|g| g.ms),
+            Some(5_000)
+        );
+        assert_eq!(partition_gap(&BTreeMap::new(), 0, 1, 2), None);
     }
 
     #[test]

@@ -59,11 +59,14 @@ pub const RATES: [&str; 2] = ["achieved_rate", "answered_rate"];
 pub const LATENCIES: [&str; 4] = ["ack", "error_ack", "service", "e2e"];
 pub const STATS: [&str; 6] = ["mean", "p50", "p90", "p99", "p999", "max"];
 /// Per-fault recovery figures (the worst fault), milliseconds. `lag_zero`: until the
-/// consumer lag is 0; `lag_steady`: until it is back to its level before the first fault.
-pub const RECOVERY: [&str; 3] = [
+/// consumer lag is 0; `lag_steady`: until it is back to its level before the first fault;
+/// `partition_gap`: the longest time one partition went without an acknowledged write
+/// while a fault was on (a leader election as the clients see it).
+pub const RECOVERY: [&str; 4] = [
     "recovery.first_ack",
     "recovery.lag_zero",
     "recovery.lag_steady",
+    "recovery.partition_gap",
 ];
 /// Counts of one kind of read (`reads.conversation.ok`): reads started, ok (2xx), not
 /// ok (a non-2xx answer or none), due but never started.
