@@ -5,12 +5,12 @@ use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
 use wiber_model::Message;
 
-/// Prints `value` as pretty JSON on stdout.
+/// Prints `value` as pretty JSON on stdout. A reader that went away (`| head`) is not an
+/// error of ours: the rest is dropped instead of panicking on the closed pipe.
 pub fn json<T: Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("output types serialise")
-    );
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).expect("output types serialise");
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// A table with the house style.
