@@ -39,6 +39,7 @@ mod postgres;
 pub mod probe;
 mod process;
 pub mod stack;
+pub mod toxiproxy;
 pub mod usage;
 
 pub use cluster::{Cluster, Profile};

@@ -1,17 +1,21 @@
 //! Network faults inside a network namespace (a Docker container's, or one we create),
 //! applied from the host: `nsenter -t <pid> -n` runs the host's iptables, ip6tables, tc
 //! and ip inside the namespace of process `pid`, so the container needs none of them.
-//! This kernel has no netem qdisc, so there is no delay or jitter here: only drops
-//! (iptables, `-m statistic` for a probability) and an egress rate limit (tbf).
+//! This kernel has no netem qdisc, so delay, timeout and reset go through a Toxiproxy
+//! started inside the namespace ([`super::toxiproxy`]); drops are iptables (`-m
+//! statistic` for a probability) and the rate limit is tc's tbf.
 //!
 //! API:
 //! - [`NetFault`]: [`NetFault::Loss`] (drop `percent` % of the packets exchanged with
 //!   `peers`, both directions), [`NetFault::Partition`] (drop every packet exchanged with
 //!   `peers` in a [`Direction`]), [`NetFault::Bandwidth`] (egress tbf of every interface
 //!   other than lo). Empty `peers` means everyone except loopback traffic.
+//!   [`NetFault::Delay`], [`NetFault::Timeout`], [`NetFault::Reset`]: what happens to the
+//!   TCP connections made to `ports` of the namespace (Toxiproxy).
 //! - [`apply`]`(pid, id, fault)`, [`heal`]`(pid, id, fault)` (idempotent),
-//!   [`heal_everything`]`(pid)` (every `WIBER-*` chain and our tbf, for when the ledger is
-//!   lost), [`active`]`(pid)` (what is applied now), [`check_host`] (root and binaries).
+//!   [`heal_everything`]`(pid)` (every `WIBER-*` chain, our tbf and our Toxiproxy servers,
+//!   for when the ledger is lost), [`active`]`(pid)` (what is applied now), [`check_host`]
+//!   (root and binaries), [`check_toxiproxy`] (and Toxiproxy, or Go to build it).
 //! - [`Ledger`]: a JSON file of [`LedgerEntry`]s, each recorded *before* its fault is
 //!   applied, so every rule we may have added has a record to heal it by;
 //!   [`Ledger::heal_all`] heals them all. [`new_fault_id`] makes the ids.
@@ -27,6 +31,14 @@
 //!   (which refuses to replace a root qdisc someone else configured) and removed only
 //!   when it still has that handle. One bandwidth fault per namespace: a second is
 //!   refused, since a qdisc carries no fault id to tell two apart.
+//! - Toxiproxy: one `toxiproxy-server` per fault inside the namespace, with
+//!   `WIBER_FAULT=<id>` in its environment (how heal finds it, also after the wiberctl
+//!   that started it was SIGKILLed), and chain `WIBER-<id>` in both the nat table (new
+//!   connections to a port are redirected into its proxy) and the filter table
+//!   (connections established before the fault are reset, so their clients reconnect
+//!   through the proxy); see [`toxiproxy_iptables_commands`]. Heal removes the chains,
+//!   then stops the server, which closes the proxied connections. One Toxiproxy fault per
+//!   port: a second on the same port is refused.
 //!
 //! Limits worth knowing:
 //! - Bandwidth is egress only (what the namespace sends); ingress is not shaped.
@@ -36,7 +48,13 @@
 //!   Name the peers' container addresses to fault only the traffic between containers.
 //!   Docker's embedded DNS (127.0.0.11) is loopback traffic and is never dropped.
 //! - A fault lives in the namespace: a container restarted into a fresh namespace has
-//!   none, and healing it is a no-op.
+//!   none, and healing it is a no-op (but for a Toxiproxy left in the old namespace,
+//!   which heal stops).
+//! - Toxiproxy faults cover TCP over IPv4 to the namespace's own ports (its services),
+//!   not connections it makes, not IPv6, not UDP, not connections from inside the
+//!   namespace itself (those go over lo). The proxy connects to the service over lo, so
+//!   the service must accept connections there (a wildcard or loopback listener, or the
+//!   one address it is bound to; see [`toxiproxy::upstream_for`]).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -50,6 +68,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use super::toxiproxy::{self, Toxic, ToxiproxyBins};
 
 /// Every chain we create starts with this; nothing else in a namespace may.
 pub const CHAIN_PREFIX: &str = "WIBER-";
@@ -73,6 +93,9 @@ const TBF_LATENCY: &str = "200ms";
 
 /// Below ~2 MTUs a tbf cannot pass a full-size frame at all.
 const TBF_MIN_BURST_BYTES: u64 = 4096;
+
+/// The longest delay or timeout: a day, in milliseconds.
+const MAX_TOXIC_MS: u64 = 86_400_000;
 
 /// How long a ledger operation waits for another wiberctl holding the ledger's lock.
 const LEDGER_LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -138,14 +161,31 @@ pub enum NetFault {
     },
     /// Egress rate limit (tbf) of the namespace's interfaces other than lo, in kbit/s.
     Bandwidth { kbit: u64 },
+    /// Every answer on TCP `ports` of the namespace comes `ms` ± `jitter_ms` late
+    /// (Toxiproxy latency on what the service sends back).
+    Delay {
+        ms: u64,
+        #[serde(default)]
+        jitter_ms: u64,
+        ports: Vec<u16>,
+    },
+    /// Connections to TCP `ports` pass nothing either way and are closed after `ms`
+    /// (0: held open until healed), like a peer that stopped answering.
+    Timeout { ms: u64, ports: Vec<u16> },
+    /// Connections to TCP `ports` are reset (RST) as soon as the client sends anything;
+    /// what it sent never reaches the service.
+    Reset { ports: Vec<u16> },
 }
 
 impl NetFault {
-    /// What implements it: `"iptables"` or `"tc-tbf"`.
+    /// What implements it: `"iptables"`, `"tc-tbf"` or `"toxiproxy"`.
     pub fn mechanism(&self) -> &'static str {
         match self {
             NetFault::Loss { .. } | NetFault::Partition { .. } => "iptables",
             NetFault::Bandwidth { .. } => "tc-tbf",
+            NetFault::Delay { .. } | NetFault::Timeout { .. } | NetFault::Reset { .. } => {
+                "toxiproxy"
+            }
         }
     }
 
@@ -161,6 +201,25 @@ impl NetFault {
                 Direction::Out => format!("partition: drop packets to {}", fmt_peers(peers)),
             },
             NetFault::Bandwidth { kbit } => format!("bandwidth {kbit} kbit/s egress"),
+            NetFault::Delay {
+                ms,
+                jitter_ms,
+                ports,
+            } => match jitter_ms {
+                0 => format!("delay {ms} ms on {}", fmt_ports(ports)),
+                j => format!("delay {ms}±{j} ms on {}", fmt_ports(ports)),
+            },
+            NetFault::Timeout { ms: 0, ports } => format!(
+                "timeout on {}: nothing passes, connections held open",
+                fmt_ports(ports)
+            ),
+            NetFault::Timeout { ms, ports } => format!(
+                "timeout on {}: nothing passes, connections closed after {ms} ms",
+                fmt_ports(ports)
+            ),
+            NetFault::Reset { ports } => {
+                format!("reset connections on {}", fmt_ports(ports))
+            }
         }
     }
 
@@ -182,16 +241,102 @@ impl NetFault {
                     );
                 }
             }
+            NetFault::Delay { ms, jitter_ms, .. } => {
+                if *ms == 0 {
+                    bail!("invalid delay 0 ms: use at least 1, e.g. 200");
+                }
+                // Toxiproxy draws ms ± jitter; past ms the delay would go negative.
+                if jitter_ms > ms {
+                    bail!(
+                        "invalid jitter {jitter_ms} ms for a delay of {ms} ms: use at most the \
+                         delay, e.g. 200±50"
+                    );
+                }
+            }
+            NetFault::Timeout { .. } | NetFault::Reset { .. } => {}
+        }
+        // Longer is a unit mistake (times are milliseconds), and Toxiproxy's CLI passes
+        // them through a float.
+        if let NetFault::Delay { ms, .. } | NetFault::Timeout { ms, .. } = self {
+            if *ms > MAX_TOXIC_MS {
+                bail!(
+                    "invalid time {ms} ms: use at most {MAX_TOXIC_MS} (a day); times are \
+                     milliseconds"
+                );
+            }
+        }
+        if let Some(ports) = self.ports() {
+            if ports.is_empty() {
+                bail!(
+                    "{} names no port: give the service's TCP ports, e.g. 9092",
+                    self.kind()
+                );
+            }
+            if ports.contains(&0) {
+                bail!(
+                    "invalid port 0 in {}: use the service's TCP ports, e.g. 9092",
+                    self.kind()
+                );
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(p) = ports.iter().find(|p| !seen.insert(**p)) {
+                bail!(
+                    "port {p} is named twice in {}: name each port once",
+                    self.kind()
+                );
+            }
         }
         Ok(())
+    }
+
+    /// The `kind` tag, e.g. `delay`.
+    fn kind(&self) -> &'static str {
+        match self {
+            NetFault::Loss { .. } => "loss",
+            NetFault::Partition { .. } => "partition",
+            NetFault::Bandwidth { .. } => "bandwidth",
+            NetFault::Delay { .. } => "delay",
+            NetFault::Timeout { .. } => "timeout",
+            NetFault::Reset { .. } => "reset",
+        }
     }
 
     fn peers(&self) -> &[IpAddr] {
         match self {
             NetFault::Loss { peers, .. } | NetFault::Partition { peers, .. } => peers,
-            NetFault::Bandwidth { .. } => &[],
+            _ => &[],
         }
     }
+
+    /// The TCP ports of a Toxiproxy fault.
+    pub fn ports(&self) -> Option<&[u16]> {
+        match self {
+            NetFault::Delay { ports, .. }
+            | NetFault::Timeout { ports, .. }
+            | NetFault::Reset { ports } => Some(ports),
+            _ => None,
+        }
+    }
+
+    /// What the proxies of a Toxiproxy fault do.
+    fn toxic(&self) -> Option<Toxic> {
+        match *self {
+            NetFault::Delay { ms, jitter_ms, .. } => Some(Toxic::Latency { ms, jitter_ms }),
+            NetFault::Timeout { ms, .. } => Some(Toxic::Timeout { ms }),
+            NetFault::Reset { .. } => Some(Toxic::Reset),
+            _ => None,
+        }
+    }
+}
+
+/// `port 9092`, `ports 9092, 9094`.
+fn fmt_ports(ports: &[u16]) -> String {
+    let list = ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("port{} {list}", if ports.len() == 1 { "" } else { "s" })
 }
 
 fn fmt_peers(peers: &[IpAddr]) -> String {
@@ -283,10 +428,148 @@ fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
+/// An iptables table we keep chains in: filter for drops and resets, nat for the
+/// redirects into a Toxiproxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Filter,
+    Nat,
+}
+
+impl Table {
+    /// How listings and removals name it: nothing for filter (iptables' default), so the
+    /// commands of the filter table read as they always did.
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Table::Filter => &[],
+            Table::Nat => &["-t", "nat"],
+        }
+    }
+
+    /// `iptables` or `iptables nat`, for what is shown to people.
+    fn label(self, family: Family) -> String {
+        match self {
+            Table::Filter => family.tool().to_string(),
+            Table::Nat => format!("{} nat", family.tool()),
+        }
+    }
+}
+
 fn ipt(family: Family, args: &[&str]) -> Vec<String> {
+    ipt_in(family, Table::Filter, args)
+}
+
+fn ipt_in(family: Family, table: Table, args: &[&str]) -> Vec<String> {
     let mut v = argv(&[family.tool(), "-w", IPTABLES_WAIT_SECS]);
+    v.extend(table.args().iter().map(|s| s.to_string()));
     v.extend(args.iter().map(|s| s.to_string()));
     v
+}
+
+/// The iptables commands that steer TCP `redirects` (port P, proxy listen port L) of the
+/// namespace into fault `id`'s Toxiproxy, as chain `WIBER-<id>` in two tables:
+/// - nat: `--dport P -j REDIRECT --to-ports L`, jumped from PREROUTING for packets that
+///   do not come in on lo. Only a connection's first packet meets the nat table, so new
+///   connections go through the proxy and established ones are left alone; the proxy's
+///   own connection to the service runs over lo and is never redirected.
+/// - filter: `--dport P` in state ESTABLISHED is rejected with a TCP reset, jumped from
+///   INPUT (not lo). That is the established connections, which the redirect misses:
+///   clients such as Kafka's keep theirs for hours, and would never meet the fault. After
+///   the redirect a proxied connection's packets carry port L, so this leaves them alone.
+///
+/// Chains and rules first, the jumps last with nat before filter: the fault starts
+/// whole, and connections reset by it reconnect through the proxy. IPv4 only.
+pub fn toxiproxy_iptables_commands(id: &str, redirects: &[(u16, u16)]) -> Vec<Vec<String>> {
+    let chain = chain_name(id);
+    let (nat, filter) = (Table::Nat, Table::Filter);
+    let v4 = Family::V4;
+    let mut out = vec![ipt_in(v4, nat, &["-N", &chain])];
+    for (p, l) in redirects {
+        let (p, l) = (p.to_string(), l.to_string());
+        out.push(ipt_in(
+            v4,
+            nat,
+            &[
+                "-A",
+                &chain,
+                "-p",
+                "tcp",
+                "--dport",
+                &p,
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &l,
+            ],
+        ));
+    }
+    out.push(ipt_in(v4, filter, &["-N", &chain]));
+    for (p, _) in redirects {
+        let p = p.to_string();
+        out.push(ipt_in(
+            v4,
+            filter,
+            &[
+                "-A",
+                &chain,
+                "-p",
+                "tcp",
+                "--dport",
+                &p,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED",
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ],
+        ));
+    }
+    out.push(ipt_in(
+        v4,
+        nat,
+        &[
+            "-I",
+            "PREROUTING",
+            "1",
+            "!",
+            "-i",
+            "lo",
+            "-p",
+            "tcp",
+            "-j",
+            &chain,
+        ],
+    ));
+    out.push(ipt_in(
+        v4,
+        filter,
+        &[
+            "-I", "INPUT", "1", "!", "-i", "lo", "-p", "tcp", "-j", &chain,
+        ],
+    ));
+    out
+}
+
+/// The ports redirected by `WIBER-*` chains in an `iptables -t nat -S` listing:
+/// (chain, port).
+pub fn parse_redirected_ports(listing: &str) -> Vec<(String, u16)> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            if t.len() < 2 || t[0] != "-A" || !t[1].starts_with(CHAIN_PREFIX) {
+                return None;
+            }
+            let port = t
+                .windows(2)
+                .find(|w| w[0] == "--dport")
+                .and_then(|w| w[1].parse().ok())?;
+            t.contains(&"REDIRECT").then(|| (t[1].to_string(), port))
+        })
+        .collect()
 }
 
 /// The iptables/ip6tables commands that apply `fault` as chain `WIBER-<id>`: create the
@@ -312,7 +595,8 @@ pub fn iptables_apply_commands(id: &str, fault: &NetFault, with_v6: bool) -> Vec
             (Direction::Both, action)
         }
         NetFault::Partition { direction, .. } => (*direction, vec!["-j", "DROP"]),
-        NetFault::Bandwidth { .. } => return Vec::new(),
+        // tc, or the rules of toxiproxy_iptables_commands.
+        _ => return Vec::new(),
     };
     // A packet that matches two jumps would pass the statistic twice.
     let mut peers: Vec<IpAddr> = Vec::new();
@@ -417,22 +701,26 @@ pub fn parse_chains(listing: &str) -> Vec<FoundChain> {
     chains
 }
 
-/// The commands that remove `chains` of `family`: every jump first (a chain still
-/// referenced cannot be deleted), then flush and delete each chain.
-pub fn iptables_remove_commands(family: Family, chains: &[FoundChain]) -> Vec<Vec<String>> {
+/// The commands that remove `chains` of `family`'s `table`: every jump first (a chain
+/// still referenced cannot be deleted), then flush and delete each chain.
+pub fn iptables_remove_commands(
+    family: Family,
+    table: Table,
+    chains: &[FoundChain],
+) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for c in chains {
         for j in &c.jumps {
             let mut args = vec!["-D"];
             args.extend(j.iter().map(String::as_str));
-            out.push(ipt(family, &args));
+            out.push(ipt_in(family, table, &args));
         }
     }
     for c in chains {
-        out.push(ipt(family, &["-F", &c.name]));
+        out.push(ipt_in(family, table, &["-F", &c.name]));
     }
     for c in chains {
-        out.push(ipt(family, &["-X", &c.name]));
+        out.push(ipt_in(family, table, &["-X", &c.name]));
     }
     out
 }
@@ -553,7 +841,7 @@ fn tool_path(name: &str) -> Option<PathBuf> {
         })
 }
 
-fn require_tool(name: &str) -> Result<PathBuf> {
+pub(super) fn require_tool(name: &str) -> Result<PathBuf> {
     tool_path(name).ok_or_else(|| {
         let package = match name {
             "nsenter" => "util-linux",
@@ -570,18 +858,33 @@ fn require_tool(name: &str) -> Result<PathBuf> {
 /// by [`COMMAND_TIMEOUT`]; returns its stdout. Errors name the command and carry stderr.
 fn ns_exec(pid: u32, argv: &[String]) -> Result<String> {
     let (tool, args) = argv.split_first().context("empty command")?;
-    let shown = format!("nsenter -t {pid} -n {}", argv.join(" "));
+    ns_exec_path(pid, &require_tool(tool)?, args, COMMAND_TIMEOUT)
+}
+
+/// Runs `program` with `args` in the network namespace of `pid`, bounded by `timeout`;
+/// returns its stdout. Errors name the command and carry stderr.
+pub(super) fn ns_exec_path(
+    pid: u32,
+    program: &Path,
+    args: &[String],
+    timeout: Duration,
+) -> Result<String> {
+    let name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| program.display().to_string());
+    let shown = format!("nsenter -t {pid} -n {name} {}", args.join(" "));
     let mut cmd = Command::new(require_tool("nsenter")?);
     cmd.arg("-t")
         .arg(pid.to_string())
         .arg("-n")
-        .arg(require_tool(tool)?)
+        .arg(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let (status, stdout, stderr) =
-        run_bounded(cmd, COMMAND_TIMEOUT).with_context(|| format!("`{shown}`"))?;
+        run_bounded(cmd, timeout).with_context(|| format!("`{shown}`"))?;
     if !status.success() {
         let stderr = stderr.trim().lines().collect::<Vec<_>>().join("; ");
         bail!("`{shown}` failed ({status}): {stderr}");
@@ -646,31 +949,67 @@ fn run_all_or_rollback(
 ) -> Result<()> {
     for c in cmds {
         if let Err(e) = ns_exec(pid, c) {
-            return Err(match rollback() {
-                Ok(_) => e.context(format!(
-                    "cannot apply {what} in the network namespace of pid {pid}; \
-                     what it had added was removed"
-                )),
-                Err(rb) => e.context(format!(
-                    "cannot apply {what} in the network namespace of pid {pid}, and removing \
-                     what it had added failed too ({rb:#}): heal the namespace \
-                     (heal_everything removes every WIBER-* chain)"
-                )),
-            });
+            return Err(rolled_back(e, pid, what, rollback));
         }
     }
     Ok(())
 }
 
-/// The `WIBER-*` chains of each family that works in the namespace. IPv4 must work (it
-/// is also the proof we can enter the namespace); IPv6 is left out when ip6tables is
-/// missing or the kernel has no IPv6.
-fn scan_chains(pid: u32) -> Result<Vec<(Family, Vec<FoundChain>)>> {
+/// The error of a failed apply after running `rollback`, saying whether what the apply
+/// had added is gone.
+fn rolled_back(
+    e: anyhow::Error,
+    pid: u32,
+    what: &str,
+    rollback: impl FnOnce() -> Result<Vec<String>>,
+) -> anyhow::Error {
+    match rollback() {
+        Ok(_) => e.context(format!(
+            "cannot apply {what} in the network namespace of pid {pid}; \
+             what it had added was removed"
+        )),
+        Err(rb) => e.context(format!(
+            "cannot apply {what} in the network namespace of pid {pid}, and removing \
+             what it had added failed too ({rb:#}): heal the namespace \
+             (heal_everything removes every WIBER-* chain and Toxiproxy of ours)"
+        )),
+    }
+}
+
+/// The `WIBER-*` chains of one table of one family.
+struct Scanned {
+    family: Family,
+    table: Table,
+    chains: Vec<FoundChain>,
+}
+
+/// The `WIBER-*` chains of each table and family that works in the namespace, nat first
+/// (so a heal stops redirecting new connections before anything else). IPv4's filter
+/// table must work (it is also the proof we can enter the namespace); IPv4's nat table
+/// is left out when it does not work (then it cannot hold our chains either), and so is
+/// IPv6 when ip6tables is missing or the kernel has no IPv6.
+fn scan_chains(pid: u32) -> Result<Vec<Scanned>> {
     let v4 = ns_exec(pid, &ipt(Family::V4, &["-S"]))?;
-    let mut out = vec![(Family::V4, parse_chains(&v4))];
+    let mut out = Vec::new();
+    if let Ok(nat) = ns_exec(pid, &ipt_in(Family::V4, Table::Nat, &["-S"])) {
+        out.push(Scanned {
+            family: Family::V4,
+            table: Table::Nat,
+            chains: parse_chains(&nat),
+        });
+    }
+    out.push(Scanned {
+        family: Family::V4,
+        table: Table::Filter,
+        chains: parse_chains(&v4),
+    });
     if tool_path(Family::V6.tool()).is_some() {
         if let Ok(v6) = ns_exec(pid, &ipt(Family::V6, &["-S"])) {
-            out.push((Family::V6, parse_chains(&v6)));
+            out.push(Scanned {
+                family: Family::V6,
+                table: Table::Filter,
+                chains: parse_chains(&v6),
+            });
         }
     }
     Ok(out)
@@ -696,12 +1035,18 @@ fn run_all(pid: u32, cmds: &[Vec<String>]) -> Result<()> {
     Ok(())
 }
 
-/// Removes chain `WIBER-<only>` (or every `WIBER-*` chain) and its jumps, in every family.
+/// Removes chain `WIBER-<only>` (or every `WIBER-*` chain) and its jumps, in every table
+/// and family.
 fn heal_iptables(pid: u32, only: Option<&str>) -> Result<Vec<String>> {
     let wanted = only.map(chain_name);
     let mut removed = Vec::new();
     let mut errors = Vec::new();
-    for (fam, chains) in scan_chains(pid)? {
+    for Scanned {
+        family,
+        table,
+        chains,
+    } in scan_chains(pid)?
+    {
         let chains: Vec<FoundChain> = chains
             .into_iter()
             .filter(|c| wanted.as_ref().is_none_or(|w| *w == c.name))
@@ -709,11 +1054,11 @@ fn heal_iptables(pid: u32, only: Option<&str>) -> Result<Vec<String>> {
         if chains.is_empty() {
             continue;
         }
-        match run_all(pid, &iptables_remove_commands(fam, &chains)) {
+        match run_all(pid, &iptables_remove_commands(family, table, &chains)) {
             Ok(()) => removed.extend(chains.iter().map(|c| {
                 format!(
                     "{} chain {} ({}, {})",
-                    fam.tool(),
+                    table.label(family),
                     c.name,
                     counted(c.rules, "rule"),
                     counted(c.jumps.len(), "jump")
@@ -751,18 +1096,9 @@ fn heal_tbf(pid: u32) -> Result<Vec<String>> {
 }
 
 fn apply_iptables(pid: u32, id: &str, fault: &NetFault) -> Result<()> {
-    let chain = chain_name(id);
     let scan = scan_chains(pid)?;
-    if scan
-        .iter()
-        .any(|(_, cs)| cs.iter().any(|c| c.name == chain))
-    {
-        bail!(
-            "fault {id} is already applied in the network namespace of pid {pid} (chain {chain}): \
-             heal it first, or use a new id"
-        );
-    }
-    let with_v6 = scan.iter().any(|(f, _)| *f == Family::V6);
+    refuse_applied(pid, id, &scan)?;
+    let with_v6 = scan.iter().any(|s| s.family == Family::V6);
     if !with_v6 && fault.peers().iter().any(|p| p.is_ipv6()) {
         bail!(
             "ip6tables does not work in the network namespace of pid {pid}, so IPv6 peers \
@@ -796,36 +1132,103 @@ fn apply_tbf(pid: u32, kbit: u64) -> Result<()> {
     })
 }
 
-/// Applies `fault` inside the network namespace of process `pid`, tagged `id` (see
-/// [`validate_id`]). On failure, what it had added is removed before the error returns.
-pub fn apply(pid: u32, id: &str, fault: &NetFault) -> Result<()> {
-    validate_id(id)?;
-    fault.validate()?;
-    match fault {
-        NetFault::Bandwidth { kbit } => apply_tbf(pid, *kbit),
-        NetFault::Loss { .. } | NetFault::Partition { .. } => apply_iptables(pid, id, fault),
+/// Fails when fault `id` has a chain in the namespace already.
+fn refuse_applied(pid: u32, id: &str, scan: &[Scanned]) -> Result<()> {
+    let chain = chain_name(id);
+    if let Some(s) = scan
+        .iter()
+        .find(|s| s.chains.iter().any(|c| c.name == chain))
+    {
+        bail!(
+            "fault {id} is already applied in the network namespace of pid {pid} (chain {chain} \
+             in {}): heal it first, or use a new id",
+            s.table.label(s.family)
+        );
     }
+    Ok(())
 }
 
-/// Removes what [`apply`] added for `id`; nothing there is success. A bandwidth fault
-/// removes the namespace's tbf of ours (there is at most one).
-pub fn heal(pid: u32, id: &str, fault: &NetFault) -> Result<()> {
-    validate_id(id)?;
-    match fault {
-        NetFault::Bandwidth { .. } => heal_tbf(pid).map(drop),
-        NetFault::Loss { .. } | NetFault::Partition { .. } => {
-            heal_iptables(pid, Some(id)).map(drop)
+/// Builds Toxiproxy if needed (the first time takes ~15 s), then applies.
+fn apply_toxiproxy(pid: u32, id: &str, fault: &NetFault) -> Result<()> {
+    let root = crate::provision::repo_root()?;
+    let bins = toxiproxy::ensure_binaries(&root)?;
+    apply_toxiproxy_with(pid, id, fault, &bins, &root)
+}
+
+/// A Toxiproxy fault: a `toxiproxy-server` in the namespace with one proxy per port
+/// (listening on a free port L, connecting to the service), then the rules of
+/// [`toxiproxy_iptables_commands`] that send the port's connections to L. Any failure
+/// stops the server and removes the rules before it returns.
+fn apply_toxiproxy_with(
+    pid: u32,
+    id: &str,
+    fault: &NetFault,
+    bins: &ToxiproxyBins,
+    root: &Path,
+) -> Result<()> {
+    let (Some(ports), Some(toxic)) = (fault.ports(), fault.toxic()) else {
+        bail!("{} is not a Toxiproxy fault", fault.describe());
+    };
+    let scan = scan_chains(pid)?;
+    refuse_applied(pid, id, &scan)?;
+    if !scan.iter().any(|s| s.table == Table::Nat) {
+        bail!(
+            "the nat table of iptables does not work in the network namespace of pid {pid}, \
+             and {} needs it to redirect connections into Toxiproxy: load the kernel's nat \
+             support (modprobe iptable_nat, or nft_chain_nat for iptables-nft)",
+            fault.kind()
+        );
+    }
+    let nat = ns_exec(pid, &ipt_in(Family::V4, Table::Nat, &["-S"]))?;
+    if let Some((chain, port)) = parse_redirected_ports(&nat)
+        .into_iter()
+        .find(|(_, p)| ports.contains(p))
+    {
+        bail!(
+            "port {port} in the network namespace of pid {pid} already goes through a Toxiproxy \
+             (chain {chain}): heal that fault first, one Toxiproxy fault per port"
+        );
+    }
+    if let Some(s) = toxiproxy::find_servers(Some(pid), Some(id))?.first() {
+        bail!(
+            "fault {id} already has a Toxiproxy ({}): heal it first, or use a new id",
+            s.describe()
+        );
+    }
+    let sockets = toxiproxy::namespace_sockets(pid)?;
+    let (api, listens) = toxiproxy::pick_ports(ports, &sockets)?;
+    let redirects: Vec<(u16, u16)> = ports.iter().copied().zip(listens).collect();
+    let steps = || -> Result<()> {
+        toxiproxy::start_server(pid, id, api, bins, root)?;
+        for &(port, listen) in &redirects {
+            let upstream = toxiproxy::upstream_for(port, &sockets);
+            let name = toxiproxy::proxy_name(id, port);
+            toxiproxy::create_proxy(pid, bins, api, &name, listen, upstream, toxic)
+                .with_context(|| format!("cannot set up the proxy of port {port}"))?;
         }
-    }
+        for c in toxiproxy_iptables_commands(id, &redirects) {
+            ns_exec(pid, &c)?;
+        }
+        Ok(())
+    };
+    steps().map_err(|e| rolled_back(e, pid, &fault.describe(), || heal_toxiproxy(pid, id)))
 }
 
-/// Removes every `WIBER-*` chain (with its jumps) and our tbf root qdiscs in the
-/// namespace, for when the ledger is lost. Returns what was removed.
-pub fn heal_everything(pid: u32) -> Result<Vec<String>> {
-    // Both halves run even when one fails: a stuck qdisc must not keep a partition.
-    let chains = heal_iptables(pid, None);
-    let tbf = heal_tbf(pid);
-    match (chains, tbf) {
+/// Removes fault `id`'s chains (the redirect first: new connections go straight to the
+/// service again), then stops its Toxiproxy, which closes the connections that went
+/// through it; their clients reconnect directly. Also stops a server of `id` that was
+/// left behind when its namespace's processes went away. Both halves run even when one
+/// fails.
+fn heal_toxiproxy(pid: u32, id: &str) -> Result<Vec<String>> {
+    let chains = heal_iptables(pid, Some(id));
+    let servers =
+        toxiproxy::find_servers(Some(pid), Some(id)).and_then(|s| toxiproxy::stop_servers(&s));
+    both(chains, servers)
+}
+
+/// The results of two halves that both ran: what both did, or the error(s).
+fn both(a: Result<Vec<String>>, b: Result<Vec<String>>) -> Result<Vec<String>> {
+    match (a, b) {
         (Ok(mut a), Ok(b)) => {
             a.extend(b);
             Ok(a)
@@ -835,22 +1238,74 @@ pub fn heal_everything(pid: u32) -> Result<Vec<String>> {
     }
 }
 
+/// Applies `fault` inside the network namespace of process `pid`, tagged `id` (see
+/// [`validate_id`]). On failure, what it had added is removed before the error returns.
+/// A Toxiproxy fault builds Toxiproxy first when it is not built yet (see
+/// [`toxiproxy::ensure_binaries`]).
+pub fn apply(pid: u32, id: &str, fault: &NetFault) -> Result<()> {
+    validate_id(id)?;
+    fault.validate()?;
+    match fault {
+        NetFault::Bandwidth { kbit } => apply_tbf(pid, *kbit),
+        NetFault::Loss { .. } | NetFault::Partition { .. } => apply_iptables(pid, id, fault),
+        NetFault::Delay { .. } | NetFault::Timeout { .. } | NetFault::Reset { .. } => {
+            apply_toxiproxy(pid, id, fault)
+        }
+    }
+}
+
+/// Removes what [`apply`] added for `id`; nothing there is success. A bandwidth fault
+/// removes the namespace's tbf of ours (there is at most one). Needs nothing but the
+/// namespace: a Toxiproxy is found by its environment, not by anything the applying
+/// process kept.
+pub fn heal(pid: u32, id: &str, fault: &NetFault) -> Result<()> {
+    validate_id(id)?;
+    match fault {
+        NetFault::Bandwidth { .. } => heal_tbf(pid).map(drop),
+        NetFault::Loss { .. } | NetFault::Partition { .. } => {
+            heal_iptables(pid, Some(id)).map(drop)
+        }
+        NetFault::Delay { .. } | NetFault::Timeout { .. } | NetFault::Reset { .. } => {
+            heal_toxiproxy(pid, id).map(drop)
+        }
+    }
+}
+
+/// Removes every `WIBER-*` chain (with its jumps, in the filter and nat tables), our tbf
+/// root qdiscs and our Toxiproxy servers in the namespace, for when the ledger is lost;
+/// also servers of ours whose namespace has no other process left. Returns what was
+/// removed.
+pub fn heal_everything(pid: u32) -> Result<Vec<String>> {
+    // Every part runs even when another fails: a stuck qdisc must not keep a partition.
+    let chains = heal_iptables(pid, None);
+    let tbf = heal_tbf(pid);
+    let servers =
+        toxiproxy::find_servers(Some(pid), None).and_then(|s| toxiproxy::stop_servers(&s));
+    both(both(chains, tbf), servers)
+}
+
 /// What is applied in the namespace now: `WIBER-<id> (iptables, 2 jumps)`,
-/// `tbf on eth0 (rate 2Mbit ...)`.
+/// `WIBER-<id> (iptables nat, 1 jump)`, `tbf on eth0 (rate 2Mbit ...)`,
+/// `toxiproxy-server pid 4242 (fault <id>)`.
 pub fn active(pid: u32) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for (fam, chains) in scan_chains(pid)? {
-        for c in chains {
+    for s in scan_chains(pid)? {
+        for c in s.chains {
             out.push(format!(
                 "{} ({}, {})",
                 c.name,
-                fam.tool(),
+                s.table.label(s.family),
                 counted(c.jumps.len(), "jump")
             ));
         }
     }
     for q in root_qdiscs(pid)?.into_iter().filter(RootQdisc::is_ours) {
         out.push(format!("tbf on {} ({})", q.dev, q.params));
+    }
+    for s in toxiproxy::find_servers(Some(pid), None)? {
+        if !s.orphan {
+            out.push(s.describe());
+        }
     }
     Ok(out)
 }
@@ -869,6 +1324,13 @@ pub fn check_host() -> Result<()> {
         require_tool(tool)?;
     }
     Ok(())
+}
+
+/// Checks this host can apply the Toxiproxy faults (delay, timeout, reset): what
+/// [`check_host`] checks, and Toxiproxy built under `root` or Go there to build it.
+pub fn check_toxiproxy(root: &Path) -> Result<()> {
+    check_host()?;
+    toxiproxy::check_buildable(root)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1085,6 +1547,22 @@ impl Ledger {
                 Some(pid) => heal(pid, &e.id, &e.fault)
                     .map(|()| e.describe())
                     .with_context(|| format!("cannot heal {} ({})", e.describe(), e.netns)),
+                // The rules went with the namespace, but a Toxiproxy keeps its namespace
+                // alive: stop the one of this fault, wherever it was left.
+                None if e.fault.mechanism() == "toxiproxy" => {
+                    toxiproxy::find_servers(None, Some(&e.id))
+                        .and_then(|s| toxiproxy::stop_servers(&s))
+                        .map(|stopped| match stopped.len() {
+                            0 => format!("{}: {} is gone, nothing to heal", e.describe(), e.netns),
+                            _ => format!(
+                                "{}: {} is gone; stopped {}",
+                                e.describe(),
+                                e.netns,
+                                stopped.join(", ")
+                            ),
+                        })
+                        .with_context(|| format!("cannot heal {} ({})", e.describe(), e.netns))
+                }
                 None => Ok(format!(
                     "{}: {} is gone, nothing to heal",
                     e.describe(),
@@ -1163,6 +1641,269 @@ mod tests {
             serde_json::from_str::<NetFault>(r#"{"kind":"bandwidth","kbit":8,"burst":1}"#).is_err()
         );
         assert_eq!(Direction::Out.to_string(), "out");
+    }
+
+    #[test]
+    fn toxiproxy_faults_round_trip_through_json() {
+        let faults = [
+            NetFault::Delay {
+                ms: 200,
+                jitter_ms: 50,
+                ports: vec![9092, 9094],
+            },
+            NetFault::Timeout {
+                ms: 0,
+                ports: vec![27017],
+            },
+            NetFault::Reset { ports: vec![9092] },
+        ];
+        for f in &faults {
+            let s = serde_json::to_string(f).unwrap();
+            assert_eq!(&serde_json::from_str::<NetFault>(&s).unwrap(), f, "{s}");
+            assert_eq!(f.mechanism(), "toxiproxy");
+        }
+        assert_eq!(
+            serde_json::to_string(&faults[0]).unwrap(),
+            r#"{"kind":"delay","ms":200,"jitter_ms":50,"ports":[9092,9094]}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&faults[2]).unwrap(),
+            r#"{"kind":"reset","ports":[9092]}"#
+        );
+        // No jitter: none. Ports are required.
+        assert_eq!(
+            serde_json::from_str::<NetFault>(r#"{"kind":"delay","ms":100,"ports":[9092]}"#)
+                .unwrap(),
+            NetFault::Delay {
+                ms: 100,
+                jitter_ms: 0,
+                ports: vec![9092]
+            }
+        );
+        assert!(serde_json::from_str::<NetFault>(r#"{"kind":"reset"}"#).is_err());
+        assert!(
+            serde_json::from_str::<NetFault>(r#"{"kind":"timeout","ms":1,"ports":[1],"x":1}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn toxiproxy_faults_describe_and_validate() {
+        let d = NetFault::Delay {
+            ms: 200,
+            jitter_ms: 50,
+            ports: vec![9092, 9094],
+        };
+        assert_eq!(d.describe(), "delay 200±50 ms on ports 9092, 9094");
+        d.validate().unwrap();
+        let d = NetFault::Delay {
+            ms: 200,
+            jitter_ms: 0,
+            ports: vec![9092],
+        };
+        assert_eq!(d.describe(), "delay 200 ms on port 9092");
+        assert_eq!(
+            NetFault::Timeout {
+                ms: 5000,
+                ports: vec![9092]
+            }
+            .describe(),
+            "timeout on port 9092: nothing passes, connections closed after 5000 ms"
+        );
+        assert_eq!(
+            NetFault::Timeout {
+                ms: 0,
+                ports: vec![9092]
+            }
+            .describe(),
+            "timeout on port 9092: nothing passes, connections held open"
+        );
+        assert_eq!(
+            NetFault::Reset {
+                ports: vec![9092, 9093]
+            }
+            .describe(),
+            "reset connections on ports 9092, 9093"
+        );
+        NetFault::Timeout {
+            ms: 0,
+            ports: vec![1],
+        }
+        .validate()
+        .unwrap();
+
+        let delay = |ms, jitter_ms, ports: &[u16]| NetFault::Delay {
+            ms,
+            jitter_ms,
+            ports: ports.to_vec(),
+        };
+        for (bad, says) in [
+            (delay(0, 0, &[9092]), "invalid delay 0 ms"),
+            (delay(100, 101, &[9092]), "invalid jitter 101 ms"),
+            (delay(100, 0, &[]), "delay names no port"),
+            (delay(100, 0, &[0]), "invalid port 0"),
+            (
+                delay(100, 0, &[9092, 9094, 9092]),
+                "port 9092 is named twice",
+            ),
+            (
+                delay(MAX_TOXIC_MS + 1, 0, &[9092]),
+                "times are milliseconds",
+            ),
+            (NetFault::Reset { ports: vec![] }, "reset names no port"),
+        ] {
+            let err = format!("{:#}", bad.validate().unwrap_err());
+            assert!(err.contains(says), "{err}");
+            assert!(apply(1, "x", &bad).is_err());
+        }
+    }
+
+    #[test]
+    fn toxiproxy_rules_redirect_new_connections_and_reset_old_ones() {
+        assert_eq!(
+            toxiproxy_iptables_commands("t1", &[(7000, 27000), (9092, 29092)]),
+            cmds(&[
+                &["iptables", "-w", "5", "-t", "nat", "-N", "WIBER-t1"],
+                &[
+                    "iptables",
+                    "-w",
+                    "5",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "WIBER-t1",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "7000",
+                    "-j",
+                    "REDIRECT",
+                    "--to-ports",
+                    "27000"
+                ],
+                &[
+                    "iptables",
+                    "-w",
+                    "5",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "WIBER-t1",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "9092",
+                    "-j",
+                    "REDIRECT",
+                    "--to-ports",
+                    "29092"
+                ],
+                &["iptables", "-w", "5", "-N", "WIBER-t1"],
+                &[
+                    "iptables",
+                    "-w",
+                    "5",
+                    "-A",
+                    "WIBER-t1",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "7000",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED",
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset"
+                ],
+                &[
+                    "iptables",
+                    "-w",
+                    "5",
+                    "-A",
+                    "WIBER-t1",
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "9092",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED",
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset"
+                ],
+                &[
+                    "iptables",
+                    "-w",
+                    "5",
+                    "-t",
+                    "nat",
+                    "-I",
+                    "PREROUTING",
+                    "1",
+                    "!",
+                    "-i",
+                    "lo",
+                    "-p",
+                    "tcp",
+                    "-j",
+                    "WIBER-t1"
+                ],
+                &[
+                    "iptables", "-w", "5", "-I", "INPUT", "1", "!", "-i", "lo", "-p", "tcp", "-j",
+                    "WIBER-t1"
+                ],
+            ])
+        );
+        assert!(
+            iptables_apply_commands("t1", &NetFault::Reset { ports: vec![7000] }, true).is_empty()
+        );
+
+        // `iptables -t nat -S` as iptables-nft 1.8.9 prints a fault's nat chain.
+        let nat = "\
+-P PREROUTING ACCEPT
+-P OUTPUT ACCEPT
+-N DOCKER_OUTPUT
+-N WIBER-t1
+-A PREROUTING ! -i lo -p tcp -j WIBER-t1
+-A OUTPUT -d 127.0.0.11/32 -j DOCKER_OUTPUT
+-A DOCKER_OUTPUT -d 127.0.0.11/32 -p tcp -m tcp --dport 53 -j DNAT --to-destination 127.0.0.11:40119
+-A WIBER-t1 -p tcp -m tcp --dport 7000 -j REDIRECT --to-ports 27000
+";
+        assert_eq!(
+            parse_redirected_ports(nat),
+            [("WIBER-t1".to_string(), 7000)]
+        );
+        let chains = parse_chains(nat);
+        assert_eq!(chains.len(), 1);
+        assert_eq!(
+            iptables_remove_commands(Family::V4, Table::Nat, &chains),
+            cmds(&[
+                &[
+                    "iptables",
+                    "-w",
+                    "5",
+                    "-t",
+                    "nat",
+                    "-D",
+                    "PREROUTING",
+                    "!",
+                    "-i",
+                    "lo",
+                    "-p",
+                    "tcp",
+                    "-j",
+                    "WIBER-t1"
+                ],
+                &["iptables", "-w", "5", "-t", "nat", "-F", "WIBER-t1"],
+                &["iptables", "-w", "5", "-t", "nat", "-X", "WIBER-t1"],
+            ])
+        );
     }
 
     #[test]
@@ -1403,7 +2144,7 @@ mod tests {
             .filter(|c| c.name == "WIBER-ab12")
             .collect();
         assert_eq!(
-            iptables_remove_commands(Family::V4, &ab),
+            iptables_remove_commands(Family::V4, Table::Filter, &ab),
             cmds(&[
                 &[
                     "iptables",
@@ -1431,7 +2172,7 @@ mod tests {
                 &["iptables", "-w", "5", "-X", "WIBER-ab12"],
             ])
         );
-        let all = iptables_remove_commands(Family::V6, &parse_chains(LISTING));
+        let all = iptables_remove_commands(Family::V6, Table::Filter, &parse_chains(LISTING));
         assert_eq!(
             all[2],
             argv(&[
@@ -1619,15 +2360,19 @@ qdisc pfifo 10: dev eth1 parent 1:1 limit 1000p
             );
         }
 
-        /// Two namespaces `a` and `b`, a veth pair between them, and a process in `a`
-        /// whose pid the faults are applied by. Drop removes all of it.
+        /// Two namespaces `a` and `b`, a veth pair between them, and a process in each
+        /// whose pid the faults are applied by. Drop removes all of it, a Toxiproxy left
+        /// running in them by a failed test included.
         struct Pair {
             a: String,
             b: String,
             addr_a: IpAddr,
             addr_b: IpAddr,
             tag: String,
-            sleeper: Option<Child>,
+            /// In `a`, then in `b`.
+            sleepers: Vec<Child>,
+            /// Their network namespaces (`net:[...]`), to find what was left in them.
+            netns: Vec<String>,
             stop: Arc<AtomicBool>,
             threads: Vec<JoinHandle<()>>,
         }
@@ -1638,7 +2383,15 @@ qdisc pfifo 10: dev eth1 parent 1:1 limit 1000p
                 for t in self.threads.drain(..) {
                     let _ = t.join();
                 }
-                if let Some(mut c) = self.sleeper.take() {
+                // Found by namespace, so also after a sleeper died.
+                if let Ok(servers) = toxiproxy::all_servers() {
+                    let ours: Vec<_> = servers
+                        .into_iter()
+                        .filter(|s| self.netns.contains(&s.netns))
+                        .collect();
+                    let _ = toxiproxy::stop_servers(&ours);
+                }
+                for mut c in self.sleepers.drain(..) {
                     let _ = c.kill();
                     let _ = c.wait();
                 }
@@ -1653,15 +2406,21 @@ qdisc pfifo 10: dev eth1 parent 1:1 limit 1000p
 
         impl Pair {
             fn new() -> Pair {
+                Pair::on(213)
+            }
+
+            /// A pair on 10.`net`.x.1 and .2.
+            fn on(net: u8) -> Pair {
                 let tag = new_fault_id()[..6].to_string();
                 let x = u8::from_str_radix(&tag[..2], 16).unwrap() % 250 + 1;
                 let mut p = Pair {
                     a: format!("wnf-{tag}-a"),
                     b: format!("wnf-{tag}-b"),
-                    addr_a: format!("10.213.{x}.1").parse().unwrap(),
-                    addr_b: format!("10.213.{x}.2").parse().unwrap(),
+                    addr_a: format!("10.{net}.{x}.1").parse().unwrap(),
+                    addr_b: format!("10.{net}.{x}.2").parse().unwrap(),
                     tag: tag.clone(),
-                    sleeper: None,
+                    sleepers: Vec::new(),
+                    netns: Vec::new(),
                     stop: Arc::new(AtomicBool::new(false)),
                     threads: Vec::new(),
                 };
@@ -1694,29 +2453,79 @@ qdisc pfifo 10: dev eth1 parent 1:1 limit 1000p
                     sh(&["-n", ns, "link", "set", dev, "up"]);
                     sh(&["-n", ns, "link", "set", "lo", "up"]);
                 }
-                p.sleeper = Some(
-                    Command::new("ip")
-                        .args(["netns", "exec", &p.a, "sleep", "300"])
+                for ns in [p.a.clone(), p.b.clone()] {
+                    let c = Command::new("ip")
+                        .args(["netns", "exec", &ns, "sleep", "300"])
                         .spawn()
-                        .unwrap(),
-                );
-                // `ip netns exec` enters the namespace, then execs: wait until it has.
-                let pid = p.pid();
-                let want = fs::read_link(format!("/proc/{}/ns/net", std::process::id())).ok();
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while fs::read_link(format!("/proc/{pid}/ns/net")).ok() == want {
-                    assert!(
-                        Instant::now() < deadline,
-                        "the sleeper never entered {}",
-                        p.a
-                    );
-                    std::thread::sleep(Duration::from_millis(10));
+                        .unwrap();
+                    let pid = c.id();
+                    p.sleepers.push(c);
+                    // `ip netns exec` enters the namespace, then execs: wait until it has.
+                    let want = fs::read_link(format!("/proc/{}/ns/net", std::process::id())).ok();
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while fs::read_link(format!("/proc/{pid}/ns/net")).ok() == want {
+                        assert!(Instant::now() < deadline, "the sleeper never entered {ns}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    p.netns.push(toxiproxy::netns_of(pid).unwrap());
                 }
                 p
             }
 
+            /// A process in `a`.
             fn pid(&self) -> u32 {
-                self.sleeper.as_ref().unwrap().id()
+                self.sleepers[0].id()
+            }
+
+            /// A process in `b`.
+            fn pid_b(&self) -> u32 {
+                self.sleepers[1].id()
+            }
+
+            /// A TCP echo server in `ns`: every connection gets back what it sends.
+            fn serve_echo(&mut self, ns: &str, addr: SocketAddr) {
+                let (tx, rx) = mpsc::channel();
+                let stop = self.stop.clone();
+                let ns = ns.to_string();
+                self.threads.push(std::thread::spawn(move || {
+                    enter(&ns);
+                    let l = TcpListener::bind(addr).unwrap();
+                    l.set_nonblocking(true).unwrap();
+                    tx.send(()).unwrap();
+                    while !stop.load(Ordering::SeqCst) {
+                        let Ok((mut s, _)) = l.accept() else {
+                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
+                        };
+                        let stop = stop.clone();
+                        std::thread::spawn(move || {
+                            s.set_nonblocking(false).unwrap();
+                            s.set_nodelay(true).unwrap();
+                            // Short, so the thread sees `stop` and lets the namespace go.
+                            s.set_read_timeout(Some(Duration::from_millis(100)))
+                                .unwrap();
+                            let mut buf = [0u8; 1024];
+                            while !stop.load(Ordering::SeqCst) {
+                                match s.read(&mut buf) {
+                                    Ok(0) => break,
+                                    Ok(n) => {
+                                        if s.write_all(&buf[..n]).is_err() {
+                                            break;
+                                        }
+                                    }
+                                    Err(e)
+                                        if matches!(
+                                            e.kind(),
+                                            std::io::ErrorKind::WouldBlock
+                                                | std::io::ErrorKind::TimedOut
+                                        ) => {}
+                                    Err(_) => break,
+                                }
+                            }
+                        });
+                    }
+                }));
+                rx.recv_timeout(Duration::from_secs(5)).unwrap();
             }
 
             /// A TCP server in `ns` that reads each connection to its end, then answers
@@ -1957,6 +2766,335 @@ qdisc pfifo 10: dev eth1 parent 1:1 limit 1000p
 
         fn ip(s: &str) -> IpAddr {
             s.parse().unwrap()
+        }
+
+        /// A connection from namespace `ns` (a socket stays in the namespace it was made
+        /// in, whichever thread uses it later).
+        fn connect_from(ns: &str, to: SocketAddr) -> TcpStream {
+            let s = in_ns(ns, move || {
+                TcpStream::connect_timeout(&to, Duration::from_secs(2))
+            })
+            .unwrap_or_else(|e| panic!("connect to {to}: {e}"));
+            s.set_nodelay(true).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        }
+
+        /// One request and its echo on `s`: seconds, or how it failed.
+        fn round_trip(s: &mut TcpStream) -> std::io::Result<f64> {
+            let t = Instant::now();
+            s.write_all(b"ping\n")?;
+            let mut back = [0u8; 5];
+            s.read_exact(&mut back)?;
+            assert_eq!(&back, b"ping\n");
+            Ok(t.elapsed().as_secs_f64())
+        }
+
+        /// `n` round trips on `s`, in milliseconds.
+        fn round_trips_ms(s: &mut TcpStream, n: usize) -> Vec<f64> {
+            (0..n)
+                .map(|_| round_trip(s).expect("round trip") * 1000.0)
+                .collect()
+        }
+
+        fn fmt_ms(v: &[f64]) -> String {
+            v.iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+
+        /// A fault id no concurrent run of this test uses (ids name the servers host-wide).
+        fn fresh_id(logs: &mut Logs, prefix: &str) -> String {
+            let id = format!("{prefix}{}", &new_fault_id()[..6]);
+            logs.1.push(id.clone());
+            id
+        }
+
+        /// The Toxiproxy logs of a test's faults, removed when it passes (kept to read
+        /// when it fails).
+        struct Logs(PathBuf, Vec<String>);
+
+        impl Drop for Logs {
+            fn drop(&mut self) {
+                if !std::thread::panicking() {
+                    for id in &self.1 {
+                        let _ = fs::remove_file(toxiproxy::log_path(&self.0, id));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn toxiproxy_faults_delay_time_out_and_reset_real_connections() {
+            // SAFETY: geteuid cannot fail.
+            if unsafe { libc::geteuid() } != 0 {
+                eprintln!("skipped: needs root (network namespaces, iptables, nsenter)");
+                return;
+            }
+            if tool_path("ip").is_none() {
+                eprintln!("skipped: `ip` (iproute2) is not installed");
+                return;
+            }
+            let root = crate::provision::repo_root().unwrap();
+            if toxiproxy::check_buildable(&root).is_err() {
+                eprintln!("skipped: Toxiproxy is not built and `go` is not installed");
+                return;
+            }
+            check_toxiproxy(&root).unwrap();
+            let t = Instant::now();
+            let bins = toxiproxy::ensure_binaries(&root).unwrap();
+            eprintln!("ensure_binaries: {:.1?} ({bins:?})", t.elapsed());
+            let mut logs = Logs(root.clone(), Vec::new());
+
+            let mut p = Pair::on(214);
+            let (a, b, pid) = (p.a.clone(), p.b.clone(), p.pid_b());
+            let to_b = SocketAddr::new(p.addr_b, 7000);
+            p.serve_echo(&b, "0.0.0.0:7000".parse().unwrap());
+
+            // Delay: a connection made before the fault is reset at its next packet; a new
+            // one goes through the proxy and every answer is 200 ms late.
+            let mut old = connect_from(&a, to_b);
+            let before = round_trips_ms(&mut old, 5);
+            eprintln!("round trips before the fault: {} ms", fmt_ms(&before));
+            assert!(before.iter().all(|ms| *ms < 50.0), "{before:?}");
+            let id = fresh_id(&mut logs, "dly");
+            let delay = NetFault::Delay {
+                ms: 200,
+                jitter_ms: 0,
+                ports: vec![7000],
+            };
+            let t = Instant::now();
+            apply(pid, &id, &delay).unwrap();
+            eprintln!("apply {}: {:.2?}", delay.describe(), t.elapsed());
+            let now = active(pid).unwrap();
+            eprintln!("active: {now:?}");
+            let chain = chain_name(&id);
+            assert!(
+                now.contains(&format!("{chain} (iptables nat, 1 jump)")),
+                "{now:?}"
+            );
+            assert!(
+                now.contains(&format!("{chain} (iptables, 1 jump)")),
+                "{now:?}"
+            );
+            assert!(
+                now.iter().any(|l| l.starts_with("toxiproxy-server pid")),
+                "{now:?}"
+            );
+            let err = round_trip(&mut old).unwrap_err();
+            eprintln!(
+                "the connection made before the fault: {err} ({:?})",
+                err.kind()
+            );
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+            let mut new = connect_from(&a, to_b);
+            let during = round_trips_ms(&mut new, 5);
+            eprintln!("round trips during the delay: {} ms", fmt_ms(&during));
+            assert!(
+                during.iter().all(|ms| (195.0..1000.0).contains(ms)),
+                "{during:?}"
+            );
+
+            // One Toxiproxy fault per port: a second is refused and leaves nothing.
+            let id2 = fresh_id(&mut logs, "dup");
+            let reset = NetFault::Reset { ports: vec![7000] };
+            let err = apply(pid, &id2, &reset).unwrap_err();
+            eprintln!("a second fault on port 7000: {err:#}");
+            assert!(toxiproxy::find_servers(None, Some(&id2))
+                .unwrap()
+                .is_empty());
+
+            heal(pid, &id, &delay).unwrap();
+            heal(pid, &id, &delay).unwrap(); // idempotent
+            let gone = round_trip(&mut new).unwrap_err();
+            eprintln!(
+                "the proxied connection after heal: {gone} ({:?})",
+                gone.kind()
+            );
+            let mut fresh = connect_from(&a, to_b);
+            let after = round_trips_ms(&mut fresh, 5);
+            eprintln!("round trips after heal: {} ms", fmt_ms(&after));
+            assert!(after.iter().all(|ms| *ms < 50.0), "{after:?}");
+            assert!(active(pid).unwrap().is_empty());
+            assert!(
+                toxiproxy::find_servers(None, Some(&id)).unwrap().is_empty(),
+                "no toxiproxy-server of the fault is left anywhere"
+            );
+
+            // Reset: old and new connections are reset, nothing reaches the service.
+            let id = fresh_id(&mut logs, "rst");
+            apply(pid, &id, &reset).unwrap();
+            let err = round_trip(&mut fresh).unwrap_err();
+            eprintln!("reset, an old connection: {err} ({:?})", err.kind());
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+            let mut new = connect_from(&a, to_b);
+            let t = Instant::now();
+            let err = round_trip(&mut new).unwrap_err();
+            eprintln!(
+                "reset, a new connection: {err} ({:?}) after {:.1?}",
+                err.kind(),
+                t.elapsed()
+            );
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+            heal(pid, &id, &reset).unwrap();
+            let mut fresh = connect_from(&a, to_b);
+            round_trip(&mut fresh).unwrap();
+
+            // Timeout: nothing comes back, the connection is closed after 300 ms. Healed
+            // by heal_everything, as when the ledger is lost.
+            let id = fresh_id(&mut logs, "tmo");
+            let timeout = NetFault::Timeout {
+                ms: 300,
+                ports: vec![7000],
+            };
+            apply(pid, &id, &timeout).unwrap();
+            let mut new = connect_from(&a, to_b);
+            let t = Instant::now();
+            let err = round_trip(&mut new).unwrap_err();
+            let waited = t.elapsed();
+            eprintln!("timeout: {err} ({:?}) after {waited:.2?}", err.kind());
+            assert!(waited >= Duration::from_millis(280), "{waited:?}");
+            assert!(waited < Duration::from_secs(3), "{waited:?}");
+            let removed = heal_everything(pid).unwrap();
+            eprintln!("heal_everything removed: {removed:#?}");
+            assert_eq!(removed.len(), 3, "nat chain, filter chain, server");
+            assert!(active(pid).unwrap().is_empty());
+            round_trip(&mut connect_from(&a, to_b)).unwrap();
+
+            // A failure after the server started is rolled back: a CLI that refuses to
+            // create proxies.
+            let dir = super::TempDir::new();
+            let fake = dir.0.join("toxiproxy-cli");
+            fs::write(
+                &fake,
+                format!(
+                    "#!/bin/sh\ncase \" $* \" in *\" create \"*) echo 'refused by the test' >&2; \
+                     exit 1;; esac\nexec {} \"$@\"\n",
+                    bins.cli.display()
+                ),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+            let broken = ToxiproxyBins {
+                server: bins.server.clone(),
+                cli: fake,
+            };
+            let id = fresh_id(&mut logs, "rb");
+            let err = apply_toxiproxy_with(pid, &id, &delay, &broken, &root).unwrap_err();
+            eprintln!("apply with a failing proxy: {err:#}");
+            assert!(format!("{err:#}").contains("was removed"), "{err:#}");
+            assert!(toxiproxy::find_servers(None, Some(&id)).unwrap().is_empty());
+            assert!(active(pid).unwrap().is_empty());
+            // A server that cannot start fails fast.
+            let dead = ToxiproxyBins {
+                server: PathBuf::from("/bin/false"),
+                cli: bins.cli.clone(),
+            };
+            let t = Instant::now();
+            let err = apply_toxiproxy_with(pid, &id, &delay, &dead, &root).unwrap_err();
+            eprintln!(
+                "apply with a server that exits: {err:#} ({:.1?})",
+                t.elapsed()
+            );
+            assert!(t.elapsed() < Duration::from_secs(5));
+            assert!(active(pid).unwrap().is_empty());
+            round_trip(&mut connect_from(&a, to_b)).unwrap();
+
+            // The process that applied a fault is SIGKILLed: its Toxiproxy lives on (a
+            // session of its own) and a heal from another process finds it by its
+            // environment.
+            let id = fresh_id(&mut logs, "kil");
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "runtime::netfault::tests::real::helper_apply_a_delay_and_wait",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(APPLY_ENV, format!("{pid} {id}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = child.stdout.take().unwrap();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    if line.contains(APPLIED) {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            let told = rx.recv_timeout(Duration::from_secs(60));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            told.expect("the child process applied the delay within 60 s");
+            let left = toxiproxy::find_servers(Some(pid), Some(&id)).unwrap();
+            eprintln!("after the applier was SIGKILLed: {left:?}");
+            assert_eq!(left.len(), 1);
+            let during = round_trips_ms(&mut connect_from(&a, to_b), 3);
+            eprintln!("round trips, applier dead: {} ms", fmt_ms(&during));
+            assert!(during.iter().all(|ms| *ms >= 195.0), "{during:?}");
+            heal(pid, &id, &delay).unwrap();
+            assert!(toxiproxy::find_servers(None, Some(&id)).unwrap().is_empty());
+            assert!(active(pid).unwrap().is_empty());
+            let after = round_trips_ms(&mut connect_from(&a, to_b), 3);
+            assert!(after.iter().all(|ms| *ms < 50.0), "{after:?}");
+
+            // Every process of the namespace is gone (a stopped container) with a
+            // Toxiproxy still in it: the ledger's heal finds no pid for the entry and
+            // stops that Toxiproxy anyway.
+            let ledger = Ledger::at(dir.0.join("netfaults.json"));
+            let id = fresh_id(&mut logs, "orp");
+            ledger
+                .record(&LedgerEntry {
+                    id: id.clone(),
+                    instance: "echo#1".into(),
+                    netns: NetnsRef::Pid { pid },
+                    fault: delay.clone(),
+                    applied_at: Utc::now(),
+                    until: None,
+                })
+                .unwrap();
+            apply(pid, &id, &delay).unwrap();
+            let mut sleeper_b = p.sleepers.pop().unwrap();
+            sleeper_b.kill().unwrap();
+            sleeper_b.wait().unwrap();
+            let left = toxiproxy::find_servers(None, Some(&id)).unwrap();
+            assert!(left.len() == 1 && left[0].orphan, "{left:?}");
+            let (healed, errors) = ledger.heal_all(&|_| None);
+            eprintln!("ledger heal, namespace without its processes: {healed:?}");
+            assert!(errors.is_empty(), "{errors:?}");
+            assert!(healed[0].contains("stopped toxiproxy-server"), "{healed:?}");
+            assert!(toxiproxy::find_servers(None, Some(&id)).unwrap().is_empty());
+            assert!(ledger.entries().unwrap().is_empty());
+        }
+
+        const APPLY_ENV: &str = "WIBER_TEST_APPLY_DELAY";
+        const APPLIED: &str = "WIBER-TEST-APPLIED";
+
+        /// Not a test of its own: the applier of the test above, in a process of its own
+        /// that gets SIGKILLed. Does nothing unless `WIBER_TEST_APPLY_DELAY` is
+        /// `<pid> <id>`.
+        #[test]
+        fn helper_apply_a_delay_and_wait() {
+            let Ok(spec) = std::env::var(APPLY_ENV) else {
+                return;
+            };
+            let (pid, id) = spec.split_once(' ').unwrap();
+            let delay = NetFault::Delay {
+                ms: 200,
+                jitter_ms: 0,
+                ports: vec![7000],
+            };
+            apply(pid.parse().unwrap(), id, &delay).unwrap();
+            println!("{APPLIED}");
+            std::io::Write::flush(&mut std::io::stdout()).unwrap();
+            std::thread::sleep(Duration::from_secs(60));
         }
     }
 }
