@@ -184,6 +184,7 @@ fn cluster_scenarios() {
     for name in [
         "kill-partition-leader",
         "isolate-leader",
+        "slow-broker",
         "rolling-broker-restart",
     ] {
         let out = scenario_command(&root, name, &project.0)

@@ -26,8 +26,9 @@ use crate::units::parse_duration;
 restart, pause (freeze: sockets stay open, nothing answers), unpause, disconnect (cut off the \
 stack's network, docker only), reconnect, scale (add consumers up to --to); network faults \
 (docker only, iptables/tc inside the target's network namespace): loss (--percent, --peers), \
-partition (--peers, --direction), bandwidth (--kbit), heal (remove them: from TARGET, or from \
-the whole stack without one); or a shortcut that names its target: kill-consumer, kill-api, \
+partition (--peers, --direction), bandwidth (--kbit); through a Toxiproxy put in front of the \
+target's service ports (kafka, mongo, postgres): delay (--ms, --jitter-ms), timeout (--ms), \
+reset; heal (remove them: from TARGET, or from the whole stack without one); or a shortcut that names its target: kill-consumer, kill-api, \
 kill-broker, restart-mongo, pause-consumer.\n\n\
 TARGET: a service (all its instances: kafka, postgres, mongo, api, consumer), an instance \
 (consumer#2, postgres#1, kafka#3), random:SERVICE (one running instance at random, chosen anew \
@@ -46,7 +47,8 @@ wiberctl chaos pause random:consumer --for 10s\n  wiberctl chaos disconnect kafk
 wiberctl chaos restart consumer#1\n  wiberctl chaos scale consumer --to 3\n  wiberctl chaos kill api --dry-run\n  \
 wiberctl chaos kill kafka:leader(wiber.messages/0) --for 20s\n  \
 wiberctl chaos partition kafka:controller --peers kafka --for 15s\n  \
-wiberctl chaos loss mongo --peers consumer --percent 20 --for 30s\n  wiberctl chaos heal"
+wiberctl chaos loss mongo --peers consumer --percent 20 --for 30s\n  \
+wiberctl chaos delay kafka#2 --ms 200 --jitter-ms 50 --for 20s\n  wiberctl chaos heal"
 )]
 pub struct ChaosArgs {
     /// What to do: an action or a shortcut (see below).
@@ -86,6 +88,13 @@ pub struct ChaosArgs {
     /// `partition`: both (default), in (drop what the peers send), out (drop what goes to them).
     #[arg(long, value_enum)]
     pub direction: Option<crate::runtime::netfault::Direction>,
+    /// `delay`: how late the target's answers are, ms (e.g. 200); `timeout`: when a held
+    /// connection is closed, ms (0: never).
+    #[arg(long)]
+    pub ms: Option<u64>,
+    /// `delay`: ± this much, ms (e.g. 50).
+    #[arg(long)]
+    pub jitter_ms: Option<u64>,
     /// Print what would be done; touch nothing (no action, no event).
     #[arg(long)]
     pub dry_run: bool,
@@ -135,6 +144,8 @@ fn fault_spec(args: &ChaosArgs) -> Result<FaultSpec> {
                 .map(|p| Target::parse(p).map_err(|e| e.context(format!("--peers {p:?}"))))
                 .collect::<Result<_>>()?,
             direction: args.direction,
+            ms: args.ms,
+            jitter_ms: args.jitter_ms,
         },
     };
     // The same rules as a scenario file's faults (their keys are this command's flags).

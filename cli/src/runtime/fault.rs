@@ -29,6 +29,10 @@ pub struct NetSpec {
     pub peers: Vec<Target>,
     /// `partition`: which way packets are dropped.
     pub direction: Option<Direction>,
+    /// `delay`: how late, ms; `timeout`: when a connection is closed, ms (0: never).
+    pub ms: Option<u64>,
+    /// `delay`: ± this much, ms.
+    pub jitter_ms: Option<u64>,
 }
 
 /// What a fault does to an instance (or, for `scale`, to a service).
@@ -56,13 +60,21 @@ pub enum Action {
     Partition,
     /// Limit the instance's egress rate (tc tbf, docker only).
     Bandwidth,
+    /// Answer late: what the instance's service ports send back is held `ms` ± `jitter_ms`
+    /// (Toxiproxy in its namespace, docker only).
+    Delay,
+    /// Let nothing through the service ports and close each connection after `ms` (0:
+    /// hold it open) (Toxiproxy, docker only).
+    Timeout,
+    /// Reset every connection to the service ports at its first bytes (Toxiproxy, docker only).
+    Reset,
     /// Remove the network faults wiberctl applied to the instance (every instance when
     /// `chaos heal` names none).
     Heal,
 }
 
 /// Every action, for help texts and error messages.
-pub const ACTIONS: [Action; 13] = [
+pub const ACTIONS: [Action; 16] = [
     Action::Kill,
     Action::Stop,
     Action::Start,
@@ -75,6 +87,9 @@ pub const ACTIONS: [Action; 13] = [
     Action::Loss,
     Action::Partition,
     Action::Bandwidth,
+    Action::Delay,
+    Action::Timeout,
+    Action::Reset,
     Action::Heal,
 ];
 
@@ -102,13 +117,29 @@ impl Action {
             Action::Loss => "loss",
             Action::Partition => "partition",
             Action::Bandwidth => "bandwidth",
+            Action::Delay => "delay",
+            Action::Timeout => "timeout",
+            Action::Reset => "reset",
             Action::Heal => "heal",
         }
     }
 
     /// Network faults: applied inside the instance's network namespace, undone by `heal`.
     pub fn is_network(self) -> bool {
-        matches!(self, Action::Loss | Action::Partition | Action::Bandwidth)
+        matches!(
+            self,
+            Action::Loss
+                | Action::Partition
+                | Action::Bandwidth
+                | Action::Delay
+                | Action::Timeout
+                | Action::Reset
+        )
+    }
+
+    /// The faults a proxy inside the namespace makes (on the service's own ports).
+    pub fn is_proxied(self) -> bool {
+        matches!(self, Action::Delay | Action::Timeout | Action::Reset)
     }
 
     /// An action or a shortcut by name: the action, and the target a shortcut names.
@@ -131,7 +162,7 @@ impl Action {
             Action::Kill | Action::Stop => Some(Action::Start),
             Action::Pause => Some(Action::Unpause),
             Action::Disconnect => Some(Action::Reconnect),
-            Action::Loss | Action::Partition | Action::Bandwidth => Some(Action::Heal),
+            a if a.is_network() => Some(Action::Heal),
             _ => None,
         }
     }
@@ -149,6 +180,9 @@ impl Action {
                 | Action::Loss
                 | Action::Partition
                 | Action::Bandwidth
+                | Action::Delay
+                | Action::Timeout
+                | Action::Reset
         )
     }
 

@@ -242,10 +242,8 @@ impl Stack {
                 bail!("scale acts on a service, not on {id}: use `Stack::scale`")
             }
             Action::Heal => self.heal_instance(id).await.map(|_| ()),
-            Action::Loss | Action::Partition | Action::Bandwidth => {
-                bail!(
-                    "{action} needs its parameters (peers, percent, kbit): use `Stack::apply_net`"
-                )
+            a => {
+                bail!("{a} needs its parameters (peers, percent, kbit, ms): use `Stack::apply_net`")
             }
         }
     }

@@ -106,6 +106,8 @@ struct RawFault {
     kbit: Option<Spanned<u64>>,
     peers: Option<Spanned<Vec<String>>>,
     direction: Option<Spanned<String>>,
+    ms: Option<Spanned<u64>>,
+    jitter_ms: Option<Spanned<u64>>,
 }
 
 // --- the validated scenario ----------------------------------------------------------
@@ -214,6 +216,8 @@ pub enum FaultField {
     Kbit,
     Peers,
     Direction,
+    Ms,
+    JitterMs,
 }
 
 /// A fault rule a [`FaultSpec`] breaks; the message names the keys (`for`, `every`, ...),
@@ -335,6 +339,42 @@ impl FaultSpec {
                 "direction applies to partition only".into(),
             );
         }
+        match (self.action, n.ms) {
+            (Action::Delay, None | Some(0)) => {
+                return broken(
+                    FaultField::Ms,
+                    "delay needs ms = 200 (how late the answers are)".into(),
+                )
+            }
+            (Action::Timeout, None) => {
+                return broken(
+                    FaultField::Ms,
+                    "timeout needs ms = 5000 (when a held connection is closed; 0: never)".into(),
+                )
+            }
+            (Action::Delay | Action::Timeout, Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return broken(
+                    FaultField::Ms,
+                    "ms applies to delay and timeout only".into(),
+                )
+            }
+        }
+        match (self.action, n.jitter_ms, n.ms) {
+            (Action::Delay, Some(j), Some(ms)) if j > ms => {
+                return broken(
+                    FaultField::JitterMs,
+                    format!("jitter_ms = {j} is more than ms = {ms}: answers cannot come early"),
+                )
+            }
+            (Action::Delay, _, _) | (_, None, _) => {}
+            (_, Some(_), _) => {
+                return broken(
+                    FaultField::JitterMs,
+                    "jitter_ms applies to delay only".into(),
+                )
+            }
+        }
         Ok(())
     }
 
@@ -405,7 +445,7 @@ const SYNTAX_STACK: &str =
 const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\", reads = { conversation = 200, user = 50, count = 20 } (reads/s of each kind, any of the three), read_fixture = 1000 (read that many conversations of a `wiberctl store fill` fixture instead of the run's own), read_fixture_size = 1000 (messages per fixture conversation); or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
 const SYNTAX_STAGE: &str =
     "[[load.stages]] to = 400 (req/s at the end of the stage), over = \"10s\"";
-const SYNTAX_FAULT: &str = "[[faults]] at = \"15s\", action = \"kill\" (kill, stop, start, restart, pause, unpause, disconnect, reconnect, scale, loss, partition, bandwidth, heal, or a chaos shortcut such as kill-consumer), target = \"consumer#1\" | \"consumer\" | \"random:consumer\" | \"kafka:leader(wiber.messages/0)\" | \"kafka:controller\" | \"kafka:coordinator(wiber-consumers)\", optional for = \"5s\", every = \"10s\" + count = 3, signal = \"TERM\", to = 3 (scale), percent = 20 (loss), kbit = 512 (bandwidth), peers = [\"consumer\", \"kafka\"] (loss, partition; omitted: everyone), direction = \"both\" | \"in\" | \"out\" (partition)";
+const SYNTAX_FAULT: &str = "[[faults]] at = \"15s\", action = \"kill\" (kill, stop, start, restart, pause, unpause, disconnect, reconnect, scale, loss, partition, bandwidth, delay, timeout, reset, heal, or a chaos shortcut such as kill-consumer), target = \"consumer#1\" | \"consumer\" | \"random:consumer\" | \"kafka:leader(wiber.messages/0)\" | \"kafka:controller\" | \"kafka:coordinator(wiber-consumers)\", optional for = \"5s\", every = \"10s\" + count = 3, signal = \"TERM\", to = 3 (scale), percent = 20 (loss), kbit = 512 (bandwidth), peers = [\"consumer\", \"kafka\"] (loss, partition; omitted: everyone), direction = \"both\" | \"in\" | \"out\" (partition), ms = 200 + jitter_ms = 50 (delay), ms = 5000 (timeout)";
 const SYNTAX_THRESHOLD: &str = "[thresholds] lost = \"== 0\", \"ack.p99\" = \"< 200ms\", achieved_rate = \">= 0.99 * rate\", \"e2e.p99\" = [\"< 1s\", \"< 1.2 * baseline\"], \"reads.count.error_rate\" = \"== 0\" (OP is == != < <= > >=)";
 
 struct Ctx<'a> {
@@ -927,6 +967,8 @@ fn fault_spec(
                     }
                 }),
             },
+            ms: f.ms.as_ref().map(|v| *v.get_ref()),
+            jitter_ms: f.jitter_ms.as_ref().map(|v| *v.get_ref()),
         },
     };
     spec.check().map_err(|rule| {
@@ -941,6 +983,8 @@ fn fault_spec(
             FaultField::Kbit => f.kbit.as_ref().map(|v| v.span().start),
             FaultField::Peers => f.peers.as_ref().map(|v| v.span().start),
             FaultField::Direction => f.direction.as_ref().map(|v| v.span().start),
+            FaultField::Ms => f.ms.as_ref().map(|v| v.span().start),
+            FaultField::JitterMs => f.jitter_ms.as_ref().map(|v| v.span().start),
         };
         err(at.unwrap_or(start), rule.message)
     })?;

@@ -178,6 +178,13 @@ async fn execute(
             .network_faults_supported()
             .with_context(|| format!("{}: {}", f.origin(), f.action))?;
     }
+    if let Some(f) = sc.faults.iter().find(|f| f.action.is_proxied()) {
+        say("  preparing the proxy of the delay/timeout/reset faults (built once)".into());
+        stack
+            .prepare_proxied_faults()
+            .await
+            .with_context(|| format!("{}: {}", f.origin(), f.action))?;
+    }
     // Faults an earlier run left behind (a wiberctl killed mid-fault) are not this run's.
     let healed = stack.heal_all().await?;
     if !healed.is_empty() {

@@ -65,9 +65,20 @@ const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
 
 /// Ports inside the containers (fixed; the host side is configurable).
-const KAFKA_EXTERNAL_PORT: u16 = 9094;
-const MONGO_PORT: u16 = 27017;
-const POSTGRES_PORT: u16 = 5432;
+const KAFKA_EXTERNAL_PORT: u16 = ports::KAFKA_EXTERNAL;
+const MONGO_PORT: u16 = ports::MONGO;
+const POSTGRES_PORT: u16 = ports::POSTGRES;
+
+/// The ports services listen on inside their containers, for what must know them outside
+/// this runtime (the proxied network faults).
+pub mod ports {
+    /// Brokers' listener on the project's network (consumers, replication).
+    pub const KAFKA_INTERNAL: u16 = 9092;
+    /// Brokers' listener for the host (published; the api on the host's network).
+    pub const KAFKA_EXTERNAL: u16 = 9094;
+    pub const MONGO: u16 = 27017;
+    pub const POSTGRES: u16 = 5432;
+}
 const API_PORT: u16 = 8000;
 /// The api's network mode. The api runs in the host's network namespace, listening on
 /// 127.0.0.1:<api port> itself, because every request of a load test crosses that hop:

@@ -17,7 +17,24 @@ use super::{local_dir, Backend, Stack};
 use crate::kafka::cluster::{self, KafkaRole, Resolved};
 use crate::runtime::fault::NetSpec;
 use crate::runtime::netfault::{self, Ledger, LedgerEntry, NetFault, NetnsRef};
-use crate::runtime::{Action, InstanceId, RuntimeKind, Target};
+use crate::runtime::{Action, InstanceId, RuntimeKind, Service, Target};
+
+/// The ports a service listens on inside its container: what the proxied faults (delay,
+/// timeout, reset) stand in front of. A broker's client and inter-broker listeners, not
+/// its controller's (a slow broker, not a slow quorum).
+fn service_ports(id: &InstanceId) -> Result<Vec<u16>> {
+    use crate::runtime::docker::ports;
+    Ok(match id.service {
+        Service::Kafka => vec![ports::KAFKA_INTERNAL, ports::KAFKA_EXTERNAL],
+        Service::Mongo => vec![ports::MONGO],
+        Service::Postgres => vec![ports::POSTGRES],
+        Service::Api | Service::Consumer => bail!(
+            "{id} serves no port inside the project's network: delay, timeout and reset stand in \
+             front of a service's ports (kafka, mongo, postgres); to slow {id}'s own \
+             connections, delay what it connects to"
+        ),
+    })
+}
 
 /// Bound on one metadata question to the cluster (roles are resolved while load runs).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +98,18 @@ impl Stack {
             Action::Bandwidth => NetFault::Bandwidth {
                 kbit: net.kbit.context("bandwidth needs kbit")?,
             },
+            Action::Delay => NetFault::Delay {
+                ms: net.ms.context("delay needs ms")?,
+                jitter_ms: net.jitter_ms.unwrap_or(0),
+                ports: service_ports(id)?,
+            },
+            Action::Timeout => NetFault::Timeout {
+                ms: net.ms.context("timeout needs ms")?,
+                ports: service_ports(id)?,
+            },
+            Action::Reset => NetFault::Reset {
+                ports: service_ports(id)?,
+            },
             other => bail!("{other} is not a network fault"),
         };
         fault.validate()?;
@@ -114,6 +143,18 @@ impl Stack {
             entry.fault.mechanism(),
             entry.id
         ))
+    }
+
+    /// Builds the proxy the delay, timeout and reset faults put in front of a service, if it
+    /// is not built yet (about a minute, once): done before any load starts, so the first
+    /// such fault fires on time.
+    pub async fn prepare_proxied_faults(&self) -> Result<()> {
+        self.network_faults_supported()?;
+        let root = crate::provision::repo_root()?;
+        tokio::task::spawn_blocking(move || crate::runtime::toxiproxy::ensure_binaries(&root))
+            .await
+            .context("the toxiproxy build task failed")??;
+        Ok(())
     }
 
     /// Where the peers' packets come from. No peers: everyone (empty list). The target
