@@ -39,7 +39,6 @@ mod postgres;
 pub mod probe;
 mod process;
 pub mod stack;
-pub mod toxiproxy;
 pub mod usage;
 
 pub use cluster::{Cluster, Profile};

@@ -151,9 +151,11 @@ impl Stack {
     pub async fn prepare_proxied_faults(&self) -> Result<()> {
         self.network_faults_supported()?;
         let root = crate::provision::repo_root()?;
-        tokio::task::spawn_blocking(move || crate::runtime::toxiproxy::ensure_binaries(&root))
-            .await
-            .context("the toxiproxy build task failed")??;
+        tokio::task::spawn_blocking(move || {
+            crate::runtime::netfault::toxiproxy::ensure_binaries(&root)
+        })
+        .await
+        .context("the toxiproxy build task failed")??;
         Ok(())
     }
 

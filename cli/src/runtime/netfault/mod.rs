@@ -2,7 +2,7 @@
 //! applied from the host: `nsenter -t <pid> -n` runs the host's iptables, ip6tables, tc
 //! and ip inside the namespace of process `pid`, so the container needs none of them.
 //! This kernel has no netem qdisc, so delay, timeout and reset go through a Toxiproxy
-//! started inside the namespace ([`super::toxiproxy`]); drops are iptables (`-m
+//! started inside the namespace ([`toxiproxy`]); drops are iptables (`-m
 //! statistic` for a probability) and the rate limit is tc's tbf.
 //!
 //! API:
@@ -69,7 +69,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::toxiproxy::{self, Toxic, ToxiproxyBins};
+pub mod toxiproxy;
+
+use toxiproxy::{Toxic, ToxiproxyBins};
 
 /// Every chain we create starts with this; nothing else in a namespace may.
 pub const CHAIN_PREFIX: &str = "WIBER-";

@@ -1,5 +1,5 @@
 //! Toxiproxy v2.5.0, for the network faults this kernel cannot make with tc (it has no
-//! netem qdisc): delay, timeout and reset. [`super::netfault`] owns the faults and the
+//! netem qdisc): delay, timeout and reset. [`super`] (netfault) owns the faults and the
 //! iptables rules that steer a namespace's traffic into the proxy; this module owns the
 //! binaries and the proxy processes.
 //!
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::netfault::{ns_exec_path, require_tool, MAX_ID_LEN};
+use super::{ns_exec_path, require_tool, MAX_ID_LEN};
 
 /// The Toxiproxy release we build (its module path and tag).
 pub const TOXIPROXY_VERSION: &str = "v2.5.0";
