@@ -1,12 +1,14 @@
 //! The scenario suite in `scenarios/`, run as CI runs it: the real `wiberctl` binary runs
-//! each file (`scenario run`) against its own Docker stack on the offline images (unique
-//! project, free ports), which the run brings up and takes down; the test takes it down
-//! again on any failure. Reports go to `reports/ci-scenarios/` (kept by `.ci/run`), with
-//! one JUnit file per scenario.
+//! each file (`scenario run`) against a Docker stack on the offline images (unique
+//! project, free ports). Scenarios that leave the stack as they found it share one stack
+//! per shape (one broker; a three-broker cluster) and attach to it; the others get their
+//! own, which the run brings up and takes down. The test takes every stack down again on
+//! any failure. Reports go to `reports/ci-scenarios/` (kept by `.ci/run`), with one JUnit
+//! file per scenario.
 //!
-//! Docker rather than local processes: three of the faults (network disconnect, pause of
-//! a container, a broker restart with its volume) are what the suite is about, and
-//! `disconnect` exists only there. bench-5000 is a performance run, not part of CI.
+//! Docker rather than local processes: most of the faults (network disconnect, loss,
+//! partitions and delay inside a container's namespace, pause of a container, a broker
+//! restart with its volume) are what the suite is about, and they exist only there. bench-5000 is a performance run, not part of CI.
 //!
 //! Needs what `docker_stack.rs` needs: a Docker engine and `target/debug/wiber-server`.
 //! One scenario at a time (2 cores).
@@ -57,34 +59,20 @@ impl Drop for Project {
     }
 }
 
-/// Runs `scenarios/<name>.toml` on a fresh stack and expects exit 0.
+/// Runs `scenarios/<name>.toml` on a fresh stack, which the run brings up (its
+/// `[stack]`) and takes down, and expects exit 0.
 fn run_scenario(name: &str) {
     let _one = exclusive();
     let root = repo_root();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let project = Project(format!("sc{}", &id[..8]));
-    let reports = root.join("reports").join("ci-scenarios");
-    let (a, m, k) = (free_port(), free_port(), free_port());
     let t = Instant::now();
-    let out = Command::new(WIBERCTL)
-        .args(["scenario", "run"])
-        .arg(root.join("scenarios").join(format!("{name}.toml")))
-        .args([
-            "--project",
-            &project.0,
-            "--runtime",
-            "docker",
-            "--images",
-            "offline",
-        ])
-        .args(["--api-port", &a.to_string(), "--mongo-port", &m.to_string()])
-        .args(["--kafka-port", &k.to_string()])
+    let out = scenario_command(&root, name, &project.0)
+        .args(["--images", "offline"])
+        .args(["--api-port", &free_port().to_string()])
+        .args(["--mongo-port", &free_port().to_string()])
+        .args(["--kafka-port", &free_port().to_string()])
         .args(["--postgres-port", &free_port().to_string()])
-        .arg("--reports-dir")
-        .arg(&reports)
-        .arg("--junit")
-        .arg(reports.join(format!("junit-{name}.xml")))
-        .env("WIBER_ROOT", &root)
         .output()
         .unwrap_or_else(|e| panic!("cannot run wiberctl: {e}"));
     eprintln!(
@@ -101,69 +89,71 @@ fn run_scenario(name: &str) {
     );
 }
 
+/// The scenarios of a one-broker stack with two consumers, on one stack brought up once
+/// (see [`run_group`]).
 #[test]
-fn smoke() {
-    run_scenario("smoke");
+fn one_broker_scenarios() {
+    run_group(
+        "ob",
+        &["--consumers", "2"],
+        &[
+            "smoke",
+            "kill-consumer",
+            "kill-api",
+            "restart-broker",
+            "restart-mongo",
+            "pause-consumer",
+            "partition-consumer",
+            "pause-broker",
+            "lossy-store-link",
+        ],
+    );
 }
 
-#[test]
-fn kill_consumer() {
-    run_scenario("kill-consumer");
-}
-
-#[test]
-fn kill_api() {
-    run_scenario("kill-api");
-}
-
-#[test]
-fn restart_broker() {
-    run_scenario("restart-broker");
-}
-
-#[test]
-fn restart_mongo() {
-    run_scenario("restart-mongo");
-}
-
-#[test]
-fn pause_consumer() {
-    run_scenario("pause-consumer");
-}
-
-#[test]
-fn partition_consumer() {
-    run_scenario("partition-consumer");
-}
-
+/// Scaling leaves the stack with one more consumer than the others expect: a stack of its own.
 #[test]
 fn scale_consumers() {
     run_scenario("scale-consumers");
 }
 
+/// Its consumers are killed while their writes fail: a stack of its own.
 #[test]
 fn store_outage_kill_consumer() {
     run_scenario("store-outage-kill-consumer");
 }
 
-#[test]
-fn pause_broker() {
-    run_scenario("pause-broker");
-}
-
-/// The cluster scenarios of a safe three-broker stack, on one stack brought up once (a
-/// cluster takes ~25 s to come up and ~10 s to go): each attaches to it, starts from the
-/// steady state (every instance running, lag 0) and leaves it whole (its rollbacks undo
-/// every fault), so the next one finds what a fresh stack would give it.
+/// The cluster scenarios of a safe three-broker stack (see [`run_group`]).
 #[test]
 fn cluster_scenarios() {
+    run_group(
+        "cl",
+        &["--brokers", "3", "--consumers", "2"],
+        &[
+            "kill-partition-leader",
+            "isolate-leader",
+            "slow-broker",
+            "rolling-broker-restart",
+        ],
+    );
+}
+
+/// Runs scenarios one after another on one stack brought up once with `up` (a stack takes
+/// 20-25 s to come up and ~10 s to go; CI has two cores and half an hour). Each attaches
+/// to it and starts from the steady state, which the runner checks (every instance running
+/// and healthy, lag 0), and leaves it whole: its rollbacks undo every fault. So each finds
+/// what a fresh stack would give it, and a scenario that broke the stack fails the next
+/// one's steady-state check rather than passing on a broken stack. Every scenario runs
+/// even when one fails; the test fails naming each that did.
+fn run_group(tag: &str, up: &[&str], names: &[&str]) {
     let _one = exclusive();
     let root = repo_root();
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let project = Project(format!("cl{}", &id[..8]));
+    let project = Project(format!("{tag}{}", &id[..8]));
     let ports = [free_port(), free_port(), free_port(), free_port()];
-    let up = Command::new(WIBERCTL)
-        .args(["stack", "up", "--brokers", "3", "--consumers", "2"])
+    let t = Instant::now();
+    let out = Command::new(WIBERCTL)
+        .args(["stack", "up"])
+        .args(up)
         .args([
             "--project",
             &project.0,
@@ -179,21 +169,19 @@ fn cluster_scenarios() {
         .env("WIBER_ROOT", &root)
         .output()
         .unwrap();
-    assert_eq!(up.status.code(), Some(0), "stack up: {}", describe(&up));
+    assert_eq!(out.status.code(), Some(0), "stack up: {}", describe(&out));
+    eprintln!("[group {tag}] stack up {up:?} in {:.1?}", t.elapsed());
     let mut failed = Vec::new();
-    for name in [
-        "kill-partition-leader",
-        "isolate-leader",
-        "slow-broker",
-        "rolling-broker-restart",
-    ] {
+    for name in names {
+        let t = Instant::now();
         let out = scenario_command(&root, name, &project.0)
             .arg("--attach")
             .output()
             .unwrap();
         eprintln!(
-            "[scenario] {name}: exit {:?}\n{}",
+            "[scenario] {name}: exit {:?} in {:.1?}\n{}",
             out.status.code(),
+            t.elapsed(),
             String::from_utf8_lossy(&out.stdout)
         );
         if out.status.code() != Some(0) {
@@ -202,7 +190,7 @@ fn cluster_scenarios() {
     }
     assert!(
         failed.is_empty(),
-        "cluster scenarios failed:\n{}",
+        "scenarios failed on the shared stack:\n{}",
         failed.join("\n")
     );
 }
@@ -213,11 +201,6 @@ fn cluster_scenarios() {
 #[test]
 fn isolate_leader_unsafe() {
     run_scenario("isolate-leader-unsafe");
-}
-
-#[test]
-fn lossy_store_link() {
-    run_scenario("lossy-store-link");
 }
 
 /// `wiberctl scenario run` of `scenarios/<name>.toml` against the project's stack, with
