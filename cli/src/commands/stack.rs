@@ -211,6 +211,7 @@ async fn down(r: &StackArgs, volumes: bool, json: bool) -> Result<Exit> {
         eprintln!("healed {} network fault(s) first", healed.len());
     }
     let summary = stack.down(volumes).await?;
+    stack.forget_network_faults()?;
     if json {
         output::json(
             &serde_json::json!({"project": r.project, "runtime": stack.kind(), "removed": true, "detail": summary}),

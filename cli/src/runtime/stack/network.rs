@@ -261,6 +261,23 @@ impl Stack {
         Ok(healed)
     }
 
+    /// Removes the empty ledger of a docker stack that is going away (and its directory,
+    /// when nothing else is in it), so taken-down projects leave nothing behind.
+    pub fn forget_network_faults(&self) -> Result<()> {
+        if self.kind() != RuntimeKind::Docker {
+            return Ok(());
+        }
+        let ledger = self.ledger()?;
+        if ledger.entries()?.is_empty() {
+            let _ = std::fs::remove_file(ledger.path());
+            let _ = std::fs::remove_file(ledger.path().with_extension("json.lock"));
+            if let Some(dir) = ledger.path().parent() {
+                let _ = std::fs::remove_dir(dir); // only when empty
+            }
+        }
+        Ok(())
+    }
+
     /// The network faults recorded as applied, for `stack status`.
     pub fn active_faults(&self) -> Result<Vec<LedgerEntry>> {
         if self.kind() != RuntimeKind::Docker {
