@@ -204,14 +204,11 @@ async fn down(r: &StackArgs, volumes: bool, json: bool) -> Result<Exit> {
         }
         Err(e) => return Err(e),
     };
-    // Network faults first: a rule left in a namespace dies with its container, but the
-    // record of it would outlive the stack and mislead the next one of this project.
-    let healed = stack.heal_all().await?;
-    if !healed.is_empty() && !json {
-        eprintln!("healed {} network fault(s) first", healed.len());
-    }
     let summary = stack.down(volumes).await?;
-    stack.forget_network_faults()?;
+    let healed = summary["healed"].as_array().map_or(0, Vec::len);
+    if healed > 0 && !json {
+        eprintln!("healed {healed} network fault(s) first");
+    }
     if json {
         output::json(
             &serde_json::json!({"project": r.project, "runtime": stack.kind(), "removed": true, "detail": summary}),

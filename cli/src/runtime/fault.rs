@@ -293,6 +293,18 @@ impl Target {
                 wiber_model::contract::defaults::CONSUMER_GROUP,
             )?));
         }
+        // `broker` is what Kafka calls them: `broker#2` is `kafka#2`.
+        let aliased;
+        let s = match s.strip_prefix("broker") {
+            Some(rest) if rest.is_empty() || rest.starts_with('#') => {
+                aliased = format!("kafka{rest}");
+                aliased.as_str()
+            }
+            _ => match s.strip_prefix("random:broker") {
+                Some("") => "random:kafka",
+                _ => s,
+            },
+        };
         let parsed: Result<Target, ParseIdError> = if let Some(svc) = s.strip_prefix("random:") {
             svc.parse().map(Target::Random)
         } else if s.contains('#') {
@@ -382,6 +394,18 @@ mod tests {
             Target::Random(Service::Consumer)
         );
         assert!(Target::parse("zookeeper").is_err());
+        assert_eq!(
+            Target::parse("broker#2").unwrap(),
+            Target::Instance("kafka#2".parse().unwrap())
+        );
+        assert_eq!(
+            Target::parse("random:broker").unwrap(),
+            Target::Random(Service::Kafka)
+        );
+        assert_eq!(
+            Target::parse("kafka:controller").unwrap().to_string(),
+            "kafka:controller"
+        );
         // The store's PostgreSQL is a target like any other (chaos and scenario files).
         assert_eq!(
             Target::parse("postgres#1").unwrap(),

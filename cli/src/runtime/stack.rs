@@ -152,7 +152,16 @@ impl Stack {
     /// removes the data, so the next `up` starts empty.
     pub async fn down(&self, volumes: bool) -> Result<serde_json::Value> {
         match &self.backend {
-            Backend::Docker(d) => Ok(serde_json::to_value(d.down(volumes).await?)?),
+            Backend::Docker(d) => {
+                // Network faults first: a rule dies with its container, but its record
+                // (and a proxy's process) would outlive the stack and mislead the next
+                // stack of this project.
+                let healed = self.heal_all().await?;
+                let mut summary = serde_json::to_value(d.down(volumes).await?)?;
+                self.forget_network_faults()?;
+                summary["healed"] = serde_json::json!(healed);
+                Ok(summary)
+            }
             Backend::Local(l) => {
                 l.down().await?;
                 let dir = l.dir().to_path_buf();
