@@ -2,8 +2,8 @@
 //! recorded in the project's ledger (`.wiber/stacks/<project>/netfaults.json`) before it
 //! is applied, and [`Stack::heal_all`] removes every recorded one, also after the
 //! wiberctl that applied it was SIGKILLed (`chaos heal`, `stack down`, and every scenario
-//! run before its load). The mechanism (iptables and tc inside a container's namespace,
-//! through nsenter) is [`crate::runtime::netfault`]; this file decides whom a fault cuts
+//! run before its load). The mechanism (iptables, tc and a Toxiproxy inside a container's
+//! namespace, through nsenter) is [`crate::runtime::netfault`]; this file decides whom a fault cuts
 //! (peers named in the stack's terms, resolved to addresses when it fires) and where
 //! its record lives.
 
@@ -45,7 +45,7 @@ impl Stack {
         match self.kind() {
             RuntimeKind::Docker => netfault::check_host(),
             RuntimeKind::Local => bail!(
-                "network faults (loss, partition, bandwidth) need the docker runtime: there each \
+                "network faults (loss, partition, bandwidth, delay, timeout, reset) need the docker runtime: there each \
                  instance has its own network namespace, while local processes share the host's \
                  (bring the stack up with --runtime docker)"
             ),
