@@ -477,6 +477,21 @@ fn pause_disconnect_and_dry_run_show_in_status() {
         describe(&out)
     );
     stack.expect(&["chaos", "kill-consumer", "--dry-run", "--json"], 0);
+    // Kafka roles are asked of the real broker (DescribeQuorum, FindCoordinator, metadata):
+    // on one broker each is kafka#1.
+    for role in [
+        "kafka:controller",
+        "kafka:coordinator(wiber-consumers)",
+        "kafka:leader(wiber.messages/0)",
+    ] {
+        let out = stack.expect(&["chaos", "kill", role, "--dry-run"], 0);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains("is kafka#1 now") && said.contains("would kill kafka#1"),
+            "{role}: {}",
+            describe(&out)
+        );
+    }
     assert!(!stack.events.exists(), "a dry run must not write events");
     let after = stack.status();
     assert_eq!(after["ok"], true);
