@@ -359,7 +359,16 @@ async fn act<S: FaultSeam>(
             let detail: Vec<String> = role_note.iter().chain(applied.iter()).cloned().collect();
             if !detail.is_empty() {
                 ev.detail = Some(detail.join("; "));
-                records.update(rec, |r| r.detail = Some(detail.join("; ")));
+            }
+            // The record starts with the role's resolution; each instance a network fault
+            // acted on adds how (a service target names several).
+            if let Some(a) = &applied {
+                records.update(rec, |r| {
+                    r.detail = Some(match r.detail.take() {
+                        Some(d) => format!("{d}; {}: {a}", i.id),
+                        None => format!("{}: {a}", i.id),
+                    })
+                });
             }
             let r = r.map(|_| ());
             if let Err(e) = &r {
