@@ -106,6 +106,7 @@ fn one_broker_scenarios() {
             "partition-consumer",
             "pause-broker",
             "lossy-store-link",
+            "store-outage-kill-consumer",
         ],
     );
 }
@@ -114,12 +115,6 @@ fn one_broker_scenarios() {
 #[test]
 fn scale_consumers() {
     run_scenario("scale-consumers");
-}
-
-/// Its consumers are killed while their writes fail: a stack of its own.
-#[test]
-fn store_outage_kill_consumer() {
-    run_scenario("store-outage-kill-consumer");
 }
 
 /// The cluster scenarios of a safe three-broker stack (see [`run_group`]).
@@ -133,6 +128,8 @@ fn cluster_scenarios() {
             "isolate-leader",
             "slow-broker",
             "rolling-broker-restart",
+            // Last: three minutes of random faults on every service, verified as it goes.
+            "soak-ci",
         ],
     );
 }

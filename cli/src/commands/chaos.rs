@@ -126,6 +126,7 @@ fn fault_spec(args: &ChaosArgs) -> Result<FaultSpec> {
         ),
     };
     let spec = FaultSpec {
+        drawn: false,
         line: 0,
         at: Duration::ZERO,
         every: args.every,
@@ -187,6 +188,7 @@ pub async fn run(args: ChaosArgs, json: bool) -> Result<Exit> {
     let tl = timeline::run(
         &stack,
         &faults,
+        None,
         tokio::time::Instant::now(),
         &log,
         &rollbacks,

@@ -21,17 +21,34 @@ scenario.json, summary.md, junit.xml, events.jsonl, lag.jsonl, and load/ (the be
 A file with [stack] brings the stack up when it is not running and takes it down afterwards (unless --keep-stack); \
 without [stack] (or with --attach) it runs against the running stack. Every fault is undone at the end, also on \
 failure or Ctrl-C.\n\n\
+A file with [random] draws its faults from a weighted menu with a seed: --seed N, else the file's `seed`, else a fresh \
+one. The seed is printed at the start and in the summary with the command that replays the run (the same file and seed \
+draw the same faults, fault for fault); scenario.json keeps it as `seed`. Preview a draw with \
+`wiberctl scenario validate FILE --seed N --schedule`.\n\n\
 Exit codes: 0 every scenario passed; 1 a threshold or invariant failed; 2 a scenario could not be run \
 (bad file, no stack, broken steady state, a fault step or rollback failed, interrupted).\n\n\
 Examples:\n  wiberctl scenario run scenarios/smoke.toml\n  wiberctl scenario run scenarios/*.toml --junit reports/junit.xml\n  \
-wiberctl scenario run scenarios/kill-api.toml --attach\n  wiberctl scenario run scenarios/bench-5000.toml --baseline reports/<run>/"
+wiberctl scenario run scenarios/kill-api.toml --attach\n  wiberctl scenario run scenarios/bench-5000.toml --baseline reports/<run>/\n  \
+wiberctl scenario run soak.toml --seed 7        # replay the random faults of a run that printed seed 7"
     )]
     Run(Box<RunArgs>),
     /// Check scenario files without running them (errors give file:line and the expected syntax).
-    #[command(after_help = "Exit codes: 0 every file is valid; 2 a file is not.")]
+    #[command(
+        after_help = "A file with [random] also draws its faults, as `scenario run` would with the same seed, and \
+prints the seed and the count of each action; --schedule lists every fault, so a draw can be looked at before it runs \
+and replayed with `wiberctl scenario run FILE --seed N`.\n\n\
+Exit codes: 0 every file is valid; 2 a file is not.\n\n\
+Examples:\n  wiberctl scenario validate scenarios/*.toml\n  wiberctl scenario validate soak.toml --seed 7 --schedule"
+    )]
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Seed of the [random] draw (as `scenario run --seed`); default: the file's `seed`, else a fresh one.
+        #[arg(long, value_name = "N")]
+        seed: Option<u64>,
+        /// List every fault of each file (its [[faults]] and what [random] drew), in time order.
+        #[arg(long)]
+        schedule: bool,
     },
     /// List the scenarios of a directory: name, description, duration, faults.
     List {
@@ -65,6 +82,11 @@ pub struct RunArgs {
     /// How long verify waits for the consumer group to drain after the load.
     #[arg(long, default_value = "90s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Seed of the [random] fault draw: the same file and seed draw the same faults, so
+    /// `--seed N` replays a run that reported seed N. Default: the file's `seed`, else a
+    /// fresh one (printed). Files without [random] ignore it.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
     /// Images, ports and wait, when the run brings the stack up.
     #[command(flatten)]
     pub up: UpFlags,
@@ -73,7 +95,11 @@ pub struct RunArgs {
 pub async fn run(cmd: ScenarioCmd, json: bool) -> Result<Exit> {
     match cmd {
         ScenarioCmd::Run(args) => run_files(*args, json).await,
-        ScenarioCmd::Validate { files } => validate(&files, json),
+        ScenarioCmd::Validate {
+            files,
+            seed,
+            schedule,
+        } => validate(&files, seed, schedule, json),
         ScenarioCmd::List { dir } => list(dir, json),
     }
 }
@@ -98,6 +124,7 @@ async fn run_files(args: RunArgs, json: bool) -> Result<Exit> {
             .unwrap_or_else(super::bench::default_reports_dir),
         drain_timeout: args.drain_timeout,
         progress: !json,
+        seed: args.seed,
     };
     let mut outcomes = Vec::new();
     for f in &args.files {
@@ -147,12 +174,42 @@ async fn run_files(args: RunArgs, json: bool) -> Result<Exit> {
     })
 }
 
-fn validate(files: &[PathBuf], json: bool) -> Result<Exit> {
+fn validate(files: &[PathBuf], seed: Option<u64>, schedule: bool, json: bool) -> Result<Exit> {
     let mut bad = Vec::new();
     let mut rows = Vec::new();
     for f in files {
         match scenario::load(f) {
-            Ok(s) => rows.push(serde_json::json!({"file": f, "name": s.name, "ok": true})),
+            Ok(mut s) => {
+                let drawn = scenario::random::expand(&mut s, seed);
+                let mut row = serde_json::json!({"file": f, "name": s.name, "ok": true});
+                if let Some((seed, summary)) = &drawn {
+                    row["seed"] = serde_json::json!(seed);
+                    row["random"] = serde_json::json!(summary);
+                }
+                let mut faults: Vec<&scenario::format::FaultSpec> = s.faults.iter().collect();
+                faults.sort_by_key(|f| f.at);
+                if schedule {
+                    row["schedule"] = serde_json::json!(faults
+                        .iter()
+                        .map(|f| serde_json::json!({"at_s": f.at.as_secs_f64(), "line": f.line, "fault": f.describe()}))
+                        .collect::<Vec<_>>());
+                }
+                if !json {
+                    println!("{}: ok ({})", f.display(), s.name);
+                    if let Some((seed, summary)) = &drawn {
+                        println!(
+                            "  {}",
+                            scenario::random::describe(&f.display().to_string(), *seed, summary)
+                        );
+                    }
+                    if schedule {
+                        for fault in &faults {
+                            println!("  line {:<4} {}", fault.line, fault.describe());
+                        }
+                    }
+                }
+                rows.push(row);
+            }
             Err(e) => {
                 rows.push(serde_json::json!({"file": f, "ok": false, "error": format!("{e:#}")}));
                 bad.push(format!("{e:#}"));
@@ -161,16 +218,6 @@ fn validate(files: &[PathBuf], json: bool) -> Result<Exit> {
     }
     if json {
         output::json(&rows);
-    } else {
-        for r in &rows {
-            if r["ok"] == true {
-                println!(
-                    "{}: ok ({})",
-                    r["file"].as_str().unwrap_or_default(),
-                    r["name"].as_str().unwrap_or_default()
-                );
-            }
-        }
     }
     if !bad.is_empty() {
         bail!(
@@ -215,11 +262,15 @@ fn list(dir: Option<PathBuf>, json: bool) -> Result<Exit> {
                     s.name.clone(),
                     s.description.clone(),
                     load.clone(),
-                    s.faults.len().to_string(),
+                    if s.random.is_some() {
+                        format!("{} + random", s.faults.len())
+                    } else {
+                        s.faults.len().to_string()
+                    },
                     f.display().to_string(),
                 ]);
                 rows.push(serde_json::json!({"name": s.name, "description": s.description, "duration_s": s.load.duration().as_secs_f64(),
-                    "mean_rate": s.load.mean_rate(), "faults": s.faults.iter().map(|f| f.describe()).collect::<Vec<_>>(), "file": f}));
+                    "mean_rate": s.load.mean_rate(), "faults": s.faults.iter().map(|f| f.describe()).collect::<Vec<_>>(), "random": s.random.is_some(), "file": f}));
             }
             Err(e) => {
                 t.add_row(vec![

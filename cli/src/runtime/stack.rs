@@ -17,6 +17,9 @@ use super::{
 use crate::provision;
 
 mod network;
+mod rejoin;
+
+pub use rejoin::REJOIN_TIMEOUT;
 
 /// Which stack: a project name, and the runtime if the caller knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,8 +224,15 @@ impl Stack {
         match action {
             Action::Kill => r.kill(id, sig).await,
             Action::Stop => r.stop(id).await,
-            Action::Start => r.start(id).await,
-            Action::Restart => r.restart(id).await,
+            // A broker is back when it is in sync again (see `rejoin`).
+            Action::Start => {
+                r.start(id).await?;
+                self.wait_in_sync(id, REJOIN_TIMEOUT).await
+            }
+            Action::Restart => {
+                r.restart(id).await?;
+                self.wait_in_sync(id, REJOIN_TIMEOUT).await
+            }
             Action::Pause => r.pause(id).await,
             Action::Unpause => {
                 let paused = self

@@ -24,6 +24,14 @@ use crate::runtime::{Action, Service, Signal, Target};
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 /// Most occurrences one `[[faults]]` entry may expand to.
 pub const MAX_COUNT: u32 = 1000;
+/// Most faults `[random]` may draw (bounded before drawing: the span over the shortest
+/// interval).
+pub const MAX_RANDOM_FAULTS: u64 = 100_000;
+/// `[random]`'s `stop` when not given: before the load's end by this much, so the tail
+/// drains.
+pub const DEFAULT_RANDOM_STOP: Duration = Duration::from_secs(20);
+/// `[random]`'s `start` when not given: the steady state before the first random fault.
+pub const DEFAULT_RANDOM_START: Duration = Duration::from_secs(10);
 
 // --- the file as written ------------------------------------------------------------
 
@@ -37,9 +45,59 @@ struct RawScenario {
     load: Spanned<RawLoad>,
     #[serde(default)]
     faults: Vec<Spanned<RawFault>>,
+    random: Option<Spanned<RawRandom>>,
     #[serde(default)]
     thresholds: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     expect: Option<Spanned<RawExpect>>,
+}
+
+/// `[random]`: how a fault schedule is drawn from `[[random.faults]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRandom {
+    seed: Option<Spanned<u64>>,
+    start: Option<Spanned<String>>,
+    stop: Option<Spanned<String>>,
+    /// `"8s"` or `["4s", "12s"]`.
+    interval: Option<Spanned<toml::Value>>,
+    max_concurrent: Option<Spanned<u32>>,
+    #[serde(default)]
+    max_down: BTreeMap<Spanned<String>, Spanned<u32>>,
+    #[serde(default)]
+    faults: Vec<Spanned<RawRandomFault>>,
+}
+
+/// One `[[random.faults]]` entry: a fault the draw may pick.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRandomFault {
+    action: Spanned<String>,
+    target: Option<Spanned<String>>,
+    targets: Option<Spanned<Vec<String>>>,
+    weight: Option<Spanned<u32>>,
+    /// `"5s"` or `["2s", "8s"]`.
+    #[serde(rename = "for")]
+    for_: Option<Spanned<toml::Value>>,
+    signal: Option<Spanned<String>>,
+    percent: Option<Spanned<f64>>,
+    kbit: Option<Spanned<u64>>,
+    peers: Option<Spanned<Vec<String>>>,
+    direction: Option<Spanned<String>>,
+    ms: Option<Spanned<u64>>,
+    jitter_ms: Option<Spanned<u64>>,
+}
+
+/// The keys `[[faults]]` and `[[random.faults]]` share: a fault's parameters, read by
+/// one function ([`params`]) for both.
+struct RawParams<'a> {
+    signal: &'a Option<Spanned<String>>,
+    to: Option<&'a Spanned<u32>>,
+    percent: &'a Option<Spanned<f64>>,
+    kbit: &'a Option<Spanned<u64>>,
+    peers: &'a Option<Spanned<Vec<String>>>,
+    direction: &'a Option<Spanned<String>>,
+    ms: &'a Option<Spanned<u64>>,
+    jitter_ms: &'a Option<Spanned<u64>>,
 }
 
 /// `[expect] fail = ["lost"]`: what a deliberately broken stack must be caught doing.
@@ -72,6 +130,7 @@ struct RawLoad {
     reads: Option<Spanned<RawReads>>,
     read_fixture: Option<Spanned<u64>>,
     read_fixture_size: Option<Spanned<u64>>,
+    verify_every: Option<Spanned<String>>,
 }
 
 /// `reads = { conversation = 200, user = 50, count = 20 }`: reads per second by kind.
@@ -123,7 +182,11 @@ pub struct Scenario {
     /// `None`: attach to the running stack.
     pub stack: Option<StackSpec>,
     pub load: LoadSpec,
+    /// `[[faults]]`, then (once [`crate::scenario::random::expand`] has drawn them) the faults of
+    /// `[random]`.
     pub faults: Vec<FaultSpec>,
+    /// `[random]`: the menu faults are drawn from, reproducibly from a seed.
+    pub random: Option<RandomSpec>,
     pub thresholds: Vec<Threshold>,
     /// Delivery invariants (`lost`, ...) or threshold metrics that must fail for the run
     /// to pass (`[expect] fail`): how a scenario on an unsafe stack proves that the
@@ -153,6 +216,10 @@ pub struct LoadSpec {
     pub timeout: Duration,
     /// Reads mixed into every segment of the load, as bench's `--reads`.
     pub reads: Option<ReadsConfig>,
+    /// Verify as the run goes, this often (`verify::incremental`): what the consumer
+    /// group committed past is looked up in the store while the load runs. `None`: only
+    /// the final verify, which short runs need no more than.
+    pub verify_every: Option<Duration>,
 }
 
 /// One constant-rate piece of the load.
@@ -181,7 +248,51 @@ impl LoadSpec {
     }
 }
 
-/// One `[[faults]]` entry.
+/// `[random]`: a weighted menu of faults and the rules of the draw; [`crate::scenario::random`]
+/// turns it into [`FaultSpec`]s for a seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomSpec {
+    /// Line of `[random]` in the file.
+    pub line: usize,
+    /// `seed = N`: used when `--seed` is not given.
+    pub seed: Option<u64>,
+    /// No random fault starts before this or after `stop` (offsets from the load's start).
+    pub start: Duration,
+    pub stop: Duration,
+    /// Time from one candidate start to the next, drawn uniformly in `[lo, hi]`.
+    pub interval: (Duration, Duration),
+    /// At most this many random faults active at once.
+    pub max_concurrent: u32,
+    /// At most this many random faults active at once on a service (1 when not named).
+    pub max_down: BTreeMap<Service, u32>,
+    pub menu: Vec<RandomFault>,
+}
+
+impl RandomSpec {
+    /// How many random faults may be active at once on `service`.
+    pub fn max_down(&self, service: Service) -> u32 {
+        self.max_down.get(&service).copied().unwrap_or(1)
+    }
+}
+
+/// One `[[random.faults]]` entry: what a drawn fault does, on which of `targets`, for how
+/// long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomFault {
+    /// Line of the entry in the file (the drawn [`FaultSpec`]s carry it).
+    pub line: usize,
+    /// An action with an undo (every random fault is undone after its `for`).
+    pub action: Action,
+    /// Instances or Kafka roles; one is drawn per occurrence.
+    pub targets: Vec<Target>,
+    pub weight: u32,
+    /// Drawn uniformly in `[lo, hi]`.
+    pub for_: (Duration, Duration),
+    pub signal: Option<Signal>,
+    pub net: NetSpec,
+}
+
+/// One `[[faults]]` entry (or one fault drawn from `[random]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaultSpec {
     /// Line of the entry in the file, for messages.
@@ -202,6 +313,10 @@ pub struct FaultSpec {
     pub to: Option<u32>,
     /// `loss`, `partition`, `bandwidth`: percent, kbit, peers, direction.
     pub net: NetSpec,
+    /// Drawn from `[random]`: one that cannot be applied when it fires (its Kafka role has
+    /// no holder mid-election, say) is recorded and skipped; the run goes on. A written
+    /// `[[faults]]` entry that fails stops the run, as the file's author asked for it.
+    pub drawn: bool,
 }
 
 /// The key (scenario file) or flag (`chaos`) a broken fault rule is about.
@@ -438,14 +553,18 @@ pub struct FormatError {
 }
 
 /// What each part of the file looks like, for error messages.
-const SYNTAX_TOP: &str = "name = \"kill-consumer\" (letters, digits, - and _), description = \"...\", then [stack], [load], [[faults]], [thresholds], [expect]";
+const SYNTAX_TOP: &str = "name = \"kill-consumer\" (letters, digits, - and _), description = \"...\", then [stack], [load], [[faults]], [random], [thresholds], [expect]";
 const SYNTAX_EXPECT: &str = "[expect] fail = [\"lost\"] (delivery invariants: lost, duplicated, unexpected, corrupted, reordered; or metrics of [thresholds]): the run passes only if each of them fails";
 const SYNTAX_STACK: &str =
     "[stack] consumers = 2, partitions = 6, brokers = 3 (1..=5), profile = \"safe\" | \"unsafe\" (acks=1, min.insync.replicas=1, unclean leader election: for showing loss being caught) (omit [stack] to attach to the running stack)";
-const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\", reads = { conversation = 200, user = 50, count = 20 } (reads/s of each kind, any of the three), read_fixture = 1000 (read that many conversations of a `wiberctl store fill` fixture instead of the run's own), read_fixture_size = 1000 (messages per fixture conversation); or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
+const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\", reads = { conversation = 200, user = 50, count = 20 } (reads/s of each kind, any of the three), read_fixture = 1000 (read that many conversations of a `wiberctl store fill` fixture instead of the run's own), read_fixture_size = 1000 (messages per fixture conversation), verify_every = \"20s\" (check what the consumers committed past against the store while the load runs; for long runs); or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
+/// The shortest `verify_every`.
+const MIN_VERIFY_EVERY: Duration = Duration::from_secs(5);
 const SYNTAX_STAGE: &str =
     "[[load.stages]] to = 400 (req/s at the end of the stage), over = \"10s\"";
 const SYNTAX_FAULT: &str = "[[faults]] at = \"15s\", action = \"kill\" (kill, stop, start, restart, pause, unpause, disconnect, reconnect, scale, loss, partition, bandwidth, delay, timeout, reset, heal, or a chaos shortcut such as kill-consumer), target = \"consumer#1\" | \"consumer\" | \"random:consumer\" | \"kafka:leader(wiber.messages/0)\" | \"kafka:controller\" | \"kafka:coordinator(wiber-consumers)\", optional for = \"5s\", every = \"10s\" + count = 3, signal = \"TERM\", to = 3 (scale), percent = 20 (loss), kbit = 512 (bandwidth), peers = [\"consumer\", \"kafka\"] (loss, partition; omitted: everyone), direction = \"both\" | \"in\" | \"out\" (partition), ms = 200 + jitter_ms = 50 (delay), ms = 5000 (timeout)";
+const SYNTAX_RANDOM: &str = "[random] seed = 7 (optional: `scenario run --seed N` wins; neither: one is drawn and reported), start = \"20s\" (no random fault starts before; default 10s), stop = \"-30s\" (before the load's end; or absolute, \"50m\"; default -20s), interval = [\"4s\", \"12s\"] (between two fault starts, drawn uniformly; or \"8s\"), max_concurrent = 2 (random faults active at once; default 1), [random.max_down] kafka = 1, consumer = 1 (at once on one service; default 1 each), then [[random.faults]] entries";
+const SYNTAX_RANDOM_FAULT: &str = "[[random.faults]] action = \"kill\" (an action with an undo: kill, stop, pause, disconnect, loss, partition, bandwidth, delay, timeout, reset), targets = [\"consumer#1\", \"consumer#2\", \"kafka:leader(wiber.messages/0)\"] (instances or Kafka roles; one drawn per fault; or target = \"api#1\"), for = [\"2s\", \"8s\"] (drawn uniformly; or \"5s\"), weight = 3 (default 1), and the action's keys as in [[faults]]: signal = \"TERM\", percent = 20, kbit = 512, peers = [\"kafka\"], direction = \"in\", ms = 200, jitter_ms = 50";
 const SYNTAX_THRESHOLD: &str = "[thresholds] lost = \"== 0\", \"ack.p99\" = \"< 200ms\", achieved_rate = \">= 0.99 * rate\", \"e2e.p99\" = [\"< 1s\", \"< 1.2 * baseline\"], \"reads.count.error_rate\" = \"== 0\" (OP is == != < <= > >=)";
 
 struct Ctx<'a> {
@@ -486,6 +605,8 @@ impl Ctx<'_> {
             s if s.starts_with("[[load.stages]]") => SYNTAX_STAGE,
             s if s.starts_with("[load]") => SYNTAX_LOAD,
             s if s.starts_with("[[faults]]") => SYNTAX_FAULT,
+            s if s.starts_with("[[random.faults]]") => SYNTAX_RANDOM_FAULT,
+            s if s.starts_with("[random") => SYNTAX_RANDOM,
             s if s.starts_with("[thresholds]") => SYNTAX_THRESHOLD,
             s if s.starts_with("[expect]") => SYNTAX_EXPECT,
             _ => SYNTAX_TOP,
@@ -597,6 +718,7 @@ fn validate(cx: &Ctx<'_>, raw: RawScenario, path: &Path) -> Result<Scenario, For
     for f in raw.faults {
         faults.push(fault_spec(cx, f, total)?);
     }
+    let random = raw.random.map(|r| random_spec(cx, r, total)).transpose()?;
 
     let mut thresholds = Vec::new();
     let mut entries: Vec<_> = raw.thresholds.into_iter().collect();
@@ -653,6 +775,7 @@ fn validate(cx: &Ctx<'_>, raw: RawScenario, path: &Path) -> Result<Scenario, For
         stack,
         load,
         faults,
+        random,
         thresholds,
         expect_fail,
     })
@@ -740,6 +863,23 @@ fn load_spec(cx: &Ctx<'_>, raw: Spanned<RawLoad>) -> Result<LoadSpec, FormatErro
         None => Duration::from_secs(10),
     };
     let reads = read_spec(cx, l.reads, l.read_fixture, l.read_fixture_size)?;
+    let verify_every = match &l.verify_every {
+        Some(v) => {
+            let d = cx.duration(v, "verify_every", SYNTAX_LOAD)?;
+            if d < MIN_VERIFY_EVERY {
+                return Err(cx.at(
+                    v.span().start,
+                    format!(
+                        "verify_every = {d:?} is below {MIN_VERIFY_EVERY:?}: each check asks \
+                         Kafka and the store, which the run is loading already"
+                    ),
+                    SYNTAX_LOAD,
+                ));
+            }
+            Some(d)
+        }
+        None => None,
+    };
     Ok(LoadSpec {
         segments,
         conversations,
@@ -748,6 +888,7 @@ fn load_spec(cx: &Ctx<'_>, raw: Spanned<RawLoad>) -> Result<LoadSpec, FormatErro
         connections,
         timeout,
         reads,
+        verify_every,
     })
 }
 
@@ -830,6 +971,74 @@ fn read_spec(
         source,
         page: PAGE,
     }))
+}
+
+impl RawParams<'_> {
+    /// Where the key a fault rule is about is written (`None`: not a parameter, or absent).
+    fn span_of(&self, field: FaultField) -> Option<usize> {
+        match field {
+            FaultField::Signal => self.signal.as_ref().map(|v| v.span().start),
+            FaultField::To => self.to.map(|v| v.span().start),
+            FaultField::Percent => self.percent.as_ref().map(|v| v.span().start),
+            FaultField::Kbit => self.kbit.as_ref().map(|v| v.span().start),
+            FaultField::Peers => self.peers.as_ref().map(|v| v.span().start),
+            FaultField::Direction => self.direction.as_ref().map(|v| v.span().start),
+            FaultField::Ms => self.ms.as_ref().map(|v| v.span().start),
+            FaultField::JitterMs => self.jitter_ms.as_ref().map(|v| v.span().start),
+            FaultField::Every | FaultField::For | FaultField::Target => None,
+        }
+    }
+}
+
+/// A fault's signal and network parameters, as `[[faults]]` and `[[random.faults]]`
+/// write them (the rules between them and the action are [`FaultSpec::check`]'s).
+fn params(
+    cx: &Ctx<'_>,
+    p: &RawParams<'_>,
+    expected: &str,
+) -> Result<(Option<Signal>, NetSpec), FormatError> {
+    let err = |offset: usize, msg: String| cx.at(offset, msg, expected);
+    let signal = p
+        .signal
+        .as_ref()
+        .map(|s| {
+            s.get_ref()
+                .parse()
+                .map_err(|e: anyhow::Error| err(s.span().start, e.to_string()))
+        })
+        .transpose()?;
+    let net = NetSpec {
+        percent: p.percent.as_ref().map(|p| *p.get_ref()),
+        kbit: p.kbit.as_ref().map(|k| *k.get_ref()),
+        peers: match p.peers {
+            None => Vec::new(),
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .map(|peer| {
+                    Target::parse(peer)
+                        .map_err(|e| err(list.span().start, format!("peer {peer:?}: {e:#}")))
+                })
+                .collect::<Result<_, _>>()?,
+        },
+        direction: match p.direction {
+            None => None,
+            Some(d) => Some(match d.get_ref().trim() {
+                "both" => Direction::Both,
+                "in" => Direction::In,
+                "out" => Direction::Out,
+                other => {
+                    return Err(err(
+                        d.span().start,
+                        format!("unknown direction {other:?}: expected \"both\", \"in\" (drop what the peers send) or \"out\" (drop what goes to them)"),
+                    ))
+                }
+            }),
+        },
+        ms: p.ms.as_ref().map(|v| *v.get_ref()),
+        jitter_ms: p.jitter_ms.as_ref().map(|v| *v.get_ref()),
+    };
+    Ok((signal, net))
 }
 
 fn fault_spec(
@@ -919,16 +1128,19 @@ fn fault_spec(
         .as_ref()
         .map(|d| cx.duration(d, "for", SYNTAX_FAULT))
         .transpose()?;
-    let signal = f
-        .signal
-        .as_ref()
-        .map(|s| {
-            s.get_ref()
-                .parse()
-                .map_err(|e: anyhow::Error| err(s.span().start, e.to_string()))
-        })
-        .transpose()?;
+    let raw = RawParams {
+        signal: &f.signal,
+        to: f.to.as_ref(),
+        percent: &f.percent,
+        kbit: &f.kbit,
+        peers: &f.peers,
+        direction: &f.direction,
+        ms: &f.ms,
+        jitter_ms: &f.jitter_ms,
+    };
+    let (signal, net) = params(cx, &raw, SYNTAX_FAULT)?;
     let spec = FaultSpec {
+        drawn: false,
         line,
         at,
         every,
@@ -938,53 +1150,14 @@ fn fault_spec(
         for_,
         signal,
         to: f.to.as_ref().map(|t| *t.get_ref()),
-        net: NetSpec {
-            percent: f.percent.as_ref().map(|p| *p.get_ref()),
-            kbit: f.kbit.as_ref().map(|k| *k.get_ref()),
-            peers: match &f.peers {
-                None => Vec::new(),
-                Some(list) => list
-                    .get_ref()
-                    .iter()
-                    .map(|p| {
-                        Target::parse(p).map_err(|e| {
-                            err(list.span().start, format!("peer {p:?}: {e:#}"))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-            },
-            direction: match &f.direction {
-                None => None,
-                Some(d) => Some(match d.get_ref().trim() {
-                    "both" => Direction::Both,
-                    "in" => Direction::In,
-                    "out" => Direction::Out,
-                    other => {
-                        return Err(err(
-                            d.span().start,
-                            format!("unknown direction {other:?}: expected \"both\", \"in\" (drop what the peers send) or \"out\" (drop what goes to them)"),
-                        ))
-                    }
-                }),
-            },
-            ms: f.ms.as_ref().map(|v| *v.get_ref()),
-            jitter_ms: f.jitter_ms.as_ref().map(|v| *v.get_ref()),
-        },
+        net,
     };
     spec.check().map_err(|rule| {
         // Point at the key the rule is about, where the entry has it.
         let at = match rule.field {
             FaultField::Every => f.every.as_ref().map(|v| v.span().start),
             FaultField::For => f.for_.as_ref().map(|v| v.span().start),
-            FaultField::Signal => f.signal.as_ref().map(|v| v.span().start),
-            FaultField::To => f.to.as_ref().map(|v| v.span().start),
-            FaultField::Target => None,
-            FaultField::Percent => f.percent.as_ref().map(|v| v.span().start),
-            FaultField::Kbit => f.kbit.as_ref().map(|v| v.span().start),
-            FaultField::Peers => f.peers.as_ref().map(|v| v.span().start),
-            FaultField::Direction => f.direction.as_ref().map(|v| v.span().start),
-            FaultField::Ms => f.ms.as_ref().map(|v| v.span().start),
-            FaultField::JitterMs => f.jitter_ms.as_ref().map(|v| v.span().start),
+            _ => raw.span_of(rule.field),
         };
         err(at.unwrap_or(start), rule.message)
     })?;
@@ -1000,6 +1173,375 @@ fn fault_spec(
         ));
     }
     Ok(spec)
+}
+
+/// `"8s"` (fixed) or `["4s", "12s"]` (drawn uniformly, to the millisecond): the
+/// `interval` and `for` of `[random]`.
+fn duration_range(
+    cx: &Ctx<'_>,
+    v: &Spanned<toml::Value>,
+    key: &str,
+    example: &str,
+    expected: &str,
+) -> Result<(Duration, Duration), FormatError> {
+    let at = v.span().start;
+    let bad = || {
+        cx.at(
+            at,
+            format!(
+                "{key} must be a duration such as \"5s\" or a range {example} (drawn uniformly), not {}",
+                v.get_ref()
+            ),
+            expected,
+        )
+    };
+    let one = |x: &toml::Value| -> Result<Duration, FormatError> {
+        let text = x.as_str().ok_or_else(bad)?;
+        crate::units::parse_duration(text).map_err(|e| cx.at(at, format!("{key}: {e}"), expected))
+    };
+    let (lo, hi) = match v.get_ref() {
+        toml::Value::String(_) => {
+            let d = one(v.get_ref())?;
+            (d, d)
+        }
+        toml::Value::Array(items) if items.len() == 2 => (one(&items[0])?, one(&items[1])?),
+        _ => return Err(bad()),
+    };
+    if lo > hi {
+        return Err(cx.at(
+            at,
+            format!(
+                "{key} = [\"{}\", \"{}\"]: the first is the shortest, the second the longest",
+                secs(lo),
+                secs(hi)
+            ),
+            expected,
+        ));
+    }
+    if lo < Duration::from_millis(1) {
+        return Err(cx.at(
+            at,
+            format!("{key} must be at least 1ms (durations are drawn to the millisecond)"),
+            expected,
+        ));
+    }
+    Ok((lo, hi))
+}
+
+/// The actions a random fault may take: those with an undo, for messages.
+fn undoable_actions() -> String {
+    crate::runtime::fault::ACTIONS
+        .iter()
+        .filter(|a| a.undo().is_some())
+        .map(|a| a.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn random_spec(
+    cx: &Ctx<'_>,
+    raw: Spanned<RawRandom>,
+    total: Duration,
+) -> Result<RandomSpec, FormatError> {
+    let at = raw.span().start;
+    let line = cx.line_of(at);
+    let r = raw.into_inner();
+    let err = |offset: usize, msg: String| cx.at(offset, msg, SYNTAX_RANDOM);
+
+    let start = match &r.start {
+        Some(s) => cx.duration(s, "start", SYNTAX_RANDOM)?,
+        None => DEFAULT_RANDOM_START,
+    };
+    let stop = match &r.stop {
+        None => total.saturating_sub(DEFAULT_RANDOM_STOP),
+        Some(s) => match s.get_ref().trim().strip_prefix('-') {
+            Some(before) => {
+                let d = crate::units::parse_duration(before)
+                    .map_err(|e| err(s.span().start, format!("stop: {e}")))?;
+                total.checked_sub(d).ok_or_else(|| {
+                    err(
+                        s.span().start,
+                        format!(
+                            "stop = \"-{}\" is before the load starts (it lasts {})",
+                            secs(d),
+                            secs(total)
+                        ),
+                    )
+                })?
+            }
+            None => cx.duration(s, "stop", SYNTAX_RANDOM)?,
+        },
+    };
+    if stop >= total {
+        return Err(err(
+            r.stop.as_ref().map_or(at, |s| s.span().start),
+            format!(
+                "stop = {} is not under load (the load lasts {}): random faults must start under load; count back from its end, e.g. stop = \"-20s\"",
+                secs(stop),
+                secs(total)
+            ),
+        ));
+    }
+    if start >= stop {
+        return Err(err(
+            r.start.as_ref().or(r.stop.as_ref()).map_or(at, |s| s.span().start),
+            format!(
+                "no random fault can start: start is {} and stop is {}{} (the load lasts {}); start earlier, stop later or make the load longer",
+                secs(start),
+                secs(stop),
+                if r.stop.is_none() {
+                    " (by default 20s before the load's end)"
+                } else {
+                    ""
+                },
+                secs(total)
+            ),
+        ));
+    }
+    let Some(iv) = &r.interval else {
+        return Err(err(
+            at,
+            "[random] needs interval = [\"4s\", \"12s\"]: the time between two fault starts, drawn uniformly".into(),
+        ));
+    };
+    let interval = duration_range(cx, iv, "interval", "[\"4s\", \"12s\"]", SYNTAX_RANDOM)?;
+    // Every candidate start is at least `interval`'s shortest after the one before.
+    let most = (stop - start).as_nanos() / interval.0.as_nanos() + 1;
+    if most > u128::from(MAX_RANDOM_FAULTS) {
+        return Err(err(
+            iv.span().start,
+            format!(
+                "interval from {} allows up to {most} faults between start and stop, more than the {MAX_RANDOM_FAULTS} a run may draw: make the shortest interval longer",
+                secs(interval.0)
+            ),
+        ));
+    }
+    let max_concurrent = match &r.max_concurrent {
+        None => 1,
+        Some(k) if *k.get_ref() == 0 => {
+            return Err(err(
+                k.span().start,
+                "max_concurrent = 0 would draw nothing: at least 1 (leave [random] out for no random faults)".into(),
+            ))
+        }
+        Some(k) => *k.get_ref(),
+    };
+    let mut max_down = BTreeMap::new();
+    for (name, n) in &r.max_down {
+        let service = match name.get_ref().trim() {
+            "broker" => Service::Kafka,
+            other => other
+                .parse::<Service>()
+                .map_err(|e| err(name.span().start, format!("max_down: {e}")))?,
+        };
+        if *n.get_ref() == 0 {
+            return Err(err(
+                n.span().start,
+                format!(
+                    "max_down {} = 0: at least 1 (to spare {service}, leave its instances out of the targets)",
+                    name.get_ref()
+                ),
+            ));
+        }
+        max_down.insert(service, *n.get_ref());
+    }
+    if r.faults.is_empty() {
+        return Err(err(
+            at,
+            "[random] needs [[random.faults]] entries: the faults it draws from (action, targets, for)".into(),
+        ));
+    }
+    let mut menu = Vec::new();
+    for f in r.faults {
+        menu.push(random_fault(cx, f, stop, total)?);
+    }
+    Ok(RandomSpec {
+        line,
+        seed: r.seed.map(Spanned::into_inner),
+        start,
+        stop,
+        interval,
+        max_concurrent,
+        max_down,
+        menu,
+    })
+}
+
+fn random_fault(
+    cx: &Ctx<'_>,
+    raw: Spanned<RawRandomFault>,
+    stop: Duration,
+    total: Duration,
+) -> Result<RandomFault, FormatError> {
+    let start = raw.span().start;
+    let line = cx.line_of(start);
+    let f = raw.into_inner();
+    let err = |offset: usize, msg: String| cx.at(offset, msg, SYNTAX_RANDOM_FAULT);
+    let name = f.action.get_ref().trim();
+    let action = match Action::parse(name) {
+        None => {
+            return Err(err(
+                f.action.span().start,
+                format!(
+                    "unknown action {name:?}: expected one of {}",
+                    undoable_actions()
+                ),
+            ))
+        }
+        Some((_, Some(_))) => {
+            return Err(err(
+                f.action.span().start,
+                format!("{name} is a shortcut that names its own target: write the action (e.g. action = \"kill\") and the targets to draw from"),
+            ))
+        }
+        Some((a, None)) if a.undo().is_none() => {
+            return Err(err(
+                f.action.span().start,
+                format!(
+                    "{a} has no undo, and every random fault is undone after its `for`: use one of {} (or put {a} in [[faults]] at a fixed time)",
+                    undoable_actions()
+                ),
+            ))
+        }
+        Some((a, None)) => a,
+    };
+
+    let written: Vec<(usize, &String)> = match (&f.target, &f.targets) {
+        (Some(t), None) => vec![(t.span().start, t.get_ref())],
+        (None, Some(list)) => list.get_ref().iter().map(|t| (list.span().start, t)).collect(),
+        (Some(t), Some(_)) => {
+            return Err(err(
+                t.span().start,
+                "target and targets both given: list every target in targets = [...]".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                start,
+                "a random fault needs targets = [\"consumer#1\", \"consumer#2\"] (one is drawn for each fault)".into(),
+            ))
+        }
+    };
+    if written.is_empty() {
+        return Err(err(
+            f.targets.as_ref().map_or(start, |t| t.span().start),
+            "targets = [] leaves nothing to draw: name one or more instances or Kafka roles".into(),
+        ));
+    }
+    let mut targets: Vec<Target> = Vec::new();
+    for (offset, text) in written {
+        let target =
+            Target::parse(text).map_err(|e| err(offset, format!("target {text:?}: {e:#}")))?;
+        let named = |s: Service| format!("targets = [\"{s}#1\", \"{s}#2\"]");
+        match &target {
+            Target::Service(s) => {
+                return Err(err(
+                    offset,
+                    format!(
+                        "target {text:?} is every {s} instance at once: name the instances to draw from, e.g. {} (one is drawn for each fault)",
+                        named(*s)
+                    ),
+                ))
+            }
+            Target::Random(s) => {
+                return Err(err(
+                    offset,
+                    format!(
+                        "target {text:?} picks its instance when the fault fires, which a seed cannot replay: name the instances, e.g. {} (the draw picks one)",
+                        named(*s)
+                    ),
+                ))
+            }
+            Target::Instance(_) | Target::Kafka(_) => {}
+        }
+        if targets.contains(&target) {
+            return Err(err(
+                offset,
+                format!("target {text:?} is listed twice (to draw it more often, give it an entry with a higher weight)"),
+            ));
+        }
+        targets.push(target);
+    }
+
+    let weight = match &f.weight {
+        None => 1,
+        Some(w) if *w.get_ref() == 0 => {
+            return Err(err(
+                w.span().start,
+                "weight = 0 would never be drawn: at least 1 (leave the entry out instead)".into(),
+            ))
+        }
+        Some(w) => *w.get_ref(),
+    };
+    let Some(for_raw) = &f.for_ else {
+        return Err(err(
+            start,
+            "a random fault needs for = [\"2s\", \"8s\"] (or \"5s\"): every random fault is undone after it".into(),
+        ));
+    };
+    let for_ = duration_range(cx, for_raw, "for", "[\"2s\", \"8s\"]", SYNTAX_RANDOM_FAULT)?;
+    if stop + for_.1 > total {
+        return Err(err(
+            for_raw.span().start,
+            format!(
+                "a fault drawn at stop ({}) may last {}, past the end of the load ({}): every random fault ends under load, so stop earlier (stop = \"-{}\" in [random]) or shorten for",
+                secs(stop),
+                secs(for_.1),
+                secs(total),
+                secs(for_.1)
+            ),
+        ));
+    }
+
+    let raw = RawParams {
+        signal: &f.signal,
+        to: None,
+        percent: &f.percent,
+        kbit: &f.kbit,
+        peers: &f.peers,
+        direction: &f.direction,
+        ms: &f.ms,
+        jitter_ms: &f.jitter_ms,
+    };
+    let (signal, net) = params(cx, &raw, SYNTAX_RANDOM_FAULT)?;
+    // Each drawn fault is a FaultSpec like a [[faults]] entry's, and keeps the same rules:
+    // checked here for every target it may be drawn with.
+    for target in &targets {
+        let spec = FaultSpec {
+            drawn: false,
+            line,
+            at: Duration::ZERO,
+            every: None,
+            count: 1,
+            action,
+            target: target.clone(),
+            for_: Some(for_.0),
+            signal,
+            to: None,
+            net: net.clone(),
+        };
+        spec.check().map_err(|rule| {
+            let at = match rule.field {
+                FaultField::For => Some(for_raw.span().start),
+                FaultField::Target => f
+                    .targets
+                    .as_ref()
+                    .map(|t| t.span().start)
+                    .or(f.target.as_ref().map(|t| t.span().start)),
+                _ => raw.span_of(rule.field),
+            };
+            err(at.unwrap_or(start), rule.message)
+        })?;
+    }
+    Ok(RandomFault {
+        line,
+        action,
+        targets,
+        weight,
+        for_,
+        signal,
+        net,
+    })
 }
 
 #[cfg(test)]
@@ -1251,5 +1793,189 @@ achieved_rate = ">= 0.99 * rate"
         assert!(e.message.contains("without read_fixture"), "{e}");
         let e = load("reads = { user = 1 }\nread_fixture = 0\n").unwrap_err();
         assert!(e.message.contains("no conversation"), "{e}");
+    }
+
+    const RANDOM: &str = r#"
+name = "soak"
+[load]
+rate = 10
+duration = "120s"
+[[faults]]
+at = "5s"
+action = "kill"
+target = "api#1"
+for = "2s"
+[random]
+seed = 7
+start = "20s"
+stop = "-30s"
+interval = ["4s", "12s"]
+max_concurrent = 2
+[random.max_down]
+broker = 1
+[[random.faults]]
+action = "kill"
+targets = ["consumer#1", "consumer#2"]
+weight = 3
+for = ["2s", "8s"]
+[[random.faults]]
+action = "loss"
+target = "kafka:leader(wiber.messages/0)"
+percent = 20
+peers = ["consumer"]
+for = "5s"
+"#;
+
+    #[test]
+    fn random_sits_beside_faults() {
+        let s = parse(Path::new("s.toml"), RANDOM).unwrap();
+        // [[faults]] stay as written; [random] waits for a seed.
+        assert_eq!(s.faults.len(), 1);
+        let r = s.random.as_ref().unwrap();
+        assert_eq!((r.line, r.seed), (11, Some(7)));
+        assert_eq!(
+            (r.start, r.stop),
+            (Duration::from_secs(20), Duration::from_secs(90))
+        );
+        assert_eq!(
+            r.interval,
+            (Duration::from_secs(4), Duration::from_secs(12))
+        );
+        assert_eq!(r.max_concurrent, 2);
+        assert_eq!(
+            (r.max_down(Service::Kafka), r.max_down(Service::Mongo)),
+            (1, 1)
+        );
+        assert_eq!(r.menu.len(), 2);
+        assert_eq!((r.menu[0].line, r.menu[0].weight), (19, 3));
+        assert_eq!(
+            r.menu[1].targets[0].to_string(),
+            "kafka:leader(wiber.messages/0)"
+        );
+        assert_eq!(
+            r.menu[1].for_,
+            (Duration::from_secs(5), Duration::from_secs(5))
+        );
+        assert_eq!(r.menu[1].net.percent, Some(20.0));
+        // Drawn, they join the file's own faults and carry their entry's line.
+        let mut s = s;
+        let (seed, summary) = crate::scenario::random::expand(&mut s, None).unwrap();
+        assert_eq!(seed, 7);
+        assert_eq!(s.faults.len(), 1 + summary.faults);
+        assert_eq!(s.faults[0].line, 6);
+        assert!(s.faults[1..].iter().all(|f| [19, 24].contains(&f.line)));
+        // Defaults: start 10s, stop 20s before the end, one at a time.
+        let s = parse(
+            Path::new("s.toml"),
+            &RANDOM
+                .replace("start = \"20s\"\n", "")
+                .replace("stop = \"-30s\"\n", "")
+                .replace("max_concurrent = 2\n", ""),
+        )
+        .unwrap();
+        let r = s.random.unwrap();
+        assert_eq!(
+            (r.start, r.stop, r.max_concurrent),
+            (Duration::from_secs(10), Duration::from_secs(100), 1)
+        );
+        let r = parse(Path::new("s.toml"), &RANDOM.replace("\"-30s\"", "\"1m\""))
+            .unwrap()
+            .random
+            .unwrap();
+        assert_eq!(r.stop, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_random_entries_name_the_line_and_the_fix() {
+        let e = |from: &str, to: &str| err(&RANDOM.replace(from, to));
+        // Unknown keys: located, with the syntax of the section.
+        let x = e("weight = 3", "wieght = 3");
+        assert_eq!(x.line, 22, "{x}");
+        assert!(x.expected.starts_with("[[random.faults]]"), "{x}");
+        let x = e("max_concurrent = 2", "max_concurrent = 2\nmax_conc = 1");
+        assert_eq!(x.line, 17, "{x}");
+        assert!(x.expected.starts_with("[random]"), "{x}");
+        // An action without an undo, a shortcut.
+        let x = e(
+            "action = \"kill\"\ntargets",
+            "action = \"restart\"\ntargets",
+        );
+        assert_eq!(x.line, 20, "{x}");
+        assert!(
+            x.message.contains("no undo") && x.message.contains("pause"),
+            "{x}"
+        );
+        let x = e(
+            "action = \"kill\"\ntargets",
+            "action = \"kill-consumer\"\ntargets",
+        );
+        assert!(x.message.contains("shortcut"), "{x}");
+        let x = e("action = \"kill\"\ntargets", "action = \"scale\"\ntargets");
+        assert!(x.message.contains("no undo"), "{x}");
+        // Targets: a whole service or a random: one cannot be replayed by a seed.
+        let x = e("\"consumer#1\", \"consumer#2\"", "\"consumer\"");
+        assert_eq!(x.line, 21, "{x}");
+        assert!(x.message.contains("consumer#1"), "{x}");
+        let x = e("\"consumer#1\", \"consumer#2\"", "\"random:consumer\"");
+        assert!(x.message.contains("seed"), "{x}");
+        let x = e(
+            "\"consumer#1\", \"consumer#2\"",
+            "\"consumer#1\", \"consumer#1\"",
+        );
+        assert!(x.message.contains("twice"), "{x}");
+        let x = e("\"consumer#1\", \"consumer#2\"", "");
+        assert!(x.message.contains("nothing to draw"), "{x}");
+        let x = e("targets = [\"consumer#1\", \"consumer#2\"]\n", "");
+        assert!(x.message.contains("needs targets"), "{x}");
+        // for: required, a range in order, within the load after stop.
+        let x = e("for = [\"2s\", \"8s\"]\n", "");
+        assert_eq!(x.line, 19, "{x}");
+        assert!(x.message.contains("for = [\"2s\", \"8s\"]"), "{x}");
+        let x = e("[\"2s\", \"8s\"]", "[\"8s\", \"2s\"]");
+        assert_eq!(x.line, 23, "{x}");
+        let x = e("[\"2s\", \"8s\"]", "[\"2s\", \"40s\"]");
+        assert!(x.message.contains("stop earlier"), "{x}");
+        let x = e("[\"2s\", \"8s\"]", "2");
+        assert!(x.message.contains("range"), "{x}");
+        // The rules of [[faults]] hold for each entry, at the key they are about.
+        let x = e("percent = 20\n", "");
+        assert_eq!(x.line, 24, "{x}");
+        assert!(x.message.contains("percent"), "{x}");
+        let x = e("weight = 3", "weight = 3\nsignal = \"HUP\"");
+        assert_eq!(x.line, 23, "{x}");
+        let x = e("percent = 20", "percent = 20\nms = 5");
+        assert_eq!(x.line, 28, "{x}");
+        assert!(x.message.contains("ms applies"), "{x}");
+        let x = e("weight = 3", "weight = 0");
+        assert!(x.message.contains("weight"), "{x}");
+        // [random] itself.
+        let x = e("interval = [\"4s\", \"12s\"]\n", "");
+        assert_eq!(x.line, 11, "{x}");
+        assert!(x.message.contains("interval = [\"4s\", \"12s\"]"), "{x}");
+        let x = e("[\"4s\", \"12s\"]", "[\"0.01ms\", \"12s\"]");
+        assert!(x.message.contains("1ms"), "{x}");
+        let x = err(&RANDOM
+            .replace("[\"4s\", \"12s\"]", "[\"1ms\", \"12s\"]")
+            .replace("\"120s\"", "\"1h\""));
+        assert!(x.message.contains("100000"), "{x}");
+        let x = e("stop = \"-30s\"", "stop = \"130s\"");
+        assert_eq!(x.line, 14, "{x}");
+        assert!(x.message.contains("under load"), "{x}");
+        let x = e("stop = \"-30s\"", "stop = \"-200s\"");
+        assert!(x.message.contains("before the load starts"), "{x}");
+        let x = e("start = \"20s\"", "start = \"95s\"");
+        assert_eq!(x.line, 13, "{x}");
+        assert!(x.message.contains("no random fault can start"), "{x}");
+        let x = e("broker = 1", "zookeeper = 1");
+        assert_eq!(x.line, 18, "{x}");
+        let x = e("broker = 1", "broker = 0");
+        assert!(x.message.contains("at least 1"), "{x}");
+        let x = e("max_concurrent = 2", "max_concurrent = 0");
+        assert!(x.message.contains("at least 1"), "{x}");
+        let x = err(&format!(
+            "{}\n",
+            &RANDOM[..RANDOM.find("[[random.faults]]").unwrap()]
+        ));
+        assert!(x.message.contains("[[random.faults]]"), "{x}");
     }
 }

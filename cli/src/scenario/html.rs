@@ -1,8 +1,9 @@
 //! `report.html` of a scenario run: one self-contained page (inline CSS and SVG, no
 //! script) for an operator: the verdict, the whole timeline across the load segments
 //! with the fault windows shaded, the phases side by side, the checks with pass/fail,
-//! recovery per fault, verify's counts and examples, and links to each load segment's
-//! own bench page.
+//! recovery by kind of fault and per fault, CPU and RSS per service over the run with
+//! their growth, verify's counts and examples, and links to each load segment's own
+//! bench page.
 //!
 //! It renders what the run left in its directory: [`ScenarioRun`] (already in memory),
 //! each segment's `report.json` (per-second timeline, verify's examples) and
@@ -16,7 +17,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use wiber_model::report::{Report, Second, GENERATOR};
+use wiber_model::report::{Report, ResourcePoint, Second, GENERATOR};
 
 use super::outcome::{RunVerdict, ScenarioRun};
 use super::print::{self, secs};
@@ -62,14 +63,15 @@ pub fn render(run: &ScenarioRun, dir: &Path) -> String {
     h.push_str(&header(run));
     h.push_str(
         "<nav class=\"toc\"><a href=\"#timeline\">timeline</a><a href=\"#phases\">phases</a>\
-<a href=\"#checks\">checks</a><a href=\"#faults\">faults and recovery</a><a href=\"#verify\">verify</a>\
-<a href=\"#segments\">load segments</a><a href=\"#files\">files</a></nav>\n",
+<a href=\"#checks\">checks</a><a href=\"#faults\">faults and recovery</a><a href=\"#resources\">resources</a>\
+<a href=\"#verify\">verify</a><a href=\"#segments\">load segments</a><a href=\"#files\">files</a></nav>\n",
     );
     h.push_str(&timeline(run, &segments, &lag, origin, span));
     h.push_str(&phases(run, origin));
     h.push_str(&reads(run));
     h.push_str(&checks(run));
     h.push_str(&faults(run, origin));
+    h.push_str(&resources(run));
     h.push_str(&verify(run, &segments));
     h.push_str(&load_segments(&segments));
     h.push_str(&comparison(run));
@@ -289,6 +291,9 @@ fn header(run: &ScenarioRun) -> String {
         esc(&run.name),
         esc(&run.description)
     );
+    if let Some(inc) = &run.incremental {
+        let _ = writeln!(h, "<p>{}</p>", esc(&inc.describe()));
+    }
     if let Some(e) = &run.error {
         let _ = writeln!(
             h,
@@ -421,31 +426,35 @@ due in each second.</p>",
             }
         }
     }
-    let cpu_series: Vec<Series> = services
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let mut pts = Vec::new();
-            for r in &reports {
-                let off = (r.run.measured_from_ms - origin) as f64 / 1000.0;
-                if let Some(sr) = r
-                    .resources
-                    .iter()
-                    .flat_map(|x| &x.services)
-                    .find(|sr| &sr.service == name)
-                {
-                    pts.extend(sr.points.iter().map(|p| (off + p.t, p.cores)));
+    let resource_series = |f: fn(&ResourcePoint) -> Option<f64>| -> Vec<Series> {
+        services
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut pts = Vec::new();
+                for r in &reports {
+                    let off = (r.run.measured_from_ms - origin) as f64 / 1000.0;
+                    if let Some(sr) = r
+                        .resources
+                        .iter()
+                        .flat_map(|x| &x.services)
+                        .find(|sr| &sr.service == name)
+                    {
+                        pts.extend(sr.points.iter().map(|p| (off + p.t, f(p))));
+                    }
+                    pts.push(((segment_end(r) - origin) as f64 / 1000.0, None));
                 }
-                pts.push(((segment_end(r) - origin) as f64 / 1000.0, None));
-            }
-            let line = Series::new(name, SERVICE_COLOURS[i % SERVICE_COLOURS.len()], pts);
-            if name == GENERATOR {
-                line.dashed()
-            } else {
-                line
-            }
-        })
-        .collect();
+                let line = Series::new(name, SERVICE_COLOURS[i % SERVICE_COLOURS.len()], pts);
+                if name == GENERATOR {
+                    line.dashed()
+                } else {
+                    line
+                }
+            })
+            .collect()
+    };
+    let cpu_series = resource_series(|p| p.cores);
+    let rss_series = resource_series(|p| p.rss_bytes.map(|b| b as f64 / 1_048_576.0));
     let mut rate_series = vec![
         Series::new(
             "answered/s",
@@ -524,6 +533,16 @@ due in each second.</p>",
                 Some("Sampled every second from the runtime (local: /proc; Docker: the engine's stats); the generator is wiberctl itself.".into()),
             ),
             "the stack's CPU was not sampled (see the load segments' reports)".into(),
+        ),
+        (
+            chart(
+                "chart-rss",
+                "Resident memory per service (MiB; all instances of a service together)",
+                "MiB",
+                rss_series,
+                Some("A line that keeps climbing over the run is a leak: see the growth under Resources.".into()),
+            ),
+            "the stack's memory was not sampled (see the load segments' reports)".into(),
         ),
     ];
     for (c, why) in &charts {
@@ -637,6 +656,27 @@ fn faults(run: &ScenarioRun, origin: i64) -> String {
         h.push_str("<p class=\"muted\">No fault was injected.</p>\n");
         return h;
     }
+    let stats = run.recovery_stats_or_computed();
+    if let Some((header, rows)) = print::kind_rows(&stats) {
+        let cols: Vec<(&str, bool)> = header
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (*h, i > 0))
+            .collect();
+        let mut t = Table::new(&cols);
+        for r in rows {
+            t.row(r);
+        }
+        let _ = write!(
+            h,
+            "<h3>Recovery by fault kind</h3>\n<p class=\"muted\">Seconds after the fault window \
+closed; a fault that never recovered counts as never.</p>\n{}\n",
+            t.html("recovery-kinds")
+        );
+        if let Some(w) = print::worst_line(&stats) {
+            let _ = writeln!(h, "<p class=\"worst\">{}</p>", esc(&w));
+        }
+    }
     let mut t = Table::new(&[
         ("fault", false),
         ("on", false),
@@ -688,10 +728,51 @@ fn faults(run: &ScenarioRun, origin: i64) -> String {
         }
         t.row(row);
     }
-    h.push_str(&t.html("faults"));
+    // Many faults (a soak): every row, folded away under the figures by kind.
+    if run.faults.len() > print::TERMINAL_FAULT_ROWS {
+        let _ = write!(
+            h,
+            "<details><summary>Every fault ({})</summary>\n{}\n</details>",
+            run.faults.len(),
+            t.html("faults")
+        );
+    } else {
+        h.push_str(&t.html("faults"));
+    }
     h.push_str(
         "\n<p class=\"muted\">Recovery is timed from the end of each fault window: the first ok \
 answer, the consumer lag back to 0 and back to its level before the first fault.</p>\n",
+    );
+    h
+}
+
+/// CPU and RSS per service over the whole run, with the growth of the RSS from the
+/// second to the last sixth of it (what `rss_growth.<service>` thresholds check).
+fn resources(run: &ScenarioRun) -> String {
+    let mut h = String::from("<h2 id=\"resources\">Resources</h2>\n");
+    let Some((header, rows)) = print::resource_rows(run) else {
+        h.push_str(&not_measured(
+            "CPU and RSS over the run",
+            "no load segment sampled the stack's resources",
+        ));
+        return h;
+    };
+    let cols: Vec<(&str, bool)> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (*h, i > 0))
+        .collect();
+    let mut t = Table::new(&cols);
+    for r in rows {
+        t.row(r);
+    }
+    let _ = write!(
+        h,
+        "<p class=\"muted\">{}. Each service's instances together; the generator is wiberctl \
+itself. Growth is measured with at least {} samples in each of the two sixths.</p>\n{}\n",
+        esc(&print::resource_title(run)),
+        super::threshold::MIN_WINDOW_SAMPLES,
+        t.html("resources")
     );
     h
 }
@@ -971,6 +1052,8 @@ mod tests {
                 fault(1, "restart", "kafka#1", 8, None),
             ],
             recovery: Vec::new(),
+            recovery_stats: None,
+            resources: None,
             phases: vec![
                 phase("before", 0, 4, 400),
                 phase("during", 4, 7, 180),
@@ -980,6 +1063,9 @@ mod tests {
             baseline: None,
             comparison: Vec::new(),
             expect_fail: Vec::new(),
+            seed: None,
+            random: None,
+            incremental: None,
         }
     }
 
@@ -1027,7 +1113,14 @@ mod tests {
                 "section {id} missing"
             );
         }
-        for id in ["chart-rate", "chart-ack", "chart-e2e", "chart-lag"] {
+        for id in [
+            "chart-rate",
+            "chart-ack",
+            "chart-e2e",
+            "chart-lag",
+            "chart-cpu",
+            "chart-rss",
+        ] {
             assert!(
                 html.contains(&format!("<svg class=\"plot\" id=\"{id}\"")),
                 "chart {id} missing"
@@ -1075,12 +1168,12 @@ mod tests {
     fn fault_windows_are_shaded_and_faults_without_undo_marked() {
         let dir = run_dir("faults");
         let html = render(&run(&dir), &dir);
-        // Five time charts (rate, ack, e2e, lag, CPU), each with the pause window and the
-        // restart mark.
-        assert_eq!(html.matches("class=\"fault-window\"").count(), 5, "{html}");
-        assert_eq!(html.matches("class=\"fault-mark\"").count(), 5, "{html}");
-        assert_eq!(html.matches(">pause consumer#1</text>").count(), 5);
-        assert_eq!(html.matches(">restart kafka#1</text>").count(), 5);
+        // Six time charts (rate, ack, e2e, lag, CPU, RSS), each with the pause window and
+        // the restart mark.
+        assert_eq!(html.matches("class=\"fault-window\"").count(), 6, "{html}");
+        assert_eq!(html.matches("class=\"fault-mark\"").count(), 6, "{html}");
+        assert_eq!(html.matches(">pause consumer#1</text>").count(), 6);
+        assert_eq!(html.matches(">restart kafka#1</text>").count(), 6);
         // The pause window: 4 s to 7 s of a 14 s axis (the lag samples reach 13 s).
         let (bands, marks) = annotations(&run(&dir), T0, 13.0);
         assert_eq!(
@@ -1149,6 +1242,74 @@ mod tests {
         assert!(html.contains("&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt;"));
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
         assert!(html.contains("Could not be done:</b> &lt;/p&gt;&lt;script&gt;"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn many_faults_by_kind_with_the_worst_and_every_row_folded() {
+        let dir = std::env::temp_dir().join(format!(
+            "wiber-scenario-html-soak-{}-{}",
+            std::process::id(),
+            wiber_model::now_ms()
+        ));
+        let run = crate::scenario::recovery_stats::fixtures::soak_run(30);
+        let html = render(&run, &dir);
+        let faults =
+            &html[html.find("id=\"faults\"").unwrap()..html.find("id=\"resources\"").unwrap()];
+        assert!(
+            faults.contains("<h3>Recovery by fault kind</h3>"),
+            "{faults}"
+        );
+        assert!(
+            faults.contains("<tr><td>kill consumer</td><td class=\"num\">10</td><td class=\"num\">0.1 / 0.2 / 0.3 s</td>"),
+            "{faults}"
+        );
+        assert!(faults.contains("<td>all faults</td><td class=\"num\">30</td>"));
+        assert!(
+            faults.contains(
+                "<p class=\"worst\">worst fault: loss mongo#1 #29 on mongo#1, 290.0 s into the load"
+            ),
+            "{faults}"
+        );
+        // Every fault is there, folded away.
+        assert!(faults.contains("<details><summary>Every fault (30)</summary>"));
+        for i in 0..30 {
+            assert!(faults.contains(&format!(" #{i}</td>")), "fault {i}");
+        }
+        // A few faults: no folding.
+        let html = render(
+            &crate::scenario::recovery_stats::fixtures::soak_run(5),
+            &dir,
+        );
+        assert!(!html.contains("<details>"));
+        assert!(html.contains("<h3>Recovery by fault kind</h3>"));
+    }
+
+    #[test]
+    fn memory_is_charted_and_its_growth_tabled() {
+        let dir = run_dir("resources");
+        let mut r = run(&dir);
+        let html = render(&r, &dir);
+        assert!(
+            html.contains("<svg class=\"plot\" id=\"chart-rss\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("CPU and RSS over the run: not measured"),
+            "{html}"
+        );
+        // A minute of flat 64 MiB for kafka and the generator (the sample report's).
+        r.resources =
+            super::super::resource_trend::compute(&[crate::report::sample_report("r", T0, 60)]);
+        let html = render(&r, &dir);
+        let res =
+            &html[html.find("id=\"resources\"").unwrap()..html.find("id=\"verify\"").unwrap()];
+        assert!(
+            res.contains("<tr><td>kafka</td><td class=\"num\">60</td><td class=\"num\">64.0</td><td class=\"num\">64.0</td><td class=\"num\">+0.0%</td><td class=\"num\">64.0</td><td class=\"num\">0.50</td></tr>"),
+            "{res}"
+        );
+        assert!(res.contains("<td>generator</td>"), "{res}");
+        assert!(res.contains("a sixth is 10 s"), "{res}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

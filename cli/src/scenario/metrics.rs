@@ -1,5 +1,6 @@
 //! A scenario's numbers: the metrics thresholds are evaluated on (from the load's bench
-//! reports, verify's counts and the recovery figures), and the `--baseline` comparison.
+//! reports, verify's counts, the recovery figures and the resources sampled), and the
+//! `--baseline` comparison.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use super::outcome::Comparison;
 use super::phases::PhaseStats;
 use super::recovery::Recovery;
 use super::threshold::{self, Metrics};
+use super::{recovery_stats, resource_trend};
 
 pub(super) fn add_counts(a: &mut VerifyCounts, b: &VerifyCounts) {
     a.ledger_ok += b.ledger_ok;
@@ -98,7 +100,19 @@ pub fn report_metrics(r: &Report) -> Metrics {
     if let Some(v) = &r.verify {
         insert_counts(&mut m, &v.counts);
     }
+    if let Some(t) = resource_trend::compute(std::slice::from_ref(r)) {
+        t.insert_metrics(&mut m);
+    }
     m
+}
+
+/// Whether a metric is a resource figure: of the samples of every segment together, not
+/// a sum or a worst of the segments'.
+fn is_resource(kind: Option<threshold::Kind>) -> bool {
+    matches!(
+        kind,
+        Some(threshold::Kind::Percent | threshold::Kind::Bytes | threshold::Kind::Cores)
+    )
 }
 
 fn insert_counts(m: &mut Metrics, c: &VerifyCounts) {
@@ -118,7 +132,8 @@ fn insert_counts(m: &mut Metrics, c: &VerifyCounts) {
 
 /// A scenario's metrics: one segment's exactly; several segments summed (counts),
 /// time-weighted (rate) or the worst segment's (latencies: conservative, as percentiles
-/// of separate runs cannot be merged from their summaries).
+/// of separate runs cannot be merged from their summaries). Resource figures are of
+/// every segment's samples put end to end ([`resource_trend`]).
 pub(super) fn metrics(
     reports: &[Report],
     durations: &[Duration],
@@ -132,8 +147,8 @@ pub(super) fn metrics(
         let w = durations.get(i).map_or(0.0, Duration::as_secs_f64) / total.max(f64::MIN_POSITIVE);
         for (k, v) in report_metrics(r) {
             let kind = threshold::kind(&k);
-            if kind == Some(threshold::Kind::Ratio) {
-                continue; // recomputed from the summed counts below
+            if kind == Some(threshold::Kind::Ratio) || is_resource(kind) {
+                continue; // recomputed from the summed counts or all the samples below
             }
             let e = m.entry(k.clone()).or_insert(0.0);
             match kind {
@@ -153,6 +168,9 @@ pub(super) fn metrics(
         }
     }
     insert_counts(&mut m, counts);
+    if let Some(t) = resource_trend::compute(reports) {
+        t.insert_metrics(&mut m);
+    }
     for p in phases {
         p.insert_metrics(&mut m);
     }
@@ -176,11 +194,12 @@ pub(super) fn metrics(
             m.insert("recovery.partition_gap".into(), v);
         }
     }
+    recovery_stats::insert_metrics(rec, &mut m);
     m
 }
 
 /// Metrics compared with `--baseline`.
-const COMPARED: [&str; 18] = [
+const COMPARED: [&str; 20] = [
     "achieved_rate",
     "during.ok_rate",
     "after.ok_rate",
@@ -196,6 +215,8 @@ const COMPARED: [&str; 18] = [
     "e2e.p99",
     "recovery.first_ack",
     "recovery.lag_zero",
+    "recovery.first_ack.p90",
+    "recovery.lag_steady.p90",
     "reads.conversation.p99",
     "reads.user.p99",
     "reads.count.p99",
@@ -242,4 +263,42 @@ pub fn load_baseline(path: &Path) -> Result<Metrics> {
         )
     })?;
     Ok(report_metrics(&r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A segment of `seconds` from `from_ms` whose api holds `mib` MiB throughout.
+    fn segment(from_ms: i64, seconds: u32, mib: u64) -> Report {
+        let mut r = crate::report::sample_report("soak", from_ms, seconds);
+        let res = r.resources.as_mut().expect("the sample samples resources");
+        res.services.truncate(1);
+        let api = &mut res.services[0];
+        api.service = "api".into();
+        for p in &mut api.points {
+            p.rss_bytes = Some(mib << 20);
+        }
+        r
+    }
+
+    /// Resource figures of several segments are of their samples end to end: the
+    /// second segment's higher RSS is a growth, and the peaks are not summed.
+    #[test]
+    fn resources_of_segments_end_to_end() {
+        let (a, b) = (segment(0, 600, 100), segment(600_000, 600, 150));
+        let one = report_metrics(&a);
+        assert_eq!(one["rss_growth.api"], 0.0);
+        assert_eq!(one["rss_max.api"], (100u64 << 20) as f64);
+        let m = metrics(
+            &[a, b],
+            &[Duration::from_secs(600); 2],
+            &VerifyCounts::default(),
+            &[],
+            &[],
+        );
+        assert!((m["rss_growth.api"] - 50.0).abs() < 1e-9, "{m:?}");
+        assert_eq!(m["rss_max.api"], (150u64 << 20) as f64);
+        assert_eq!(m["cpu_mean.api"], 0.5);
+    }
 }

@@ -6,9 +6,13 @@
 //!   [`format::Scenario`], with `file:line:column` errors that show the expected syntax.
 //! - [`threshold`]: `metric = "OP EXPR"` parsing and evaluation (absolute, `* rate`,
 //!   `* baseline`).
+//! - [`random`]: `[random]`'s faults drawn from a weighted menu, reproducibly from a seed,
+//!   as ordinary [`format::FaultSpec`]s.
 //! - [`timeline`]: faults expanded into steps and run through a seam ([`timeline::FaultSeam`],
 //!   implemented by the runtime's `Stack`), with rollbacks that run on every way out.
-//! - [`recovery`]: per-fault figures from the ledger and the lag samples.
+//! - [`recovery`]: per-fault figures from the ledger and the lag samples;
+//!   [`recovery_stats`]: the same grouped by kind of fault, their spread, the worst fault.
+//! - [`resource_trend`]: CPU and RSS per service over the whole run (leak detection).
 //! - [`phases`]: `before` / `during` / `after` windows and their figures (`during.ok_rate`).
 //! - [`run`]: one scenario end to end (stack, steady state, load + faults, verify,
 //!   thresholds, run directory), through the runtime's [`crate::runtime::Stack`] only.
@@ -28,7 +32,10 @@ pub mod outcome;
 pub mod phases;
 pub mod print;
 pub mod progress;
+pub mod random;
 pub mod recovery;
+pub mod recovery_stats;
+pub mod resource_trend;
 pub mod run;
 pub mod threshold;
 pub mod timeline;

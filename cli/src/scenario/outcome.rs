@@ -9,7 +9,10 @@ use wiber_model::report::VerifyCounts;
 use super::format::Scenario;
 use super::junit::{Case, CaseStatus, Suite};
 use super::phases::PhaseStats;
+use super::random::RandomSummary;
 use super::recovery::Recovery;
+use super::recovery_stats::RecoveryStats;
+use super::resource_trend::ResourceTrends;
 use super::threshold::{Evaluation, Metrics, Verdict};
 use super::timeline::FaultRecord;
 use crate::runtime::RuntimeKind;
@@ -47,6 +50,13 @@ pub struct ScenarioRun {
     pub thresholds: Vec<Evaluation>,
     pub faults: Vec<FaultRecord>,
     pub recovery: Vec<Recovery>,
+    /// The recovery figures grouped by kind of fault, their spread, the worst fault
+    /// (absent from runs written before it existed).
+    #[serde(default)]
+    pub recovery_stats: Option<RecoveryStats>,
+    /// CPU and RSS per service over the whole load (all segments), for leak detection.
+    #[serde(default)]
+    pub resources: Option<ResourceTrends>,
     /// Before / during / after the faults (only the phases the run had).
     #[serde(default)]
     pub phases: Vec<PhaseStats>,
@@ -57,6 +67,17 @@ pub struct ScenarioRun {
     /// a run on a deliberately unsafe stack passes only when the harness catches it.
     #[serde(default)]
     pub expect_fail: Vec<String>,
+    /// The seed `[random]` drew its faults with (`scenario run FILE --seed N` replays
+    /// them); absent when the file has no `[random]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// What `[random]` drew: how many faults, of which actions, where the seed came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random: Option<RandomSummary>,
+    /// What verify-as-it-goes found while the load ran (`[load] verify_every`); the
+    /// final verify still checks the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<crate::verify::incremental::IncrementalSummary>,
 }
 
 /// One row of the `--baseline` comparison.
@@ -70,6 +91,14 @@ pub struct Comparison {
 }
 
 impl ScenarioRun {
+    /// The recovery statistics, also for a `scenario.json` written before they were kept
+    /// (computed again from its faults).
+    pub fn recovery_stats_or_computed(&self) -> RecoveryStats {
+        self.recovery_stats
+            .clone()
+            .unwrap_or_else(|| super::recovery_stats::compute(&self.faults, &self.recovery))
+    }
+
     /// A run of `sc` on `project` that has found nothing yet (verdict `error` until it has).
     pub(super) fn new(sc: &Scenario, project: &str, baseline: Option<PathBuf>) -> ScenarioRun {
         ScenarioRun {
@@ -94,11 +123,16 @@ impl ScenarioRun {
             thresholds: Vec::new(),
             faults: Vec::new(),
             recovery: Vec::new(),
+            recovery_stats: None,
+            resources: None,
             phases: Vec::new(),
             rollback_failures: Vec::new(),
             baseline,
             comparison: Vec::new(),
             expect_fail: sc.expect_fail.clone(),
+            seed: None,
+            random: None,
+            incremental: None,
         }
     }
 

@@ -7,7 +7,14 @@ use wiber_model::report::ReadKind;
 
 use super::phases::{PhaseReads, PhaseStats};
 use super::recovery::Recovery;
+use super::recovery_stats::{self, RecoveryStats, Spread};
 use super::threshold::{fmt_metric, fmt_num, Verdict};
+
+/// Above this many fault occurrences the terminal shows the figures by kind of fault
+/// and the [`TERMINAL_WORST`] worst faults instead of a row per fault (`summary.md` and
+/// `report.html` keep every row).
+pub const TERMINAL_FAULT_ROWS: usize = 20;
+pub const TERMINAL_WORST: usize = 10;
 
 fn table(preset: TableStyle, header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -268,23 +275,142 @@ pub fn read_rows(o: &ScenarioRun) -> Option<(Vec<&'static str>, Vec<Vec<String>>
     (!rows.is_empty()).then_some((header, rows))
 }
 
-/// The tables of one outcome: checks, faults with recovery, baseline comparison.
-fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
+/// `0.4 / 1.2 / 3.0 s`: a spread's p50 / p90 / max, `never` where a fault that never
+/// recovered lands.
+pub fn spread(s: &Spread) -> String {
+    let v = |ms: Option<i64>| ms.map_or("never".into(), |ms| format!("{:.1}", ms as f64 / 1000.0));
+    format!("{} / {} / {} s", v(s.p50_ms), v(s.p90_ms), v(s.max_ms))
+}
+
+/// The recovery figures by kind of fault, a row per kind and one for all faults; `None`
+/// with fewer than two faults (the fault table says it all).
+pub fn kind_rows(stats: &RecoveryStats) -> Option<(Vec<&'static str>, Vec<Vec<String>>)> {
+    if stats.faults < 2 {
+        return None;
+    }
+    let header = vec![
+        "fault kind",
+        "count",
+        "first ack after p50 / p90 / max",
+        "lag 0 after p50 / p90 / max",
+        "lag steady after p50 / p90 / max",
+        "lag never steady",
+    ];
+    let row = |name: String, k: &super::recovery_stats::KindStats| {
+        vec![
+            name,
+            k.count.to_string(),
+            spread(&k.first_ack),
+            spread(&k.lag_zero),
+            spread(&k.lag_steady),
+            k.lag_steady.never.to_string(),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = stats.kinds.iter().map(|k| row(k.kind(), k)).collect();
+    rows.extend(stats.all.iter().map(|k| row("all faults".into(), k)));
+    Some((header, rows))
+}
+
+/// `worst fault: kill kafka#2 on kafka#2, 1234.5 s into the load: lag steady after 45.2 s,
+/// first ack after 3.1 s`: the fault the run took longest to recover from.
+pub fn worst_line(stats: &RecoveryStats) -> Option<String> {
+    let w = stats.worst.as_ref()?;
+    Some(format!(
+        "worst fault: {} on {}, {:.1} s into the load: lag steady after {}, first ack after {}",
+        w.description,
+        w.targets.join(","),
+        w.at_s,
+        secs(w.lag_steady_ms),
+        secs(w.first_ack_ms)
+    ))
+}
+
+/// CPU and RSS per service over the run, with the growth from the second to the last
+/// sixth of it; `None` when nothing was sampled.
+pub fn resource_rows(o: &ScenarioRun) -> Option<(Vec<&'static str>, Vec<Vec<String>>)> {
+    let t = o.resources.as_ref()?;
+    let header = vec![
+        "service",
+        "samples",
+        "RSS 2nd sixth (MiB)",
+        "RSS last sixth (MiB)",
+        "RSS growth",
+        "peak RSS (MiB)",
+        "CPU mean (cores)",
+    ];
+    let mib = |b: Option<f64>| b.map_or("-".into(), |b| format!("{:.1}", b / 1_048_576.0));
+    let rows: Vec<Vec<String>> = t
+        .services
+        .iter()
+        .map(|s| {
+            vec![
+                s.service.clone(),
+                s.samples.to_string(),
+                mib(s.rss_second_bytes),
+                mib(s.rss_last_bytes),
+                s.rss_growth_pct
+                    .map_or("not measured".into(), |g| format!("{g:+.1}%")),
+                mib(s.rss_max_bytes.map(|b| b as f64)),
+                s.cpu_mean_cores.map_or("-".into(), |c| format!("{c:.2}")),
+            ]
+        })
+        .collect();
+    (!rows.is_empty()).then_some((header, rows))
+}
+
+/// The title of the resources table: the windows it compares.
+pub fn resource_title(o: &ScenarioRun) -> String {
+    let w = o.resources.as_ref().map_or(0, |t| t.window_ms());
+    format!(
+        "resources over the run (growth: mean RSS of the last sixth over the second; a sixth is {:.0} s)",
+        w as f64 / 1000.0
+    )
+}
+
+/// One table of a report, with a line to print under it.
+type Section = (String, Table, Option<String>);
+
+/// The tables of one outcome: checks, faults with recovery, baseline comparison. With
+/// `fault_rows`, at most that many faults are listed, the worst first.
+fn tables(o: &ScenarioRun, preset: TableStyle, fault_rows: Option<usize>) -> Vec<Section> {
     let mut out = Vec::new();
     let mut checks = table(preset, &["check", "threshold", "actual", "verdict"]);
     for c in check_rows(o) {
         checks.add_row(vec![c.check, c.threshold, c.actual, c.verdict_text]);
     }
-    out.push(("checks".to_string(), checks));
+    out.push(("checks".to_string(), checks, None));
     if let Some((header, rows)) = read_rows(o) {
         let mut t = table(preset, &header);
         for r in rows {
             t.add_row(r);
         }
-        out.push(("reads (latency of ok reads, from due time)".to_string(), t));
+        out.push((
+            "reads (latency of ok reads, from due time)".to_string(),
+            t,
+            None,
+        ));
     }
     if !o.phases.is_empty() {
-        out.push(("phases".to_string(), phases(o, preset)));
+        out.push(("phases".to_string(), phases(o, preset), None));
+    }
+    if let Some((header, rows)) = resource_rows(o) {
+        let mut t = table(preset, &header);
+        for r in rows {
+            t.add_row(r);
+        }
+        out.push((resource_title(o), t, None));
+    }
+    let stats = o.recovery_stats_or_computed();
+    if let Some((header, rows)) = kind_rows(&stats) {
+        let mut t = table(preset, &header);
+        for r in rows {
+            t.add_row(r);
+        }
+        out.push((
+            "recovery by fault kind (seconds after the fault window closed)".to_string(),
+            t,
+            worst_line(&stats),
+        ));
     }
     if !o.recovery.is_empty() {
         let mut t = table(
@@ -299,7 +425,14 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
                 "ack p99 ms before / during / after",
             ],
         );
-        for r in &o.recovery {
+        let shown: Vec<&Recovery> = match fault_rows {
+            Some(n) if o.recovery.len() > n => recovery_stats::worst_first(&o.recovery)
+                .into_iter()
+                .take(n)
+                .collect(),
+            _ => o.recovery.iter().collect(),
+        };
+        for r in &shown {
             t.add_row(vec![
                 r.description.clone(),
                 r.targets.join(","),
@@ -310,7 +443,17 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
                 p99_around(r),
             ]);
         }
-        out.push(("faults and recovery".to_string(), t));
+        let title = if shown.len() < o.recovery.len() {
+            format!(
+                "faults and recovery: the {} worst of {} ({} more in summary.md)",
+                shown.len(),
+                o.recovery.len(),
+                o.recovery.len() - shown.len()
+            )
+        } else {
+            "faults and recovery".to_string()
+        };
+        out.push((title, t, None));
     }
     if !o.comparison.is_empty() {
         let mut t = table(preset, &["metric", "baseline", "this run", "change"]);
@@ -322,7 +465,7 @@ fn tables(o: &ScenarioRun, preset: TableStyle) -> Vec<(String, Table)> {
                 c.change_pct.map_or("-".into(), |p| format!("{p:+.1}%")),
             ]);
         }
-        out.push(("compared with the baseline".to_string(), t));
+        out.push(("compared with the baseline".to_string(), t, None));
     }
     out
 }
@@ -355,12 +498,26 @@ pub fn terminal(o: &ScenarioRun) -> String {
         verdict(o.verdict),
         o.seconds
     );
+    if let (Some(seed), Some(r)) = (o.seed, &o.random) {
+        s.push_str(&format!(
+            "\n  {}",
+            super::random::describe(&o.file, seed, r)
+        ));
+    }
     if let Some(e) = &o.error {
         s.push_str(&format!("\n  {e}"));
     }
+    if let Some(inc) = &o.incremental {
+        s.push_str(&format!("\n  {}", inc.describe()));
+    }
     if o.verify.is_some() || !o.thresholds.is_empty() {
-        for (title, t) in tables(o, presets::UTF8_FULL_CONDENSED) {
+        // Many faults (a soak): by kind, and the worst ones only.
+        let rows = (o.recovery.len() > TERMINAL_FAULT_ROWS).then_some(TERMINAL_WORST);
+        for (title, t, note) in tables(o, presets::UTF8_FULL_CONDENSED, rows) {
             s.push_str(&format!("\n{title}:\n{t}"));
+            if let Some(n) = note {
+                s.push_str(&format!("\n{n}"));
+            }
         }
     }
     if let Some(d) = &o.dir {
@@ -387,14 +544,26 @@ pub fn markdown(o: &ScenarioRun) -> String {
         o.load_dirs.iter().map(|d| format!("`{}`", d.file_name().unwrap_or_default().to_string_lossy())).collect::<Vec<_>>().join(", "),
         o.seconds
     ));
+    if let (Some(seed), Some(r)) = (o.seed, &o.random) {
+        s.push_str(&format!(
+            "- {}\n",
+            super::random::describe_markdown(&o.file, seed, r)
+        ));
+    }
+    if let Some(inc) = &o.incremental {
+        s.push_str(&format!("- {}\n", inc.describe()));
+    }
     if let Some(e) = &o.error {
         s.push_str(&format!("\n**Could not be done:** {e}\n"));
     }
     for f in &o.rollback_failures {
         s.push_str(&format!("\n**Rollback failed:** {f}\n"));
     }
-    for (title, t) in tables(o, presets::ASCII_MARKDOWN) {
+    for (title, t, note) in tables(o, presets::ASCII_MARKDOWN, None) {
         s.push_str(&format!("\n## {title}\n\n{t}\n"));
+        if let Some(n) = note {
+            s.push_str(&format!("\n{n}\n"));
+        }
     }
     s
 }
@@ -438,4 +607,71 @@ pub fn overview(outcomes: &[ScenarioRun]) -> Table {
         ]);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::recovery_stats::fixtures::soak_run;
+
+    #[test]
+    fn many_faults_show_by_kind_and_the_worst_ten_on_the_terminal() {
+        let o = soak_run(30);
+        let t = terminal(&o);
+        assert!(t.contains("recovery by fault kind"), "{t}");
+        for kind in ["kill consumer", "pause kafka", "loss mongo", "all faults"] {
+            assert!(t.contains(kind), "{kind}: {t}");
+        }
+        // Faults 29 .. 20, the worst, and none of the others.
+        assert!(
+            t.contains("faults and recovery: the 10 worst of 30 (20 more in summary.md)"),
+            "{t}"
+        );
+        for i in 20..30 {
+            assert!(t.contains(&format!(" #{i} ")), "fault {i}: {t}");
+        }
+        for i in 0..20 {
+            assert!(!t.contains(&format!(" #{i} ")), "fault {i}: {t}");
+        }
+        // The worst, by name, due time and figures.
+        assert!(
+            t.contains("worst fault: loss mongo#1 #29 on mongo#1, 290.0 s into the load: lag steady after 3.0 s, first ack after 0.3 s"),
+            "{t}"
+        );
+        // summary.md keeps every row.
+        let md = markdown(&o);
+        for i in 0..30 {
+            assert!(md.contains(&format!(" #{i} ")), "fault {i}: {md}");
+        }
+        assert!(md.contains("## faults and recovery\n"), "{md}");
+        assert!(md.contains("## recovery by fault kind"), "{md}");
+        assert!(md.contains("worst fault: loss mongo#1 #29"), "{md}");
+        // Ten kills, faults 0, 3, .., 27: first ack 10 .. 280 ms, steady lag 0.1 .. 2.8 s.
+        let kills = md
+            .lines()
+            .find(|l| l.starts_with("| kill consumer "))
+            .expect("a row for the kills");
+        for cell in [
+            "| 10 ",
+            "| 0.1 / 0.2 / 0.3 s ",
+            "| 1.8 / 3.0 / 3.3 s ",
+            "| 1.3 / 2.5 / 2.8 s ",
+        ] {
+            assert!(kills.contains(cell), "{cell}: {kills}");
+        }
+    }
+
+    #[test]
+    fn a_few_faults_keep_every_row_on_the_terminal() {
+        let t = terminal(&soak_run(20));
+        assert!(t.contains("faults and recovery:\n"), "{t}");
+        assert!(!t.contains("more in summary.md"), "{t}");
+        for i in 0..20 {
+            assert!(t.contains(&format!(" #{i} ")), "fault {i}: {t}");
+        }
+        // One fault: its row says it all, no table by kind.
+        let t = terminal(&soak_run(1));
+        assert!(!t.contains("recovery by fault kind"), "{t}");
+        assert!(t.contains("faults and recovery:\n"), "{t}");
+    }
 }

@@ -130,6 +130,8 @@ pub struct Live {
     plan: Arc<Plan>,
     start: Instant,
     lag: Arc<AtomicI64>,
+    /// What verify-as-it-goes found so far (`verified 1200`), when the run checks as it goes.
+    verified: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Live {
@@ -138,6 +140,7 @@ impl Live {
             plan: Arc::new(plan),
             start,
             lag: Arc::new(AtomicI64::new(NO_LAG)),
+            verified: Arc::default(),
         }
     }
 
@@ -151,13 +154,22 @@ impl Live {
         self.lag.store(lag.unwrap_or(NO_LAG), Ordering::Relaxed);
     }
 
+    /// Records what verify-as-it-goes found so far.
+    pub fn set_verified(&self, line: String) {
+        *self.verified.lock().expect("verified lock") = Some(line);
+    }
+
     pub fn line(&self) -> String {
         let t = Instant::now().saturating_duration_since(self.start);
         let lag = match self.lag.load(Ordering::Relaxed) {
             NO_LAG => "lag ?".to_string(),
             n => format!("lag {n}"),
         };
-        format!("{} · {lag}", self.plan.describe(t))
+        let verified = self.verified.lock().expect("verified lock").clone();
+        match verified {
+            Some(v) => format!("{} · {lag} · {v}", self.plan.describe(t)),
+            None => format!("{} · {lag}", self.plan.describe(t)),
+        }
     }
 }
 

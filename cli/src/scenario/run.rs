@@ -33,6 +33,7 @@ use crate::runtime::{
     health, Endpoints, ImageChoice, InstanceState, Locator, NoStack, Ports, Stack, StackSpec,
     UpEvent,
 };
+use crate::verify::incremental::{IncrementalSummary, Watermarked};
 use crate::verify::{self, VerifyOptions};
 /// How long the stack may take to show a steady state before the run is refused.
 const STEADY_WAIT: Duration = Duration::from_secs(60);
@@ -60,6 +61,8 @@ pub struct RunOptions {
     pub reports_dir: PathBuf,
     pub drain_timeout: Duration,
     pub progress: bool,
+    /// Seed of `[random]`'s draw (`--seed`); `None`: the file's, else a fresh one.
+    pub seed: Option<u64>,
 }
 
 /// Progress lines go to stderr, so that `--json` output on stdout stays parseable.
@@ -74,7 +77,7 @@ fn baseline_path(opts: &RunOptions) -> Option<PathBuf> {
 /// Runs one scenario file end to end.
 pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
     let t0 = Instant::now();
-    let sc = match super::format::load(path) {
+    let mut sc = match super::format::load(path) {
         Ok(sc) => sc,
         Err(e) => {
             let mut o = ScenarioRun::new(
@@ -94,8 +97,10 @@ pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
                         connections: 1,
                         timeout: Duration::ZERO,
                         reads: None,
+                        verify_every: None,
                     },
                     faults: Vec::new(),
+                    random: None,
                     thresholds: Vec::new(),
                     expect_fail: Vec::new(),
                 },
@@ -106,7 +111,12 @@ pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
             return o;
         }
     };
+    // `[random]`'s faults join the file's own, drawn from --seed, the file's seed or a fresh one.
+    let drawn = super::random::expand(&mut sc, opts.seed);
     let mut out = ScenarioRun::new(&sc, &opts.stack.project, baseline_path(opts));
+    if let Some((seed, summary)) = drawn {
+        (out.seed, out.random) = (Some(seed), Some(summary));
+    }
     let reads = sc.load.reads.as_ref().map_or(String::new(), |r| {
         let rates: Vec<String> = r.rates.iter().map(|(k, v)| format!("{k} {v}/s")).collect();
         format!(", reads {}", rates.join(" "))
@@ -120,6 +130,9 @@ pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
         sc.faults.len(),
         sc.thresholds.len()
     ));
+    if let (Some(seed), Some(r)) = (out.seed, &out.random) {
+        say(format!("  {}", super::random::describe(&out.file, seed, r)));
+    }
     let result = async {
         let dir = create_dir(&opts.reports_dir, &sc.name)?;
         out.dir = Some(dir.clone());
@@ -211,8 +224,22 @@ async fn execute(
         target.clone(),
         Arc::clone(&samples),
         live.clone(),
-        stop_rx,
+        stop_rx.clone(),
     ));
+    // Verify-as-it-goes stops with the load: from there the final verify covers the tail.
+    let (checker_stop, checker_rx) = tokio::sync::watch::channel(false);
+    let checker = sc.load.verify_every.map(|every| {
+        say(format!(
+            "  verifying as it goes: every {every:?}, what the consumer group committed past"
+        ));
+        tokio::spawn(verify_as_it_goes(
+            dir.to_path_buf(),
+            target.clone(),
+            every,
+            live.clone(),
+            checker_rx,
+        ))
+    });
     let rollbacks = Rollbacks::default();
     let records = Records::default();
     let load_start_ms = wiber_model::now_ms();
@@ -229,6 +256,10 @@ async fn execute(
     let load_end_ms = wiber_model::now_ms();
     out.rollback_failures = failures.clone();
     out.faults = records.snapshot();
+    let _ = checker_stop.send(true);
+    if let Some(c) = checker {
+        out.incremental = c.await.ok();
+    }
     let load_dirs = match phase {
         Ok(d) => d,
         Err(e) => {
@@ -283,6 +314,8 @@ async fn execute(
         .map(|r| r.rates.keys().copied().collect())
         .unwrap_or_default();
     out.recovery = recovery::compute(&out.faults, &ledger, &samples, load_start_ms, load_end_ms);
+    out.recovery_stats = Some(super::recovery_stats::compute(&out.faults, &out.recovery));
+    out.resources = super::resource_trend::compute(&reports);
     // Phases end with the scheduled load, not with the drain that follows it.
     let scheduled_end = load_start_ms + sc.load.duration().as_millis() as i64;
     let phases_end = scheduled_end.min(load_end_ms);
@@ -308,6 +341,14 @@ async fn execute(
         &out.recovery,
         &out.phases,
     );
+    if let Some(inc) = &out.incremental {
+        out.metrics
+            .insert("incremental.lost".into(), inc.lost as f64);
+        out.metrics
+            .insert("incremental.corrupted".into(), inc.corrupted as f64);
+        out.metrics
+            .insert("incremental.checked".into(), inc.checked as f64);
+    }
     let baseline = opts.baseline.as_ref().map(|b| &b.1);
     out.thresholds = sc
         .thresholds
@@ -425,7 +466,16 @@ async fn load_and_faults(
     let mut sigterm = signal(SignalKind::terminate())?;
     let start = live.start();
     let load = run_load(sc, opts, dir, api_url, target, live);
-    let tl = timeline::run(stack, &sc.faults, start, log, rollbacks, records, &say);
+    let tl = timeline::run(
+        stack,
+        &sc.faults,
+        sc.random.as_ref(),
+        start,
+        log,
+        rollbacks,
+        records,
+        &say,
+    );
     tokio::pin!(load, tl);
     let mut tl_done = false;
     let loaded = loop {
@@ -552,6 +602,54 @@ async fn sample_lag(
             return;
         }
     }
+}
+
+/// Bound on checks (2 hours at the shortest interval, 5 s).
+const MAX_CHECKS: usize = 1440;
+
+/// Verifies what the consumer group committed past, every `every` until `stop` (see
+/// `verify::incremental`); says so at once when something is lost or corrupted.
+async fn verify_as_it_goes(
+    dir: PathBuf,
+    target: StoreTarget,
+    every: Duration,
+    live: Live,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> IncrementalSummary {
+    let mut w = Watermarked::new(&dir);
+    let mut told = 0;
+    for _ in 0..MAX_CHECKS {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => break,
+        }
+        if let Err(e) = w.check(&target).await {
+            say(format!(
+                "  verify-as-it-goes stopped: {e:#}; the final verify still checks everything"
+            ));
+            break;
+        }
+        live.set_verified(w.summary.line());
+        let s = &w.summary;
+        if s.problems() > told {
+            told = s.problems();
+            let first = s
+                .examples
+                .values()
+                .flatten()
+                .next()
+                .map_or(String::new(), |e| {
+                    format!(": {} ({})", e.message_id, e.detail)
+                });
+            say(format!(
+                "  {:>6.1}s verify-as-it-goes: {} lost, {} corrupted so far{first}",
+                live.start().elapsed().as_secs_f64(),
+                s.lost,
+                s.corrupted
+            ));
+        }
+    }
+    w.summary
 }
 
 /// `reports/<UTC time>-scenario-<name>/`, unique.

@@ -12,6 +12,18 @@
 //! latency [`STATS`]), also per phase (`during.reads.count.error_rate`). There, `F *
 //! rate` is that kind's own read rate. A run that did not read a kind has none of its
 //! metrics, so a threshold on them fails as not measured.
+//!
+//! Recovery over many faults: `recovery.<figure>.<stat>` (figure `first_ack`,
+//! `lag_zero`, `lag_steady`; stat `p50`, `p90`, `max`) is the spread over every fault of
+//! the run (the `recovery_stats` module); a fault that never recovered ranks above every
+//! time, so a statistic that lands on one is not measured and fails.
+//!
+//! Resources per service (the `resource_trend` module; services `kafka`, `postgres`,
+//! `mongo`, `api`, `consumer` and `generator`, wiberctl itself): `rss_growth.<service>`
+//! in percent, written with `%` (`< 20%`; a bare number is refused, as a latency without
+//! its unit is), `rss_max.<service>` in bytes, written with a unit (`512MiB`, `2GiB`,
+//! `500MB`), and `cpu_mean.<service>` in cores (`< 1.5`). `%` is also accepted by the
+//! ratio metrics (`reads.count.error_rate < 1%` is `< 0.01`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,8 +43,14 @@ pub enum Kind {
     Rate,
     /// Milliseconds.
     Latency,
-    /// A share, 0 to 1 (`reads.count.error_rate`).
+    /// A share, 0 to 1 (`reads.count.error_rate`); thresholds may write it in percent.
     Ratio,
+    /// Percent (`rss_growth.api`); thresholds must write the `%`.
+    Percent,
+    /// Bytes (`rss_max.api`); thresholds must write a unit (`MiB`, `GB`, ...).
+    Bytes,
+    /// CPU cores, 1.0 = one core busy (`cpu_mean.api`).
+    Cores,
 }
 
 /// Counts from verify and from the load summary.
@@ -68,6 +86,23 @@ pub const RECOVERY: [&str; 4] = [
     "recovery.lag_steady",
     "recovery.partition_gap",
 ];
+/// Spreads over every fault, `recovery.<figure>.<stat>` (ms): see
+/// the figures and the statistics below (computed by the `recovery_stats` module).
+pub const RECOVERY_FIGURES: [&str; 3] = ["first_ack", "lag_zero", "lag_steady"];
+pub const RECOVERY_STATS: [&str; 3] = ["p50", "p90", "max"];
+/// Resource metrics, `<family>.<service>` (computed by the `resource_trend` module),
+/// services in the bench report's order, the generator last.
+pub const RESOURCE_FAMILIES: [&str; 3] = ["rss_growth", "rss_max", "cpu_mean"];
+pub const RESOURCE_SERVICES: [&str; 6] = [
+    "kafka",
+    "postgres",
+    "mongo",
+    "api",
+    "consumer",
+    wiber_model::report::GENERATOR,
+];
+/// Fewest RSS samples the second and the last window each need for a growth.
+pub const MIN_WINDOW_SAMPLES: usize = 5;
 /// Counts of one kind of read (`reads.conversation.ok`): reads started, ok (2xx), not
 /// ok (a non-2xx answer or none), due but never started.
 pub const READ_COUNTS: [&str; 4] = ["sent", "ok", "errors", "not_started"];
@@ -76,6 +111,13 @@ pub const READ_COUNTS: [&str; 4] = ["sent", "ok", "errors", "not_started"];
 pub const READ_RATES: [&str; 3] = ["ok_rate", "answered_rate", "target_rate"];
 /// Shares of one kind of read: errors / (ok + errors).
 pub const READ_RATIOS: [&str; 1] = ["error_rate"];
+/// What verify-as-it-goes found while the load ran (`[load] verify_every`; see
+/// `verify::incremental`): not measured in runs that did not check as they went.
+pub const INCREMENTAL: [&str; 3] = [
+    "incremental.lost",
+    "incremental.corrupted",
+    "incremental.checked",
+];
 /// Error kinds bench records (besides `http_<status>`).
 pub const ERROR_KINDS: [&str; 4] = ["timeout", "connect", "transport", "not_started"];
 
@@ -93,6 +135,9 @@ pub fn kind(metric: &str) -> Option<Kind> {
     if RATES.contains(&metric) {
         return Some(Kind::Rate);
     }
+    if INCREMENTAL.contains(&metric) {
+        return Some(Kind::Count);
+    }
     // Requests by error kind of their last attempt, as bench counts them. Only kinds
     // bench can record: a misspelt kind would otherwise read as 0 and never fail.
     if let Some(k) = metric.strip_prefix("errors.") {
@@ -104,6 +149,22 @@ pub fn kind(metric: &str) -> Option<Kind> {
     }
     if RECOVERY.contains(&metric) {
         return Some(Kind::Latency);
+    }
+    if let Some(rest) = metric.strip_prefix("recovery.") {
+        let (figure, stat) = rest.split_once('.')?;
+        return (RECOVERY_FIGURES.contains(&figure) && RECOVERY_STATS.contains(&stat))
+            .then_some(Kind::Latency);
+    }
+    if let Some((family, service)) = metric.split_once('.') {
+        if RESOURCE_FAMILIES.contains(&family) {
+            return RESOURCE_SERVICES
+                .contains(&service)
+                .then_some(match family {
+                    "rss_growth" => Kind::Percent,
+                    "rss_max" => Kind::Bytes,
+                    _ => Kind::Cores,
+                });
+        }
     }
     latency_kind(metric)
 }
@@ -164,6 +225,7 @@ fn phase_kind(rest: &str) -> Option<Kind> {
 fn known_metrics() -> String {
     format!(
         "{}, {}, errors.<kind> ({}, http_<status>), {{{}}}.{{{}}}, {}, \
+         recovery.{{{}}}.{{{}}}, {{{}}}.<service> (services {}), \
          reads.<read kind>.{{{},{},{},<stat>}} (read kinds {}), and per phase \
          {{before,during,after}}.{{{},{},ack.<stat>,reads.<read kind>.{{{},ok_rate,answered_rate,error_rate,<stat>}}}}",
         COUNTS.join(", "),
@@ -172,6 +234,10 @@ fn known_metrics() -> String {
         LATENCIES.join(","),
         STATS.join(","),
         RECOVERY.join(", "),
+        RECOVERY_FIGURES.join(","),
+        RECOVERY_STATS.join(","),
+        RESOURCE_FAMILIES.join(","),
+        RESOURCE_SERVICES.join(", "),
         READ_COUNTS.join(","),
         READ_RATES.join(","),
         READ_RATIOS.join(","),
@@ -318,13 +384,57 @@ fn parse_rhs(s: &str, kind: Kind) -> Result<Rhs, String> {
             let d = crate::units::parse_duration(term)?;
             Ok(Rhs::Value(d.as_secs_f64() * 1000.0))
         }
-        Kind::Count | Kind::Rate | Kind::Ratio => term
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .map(Rhs::Value)
-            .ok_or_else(|| format!("{term:?} is not a number")),
+        Kind::Percent => match term.strip_suffix('%') {
+            Some(n) => number(n).map(Rhs::Value),
+            None => Err(format!(
+                "a percentage needs its %: {term}% (the metric is in percent)"
+            )),
+        },
+        Kind::Ratio => match term.strip_suffix('%') {
+            Some(n) => number(n).map(|v| Rhs::Value(v / 100.0)),
+            None => number(term).map(Rhs::Value),
+        },
+        Kind::Bytes => parse_bytes(term).map(Rhs::Value),
+        Kind::Count | Kind::Rate | Kind::Cores => number(term).map(Rhs::Value),
     }
+}
+
+fn number(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("{s:?} is not a number"))
+}
+
+/// Byte units: decimal (`KB` = 1000) and binary (`KiB` = 1024), any case.
+const BYTE_UNITS: [(&str, f64); 7] = [
+    ("b", 1.0),
+    ("kb", 1e3),
+    ("mb", 1e6),
+    ("gb", 1e9),
+    ("kib", 1024.0),
+    ("mib", 1_048_576.0),
+    ("gib", 1_073_741_824.0),
+];
+
+/// `512MiB`, `1.5 GiB`, `500MB`: bytes. A bare number is refused: `512` is too easily
+/// meant as MiB.
+fn parse_bytes(s: &str) -> Result<f64, String> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.' && c != '-')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    if unit.is_empty() {
+        return Err(format!("a size needs a unit: {s}MiB, {s}GiB or {s}MB"));
+    }
+    let factor = BYTE_UNITS
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .map(|(_, f)| *f)
+        .ok_or_else(|| format!("unknown size unit {unit:?}: use B, KB, MB, GB, KiB, MiB or GiB"))?;
+    Ok(number(num)? * factor)
 }
 
 /// Named numbers of one run (counts, rates, latencies in ms).
@@ -410,6 +520,14 @@ pub fn evaluate(t: &Threshold, m: &Metrics, rate: f64, baseline: Option<&Metrics
             None if t.metric.starts_with("recovery.") => {
                 " (no fault, or the figure never recovered)".to_string()
             }
+            None if t.metric.starts_with("rss_growth.") => format!(
+                " (its CPU/RSS was not sampled, or too few samples: the growth needs {} in \
+                 the second and in the last sixth of the run)",
+                MIN_WINDOW_SAMPLES
+            ),
+            None if matches!(kind(&t.metric), Some(Kind::Bytes | Kind::Cores)) => {
+                " (its CPU/RSS was not sampled)".to_string()
+            }
             None => String::new(),
         };
         e.detail = Some(format!("{} was not measured in this run{why}", t.metric));
@@ -436,6 +554,9 @@ pub fn fmt_metric(metric: &str, v: f64) -> String {
         Some(Kind::Rate) if read_kind_of(metric).is_some() => format!("{} reads/s", fmt_num(v)),
         Some(Kind::Rate) => format!("{} req/s", fmt_num(v)),
         Some(Kind::Ratio) => format!("{} ({:.2}%)", fmt_num(v), v * 100.0),
+        Some(Kind::Percent) => format!("{}%", fmt_num(v)),
+        Some(Kind::Bytes) => format!("{:.1} MiB", v / 1_048_576.0),
+        Some(Kind::Cores) => format!("{} cores", fmt_num(v)),
         _ => fmt_num(v),
     }
 }
@@ -544,6 +665,126 @@ mod tests {
         assert_eq!(eval("achieved_rate", ">= baseline").verdict, Verdict::Fail);
         let e = evaluate(&t("ack.p99", "< 1.2 * baseline"), &run, 200.0, None);
         assert_eq!(e.verdict, Verdict::Skipped);
+    }
+
+    #[test]
+    fn recovery_spreads_and_resource_metrics_parse_with_their_units() {
+        // Spreads over every fault: latencies.
+        assert_eq!(
+            t("recovery.lag_steady.p90", "< 30s").rhs,
+            Rhs::Value(30_000.0)
+        );
+        assert_eq!(kind("recovery.first_ack.p50"), Some(Kind::Latency));
+        assert_eq!(kind("recovery.lag_zero.max"), Some(Kind::Latency));
+        assert!(parse("recovery.lag_steady.p90", "< 30", 1)
+            .unwrap_err()
+            .contains("unit"));
+        for bad in [
+            "recovery.lag_steady.p99",
+            "recovery.partition_gap.p90",
+            "recovery.lag",
+            "recovery.first_ack.",
+        ] {
+            let e = parse(bad, "< 1s", 1).unwrap_err();
+            assert!(
+                e.contains("known metrics")
+                    && e.contains("recovery.{first_ack,lag_zero,lag_steady}.{p50,p90,max}"),
+                "{bad}: {e}"
+            );
+        }
+        // RSS growth in percent, written with its %.
+        assert_eq!(t("rss_growth.api", "< 20%").rhs, Rhs::Value(20.0));
+        assert_eq!(t("rss_growth.generator", "<= 12.5 %").rhs, Rhs::Value(12.5));
+        assert_eq!(
+            t("rss_growth.kafka", "< 1.5 * baseline").rhs,
+            Rhs::Baseline(1.5)
+        );
+        assert!(parse("rss_growth.api", "< 20", 1)
+            .unwrap_err()
+            .contains("20%"));
+        assert!(parse("rss_growth.api", "< x%", 1)
+            .unwrap_err()
+            .contains("not a number"));
+        // Peak RSS in bytes, with a unit.
+        assert_eq!(
+            t("rss_max.consumer", "< 512MiB").rhs,
+            Rhs::Value(512.0 * 1_048_576.0)
+        );
+        assert_eq!(
+            t("rss_max.mongo", "< 1.5 GiB").rhs,
+            Rhs::Value(1.5 * 1_073_741_824.0)
+        );
+        assert_eq!(t("rss_max.api", "< 500MB").rhs, Rhs::Value(5e8));
+        assert!(parse("rss_max.api", "< 512", 1)
+            .unwrap_err()
+            .contains("needs a unit"));
+        assert!(parse("rss_max.api", "< 512MiBs", 1)
+            .unwrap_err()
+            .contains("unknown size unit"));
+        // Mean CPU in cores.
+        assert_eq!(t("cpu_mean.postgres", "< 1.5").rhs, Rhs::Value(1.5));
+        assert_eq!(kind("cpu_mean.generator"), Some(Kind::Cores));
+        // Only the stack's services and the generator.
+        for bad in [
+            "rss_growth.apii",
+            "rss_max.wiberctl",
+            "cpu_mean",
+            "cpu_max.api",
+        ] {
+            let e = parse(bad, "< 1", 1).unwrap_err();
+            assert!(
+                e.contains("known metrics")
+                    && e.contains("{rss_growth,rss_max,cpu_mean}.<service> (services kafka, postgres, mongo, api, consumer, generator)"),
+                "{bad}: {e}"
+            );
+        }
+        // Ratios take a % too.
+        assert_eq!(t("reads.count.error_rate", "< 1%").rhs, Rhs::Value(0.01));
+        assert_eq!(t("reads.count.error_rate", "< 0.01").rhs, Rhs::Value(0.01));
+        // Reported with their units.
+        assert_eq!(fmt_metric("rss_growth.api", 34.5), "34.50%");
+        assert_eq!(fmt_metric("rss_max.api", 104_857_600.0), "100.0 MiB");
+        assert_eq!(fmt_metric("cpu_mean.api", 0.25), "0.25 cores");
+    }
+
+    /// Growth, peak and CPU thresholds fail on figures over their limit, and a service
+    /// not sampled fails as not measured, saying why.
+    #[test]
+    fn resource_thresholds_can_fail() {
+        let run = m(&[
+            ("rss_growth.consumer", 35.0),
+            ("rss_growth.api", 0.5),
+            ("rss_max.api", 300.0 * 1_048_576.0),
+            ("cpu_mean.kafka", 1.2),
+            ("recovery.lag_steady.p90", 12_000.0),
+        ]);
+        let eval = |metric: &str, text: &str| evaluate(&t(metric, text), &run, 100.0, None);
+        assert_eq!(eval("rss_growth.api", "< 20%").verdict, Verdict::Pass);
+        let e = eval("rss_growth.consumer", "< 20%");
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert_eq!(
+            e.detail.unwrap(),
+            "rss_growth.consumer = 35% does not satisfy < 20%"
+        );
+        assert_eq!(eval("rss_max.api", "< 256MiB").verdict, Verdict::Fail);
+        assert_eq!(eval("rss_max.api", "< 1GiB").verdict, Verdict::Pass);
+        assert_eq!(eval("cpu_mean.kafka", "< 1").verdict, Verdict::Fail);
+        assert_eq!(
+            eval("recovery.lag_steady.p90", "< 10s").verdict,
+            Verdict::Fail
+        );
+        assert_eq!(
+            eval("recovery.lag_steady.p90", "< 15s").verdict,
+            Verdict::Pass
+        );
+        let e = eval("rss_growth.mongo", "< 20%");
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert!(e.detail.unwrap().contains("too few samples"));
+        let e = eval("rss_max.postgres", "< 1GiB");
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert!(e.detail.unwrap().contains("not sampled"));
+        let e = eval("recovery.first_ack.max", "< 10s");
+        assert!(e.detail.unwrap().contains("never recovered"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::format::FaultSpec;
+use super::format::{FaultSpec, RandomSpec};
 use crate::events::{Event, EventLog};
 use chrono::{DateTime, Utc};
 
@@ -212,9 +212,52 @@ fn steps(faults: &[FaultSpec]) -> Vec<(Duration, Step)> {
 pub type Say<'a> = &'a (dyn Fn(String) + Sync);
 
 /// Runs the timeline from `start` (the load's start). Returns at the first failed step
-/// (the caller rolls back); a step due while an earlier one still runs (a slow restart)
-/// runs as soon as that one returns.
+/// of a written fault (the caller rolls back).
+///
+/// Written faults (`[[faults]]`, `chaos`) run one step after another in time order: a
+/// step due while an earlier one still runs (a slow restart) runs as soon as that one
+/// returns, since the file's author may have meant the order (kill, then restart).
+/// Faults drawn from `[random]` each run on their own, concurrently: a soak's slow
+/// step (a broker that takes 20 s to rejoin) must not push every later fault back. The
+/// draw kept them within `limits` on paper; [`Slots`] keeps them there as they really
+/// happen (a fault counts from its action until its undo has returned), and one that
+/// finds no slot before its window would have ended is skipped, as is one that cannot
+/// be applied (a Kafka role with no holder mid-election): said, logged, and the run
+/// goes on. A drawn fault whose undo fails stays owed to the final rollback.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<S: FaultSeam>(
+    seam: &S,
+    faults: &[FaultSpec],
+    limits: Option<&RandomSpec>,
+    start: Instant,
+    log: &EventLog,
+    rollbacks: &Rollbacks,
+    records: &Records,
+    say: Say<'_>,
+) -> Result<()> {
+    let written = written_steps(seam, faults, start, log, rollbacks, records, say);
+    let slots = Slots::new(limits);
+    let drawn = async {
+        let mut all: futures::stream::FuturesUnordered<_> = faults
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.drawn)
+            .map(|(i, f)| drawn_fault(seam, f, i, &slots, start, log, rollbacks, records, say))
+            .collect();
+        while futures::StreamExt::next(&mut all).await.is_some() {}
+    };
+    tokio::pin!(written, drawn);
+    tokio::select! {
+        r = &mut written => {
+            r?;
+            drawn.await;
+            Ok(())
+        }
+        () = &mut drawn => written.await,
+    }
+}
+
+async fn written_steps<S: FaultSeam>(
     seam: &S,
     faults: &[FaultSpec],
     start: Instant,
@@ -226,6 +269,12 @@ pub async fn run<S: FaultSeam>(
     // (fault, occurrence) → record index, for `for` undos.
     let mut index: std::collections::HashMap<(usize, u32), usize> = Default::default();
     for (at, step) in steps(faults) {
+        let fault = match step {
+            Step::Act { fault, .. } | Step::Undo { fault, .. } => fault,
+        };
+        if faults[fault].drawn {
+            continue;
+        }
         tokio::time::sleep_until(start + at).await;
         match step {
             Step::Act { fault, occurrence } => {
@@ -258,6 +307,132 @@ pub async fn run<S: FaultSeam>(
         }
     }
     Ok(())
+}
+
+/// The service a fault's target is on (a Kafka role: kafka), for [`Slots`].
+fn service_of(target: &Target) -> Option<Service> {
+    match target {
+        Target::Instance(id) => Some(id.service),
+        Target::Service(s) | Target::Random(s) => Some(*s),
+        Target::Kafka(_) => Some(Service::Kafka),
+    }
+}
+
+/// Drawn faults active now, overall and per service, held to `[random]`'s limits.
+struct Slots {
+    max_concurrent: u32,
+    max_down: std::collections::BTreeMap<Service, u32>,
+    active: Mutex<(u32, std::collections::BTreeMap<Service, u32>)>,
+}
+
+impl Slots {
+    fn new(limits: Option<&RandomSpec>) -> Slots {
+        Slots {
+            max_concurrent: limits.map_or(u32::MAX, |l| l.max_concurrent),
+            max_down: Service::ALL
+                .iter()
+                .map(|s| (*s, limits.map_or(u32::MAX, |l| l.max_down(*s))))
+                .collect(),
+            active: Mutex::default(),
+        }
+    }
+
+    fn try_take(&self, service: Option<Service>) -> bool {
+        let mut a = self.active.lock().expect("slots lock");
+        let on_service = service.map_or(0, |s| a.1.get(&s).copied().unwrap_or(0));
+        let cap = service.map_or(u32::MAX, |s| {
+            self.max_down.get(&s).copied().unwrap_or(u32::MAX)
+        });
+        if a.0 >= self.max_concurrent || on_service >= cap {
+            return false;
+        }
+        a.0 += 1;
+        if let Some(s) = service {
+            *a.1.entry(s).or_default() += 1;
+        }
+        true
+    }
+
+    fn give_back(&self, service: Option<Service>) {
+        let mut a = self.active.lock().expect("slots lock");
+        a.0 = a.0.saturating_sub(1);
+        if let Some(s) = service {
+            let n = a.1.entry(s).or_default();
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// How often a drawn fault that found no free slot looks again.
+const SLOT_POLL: Duration = Duration::from_millis(200);
+
+/// One drawn fault: waits for its time and a slot, acts, undoes after its `for`.
+#[allow(clippy::too_many_arguments)]
+async fn drawn_fault<S: FaultSeam>(
+    seam: &S,
+    spec: &FaultSpec,
+    fault: usize,
+    slots: &Slots,
+    start: Instant,
+    log: &EventLog,
+    rollbacks: &Rollbacks,
+    records: &Records,
+    say: Say<'_>,
+) {
+    let at = spec.at;
+    let window = spec.for_.unwrap_or_default();
+    tokio::time::sleep_until(start + at).await;
+    let service = service_of(&spec.target);
+    let skip = |why: String| {
+        let mut ev = Event::now(
+            &spec.action.label(spec.signal()),
+            &spec.target.to_string(),
+            "",
+            Ok(()),
+        );
+        ev.result = format!("skipped: {why}");
+        let _ = log.append(&ev);
+        say(format!(
+            "  {:>6.1}s skipped {}: {why}",
+            at.as_secs_f64(),
+            spec.describe()
+        ));
+    };
+    let give_up = start + at + window;
+    while !slots.try_take(service) {
+        if Instant::now() >= give_up {
+            skip("earlier faults still held its service's slots for its whole window".into());
+            return;
+        }
+        tokio::time::sleep(SLOT_POLL).await;
+    }
+    let rec = act(seam, spec, fault, 0, at, log, rollbacks, records, say).await;
+    match rec {
+        Err(e) => skip(format!("could not be applied: {e:#}")),
+        Ok(rec) => {
+            // Late (it waited for a slot, or acting took long): undone at its due time,
+            // or at once when that has passed.
+            tokio::time::sleep_until(start + at + window).await;
+            for u in rollbacks.remove_where(|u| u.record == rec) {
+                match undo(seam, &u, log, records, "").await {
+                    Ok(()) => say(format!(
+                        "  {:>6.1}s {} {} ok",
+                        start.elapsed().as_secs_f64(),
+                        u.action.name(),
+                        u.id
+                    )),
+                    Err(e) => {
+                        say(format!(
+                            "  {:>6.1}s undo FAILED, owed to the final rollback: {e:#}",
+                            start.elapsed().as_secs_f64()
+                        ));
+                        rollbacks.push(u);
+                    }
+                }
+            }
+        }
+    }
+    slots.give_back(service);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -570,7 +745,7 @@ pub(crate) mod tests {
         let seam = MockSeam::default();
         let (log, dir) = log();
         let (rb, recs) = (Rollbacks::default(), Records::default());
-        run(&seam, &f, Instant::now(), &log, &rb, &recs, &|_| {})
+        run(&seam, &f, None, Instant::now(), &log, &rb, &recs, &|_| {})
             .await
             .unwrap();
         assert_eq!(
@@ -617,7 +792,7 @@ pub(crate) mod tests {
         };
         let (log, dir) = log();
         let (rb, recs) = (Rollbacks::default(), Records::default());
-        let err = run(&seam, &f, Instant::now(), &log, &rb, &recs, &|_| {})
+        let err = run(&seam, &f, None, Instant::now(), &log, &rb, &recs, &|_| {})
             .await
             .unwrap_err();
         assert!(
@@ -651,7 +826,7 @@ pub(crate) mod tests {
         let seam = MockSeam::default();
         let (log, dir) = log();
         let (rb, recs) = (Rollbacks::default(), Records::default());
-        let tl = run(&seam, &f, Instant::now(), &log, &rb, &recs, &|_| {});
+        let tl = run(&seam, &f, None, Instant::now(), &log, &rb, &recs, &|_| {});
         let r = tokio::time::timeout(Duration::from_millis(100), tl).await;
         assert!(r.is_err(), "the timeline is still waiting for its undo");
         assert_eq!(rb.pending().len(), 1);

@@ -27,7 +27,7 @@ impl Findings {
     }
 }
 
-fn example(e: Option<&LedgerEntry>, d: Option<&StoredDoc>, detail: String) -> Example {
+pub(crate) fn example(e: Option<&LedgerEntry>, d: Option<&StoredDoc>, detail: String) -> Example {
     let message_id = e
         .map(|e| e.message_id.clone())
         .or_else(|| d.and_then(|d| d.message_id.clone()))
@@ -250,7 +250,12 @@ fn longest_increasing(v: &[u64]) -> Vec<bool> {
 /// answered with. A
 /// document that does not decode as a stored message (a field missing or of the wrong
 /// type) is corrupted, with the decode error as the reason.
-fn corruption(run: &str, e: &LedgerEntry, d: &StoredDoc, primary: bool) -> Option<String> {
+pub(crate) fn corruption(
+    run: &str,
+    e: &LedgerEntry,
+    d: &StoredDoc,
+    primary: bool,
+) -> Option<String> {
     let stored = match &d.stored {
         Ok(m) => m,
         Err(why) => return Some(why.clone()),

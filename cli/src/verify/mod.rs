@@ -11,6 +11,7 @@
 //! The verdict is added to the run's `report.{json,md,html}`.
 
 pub mod check;
+pub mod incremental;
 pub mod readback;
 pub mod store;
 
