@@ -224,11 +224,8 @@ impl Stack {
         match action {
             Action::Kill => r.kill(id, sig).await,
             Action::Stop => r.stop(id).await,
-            // A broker is back when it is in sync again (see `rejoin`).
-            Action::Start => {
-                r.start(id).await?;
-                self.wait_in_sync(id, REJOIN_TIMEOUT).await
-            }
+            Action::Start => r.start(id).await,
+            // A restarted broker is back when it is in sync again (see `rejoin`).
             Action::Restart => {
                 r.restart(id).await?;
                 self.wait_in_sync(id, REJOIN_TIMEOUT).await

@@ -212,7 +212,10 @@ async fn execute(
     // Topic, group, database and collection as the stack's services use them.
     let target = ep.store_target()?;
     steady_state(&stack, &ep, &opts.stack.project).await?;
-    say("  steady state: every instance running, api ready, consumer lag 0".into());
+    say(
+        "  steady state: every instance running, api ready, consumer lag 0, replicas in sync"
+            .into(),
+    );
 
     // 2. Load and faults together; rollbacks whatever happens.
     let log = EventLog::new(dir.join("events.jsonl")).for_project(&opts.stack.project);
@@ -427,14 +430,23 @@ async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut ScenarioRun) -> Re
 }
 
 /// Waits (bounded) until the stack is whole by the one health judgement
-/// ([`health::check`]) and the consumer lag is 0; refuses to start otherwise, naming
-/// what is wrong.
+/// ([`health::check`]), the consumer lag is 0 and, on a cluster, every replica is in
+/// sync; refuses to start otherwise, naming what is wrong.
 async fn steady_state(stack: &Stack, ep: &Endpoints, project: &str) -> Result<()> {
     let deadline = Instant::now() + STEADY_WAIT;
     loop {
-        let problems = health::check(stack, ep).await?.problems(true);
+        let mut problems = health::check(stack, ep).await?.problems(true);
         if problems.is_empty() {
-            return Ok(());
+            // A broker still catching up (an earlier run's crash) is not a steady state:
+            // a fault on another would find partitions below min.insync.replicas.
+            match stack.under_replicated().await {
+                Ok(p) if p.is_empty() => return Ok(()),
+                Ok(p) => problems.push(format!(
+                    "partition(s) {} of the topic have a replica out of sync",
+                    p.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")
+                )),
+                Err(e) => problems.push(format!("cannot read the topic's replicas: {e:#}")),
+            }
         }
         if Instant::now() >= deadline {
             bail!(

@@ -34,6 +34,9 @@ pub trait FaultSeam {
     async fn scale(&self, service: Service, to: u32) -> Result<Vec<InstanceId>>;
     /// The broker holding a Kafka role now.
     async fn resolve_kafka(&self, role: &KafkaRole) -> Result<Resolved>;
+    /// Waits until an instance an undo brought back has caught up (a broker back in
+    /// sync); errors when it did not within a bound.
+    async fn settle(&self, id: &InstanceId) -> Result<()>;
     /// A network fault on one instance; returns what was applied (for the event log).
     async fn apply_net(
         &self,
@@ -59,6 +62,11 @@ impl FaultSeam for Stack {
 
     async fn resolve_kafka(&self, role: &KafkaRole) -> Result<Resolved> {
         Stack::resolve_kafka(self, role).await
+    }
+
+    async fn settle(&self, id: &InstanceId) -> Result<()> {
+        self.wait_in_sync(id, crate::runtime::stack::REJOIN_TIMEOUT)
+            .await
     }
 
     async fn apply_net(
@@ -399,12 +407,16 @@ async fn drawn_fault<S: FaultSeam>(
         ));
     };
     let give_up = start + at + window;
-    while !slots.try_take(service) {
-        if Instant::now() >= give_up {
+    loop {
+        if Instant::now() > give_up {
             skip("earlier faults still held its service's slots for its whole window".into());
             return;
         }
-        tokio::time::sleep(SLOT_POLL).await;
+        if slots.try_take(service) {
+            break;
+        }
+        let next = (Instant::now() + SLOT_POLL).min(give_up + Duration::from_millis(1));
+        tokio::time::sleep_until(next).await;
     }
     let rec = act(seam, spec, fault, 0, at, log, rollbacks, records, say).await;
     match rec {
@@ -415,12 +427,22 @@ async fn drawn_fault<S: FaultSeam>(
             tokio::time::sleep_until(start + at + window).await;
             for u in rollbacks.remove_where(|u| u.record == rec) {
                 match undo(seam, &u, log, records, "").await {
-                    Ok(()) => say(format!(
-                        "  {:>6.1}s {} {} ok",
-                        start.elapsed().as_secs_f64(),
-                        u.action.name(),
-                        u.id
-                    )),
+                    Ok(()) => {
+                        say(format!(
+                            "  {:>6.1}s {} {} ok",
+                            start.elapsed().as_secs_f64(),
+                            u.action.name(),
+                            u.id
+                        ));
+                        // Its slot frees once what it brought back has caught up.
+                        if let Err(e) = seam.settle(&u.id).await {
+                            say(format!(
+                                "  {:>6.1}s {} did not settle: {e:#}",
+                                start.elapsed().as_secs_f64(),
+                                u.id
+                            ));
+                        }
+                    }
                     Err(e) => {
                         say(format!(
                             "  {:>6.1}s undo FAILED, owed to the final rollback: {e:#}",
@@ -698,6 +720,10 @@ pub(crate) mod tests {
                 .push(format!("scale {service} {to}"));
             Ok(vec![InstanceId::new(service, to)])
         }
+        async fn settle(&self, id: &InstanceId) -> Result<()> {
+            self.done.lock().unwrap().push(format!("settle {id}"));
+            Ok(())
+        }
         async fn resolve_kafka(&self, role: &KafkaRole) -> Result<Resolved> {
             // The mock's cluster: kafka#1 holds every role.
             Ok(Resolved {
@@ -732,6 +758,76 @@ pub(crate) mod tests {
     fn log() -> (EventLog, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("wiber-timeline-{}", uuid::Uuid::new_v4()));
         (EventLog::new(dir.join("events.jsonl")), dir)
+    }
+
+    /// Drawn faults run each on their own clock within `[random]`'s limits as they really
+    /// happen: one that finds its service's slot taken for its whole window is skipped,
+    /// one that finds it later acts late, one that cannot be applied is skipped, and the
+    /// run goes on; each frees its slot once what it undid has settled.
+    #[tokio::test]
+    async fn drawn_faults_keep_their_slots_and_skip_what_cannot_be_done() {
+        let mut f = faults(
+            "[[faults]]\nat = \"10ms\"\naction = \"pause\"\ntarget = \"consumer#1\"\nfor = \"150ms\"\n\
+             [[faults]]\nat = \"30ms\"\naction = \"pause\"\ntarget = \"consumer#2\"\nfor = \"30ms\"\n\
+             [[faults]]\nat = \"60ms\"\naction = \"pause\"\ntarget = \"consumer#2\"\nfor = \"400ms\"\n\
+             [[faults]]\nat = \"20ms\"\naction = \"kill\"\ntarget = \"api#1\"\nfor = \"50ms\"\n",
+        );
+        for x in &mut f {
+            x.drawn = true;
+        }
+        let limits = RandomSpec {
+            line: 0,
+            seed: None,
+            start: Duration::ZERO,
+            stop: Duration::from_secs(1),
+            interval: (Duration::from_millis(10), Duration::from_millis(10)),
+            max_concurrent: 2,
+            max_down: [(Service::Consumer, 1)].into_iter().collect(),
+            menu: Vec::new(),
+        };
+        let seam = MockSeam {
+            fail: vec!["kill api#1".into()],
+            ..Default::default()
+        };
+        let (log, dir) = log();
+        let (rb, recs) = (Rollbacks::default(), Records::default());
+        let said = Mutex::new(Vec::new());
+        let say = |l: String| said.lock().unwrap().push(l);
+        run(
+            &seam,
+            &f,
+            Some(&limits),
+            Instant::now(),
+            &log,
+            &rb,
+            &recs,
+            &say,
+        )
+        .await
+        .expect("drawn faults never stop the run");
+        assert_eq!(
+            *seam.done.lock().unwrap(),
+            [
+                "pause consumer#1",
+                "kill api#1",
+                "unpause consumer#1",
+                "settle consumer#1",
+                "pause consumer#2",
+                "unpause consumer#2",
+                "settle consumer#2"
+            ]
+        );
+        let said = said.lock().unwrap().join("\n");
+        assert!(said.contains("skipped pause consumer#2"), "{said}");
+        assert!(said.contains("skipped kill api#1"), "{said}");
+        assert!(rb.pending().is_empty(), "{:?}", rb.pending());
+        let skipped = crate::events::read(log.path())
+            .unwrap()
+            .iter()
+            .filter(|e| e.result.starts_with("skipped"))
+            .count();
+        assert_eq!(skipped, 2);
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[tokio::test]

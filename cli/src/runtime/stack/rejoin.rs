@@ -5,10 +5,14 @@
 //! operator doing a rolling restart waits for that (under-replicated partitions back to 0)
 //! before taking the next broker down: with `min.insync.replicas` = 2 of 3, a second
 //! broker stopped while the first is still catching up leaves partitions with one
-//! in-sync replica, and producing with `acks=all` stops. So `start` and `restart` of a
-//! broker on a cluster return only when the broker is back in the ISR of every partition
-//! of the stack's topic it replicates, or fail naming the partitions that are not.
-//! A single broker has no one to catch up with: nothing to wait for.
+//! in-sync replica, and producing with `acks=all` stops. So `restart` of a broker on a
+//! cluster returns only when the broker is back in the ISR of every partition of the
+//! stack's topic it replicates, or fails naming the partitions that are not. `start`
+//! (the undo of a `kill`) returns once the broker runs: the catch-up after a crash is
+//! part of what a scenario measures after the fault, not of the fault. A soak's drawn
+//! faults wait for it before they free their slot (`FaultSeam::settle`), so the next
+//! broker fault never finds one still catching up. A single broker has no one to catch
+//! up with: nothing to wait for.
 
 use std::time::Duration;
 
@@ -77,6 +81,23 @@ impl Stack {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+}
+
+impl Stack {
+    /// Partitions of the stack's topic with a replica out of sync (empty on a single
+    /// broker): a cluster is not whole while any is, whatever its health checks say.
+    pub async fn under_replicated(&self) -> Result<Vec<i32>> {
+        let ep = self.endpoints().await?;
+        let Some(bootstrap) = ep.kafka_bootstrap else {
+            return Ok(Vec::new());
+        };
+        let parts = cluster::describe_topic(&bootstrap, &ep.names.topic, METADATA_TIMEOUT).await?;
+        Ok(parts
+            .iter()
+            .filter(|p| p.isr.len() < p.replicas.len())
+            .map(|p| p.partition)
+            .collect())
     }
 }
 
