@@ -192,14 +192,18 @@ fn scenario_and_bench_pages_in_chromium() {
         dom.contains("<tr class=\"pass\"><td>invariants (verify)</td>"),
         "the invariants hold on a paused consumer:\n{dom}"
     );
-    // The pause window is shaded and labelled on each of the five time charts.
-    assert_eq!(dom.matches("class=\"fault-window\"").count(), 5, "{dom}");
+    // The pause window is shaded and labelled on each of the six time charts (rate, ack,
+    // end-to-end, lag, CPU, RSS).
+    assert_eq!(dom.matches("class=\"fault-window\"").count(), 6, "{dom}");
     assert_eq!(
         dom.matches("class=\"fault-label\"").count(),
-        5,
+        6,
         "one label per chart:\n{dom}"
     );
-    assert_eq!(dom.matches(">pause consumer#1</text>").count(), 5, "{dom}");
+    assert_eq!(dom.matches(">pause consumer#1</text>").count(), 6, "{dom}");
+    // Memory per service is charted and its growth tabled.
+    assert!(dom.contains("id=\"chart-rss\""), "{dom}");
+    assert!(dom.contains("<h2 id=\"resources\">Resources</h2>"), "{dom}");
     // Phases side by side, a recovery row, verify's counts.
     for phase in ["before (", "during (", "after ("] {
         assert!(

@@ -1272,10 +1272,22 @@ fn kafka_cluster_id() -> String {
 
 /// A currently free TCP port on 127.0.0.1 (the OS picks; there is a small window in
 /// which another process could take it, which start-up would then report).
+///
+/// Never the same port twice in one process: the OS may hand a just-released port out
+/// again at once, and a caller picking several (api, store, brokers) before binding any
+/// would get two services on one port (seen in CI: api and PostgreSQL both on 43917).
 pub fn pick_free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .context("binding 127.0.0.1:0 to pick a free port")?;
-    Ok(l.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    for _ in 0..64 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")
+            .context("binding 127.0.0.1:0 to pick a free port")?;
+        let port = l.local_addr()?.port();
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!("the OS kept handing out ports this process had already picked: 64 tries")
 }
 
 /// Finds the `wiber-server` binary: `$WIBER_SERVER_BIN`, else next to the current
@@ -1319,6 +1331,13 @@ fn append_banner(log: &Path, what: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn picked_ports_are_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..300).map(|_| pick_free_port().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+    }
 
     /// Compile-time check: the stack's futures are `Send`, so callers may `tokio::spawn`
     /// them (e.g. a chaos task running next to a load generator).
