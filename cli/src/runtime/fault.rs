@@ -282,6 +282,16 @@ pub enum Target {
 }
 
 impl Target {
+    /// The service the target is on (a Kafka role: kafka): what a fault on it counts
+    /// against in a soak's per-service limits.
+    pub fn service(&self) -> Service {
+        match self {
+            Target::Instance(id) => id.service,
+            Target::Service(s) | Target::Random(s) => *s,
+            Target::Kafka(_) => Service::Kafka,
+        }
+    }
+
     /// Parses a target. Kafka roles that omit the topic or group get the stack's defaults
     /// (`wiber.messages`, `wiber-consumers`).
     pub fn parse(s: &str) -> Result<Target> {

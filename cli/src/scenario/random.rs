@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::format::{FaultSpec, RandomSpec, Scenario, MAX_RANDOM_FAULTS};
-use crate::runtime::{Service, Target};
+use crate::runtime::Target;
 
 /// One step of splitmix64 (Steele, Lea, Flood): seeds xoshiro's state.
 fn splitmix64(state: &mut u64) -> u64 {
@@ -214,15 +214,6 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// The service a drawn target counts against in `max_down` (a Kafka role: `kafka`).
-fn service_of(t: &Target) -> Service {
-    match t {
-        Target::Instance(id) => id.service,
-        Target::Kafka(_) => Service::Kafka,
-        Target::Service(s) | Target::Random(s) => *s,
-    }
-}
-
 /// The faults `spec` draws for `seed`, in time order. The same spec and seed give the
 /// same faults, always.
 pub fn draw(spec: &RandomSpec, seed: u64) -> Vec<FaultSpec> {
@@ -239,8 +230,8 @@ pub fn draw(spec: &RandomSpec, seed: u64) -> Vec<FaultSpec> {
         active.retain(|(end, _)| *end > t);
         if active.len() < spec.max_concurrent as usize {
             let free = |target: &Target| {
-                let service = service_of(target);
-                let down = active.iter().filter(|(_, a)| service_of(a) == service);
+                let service = target.service();
+                let down = active.iter().filter(|(_, a)| a.service() == service);
                 !active.iter().any(|(_, a)| a == target)
                     && down.count() < spec.max_down(service) as usize
             };
@@ -301,6 +292,7 @@ pub fn draw(spec: &RandomSpec, seed: u64) -> Vec<FaultSpec> {
 mod tests {
     use super::*;
     use crate::runtime::Action;
+    use crate::runtime::Service;
     use std::path::Path;
 
     const SOAK: &str = r#"
@@ -443,7 +435,7 @@ for = "3s"
                 assert!(now.len() <= 3, "seed {seed} at {:?}: {}", f.at, now.len());
                 most = most.max(now.len());
                 for s in [Service::Kafka, Service::Consumer, Service::Mongo] {
-                    let down = now.iter().filter(|a| service_of(&a.target) == s).count();
+                    let down = now.iter().filter(|a| a.target.service() == s).count();
                     assert!(down as u32 <= spec.max_down(s), "seed {seed}: {s} {down}");
                     if s == Service::Consumer {
                         most_consumers = most_consumers.max(down);

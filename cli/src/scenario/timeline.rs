@@ -304,26 +304,12 @@ async fn written_steps<S: FaultSeam>(
                         rollbacks.push(u.clone());
                         return Err(e);
                     }
-                    say(format!(
-                        "  {:>6.1}s {} {} ok",
-                        start.elapsed().as_secs_f64(),
-                        u.action.name(),
-                        u.id
-                    ));
+                    say(undone(start, u));
                 }
             }
         }
     }
     Ok(())
-}
-
-/// The service a fault's target is on (a Kafka role: kafka), for [`Slots`].
-fn service_of(target: &Target) -> Option<Service> {
-    match target {
-        Target::Instance(id) => Some(id.service),
-        Target::Service(s) | Target::Random(s) => Some(*s),
-        Target::Kafka(_) => Some(Service::Kafka),
-    }
 }
 
 /// Drawn faults active now, overall and per service, held to `[random]`'s limits.
@@ -345,30 +331,34 @@ impl Slots {
         }
     }
 
-    fn try_take(&self, service: Option<Service>) -> bool {
+    fn try_take(&self, service: Service) -> bool {
         let mut a = self.active.lock().expect("slots lock");
-        let on_service = service.map_or(0, |s| a.1.get(&s).copied().unwrap_or(0));
-        let cap = service.map_or(u32::MAX, |s| {
-            self.max_down.get(&s).copied().unwrap_or(u32::MAX)
-        });
+        let on_service = a.1.get(&service).copied().unwrap_or(0);
+        let cap = self.max_down.get(&service).copied().unwrap_or(u32::MAX);
         if a.0 >= self.max_concurrent || on_service >= cap {
             return false;
         }
         a.0 += 1;
-        if let Some(s) = service {
-            *a.1.entry(s).or_default() += 1;
-        }
+        *a.1.entry(service).or_default() += 1;
         true
     }
 
-    fn give_back(&self, service: Option<Service>) {
+    fn give_back(&self, service: Service) {
         let mut a = self.active.lock().expect("slots lock");
         a.0 = a.0.saturating_sub(1);
-        if let Some(s) = service {
-            let n = a.1.entry(s).or_default();
-            *n = n.saturating_sub(1);
-        }
+        let n = a.1.entry(service).or_default();
+        *n = n.saturating_sub(1);
     }
+}
+
+/// The progress line of an undo that returned.
+fn undone(start: Instant, u: &Undo) -> String {
+    format!(
+        "  {:>6.1}s {} {} ok",
+        start.elapsed().as_secs_f64(),
+        u.action.name(),
+        u.id
+    )
 }
 
 /// How often a drawn fault that found no free slot looks again.
@@ -390,7 +380,7 @@ async fn drawn_fault<S: FaultSeam>(
     let at = spec.at;
     let window = spec.for_.unwrap_or_default();
     tokio::time::sleep_until(start + at).await;
-    let service = service_of(&spec.target);
+    let service = spec.target.service();
     let skip = |why: String| {
         let mut ev = Event::now(
             &spec.action.label(spec.signal()),
@@ -428,12 +418,7 @@ async fn drawn_fault<S: FaultSeam>(
             for u in rollbacks.remove_where(|u| u.record == rec) {
                 match undo(seam, &u, log, records, "").await {
                     Ok(()) => {
-                        say(format!(
-                            "  {:>6.1}s {} {} ok",
-                            start.elapsed().as_secs_f64(),
-                            u.action.name(),
-                            u.id
-                        ));
+                        say(undone(start, &u));
                         // Its slot frees once what it brought back has caught up.
                         if let Err(e) = seam.settle(&u.id).await {
                             say(format!(
