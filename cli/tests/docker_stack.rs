@@ -101,13 +101,19 @@ impl TestStack {
     }
 
     fn up(&self) -> Duration {
+        let t = Instant::now();
+        self.up_with(&[]);
+        t.elapsed()
+    }
+
+    /// `stack up` with the test's ports and `extra` flags; expects exit 0.
+    fn up_with(&self, extra: &[&str]) -> Output {
         let (a, m, k, p) = (
             self.api_port.to_string(),
             self.mongo_port.to_string(),
             self.kafka_port.to_string(),
             self.postgres_port.to_string(),
         );
-        let t = Instant::now();
         self.expect(
             &[
                 "stack",
@@ -124,10 +130,13 @@ impl TestStack {
                 &k,
                 "--postgres-port",
                 &p,
-            ],
+            ]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect::<Vec<_>>(),
             0,
-        );
-        t.elapsed()
+        )
     }
 
     /// `stack status --json` (exit code 0 or 1, both fine here).
@@ -466,8 +475,45 @@ fn pause_disconnect_and_dry_run_show_in_status() {
         warm < Duration::from_secs(15),
         "a warm up should be a quick no-op, took {warm:?}"
     );
+    // Another --service-env: the api and the consumers are recreated with it (their
+    // environment is fixed at creation), the rest is left running.
+    let old = stack.status();
+    let out = stack.up_with(&["--service-env", "WIBER_TEST_MARK=recreated"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    for (instance, action) in [
+        ("kafka#1", "running"),
+        ("mongo#1", "running"),
+        ("consumer#1", "recreated"),
+        ("consumer#2", "recreated"),
+        ("api#1", "recreated"),
+    ] {
+        assert!(
+            said.lines()
+                .any(|l| l.contains(instance) && l.contains(action)),
+            "{instance} should be {action}: {}",
+            describe(&out)
+        );
+    }
     let before = stack.status();
     assert_eq!(before["ok"], true, "{before:#}");
+    assert_eq!(
+        container(&before, "kafka#1")["container"],
+        container(&old, "kafka#1")["container"]
+    );
+    let consumer = container(&before, "consumer#1")["container"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(consumer, container(&old, "consumer#1")["container"]);
+    let env = Command::new("docker")
+        .args(["inspect", "-f", "{{json .Config.Env}}", &consumer])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&env.stdout).contains("WIBER_TEST_MARK=recreated"),
+        "{}",
+        describe(&env)
+    );
 
     // --dry-run touches nothing: no action, no event.
     let out = stack.expect(&["chaos", "kill", "consumer#1", "--dry-run"], 0);

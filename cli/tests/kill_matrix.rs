@@ -5,10 +5,11 @@
 //! own binary `wiber-server-seeded` (a `required-features` target, so neither
 //! `cargo build --workspace` nor a release build ever contains it, and the
 //! `target/debug/wiber-server` the other tests start is not replaced). For each bug
-//! (`WIBER_SEEDED_BUG`, see `wiber_model::contract::SeededBug`) and for the unchanged server, a
-//! local stack is brought up with `wiberctl stack up --runtime local --service-env ...`,
-//! the short scenarios in `scenarios/matrix/` run against it (`scenario run --attach`),
-//! and the stack is taken down. Each cell records whether the scenario failed and by
+//! (`WIBER_SEEDED_BUG`, see `wiber_model::contract::SeededBug`) and for the unchanged
+//! server, `wiberctl stack up --runtime local --service-env ...` puts that server on one
+//! local stack (the first `up` brings it up, the next ones recreate only the api and
+//! consumers), the short scenarios in `scenarios/matrix/` run against it
+//! (`scenario run --attach`); the stack is taken down at the end. Each cell records whether the scenario failed and by
 //! what: the invariants verify counted, the thresholds that failed.
 //!
 //! The test fails when the unchanged server fails any scenario, or when a bug is caught
@@ -82,7 +83,17 @@ fn scenarios() -> Vec<PathBuf> {
 /// Builds `wiber-server-seeded` (cargo's lock is free while tests run) and returns it.
 fn seeded_server() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run_ok(Command::new(cargo).current_dir(repo_root()).args([
+    let mut build = Command::new(cargo);
+    // Not the variables cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME...):
+    // ring's build script reruns when they change, and the manifest dir is the clone's
+    // path. Inherited, they rebuilt ring, rustls and mongodb here and again in the next
+    // CI's `cargo build` (a minute or more each way on two cores).
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(set_by_cargo_for_tests) {
+            build.env_remove(&key);
+        }
+    }
+    run_ok(build.current_dir(repo_root()).args([
         "build",
         "-p",
         "wiber-server",
@@ -94,6 +105,22 @@ fn seeded_server() -> PathBuf {
     let bin = workspace_target().join("debug").join("wiber-server-seeded");
     assert!(bin.is_file(), "{} was not built", bin.display());
     bin
+}
+
+/// Environment cargo gives a test binary, not the user's (`CARGO_HOME`,
+/// `CARGO_TARGET_DIR`, profile settings and `CARGO` itself are the user's or harmless).
+fn set_by_cargo_for_tests(key: &str) -> bool {
+    ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+        .iter()
+        .any(|p| key.starts_with(p))
+        || [
+            "CARGO_CRATE_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ]
+        .contains(&key)
 }
 
 /// One scenario's result on one server.
@@ -155,10 +182,72 @@ fn cell(o: &Value) -> Cell {
     }
 }
 
-/// Brings up a local stack with `bug` (or none), runs the matrix scenarios against it
-/// (all of them, or until one catches the bug by `stop_when`), takes it down. Returns the
-/// cells by scenario name.
+/// One local stack for the whole matrix: each server is put on it by `stack up`, which
+/// recreates the api and the consumers when their `--service-env` changed (Kafka, the
+/// store and their data stay; every scenario checks only its own run). A stack per
+/// server cost ~10 s of CI per row to bring up and take down.
+struct MatrixStack {
+    project: LocalProject,
+    ports: Vec<String>,
+}
+
+impl MatrixStack {
+    fn new() -> MatrixStack {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        MatrixStack {
+            project: LocalProject(format!("km{}", &id[..8])),
+            ports: [
+                "--api-port",
+                "--mongo-port",
+                "--kafka-port",
+                "--postgres-port",
+            ]
+            .into_iter()
+            .flat_map(|flag| [flag.to_string(), free_port().to_string()])
+            .collect(),
+        }
+    }
+
+    /// Brings the stack up with `server`'s binary and `bug` (or none): the first time
+    /// whole, then only the api and consumers again. Asserts that the services did run
+    /// again, so no row is ever judged on the previous row's server.
+    fn put(&self, server: &Path, bug: Option<SeededBug>, first: bool) {
+        let mut env: Vec<String> = vec![
+            // Quick failure detection keeps the runs short (as the other e2e tests do).
+            "KAFKA_SESSION_TIMEOUT_MS=6000".into(),
+        ];
+        if let Some(b) = bug {
+            env.push(format!("WIBER_SEEDED_BUG={b}"));
+            env.push(format!("WIBER_SEEDED_BUG_EVERY={EVERY}"));
+        }
+        let out = run_ok(
+            Command::new(WIBERCTL)
+                .args(["stack", "up", "--runtime", "local", "--consumers", "2"])
+                .args(["--project", &self.project.0])
+                .args(&self.ports)
+                .args(env.iter().flat_map(|e| ["--service-env", e.as_str()]))
+                .env("WIBER_ROOT", repo_root())
+                .env("WIBER_SERVER_BIN", server),
+        );
+        // `up` names each instance and what it did on stderr.
+        let said = String::from_utf8_lossy(&out.stderr);
+        let recreated = said.lines().filter(|l| l.contains("recreated")).count();
+        if !first {
+            assert_eq!(
+                recreated,
+                3,
+                "stack up should have recreated api#1, consumer#1 and consumer#2 for {bug:?}: {}",
+                describe(&out)
+            );
+        }
+    }
+}
+
+/// Puts `server` with `bug` (or none) on the matrix's stack and runs the matrix
+/// scenarios against it (all of them, or until one catches the bug by `stop_when`).
+/// Returns the cells by scenario name.
 fn run_server(
+    stack: &MatrixStack,
     server: &Path,
     bug: Option<SeededBug>,
     files: &[PathBuf],
@@ -166,40 +255,8 @@ fn run_server(
 ) -> BTreeMap<String, Cell> {
     let root = repo_root();
     let label = bug.map_or("unchanged".to_string(), |b| b.to_string());
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let project = LocalProject(format!("km{}", &id[..8]));
-    let (a, m, k) = (free_port(), free_port(), free_port());
-    let mut env: Vec<String> = vec![
-        // Quick failure detection keeps the runs short (as the other e2e tests do).
-        "KAFKA_SESSION_TIMEOUT_MS=6000".into(),
-    ];
-    if let Some(b) = bug {
-        env.push(format!("WIBER_SEEDED_BUG={b}"));
-        env.push(format!("WIBER_SEEDED_BUG_EVERY={EVERY}"));
-    }
-    let service_env: Vec<String> = env
-        .iter()
-        .flat_map(|e| ["--service-env".to_string(), e.clone()])
-        .collect();
-    let ports = [
-        "--api-port".to_string(),
-        a.to_string(),
-        "--mongo-port".into(),
-        m.to_string(),
-        "--kafka-port".into(),
-        k.to_string(),
-        "--postgres-port".into(),
-        free_port().to_string(),
-    ];
-    run_ok(
-        Command::new(WIBERCTL)
-            .args(["stack", "up", "--runtime", "local", "--consumers", "2"])
-            .args(["--project", &project.0])
-            .args(&ports)
-            .args(&service_env)
-            .env("WIBER_ROOT", &root)
-            .env("WIBER_SERVER_BIN", server),
-    );
+    stack.put(server, bug, bug.is_none());
+    let project = &stack.project;
     let reports = root.join("reports").join("kill-matrix").join(&label);
     // One `scenario run` for all the files, or one per file when it may stop early.
     let batches: Vec<&[PathBuf]> = match stop_when {
@@ -264,7 +321,8 @@ fn every_seeded_bug_is_caught_and_the_unchanged_server_passes() {
 
     let full = std::env::var("WIBER_KILL_MATRIX").is_ok_and(|v| v == "full");
     let mut rows: Vec<(String, BTreeMap<String, Cell>)> = Vec::new();
-    let clean = run_server(&plain, None, &files, None);
+    let stack = MatrixStack::new();
+    let clean = run_server(&stack, &plain, None, &files, None);
     rows.push(("unchanged server".into(), clean.clone()));
     let mut problems = Vec::new();
     for (name, c) in &clean {
@@ -279,12 +337,12 @@ fn every_seeded_bug_is_caught_and_the_unchanged_server_passes() {
         let want = expected(bug);
         let catches = |c: &Cell| c.verdict == "fail" && c.names().any(|n| want.contains(&n));
         let cells = if full {
-            run_server(&seeded, Some(bug), &files, None)
+            run_server(&stack, &seeded, Some(bug), &files, None)
         } else {
             // The likely catcher first, then the rest in order.
             let mut order = files.clone();
             order.sort_by_key(|f| f.file_stem().is_none_or(|s| s != likely(bug)));
-            run_server(&seeded, Some(bug), &order, Some(&catches))
+            run_server(&stack, &seeded, Some(bug), &order, Some(&catches))
         };
         let caught = cells.values().any(catches);
         if !caught {

@@ -21,7 +21,7 @@ use wiber_model::ledger::Outcome;
 
 use wiber_model::report::{ReadKind, ReadSummary};
 
-use super::hist::LatencyHist;
+use super::hist::{LatencyHist, SecondLatencies};
 use super::reads::ReadEntry;
 use super::worker::{Event, ReadSample, Sample};
 use super::ProgressContext;
@@ -144,7 +144,7 @@ pub struct SecondStats {
     pub ok: u64,
     pub errors: u64,
     /// Ack latency of the `ok` requests *due* in this second.
-    pub ack: LatencyHist,
+    pub ack: SecondLatencies,
     /// Reads answered in this second (by answer time): ok, and not.
     pub reads_ok: u64,
     pub reads_errors: u64,

@@ -48,7 +48,7 @@ use crate::runfile::{RunFile, StoreTarget};
 use crate::runtime::Locator;
 use crate::verify::store;
 use collector::{LedgerWriter, PhaseInfo, PhaseStats};
-use hist::LatencyHist;
+use hist::{LatencyHist, SecondLatencies};
 use schedule::{Pacing, Schedule};
 use slo::Slo;
 use transport::{HttpTransport, Transport};
@@ -860,7 +860,7 @@ fn why_late(i: &LateInputs) -> LateVerdict {
 /// End-to-end latency of the measured requests: due time → `storedAt`.
 struct EndToEnd {
     hist: LatencyHist,
-    per_second: Vec<LatencyHist>,
+    per_second: Vec<SecondLatencies>,
     missing: u64,
     drained: bool,
     lag: i64,
@@ -888,7 +888,7 @@ async fn end_to_end(
         .collect();
     let mut e = EndToEnd {
         hist: LatencyHist::new(),
-        per_second: vec![LatencyHist::new(); s.seconds.len()],
+        per_second: vec![SecondLatencies::default(); s.seconds.len()],
         missing: 0,
         drained: drain.drained,
         lag: drain.lag,
@@ -970,7 +970,7 @@ fn build_report(
         .iter()
         .enumerate()
         .map(|(t, sec)| {
-            let q = |h: &LatencyHist, q: f64| (!h.is_empty()).then(|| h.quantile_ms(q));
+            let q = |h: &SecondLatencies, q: f64| (!h.is_empty()).then(|| h.quantile_ms(q));
             let e2e_sec = e2e.map(|e| &e.per_second[t]);
             model::Second {
                 t: t as u32,

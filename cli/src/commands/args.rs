@@ -53,7 +53,9 @@ pub struct UpFlags {
     #[arg(long, default_value = "4m", value_parser = parse_duration)]
     pub wait: Duration,
     /// Extra environment for the api and consumer services, KEY=VALUE (repeatable),
-    /// e.g. `--service-env RUST_LOG=debug`; it wins over the stack's own settings.
+    /// e.g. `--service-env RUST_LOG=debug`; it wins over the stack's own settings. An
+    /// `up` of a running stack with other values (or none, when it had some) recreates
+    /// the api and the consumers with them.
     #[arg(long = "service-env", value_name = "KEY=VALUE", value_parser = parse_env_pair)]
     pub service_env: Vec<(String, String)>,
 }

@@ -555,6 +555,13 @@ impl LocalStack {
         self.lock().config.clone()
     }
 
+    /// Replaces the api and consumer instances' extra environment (`--service-env`) in
+    /// the saved state. A running process keeps the one it started with: restart it.
+    pub fn set_extra_env(&self, env: Vec<(String, String)>) -> Result<()> {
+        self.lock().config.extra_env = env;
+        self.save()
+    }
+
     /// Path of an instance's log file.
     pub fn log_path(&self, id: &InstanceId) -> PathBuf {
         self.dir

@@ -374,6 +374,8 @@ pub enum UpAction {
     Started,
     AlreadyRunning,
     Added,
+    /// Replaced (docker) or restarted (local) with a changed `--service-env`.
+    Recreated,
 }
 
 impl UpAction {
@@ -383,6 +385,7 @@ impl UpAction {
             UpAction::Started => "started",
             UpAction::AlreadyRunning => "running",
             UpAction::Added => "added",
+            UpAction::Recreated => "recreated (service env changed)",
         }
     }
 }

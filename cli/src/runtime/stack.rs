@@ -374,17 +374,29 @@ async fn up_local(
         if dir.join("state.json").is_file() {
             // Re-open and start whatever is not running (start is a no-op otherwise).
             let stack = LocalStack::load(&dir)?;
+            // A process reads its environment when it starts: with another
+            // `--service-env`, the api and consumers start again (as `compose up`
+            // recreates a service whose configuration changed).
+            let env_changed = stack.config().extra_env != spec.extra_env;
+            if env_changed {
+                stack.set_extra_env(spec.extra_env.clone())?;
+            }
             let have = stack.list().await?;
             for info in &have {
                 let was_running = info.state == InstanceState::Running;
-                stack.start(&info.id).await?;
-                progress(UpEvent::Instance {
-                    id: info.id,
-                    action: if was_running {
+                let action =
+                    if env_changed && matches!(info.id.service, Service::Api | Service::Consumer) {
+                        stack.stop(&info.id).await?;
+                        UpAction::Recreated
+                    } else if was_running {
                         UpAction::AlreadyRunning
                     } else {
                         UpAction::Started
-                    },
+                    };
+                stack.start(&info.id).await?;
+                progress(UpEvent::Instance {
+                    id: info.id,
+                    action,
                 });
             }
             let consumers = have

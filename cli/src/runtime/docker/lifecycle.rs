@@ -18,8 +18,9 @@ use chrono::Utc;
 use super::images;
 use super::status::state_of;
 use super::{
-    status_of, Config, DockerStack, DownReport, Found, UpReport, COMPOSE_PROJECT, LABEL_INSTANCE,
-    LABEL_PROJECT, LABEL_SERVICE, NO_HEALTHCHECK_GRACE, READY_TIMEOUT, STOP_TIMEOUT_SECS,
+    service_env_label, status_of, Config, DockerStack, DownReport, Found, UpReport,
+    COMPOSE_PROJECT, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE, LABEL_SERVICE_ENV,
+    NO_HEALTHCHECK_GRACE, READY_TIMEOUT, STOP_TIMEOUT_SECS,
 };
 use crate::runtime::{Health, InstanceId, InstanceState, Service, StackSpec, UpAction, UpEvent};
 
@@ -105,6 +106,7 @@ impl DockerStack {
                 match action {
                     UpAction::Created => report.created.push(id.to_string()),
                     UpAction::Started => report.started.push(id.to_string()),
+                    UpAction::Recreated => report.recreated.push(id.to_string()),
                     _ => report.already_running.push(id.to_string()),
                 }
                 progress(UpEvent::Instance { id: *id, action });
@@ -178,7 +180,27 @@ impl DockerStack {
     /// Makes sure the instance's container exists and runs: created, started or
     /// already running.
     async fn ensure_container(&self, cfg: &Config, id: &InstanceId) -> Result<UpAction> {
-        let existing = self.find_all().await?.into_iter().find(|f| f.id == *id);
+        let mut existing = self.find_all().await?.into_iter().find(|f| f.id == *id);
+        let mut recreate = false;
+        if let Some(f) = &existing {
+            let ins = self.inspect(&f.container_id).await?;
+            let was = ins
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .and_then(|l| l.get(LABEL_SERVICE_ENV))
+                .map_or("", String::as_str);
+            if matches!(id.service, Service::Api | Service::Consumer)
+                && was != service_env_label(&cfg.spec.extra_env)
+            {
+                // What `compose up` does with a changed service: the environment is
+                // fixed at creation, so a new `--service-env` needs a new container.
+                // Graceful first, so a consumer commits what it wrote.
+                self.remove_container(f).await?;
+                existing = None;
+                recreate = true;
+            }
+        }
         let (container, action) = match existing {
             Some(f) => {
                 let ins = self.inspect(&f.container_id).await?;
@@ -220,7 +242,12 @@ impl DockerStack {
                     };
                     anyhow!(e).context(format!("creating container {name} for {id}{hint}"))
                 })?;
-                (created.id, UpAction::Created)
+                let action = if recreate {
+                    UpAction::Recreated
+                } else {
+                    UpAction::Created
+                };
+                (created.id, action)
             }
         };
         self.docker.start_container(&container, None).await.map_err(|e| {
@@ -315,6 +342,31 @@ impl DockerStack {
         )
     }
 
+    /// Stops a container gracefully, so a consumer flushes and commits (removal then
+    /// cannot lose acknowledged data someone would look for later), and removes it.
+    async fn remove_container(&self, f: &Found) -> Result<()> {
+        let stop = StopContainerOptionsBuilder::new()
+            .t(STOP_TIMEOUT_SECS)
+            .build();
+        let _ = self
+            .docker
+            .stop_container(&f.container_id, Some(stop))
+            .await;
+        let rm = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self
+            .docker
+            .remove_container(&f.container_id, Some(rm))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(anyhow!(e).context(format!("removing container {}", f.name))),
+        }
+    }
+
     /// Stops and removes the project's containers (apps first, then kafka, postgres and mongo),
     /// then its network; with `volumes`, its volumes too (data is gone).
     pub async fn down(&self, volumes: bool) -> Result<DownReport> {
@@ -324,30 +376,9 @@ impl DockerStack {
             .into_iter()
             .partition(|f| matches!(f.id.service, Service::Api | Service::Consumer));
         for group in [apps, infra] {
-            let removals = group.iter().map(|f| async move {
-                // Graceful first, so consumers flush and commit; removal then cannot lose
-                // acknowledged data that the test or user would look for later.
-                let stop = StopContainerOptionsBuilder::new()
-                    .t(STOP_TIMEOUT_SECS)
-                    .build();
-                let _ = self
-                    .docker
-                    .stop_container(&f.container_id, Some(stop))
-                    .await;
-                let rm = RemoveContainerOptionsBuilder::new()
-                    .force(true)
-                    .v(true)
-                    .build();
-                match self
-                    .docker
-                    .remove_container(&f.container_id, Some(rm))
-                    .await
-                {
-                    Ok(()) => Ok(f.name.clone()),
-                    Err(e) if status_of(&e) == Some(404) => Ok(f.name.clone()),
-                    Err(e) => Err(anyhow!(e).context(format!("removing container {}", f.name))),
-                }
-            });
+            let removals = group
+                .iter()
+                .map(|f| async move { self.remove_container(f).await.map(|()| f.name.clone()) });
             for r in futures::future::join_all(removals).await {
                 report.containers.push(r?);
             }

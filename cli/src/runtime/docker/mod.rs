@@ -61,6 +61,9 @@ use status::{on_host_network, state_of};
 const LABEL_PROJECT: &str = "wiber.project";
 const LABEL_SERVICE: &str = "wiber.service";
 const LABEL_INSTANCE: &str = "wiber.instance";
+/// On api and consumer containers: the `--service-env` they were created with (see
+/// [`service_env_label`]), so a warm `up` with another one recreates them.
+const LABEL_SERVICE_ENV: &str = "wiber.service-env";
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
 
@@ -119,6 +122,8 @@ pub struct UpReport {
     pub created: Vec<String>,
     pub started: Vec<String>,
     pub already_running: Vec<String>,
+    /// Api and consumer containers replaced because `--service-env` changed.
+    pub recreated: Vec<String>,
     /// Instances of the project that `up` did not ask for (e.g. a third consumer while
     /// `--consumers 2`): left as they are.
     pub extra: Vec<String>,
@@ -131,9 +136,20 @@ impl Default for UpReport {
             created: Vec::new(),
             started: Vec::new(),
             already_running: Vec::new(),
+            recreated: Vec::new(),
             extra: Vec::new(),
         }
     }
+}
+
+/// The value of [`LABEL_SERVICE_ENV`]: the pairs as `K=V` lines, in the order given (the
+/// order decides which of two equal keys wins). Empty for none, which is also what a
+/// container without the label (made by an older wiberctl or by compose) counts as.
+fn service_env_label(env: &[(String, String)]) -> String {
+    env.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// What `up` builds from: the spec, with the images resolved.

@@ -11,9 +11,9 @@ use wiber_model::contract::{env, Names};
 
 use super::images::ImageFlavor;
 use super::{
-    Config, DockerStack, API_PORT, HEALTH_INTERVAL_S, HOST_NETWORK, KAFKA_CLUSTER_ID,
-    KAFKA_EXTERNAL_PORT, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE, MONGO_PORT, POSTGRES_PORT,
-    STOP_TIMEOUT_SECS,
+    service_env_label, Config, DockerStack, API_PORT, HEALTH_INTERVAL_S, HOST_NETWORK,
+    KAFKA_CLUSTER_ID, KAFKA_EXTERNAL_PORT, LABEL_INSTANCE, LABEL_PROJECT, LABEL_SERVICE,
+    LABEL_SERVICE_ENV, MONGO_PORT, POSTGRES_PORT, STOP_TIMEOUT_SECS,
 };
 use crate::runtime::{Cluster, InstanceId, Service, ServiceEnv, POSTGRES_USER};
 
@@ -200,11 +200,17 @@ impl DockerStack {
                 }
             }
         }
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (LABEL_PROJECT.to_string(), self.project.clone()),
             (LABEL_SERVICE.to_string(), id.service.name().to_string()),
             (LABEL_INSTANCE.to_string(), id.index.to_string()),
         ]);
+        if matches!(id.service, Service::Api | Service::Consumer) {
+            labels.insert(
+                LABEL_SERVICE_ENV.to_string(),
+                service_env_label(&spec.extra_env),
+            );
+        }
         let (network_mode, port_bindings, exposed_ports, networking_config) = match network {
             // Nothing to publish or attach: the process listens on the host itself.
             Network::Host => (HOST_NETWORK.to_string(), None, None, None),
