@@ -454,11 +454,20 @@ impl DockerStack {
             .filter(|kv| !kv.starts_with(&instance_var))
             .collect();
         env.push(format!("{instance_var}{id}"));
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (LABEL_PROJECT.to_string(), self.project.clone()),
             (LABEL_SERVICE.to_string(), service.name().to_string()),
             (LABEL_INSTANCE.to_string(), index.to_string()),
         ]);
+        // The copy has the model's environment, so it says so too: a later `up` with
+        // the same `--service-env` leaves it alone.
+        if let Some(v) = config
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_SERVICE_ENV))
+        {
+            labels.insert(LABEL_SERVICE_ENV.to_string(), v.clone());
+        }
         let net = self.home_network().await?;
         let body = ContainerCreateBody {
             image: config.image,
