@@ -180,10 +180,13 @@ impl DockerStack {
     /// Makes sure the instance's container exists and runs: created, started or
     /// already running.
     async fn ensure_container(&self, cfg: &Config, id: &InstanceId) -> Result<UpAction> {
-        let mut existing = self.find_all().await?.into_iter().find(|f| f.id == *id);
-        let mut recreate = false;
-        if let Some(f) = &existing {
+        let mut existing = None;
+        if let Some(f) = self.find_all().await?.into_iter().find(|f| f.id == *id) {
             let ins = self.inspect(&f.container_id).await?;
+            existing = Some((f, ins));
+        }
+        let mut recreate = false;
+        if let Some((f, ins)) = &existing {
             let was = ins
                 .config
                 .as_ref()
@@ -202,8 +205,7 @@ impl DockerStack {
             }
         }
         let (container, action) = match existing {
-            Some(f) => {
-                let ins = self.inspect(&f.container_id).await?;
+            Some((f, ins)) => {
                 let (state, _, _) = state_of(&ins);
                 match state {
                     InstanceState::Running | InstanceState::Restarting => {
