@@ -113,6 +113,7 @@ enum Command {
 
 /// Parses the command line, runs the command, maps the result to the exit-code contract.
 pub fn main() -> ExitCode {
+    crate::heap::tune();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

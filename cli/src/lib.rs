@@ -5,6 +5,7 @@
 //!
 //! 1. Leaves and adapters:
 //!    - [`units`]: durations as people write them; [`exit`]: the exit-code contract;
+//!      [`heap`]: how the heap gives memory back over hours;
 //!      [`output`]: tables and JSON; [`events`]: the event log of faults (JSON lines);
 //!      [`runfile`]: a bench run's `run.json` and where its messages end up.
 //!    - [`client`]: the HTTP adapter (reqwest) speaking the API contract; [`kafka`]: the
@@ -36,6 +37,7 @@ pub mod client;
 pub mod commands;
 pub mod events;
 pub mod exit;
+pub mod heap;
 pub mod kafka;
 pub mod output;
 pub mod pg;

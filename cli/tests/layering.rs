@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "units",
         "exit",
+        "heap",
         "output",
         "events",
         "runfile",

@@ -209,9 +209,12 @@ impl ReadStats {
 }
 
 /// A measured request that may be stored, kept for the end-to-end join with MongoDB.
+/// 32 bytes (no id string: (conversation, seq) names it), since an hour's run keeps one
+/// per request until its end.
 #[derive(Debug, Clone)]
 pub struct Stored {
-    pub message_id: String,
+    pub conversation: u32,
+    pub seq: u64,
     pub due_ms: i64,
     /// Second of the measured window it was due in.
     pub second: u32,
@@ -421,7 +424,8 @@ fn record(
     }
     if s.outcome != Outcome::Failed {
         st.may_be_stored.push(Stored {
-            message_id: s.message_id,
+            conversation: s.conversation,
+            seq: s.seq,
             due_ms: info.start_ms + s.due.as_millis() as i64,
             second: due_sec as u32,
             outcome: s.outcome,

@@ -879,13 +879,22 @@ async fn end_to_end(
     let keys = store::RunKeys {
         run: run_id,
         conversations,
-        message_ids: &[],
+        ledger: None,
     };
-    let docs = store::read_run(target, &keys, false).await?.docs;
-    let stored_at: HashMap<&str, i64> = docs
-        .iter()
-        .filter_map(|d| Some((d.message_id.as_deref()?, d.stored_at?)))
-        .collect();
+    // Only what the join needs is kept of each document.
+    let mut stored_at: HashMap<(u32, u64), i64> = HashMap::new();
+    store::read_run(target, &keys, false, &mut |d| {
+        let d = store::to_stored(d, false);
+        let request = d
+            .message_id
+            .as_deref()
+            .and_then(|id| wiber_model::ledger::parse_message_id(run_id, id));
+        if let (Some(request), Some(at)) = (request, d.stored_at) {
+            stored_at.insert(request, at);
+        }
+        Ok(())
+    })
+    .await?;
     let mut e = EndToEnd {
         hist: LatencyHist::new(),
         per_second: vec![SecondLatencies::default(); s.seconds.len()],
@@ -894,7 +903,7 @@ async fn end_to_end(
         lag: drain.lag,
     };
     for m in &s.may_be_stored {
-        match stored_at.get(m.message_id.as_str()) {
+        match stored_at.get(&(m.conversation, m.seq)) {
             Some(at) => {
                 e.hist.record_ms(at - m.due_ms);
                 e.per_second[m.second as usize].record_ms(at - m.due_ms);

@@ -33,31 +33,93 @@ pub fn total(lags: &[PartitionLag]) -> i64 {
 }
 
 /// Reads the group's committed offsets and the topic's watermarks. Does not join the
-/// group (no subscribe), so it never triggers a rebalance of the real consumers.
+/// group (no subscribe), so it never triggers a rebalance of the real consumers. A client
+/// for one read: what reads again and again keeps a [`LagReader`].
 pub async fn group_lag(
     bootstrap: &str,
     group: &str,
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<PartitionLag>> {
-    let (bootstrap, group, topic) = (bootstrap.to_string(), group.to_string(), topic.to_string());
-    tokio::task::spawn_blocking(move || group_lag_blocking(&bootstrap, &group, &topic, timeout))
-        .await
-        .context("lag query task failed")?
+    LagReader::new(bootstrap, group, topic).read(timeout).await
 }
 
-fn group_lag_blocking(
+/// A client kept for reading one group's lag again and again (a scenario reads it every
+/// second for an hour, its verify-as-it-goes every few seconds): a client made per read
+/// costs a bootstrap round to every broker and a handful of librdkafka threads each time,
+/// and a process that makes and drops threads every second fragments its heap (the
+/// generator's memory grew through an hour's soak).
+///
+/// A read that fails drops the client, so the next one starts afresh: a client that saw
+/// its broker killed recovers by itself, but starting afresh bounds how long a wrong
+/// state could last. Cheap to clone: clones share the client.
+#[derive(Clone)]
+pub struct LagReader {
+    bootstrap: String,
+    group: String,
+    topic: String,
+    client: std::sync::Arc<std::sync::Mutex<Option<BaseConsumer>>>,
+}
+
+impl std::fmt::Debug for LagReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LagReader")
+            .field("bootstrap", &self.bootstrap)
+            .field("group", &self.group)
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LagReader {
+    pub fn new(bootstrap: &str, group: &str, topic: &str) -> LagReader {
+        LagReader {
+            bootstrap: bootstrap.to_string(),
+            group: group.to_string(),
+            topic: topic.to_string(),
+            client: Default::default(),
+        }
+    }
+
+    /// The group's lag now, per partition, sorted by partition.
+    pub async fn read(&self, timeout: Duration) -> anyhow::Result<Vec<PartitionLag>> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.read_blocking(timeout))
+            .await
+            .context("lag query task failed")?
+    }
+
+    fn read_blocking(&self, timeout: Duration) -> anyhow::Result<Vec<PartitionLag>> {
+        // One read at a time per client (a slow read and the next one never overlap).
+        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let consumer = match slot.take() {
+            Some(c) => c,
+            None => ClientConfig::new()
+                .set("bootstrap.servers", &self.bootstrap)
+                .set("group.id", &self.group)
+                .set("enable.auto.commit", "false")
+                .create()
+                .context("cannot create a kafka client to read consumer lag")?,
+        };
+        let lags = group_lag_with(
+            &consumer,
+            &self.bootstrap,
+            &self.group,
+            &self.topic,
+            timeout,
+        )?;
+        *slot = Some(consumer);
+        Ok(lags)
+    }
+}
+
+fn group_lag_with(
+    consumer: &BaseConsumer,
     bootstrap: &str,
     group: &str,
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<PartitionLag>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("cannot create a kafka client to read consumer lag")?;
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
         .with_context(|| {

@@ -14,20 +14,6 @@ use super::recovery::Recovery;
 use super::threshold::{self, Metrics};
 use super::{recovery_stats, resource_trend};
 
-pub(super) fn add_counts(a: &mut VerifyCounts, b: &VerifyCounts) {
-    a.ledger_ok += b.ledger_ok;
-    a.ledger_failed += b.ledger_failed;
-    a.ledger_unknown += b.ledger_unknown;
-    a.stored += b.stored;
-    a.lost += b.lost;
-    a.duplicated += b.duplicated;
-    a.unexpected += b.unexpected;
-    a.corrupted += b.corrupted;
-    a.reordered += b.reordered;
-    a.recovered += b.recovered;
-    a.indeterminate += b.indeterminate;
-}
-
 pub(super) fn read_report(dir: &Path) -> Result<Report> {
     let path = dir.join("report.json");
     let text = std::fs::read_to_string(&path)

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use wiber_model::report::VerifyCounts;
 
 use super::format::Scenario;
-use super::metrics::{add_counts, compare, metrics, read_report};
+use super::metrics::{compare, metrics, read_report};
 use super::outcome::{RunVerdict, ScenarioRun};
 use super::phases;
 use super::progress::{Live, Plan};
@@ -291,7 +291,7 @@ async fn execute(
         })
         .await
         .with_context(|| format!("verify of {} could not check", d.display()))?;
-        add_counts(&mut counts, &v.counts);
+        counts.add(&v.counts);
         out.verify_verdicts.push(v.verdict);
         reports.push(read_report(d)?);
     }
@@ -591,17 +591,14 @@ async fn sample_lag(
     live: Live,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let reader = kafka::LagReader::new(&target.kafka, &target.group, &target.topic);
     for _ in 0..MAX_LAG_SAMPLES {
         let time_ms = wiber_model::now_ms();
-        let lag = kafka::group_lag(
-            &target.kafka,
-            &target.group,
-            &target.topic,
-            Duration::from_secs(2),
-        )
-        .await
-        .ok()
-        .map(|l| kafka::total(&l));
+        let lag = reader
+            .read(Duration::from_secs(2))
+            .await
+            .ok()
+            .map(|l| kafka::total(&l));
         live.set_lag(lag);
         out.lock()
             .expect("samples lock")

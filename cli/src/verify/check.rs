@@ -25,6 +25,26 @@ impl Findings {
             v.push(ex);
         }
     }
+
+    /// Adds what another part of the run found (the final verify checks a run bucket by
+    /// bucket, in `spill`).
+    pub fn merge(&mut self, other: Findings) {
+        self.counts.add(&other.counts);
+        for (kind, examples) in other.examples {
+            for ex in examples {
+                self.note(&kind, ex);
+            }
+        }
+    }
+}
+
+/// Counts `d` as stored but never sent by the run.
+pub(crate) fn note_unexpected(f: &mut Findings, d: &StoredDoc) {
+    f.counts.unexpected += 1;
+    f.note(
+        "unexpected",
+        example(None, Some(d), "stored but never sent by this run".into()),
+    );
 }
 
 pub(crate) fn example(e: Option<&LedgerEntry>, d: Option<&StoredDoc>, detail: String) -> Example {
@@ -93,13 +113,7 @@ pub fn check(
             });
         match entry {
             Some(e) => per_entry.entry(e.message_id.as_str()).or_default().push(d),
-            None => {
-                f.counts.unexpected += 1;
-                f.note(
-                    "unexpected",
-                    example(None, Some(d), "stored but never sent by this run".into()),
-                );
-            }
+            None => note_unexpected(&mut f, d),
         }
     }
 
@@ -320,14 +334,14 @@ pub(crate) fn corruption(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use wiber_model::{Message, StoredMessage};
 
     use super::*;
 
-    const RUN: &str = "r1";
+    pub(crate) const RUN: &str = "r1";
 
-    fn entry(conv: u32, seq: u64, outcome: Outcome) -> LedgerEntry {
+    pub(crate) fn entry(conv: u32, seq: u64, outcome: Outcome) -> LedgerEntry {
         let content = ledger::content(RUN, conv, seq, 40);
         LedgerEntry {
             message_id: ledger::message_id(RUN, conv, seq),
@@ -355,7 +369,7 @@ mod tests {
         }
     }
 
-    fn doc(e: &LedgerEntry, offset: i64) -> StoredDoc {
+    pub(crate) fn doc(e: &LedgerEntry, offset: i64) -> StoredDoc {
         let (from, to) = ledger::users(RUN, e.conversation);
         let message = Message {
             message_id: e.message_id.clone(),

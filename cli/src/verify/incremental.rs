@@ -143,6 +143,10 @@ pub struct Watermarked {
     tails: Vec<LedgerTail>,
     pending: Vec<Pending>,
     pub summary: IncrementalSummary,
+    /// Kept from check to check (made at the first): a client per check would cost a
+    /// connection round each time, and its threads' churn the heap's.
+    lag: Option<kafka::LagReader>,
+    store: Option<mongodb::Collection<mongodb::bson::Document>>,
 }
 
 impl Watermarked {
@@ -154,6 +158,8 @@ impl Watermarked {
             tails: Vec::new(),
             pending: Vec::new(),
             summary: IncrementalSummary::default(),
+            lag: None,
+            store: None,
         }
     }
 
@@ -256,14 +262,10 @@ impl Watermarked {
     pub async fn check(&mut self, target: &StoreTarget) -> anyhow::Result<()> {
         self.read_ledgers()?;
         self.summary.checks += 1;
-        let lags = match kafka::group_lag(
-            &target.kafka,
-            &target.group,
-            &target.topic,
-            Duration::from_secs(5),
-        )
-        .await
-        {
+        let lag = self.lag.get_or_insert_with(|| {
+            kafka::LagReader::new(&target.kafka, &target.group, &target.topic)
+        });
+        let lags = match lag.read(Duration::from_secs(5)).await {
             Ok(l) => l,
             Err(_) => {
                 self.summary.skipped += 1;
@@ -280,7 +282,12 @@ impl Watermarked {
             return Ok(());
         }
         let ids: Vec<String> = due.iter().map(|p| p.entry.message_id.clone()).collect();
-        let found = match lookup(target, &ids).await {
+        if self.store.is_none() {
+            // A URI that does not parse is an error to report, not a fault to wait out.
+            self.store = Some(store::collection(target).await?);
+        }
+        let coll = self.store.as_ref().expect("made above");
+        let found = match lookup(coll, &ids).await {
             Ok(f) => f,
             Err(_) => {
                 // The store is down (a fault): these are checked next time.
@@ -296,13 +303,12 @@ impl Watermarked {
 }
 
 async fn lookup(
-    target: &StoreTarget,
+    coll: &mongodb::Collection<mongodb::bson::Document>,
     ids: &[String],
 ) -> anyhow::Result<HashMap<String, StoredDoc>> {
-    let coll = store::collection(target).await?;
     tokio::time::timeout(
         Duration::from_secs(60),
-        store::find_by_ids(&coll, ids, CONCURRENCY),
+        store::find_by_ids(coll, ids, CONCURRENCY),
     )
     .await
     .context("the store did not answer the lookups within 60 s")?

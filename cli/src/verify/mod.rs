@@ -7,15 +7,20 @@
 //! - [`readback`]: reads the run's conversations back through the API, in its order.
 //! - [`check`]: the invariants as a pure function (lost, duplicated, unexpected,
 //!   corrupted, reordered, recovered, indeterminate).
+//! - [`spill`]: how a long run is checked without holding it: bucket by bucket of
+//!   conversations, from files; [`index`]: the bit per request it keeps.
+//! - [`incremental`]: verify as the run goes, up to what the consumer group committed.
 //!
 //! The verdict is added to the run's `report.{json,md,html}`.
 
 pub mod check;
 pub mod incremental;
+pub mod index;
 pub mod readback;
+pub mod spill;
 pub mod store;
 
-use std::io::{BufRead, BufReader};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,6 +29,9 @@ use wiber_model::ledger::LedgerEntry;
 use wiber_model::report::{Report, Verdict, VerifyReport};
 
 use crate::runfile::{RunFile, StoreTarget};
+
+/// Verify's work directory inside the run's: the buckets, removed when verify ends.
+const WORK_DIR: &str = ".verify";
 
 /// Flags of `verify`; `None` means "as recorded in the run's `run.json`".
 #[derive(Debug, Clone, Default)]
@@ -62,52 +70,60 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
         group: opts.group.clone().unwrap_or(run.target.group),
         topic: opts.topic.clone().unwrap_or(run.target.topic),
     };
-    let entries = read_ledger(&opts.run_dir.join("ledger.jsonl"))?;
+    // The run is checked a bucket of conversations at a time (see `spill`): the ledger
+    // streams into the buckets, then the documents as the store gives them.
+    let mut spill = spill::Spill::create(&opts.run_dir.join(WORK_DIR), run.conversations)?;
+    let index = spill.ledger(&opts.run_dir.join("ledger.jsonl"), &run.run)?;
     let drain = store::drain(&target, opts.drain_timeout).await?;
     // By indexed keys: the run's conversations (all of them, also any the ledger names
     // beyond run.json's count) and the ledger's ids.
-    let conversations = entries
-        .iter()
-        .map(|e| e.conversation.saturating_add(1))
-        .max()
-        .unwrap_or(0)
-        .max(run.conversations);
-    let message_ids: Vec<String> = entries.iter().map(|e| e.message_id.clone()).collect();
+    let conversations = index.conversations().max(run.conversations);
     let keys = store::RunKeys {
         run: &run.run,
         conversations,
-        message_ids: &message_ids,
+        ledger: Some(&index),
     };
-    let found = store::read_run(&target, &keys, true).await?;
-    let docs = found.docs;
+    // Documents of no request of the run are counted here; the rest in their bucket.
+    let mut found = check::Findings::default();
+    let read = store::read_run(&target, &keys, true, &mut |d| {
+        spill.doc(&index, d, &mut found)
+    })
+    .await?;
+    spill.finish()?;
     // The order a reader gets: through the API when it answers; from the documents by
     // the API's sort key (timestamp, then messageId) otherwise, and said so.
-    let mut notes = Vec::new();
     let api_url = opts.api_url.clone().unwrap_or(run.api_url);
-    let read_back = match readback::conversations(&api_url, &run.run, run.conversations).await {
-        Ok(r) => {
-            notes.push(format!(
-                "order: {} of {} conversation(s) read back through GET /messages/{{a}}/{{b}} at {api_url}{}",
-                r.len(),
-                run.conversations,
-                if (r.len() as u32) < run.conversations {
-                    "; the others ordered from the documents (timestamp, then messageId)"
-                } else {
-                    ""
-                }
-            ));
-            Some(r)
+    let mut reader = readback::Reader::new(&api_url, &run.run)?;
+    for b in 0..spill.buckets() {
+        let (entries, docs) = spill.read(b)?;
+        let mut read_back = BTreeMap::new();
+        for conv in (b..run.conversations).step_by(spill.buckets() as usize) {
+            if let Some(ids) = reader.conversation(conv).await {
+                read_back.insert(conv, ids);
+            }
         }
-        Err(e) => {
-            notes.push(format!(
-                "order: derived from the stored documents (timestamp, then messageId), the API could not be read: {e:#}"
-            ));
-            None
-        }
-    };
+        found.merge(check::check(&run.run, &entries, &docs, Some(&read_back)));
+    }
+    drop(spill);
+    let mut notes = vec![match &reader.failed {
+        None => format!(
+            "order: {} of {} conversation(s) read back through GET /messages/{{a}}/{{b}} at {api_url}{}",
+            reader.read,
+            run.conversations,
+            if reader.read < run.conversations {
+                "; the others ordered from the documents (timestamp, then messageId)"
+            } else {
+                ""
+            }
+        ),
+        Some(e) => format!(
+            "order: {} conversation(s) read back through the API, the others derived from the \
+             stored documents (timestamp, then messageId): the API could not be read: {e}",
+            reader.read
+        ),
+    }];
     // After the order note, which readers of the report look for first.
-    notes.extend(found.notes);
-    let found = check::check(&run.run, &entries, &docs, read_back.as_ref());
+    notes.extend(read.notes);
     let (verdict, error) = if !drain.drained {
         (
             Verdict::Error,
@@ -136,29 +152,14 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     Ok(report)
 }
 
-/// Reads `ledger.jsonl`; a torn last line (a run killed mid-write) is skipped.
+/// Reads `ledger.jsonl` line by line; a torn last line (a run killed mid-write) is
+/// skipped.
 pub fn read_ledger(path: &Path) -> anyhow::Result<Vec<LedgerEntry>> {
-    let f = std::fs::File::open(path)
-        .with_context(|| format!("cannot open the ledger {}", path.display()))?;
-    let lines: Vec<String> = BufReader::new(f)
-        .lines()
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("cannot read the ledger {}", path.display()))?;
-    let n = lines.len();
-    let mut out = Vec::with_capacity(n);
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str(line) {
-            Ok(e) => out.push(e),
-            Err(_) if i + 1 == n => {}
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("{}:{}: not a ledger line", path.display(), i + 1))
-            }
-        }
-    }
+    let mut out = Vec::new();
+    spill::for_each_entry(path, |_, e| {
+        out.push(e);
+        Ok(())
+    })?;
     Ok(out)
 }
 

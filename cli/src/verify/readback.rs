@@ -1,9 +1,8 @@
 //! Reads a run's conversations back through the API, as a reader gets them
 //! (`GET /messages/{a}/{b}`, page by page), so `reordered` holds the API's own order to
 //! the ledger's sequence, not an order verify re-derives from the documents. Only the
-//! message ids are kept.
+//! message ids are kept, one conversation at a time.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,37 +21,67 @@ const MAX_PAGES: u64 = 50;
 /// holds; conversations not read in time are ordered from the documents instead.
 const BUDGET: Duration = Duration::from_secs(20);
 
-/// Message ids of each conversation in the order the API returns them, for the first
-/// [`MAX_CONVERSATIONS`] conversations of run `run`, as many as [`BUDGET`] allows (a
-/// conversation is kept only when read whole).
-pub async fn conversations(
-    api_url: &str,
-    run: &str,
-    conversations: u32,
-) -> anyhow::Result<BTreeMap<u32, Vec<String>>> {
-    let api = ApiClient::new(api_url, Duration::from_secs(30))?;
-    let deadline = tokio::time::Instant::now() + BUDGET;
-    let mut out = BTreeMap::new();
-    for conv in 0..conversations.min(MAX_CONVERSATIONS) {
-        if tokio::time::Instant::now() >= deadline && !out.is_empty() {
-            break;
+/// Reads conversations back one at a time (the final verify asks for each bucket's as it
+/// checks it), for the first [`MAX_CONVERSATIONS`] conversations of a run, as many as
+/// [`BUDGET`] allows in all (a conversation is kept only when read whole).
+pub struct Reader {
+    api: ApiClient,
+    api_url: String,
+    run: String,
+    deadline: tokio::time::Instant,
+    /// Conversations read back so far.
+    pub read: u32,
+    /// Why reading back stopped, if the API failed: the rest are ordered from the
+    /// documents.
+    pub failed: Option<String>,
+}
+
+impl Reader {
+    pub fn new(api_url: &str, run: &str) -> anyhow::Result<Reader> {
+        Ok(Reader {
+            api: ApiClient::new(api_url, Duration::from_secs(30))?,
+            api_url: api_url.to_string(),
+            run: run.to_string(),
+            deadline: tokio::time::Instant::now() + BUDGET,
+            read: 0,
+            failed: None,
+        })
+    }
+
+    /// Message ids of conversation `conv` in the order the API returns them; `None` when
+    /// it is not read back (beyond the first [`MAX_CONVERSATIONS`], out of time, or the
+    /// API failed before).
+    pub async fn conversation(&mut self, conv: u32) -> Option<Vec<String>> {
+        let out_of_time = tokio::time::Instant::now() >= self.deadline && self.read > 0;
+        if conv >= MAX_CONVERSATIONS || out_of_time || self.failed.is_some() {
+            return None;
         }
-        let (a, b) = ledger::users(run, conv);
+        let (a, b) = ledger::users(&self.run, conv);
         let mut ids = Vec::new();
         for page in 0..MAX_PAGES {
-            let got = api
+            let got = match self
+                .api
                 .conversation(&a, &b, PAGE, page * u64::from(PAGE))
                 .await
                 .with_context(|| {
-                    format!("cannot read conversation {a} ↔ {b} back through {api_url}")
-                })?;
+                    format!(
+                        "cannot read conversation {a} ↔ {b} back through {}",
+                        self.api_url
+                    )
+                }) {
+                Ok(got) => got,
+                Err(e) => {
+                    self.failed = Some(format!("{e:#}"));
+                    return None;
+                }
+            };
             let n = got.len();
             ids.extend(got.into_iter().map(|m| m.message_id));
             if n < PAGE as usize {
                 break;
             }
         }
-        out.insert(conv, ids);
+        self.read += 1;
+        Some(ids)
     }
-    Ok(out)
 }

@@ -3,6 +3,7 @@
 //! by keys the store indexes ([`read_run`]), so that checking a run costs what the run
 //! holds, not what the store holds.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,6 +19,7 @@ pub const DEFAULT_MONGO_URI: &str = "mongodb://127.0.0.1:27017/?directConnection
 /// Default Kafka bootstrap: `stack up`'s external listener.
 pub const DEFAULT_KAFKA: &str = "127.0.0.1:9094";
 
+use super::index::{FoundIds, LedgerIndex};
 use crate::runfile::StoreTarget;
 
 /// A stored document as verify reads it: decoded with [`StoredMessage`], the type the
@@ -106,23 +108,25 @@ pub struct RunKeys<'a> {
     pub run: &'a str,
     /// The run has conversations `0..conversations` (its `run.json`).
     pub conversations: u32,
-    /// The ledger's message ids: a document stored under one of them is checked against
-    /// its request, whatever its users and conversation key say.
-    pub message_ids: &'a [String],
+    /// The ledger's requests: a document stored under one of their ids is checked against
+    /// its request, whatever its users and conversation key say. `None`: find the run's
+    /// documents by conversation only (end-to-end latency needs no more).
+    pub ledger: Option<&'a LedgerIndex>,
 }
 
-/// A run's documents, and how they were found (for verify's notes).
+/// How a run's documents were found (for verify's notes).
 #[derive(Debug, Clone)]
-pub struct RunDocs {
-    pub docs: Vec<StoredDoc>,
+pub struct RunRead {
     pub notes: Vec<String>,
     /// The whole collection had to be read (see [`read_run`]).
     pub scanned: bool,
 }
 
-/// Every document of run `keys.run`, read by keys the store indexes, so the read costs
-/// what the run holds, not what the store holds (FerretDB 1.24 pushes only an equality
-/// down to PostgreSQL's GIN indexes; a `$regex` or an `$or` reads every document):
+/// Every document of run `keys.run`, each once, handed to `sink` as it arrives (so the
+/// run is never held here: a read keeps a bit per request it found, [`FoundIds`]). Read
+/// by keys the store indexes, so the read costs what the run holds, not what the store
+/// holds (FerretDB 1.24 pushes only an equality down to PostgreSQL's GIN indexes; a
+/// `$regex` or an `$or` reads every document):
 ///
 /// 1. one `conversation` equality per conversation of the run, [`READ_CONCURRENCY`] at
 ///    a time: every document the consumer stored for the run;
@@ -150,7 +154,8 @@ pub async fn read_run(
     target: &StoreTarget,
     keys: &RunKeys<'_>,
     full: bool,
-) -> anyhow::Result<RunDocs> {
+    sink: &mut dyn FnMut(Document) -> anyhow::Result<()>,
+) -> anyhow::Result<RunRead> {
     use futures::{StreamExt, TryStreamExt};
 
     let coll = collection(target).await?;
@@ -160,18 +165,24 @@ pub async fn read_run(
             (StoredMessage::FROM_USER): 1, (StoredMessage::TO_USER): 1,
         }
     });
-    let find_all = |filter: Document| {
+    // Documents of up to READ_CONCURRENCY reads at once, as their batches arrive.
+    let find_each = |filters: Vec<Document>| {
         let (coll, projection) = (&coll, projection.clone());
-        async move {
-            let mut find = coll.find(filter).batch_size(10_000);
-            if let Some(p) = projection {
-                find = find.projection(p);
-            }
-            let docs: Vec<Document> = find.await?.try_collect().await?;
-            Ok::<_, mongodb::error::Error>(docs)
-        }
+        futures::stream::iter(filters)
+            .map(move |filter| {
+                let projection = projection.clone();
+                async move {
+                    let mut find = coll.find(filter).batch_size(BATCH);
+                    if let Some(p) = projection {
+                        find = find.projection(p);
+                    }
+                    find.await
+                }
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_flatten_unordered(READ_CONCURRENCY)
     };
-    let mut found = Found::default();
+    let mut found = Found::new(keys.ledger, sink);
 
     // 1. By conversation.
     let users: Vec<String> = (0..keys.conversations)
@@ -180,32 +191,29 @@ pub async fn read_run(
             [a, b]
         })
         .collect();
-    let per_conversation: Vec<Vec<Document>> =
-        futures::stream::iter(users.chunks(2).map(|p| conversation_key(&p[0], &p[1])))
-            .map(|key| find_all(doc! {(StoredMessage::CONVERSATION): key}))
-            .buffer_unordered(READ_CONCURRENCY)
-            .try_collect()
-            .await
-            .with_context(|| read_error(target))?;
-    per_conversation
-        .into_iter()
-        .flatten()
-        .for_each(|d| found.add(d));
+    let filters = users
+        .chunks(2)
+        .map(|p| doc! {(StoredMessage::CONVERSATION): conversation_key(&p[0], &p[1])})
+        .collect();
+    let mut docs = std::pin::pin!(find_each(filters));
+    while let Some(d) = docs.try_next().await.with_context(|| read_error(target))? {
+        found.add(d)?;
+    }
 
     // 2. Ledger ids not found by conversation.
-    let unseen: Vec<&String> = keys
-        .message_ids
-        .iter()
-        .filter(|id| !found.has_id(id))
-        .collect();
+    let unseen: Vec<Document> = keys
+        .ledger
+        .map(|l| {
+            l.ids_not_in(&found.ids)
+                .map(|id| doc! {(StoredMessage::ID): id})
+                .collect()
+        })
+        .unwrap_or_default();
     let lookups = unseen.len();
-    let by_id: Vec<Vec<Document>> = futures::stream::iter(unseen)
-        .map(|id| find_all(doc! {(StoredMessage::ID): id}))
-        .buffer_unordered(READ_CONCURRENCY)
-        .try_collect()
-        .await
-        .with_context(|| read_error(target))?;
-    by_id.into_iter().flatten().for_each(|d| found.add(d));
+    let mut docs = std::pin::pin!(find_each(unseen));
+    while let Some(d) = docs.try_next().await.with_context(|| read_error(target))? {
+        found.add(d)?;
+    }
     let how = format!(
         "documents: read by the run's {} conversation key(s) and {lookups} ledger id(s) not \
          found under them (indexed equalities)",
@@ -233,7 +241,10 @@ pub async fn read_run(
              PostgreSQL setup), so a document of the run's users under an id the run never \
              sent and without its conversation key would not be seen"
         );
-        return Ok(found.into_run_docs(full, vec![note], false));
+        return Ok(RunRead {
+            notes: vec![note],
+            scanned: false,
+        });
     };
     let counted: Vec<(String, u64)> = users
         .iter()
@@ -243,10 +254,9 @@ pub async fn read_run(
         })
         .collect();
     let short = |found: &Found| -> Vec<String> {
-        let seen = found.per_user();
         counted
             .iter()
-            .filter(|(u, n)| *n > seen.get(u.as_str()).copied().unwrap_or(0))
+            .filter(|(u, n)| *n > found.per_user.get(u.as_str()).copied().unwrap_or(0))
             .map(|(u, _)| u.clone())
             .collect()
     };
@@ -256,18 +266,19 @@ pub async fn read_run(
             "{how}; the store's exact counters of the run's {} users agree with them",
             users.len()
         );
-        return Ok(found.into_run_docs(full, vec![note], false));
+        return Ok(RunRead {
+            notes: vec![note],
+            scanned: false,
+        });
     }
-    let by_participant: Vec<Vec<Document>> = futures::stream::iter(missing.iter().cloned())
-        .map(|u| find_all(doc! {(StoredMessage::PARTICIPANTS): u}))
-        .buffer_unordered(READ_CONCURRENCY)
-        .try_collect()
-        .await
-        .with_context(|| read_error(target))?;
-    by_participant
-        .into_iter()
-        .flatten()
-        .for_each(|d| found.add(d));
+    let filters = missing
+        .iter()
+        .map(|u| doc! {(StoredMessage::PARTICIPANTS): u})
+        .collect();
+    let mut docs = std::pin::pin!(find_each(filters));
+    while let Some(d) = docs.try_next().await.with_context(|| read_error(target))? {
+        found.add(d)?;
+    }
     let still = short(&found);
     if still.is_empty() {
         let note = format!(
@@ -276,10 +287,13 @@ pub async fn read_run(
             missing.len(),
             sample(&missing)
         );
-        return Ok(found.into_run_docs(full, vec![note], false));
+        return Ok(RunRead {
+            notes: vec![note],
+            scanned: false,
+        });
     }
     for d in scan(target, keys.run, projection).await? {
-        found.add(d);
+        found.add(d)?;
     }
     let note = format!(
         "{how}; the store's counters had more documents for {} user(s) ({}) than any indexed \
@@ -288,8 +302,15 @@ pub async fn read_run(
         still.len(),
         sample(&still)
     );
-    Ok(found.into_run_docs(full, vec![note], true))
+    Ok(RunRead {
+        notes: vec![note],
+        scanned: true,
+    })
 }
+
+/// Documents per batch of a read: a read streams, so a conversation of a long run is
+/// never in memory whole.
+const BATCH: u32 = 1_000;
 
 /// A few names of a list, for a note.
 fn sample(names: &[String]) -> String {
@@ -300,14 +321,30 @@ fn sample(names: &[String]) -> String {
     s
 }
 
-/// Documents found so far, each once (by `_id`, whichever read found it).
-#[derive(Default)]
-struct Found {
-    keys: std::collections::HashSet<String>,
-    docs: Vec<Document>,
+/// What a read keeps of the documents it found: their `_id`s (each document is handed
+/// on once, whichever read found it) and how many name each user, counted as the
+/// PostgreSQL triggers count: once per document for its `fromUser` and once for its
+/// `toUser` when it is another.
+struct Found<'a> {
+    index: Option<&'a LedgerIndex>,
+    ids: FoundIds,
+    per_user: HashMap<String, u64>,
+    sink: &'a mut dyn FnMut(Document) -> anyhow::Result<()>,
 }
 
-impl Found {
+impl<'a> Found<'a> {
+    fn new(
+        index: Option<&'a LedgerIndex>,
+        sink: &'a mut dyn FnMut(Document) -> anyhow::Result<()>,
+    ) -> Found<'a> {
+        Found {
+            index,
+            ids: FoundIds::default(),
+            per_user: HashMap::new(),
+            sink,
+        }
+    }
+
     /// `_id` as a key: a string as itself, anything else with its type, so that `"7"`
     /// and `7` stay two documents.
     fn key(d: &Document) -> String {
@@ -318,39 +355,19 @@ impl Found {
         }
     }
 
-    fn add(&mut self, d: Document) {
-        if self.keys.insert(Self::key(&d)) {
-            self.docs.push(d);
+    fn add(&mut self, d: Document) -> anyhow::Result<()> {
+        if !self.ids.insert(self.index, &Self::key(&d)) {
+            return Ok(());
         }
-    }
-
-    fn has_id(&self, id: &str) -> bool {
-        self.keys.contains(id)
-    }
-
-    /// How many documents name each user, counted as the PostgreSQL triggers count: once
-    /// per document for its `fromUser` and once for its `toUser` when it is another.
-    fn per_user(&self) -> std::collections::HashMap<&str, u64> {
-        let mut n = std::collections::HashMap::new();
-        for d in &self.docs {
-            let from = d.get_str(StoredMessage::FROM_USER).ok();
-            let to = d.get_str(StoredMessage::TO_USER).ok();
-            for u in [from, to.filter(|t| Some(*t) != from)]
-                .into_iter()
-                .flatten()
-            {
-                *n.entry(u).or_insert(0) += 1;
-            }
+        let from = d.get_str(StoredMessage::FROM_USER).ok();
+        let to = d.get_str(StoredMessage::TO_USER).ok();
+        for u in [from, to.filter(|t| Some(*t) != from)]
+            .into_iter()
+            .flatten()
+        {
+            *self.per_user.entry(u.to_string()).or_insert(0) += 1;
         }
-        n
-    }
-
-    fn into_run_docs(self, full: bool, notes: Vec<String>, scanned: bool) -> RunDocs {
-        RunDocs {
-            docs: self.docs.into_iter().map(|d| to_stored(d, full)).collect(),
-            notes,
-            scanned,
-        }
+        (self.sink)(d)
     }
 }
 
@@ -447,7 +464,7 @@ fn read_error(target: &StoreTarget) -> String {
 
 /// Reads one document leniently: `full` decodes it whole, otherwise only `messageId`
 /// and `storedAt` were fetched.
-fn to_stored(d: Document, full: bool) -> StoredDoc {
+pub(crate) fn to_stored(d: Document, full: bool) -> StoredDoc {
     let id = match d.get(StoredMessage::ID) {
         Some(Bson::String(s)) => s.clone(),
         Some(other) => other.to_string(),
@@ -541,21 +558,26 @@ mod tests {
 
     #[test]
     fn documents_found_by_several_keys_count_once_and_per_user_as_the_triggers_do() {
-        let mut f = Found::default();
+        let mut handed = Vec::new();
+        let mut sink = |d: Document| {
+            handed.push(Found::key(&d));
+            Ok(())
+        };
+        let mut f = Found::new(None, &mut sink);
         let (_, d) = written();
-        f.add(d.clone());
-        f.add(d); // found again, by `participants` or `_id`
-        f.add(doc! {"_id": "self", "fromUser": "alice", "toUser": "alice"});
-        f.add(doc! {"_id": 7, "fromUser": "bob"}); // no toUser: counted for its sender
-        f.add(doc! {"_id": "7", "toUser": "carol"}); // "7" is not 7
-        assert_eq!(f.docs.len(), 4);
-        assert!(f.has_id("r1-c0-s1") && f.has_id("7"));
-        let n = f.per_user();
+        f.add(d.clone()).unwrap();
+        f.add(d).unwrap(); // found again, by `participants` or `_id`
+        f.add(doc! {"_id": "self", "fromUser": "alice", "toUser": "alice"})
+            .unwrap();
+        f.add(doc! {"_id": 7, "fromUser": "bob"}).unwrap(); // no toUser: counted for its sender
+        f.add(doc! {"_id": "7", "toUser": "carol"}).unwrap(); // "7" is not 7
+        let n = f.per_user.clone();
         assert_eq!(
             n["alice"], 2,
             "once for alice -> bob, once for alice -> alice"
         );
         assert_eq!((n["bob"], n["carol"]), (2, 1));
+        assert_eq!(handed, ["r1-c0-s1", "self", "Int32(7)", "7"]);
         assert_eq!(
             sample(&["a", "b", "c", "d", "e"].map(String::from)),
             "a, b, c and 2 more"

@@ -424,6 +424,21 @@ pub struct VerifyCounts {
 }
 
 impl VerifyCounts {
+    /// Adds another part's counts (of a bucket of the run, of another load segment).
+    pub fn add(&mut self, b: &VerifyCounts) {
+        self.ledger_ok += b.ledger_ok;
+        self.ledger_failed += b.ledger_failed;
+        self.ledger_unknown += b.ledger_unknown;
+        self.stored += b.stored;
+        self.lost += b.lost;
+        self.duplicated += b.duplicated;
+        self.unexpected += b.unexpected;
+        self.corrupted += b.corrupted;
+        self.reordered += b.reordered;
+        self.recovered += b.recovered;
+        self.indeterminate += b.indeterminate;
+    }
+
     /// The counts that must be zero for the run to pass. Reordered is among them: bench
     /// sends each conversation sequentially, so the store must keep that order.
     pub fn must_be_zero(&self) -> [(&'static str, u64); 5] {
