@@ -52,13 +52,15 @@ pub async fn group_lag(
 ///
 /// A read that fails drops the client, so the next one starts afresh: a client that saw
 /// its broker killed recovers by itself, but starting afresh bounds how long a wrong
-/// state could last. Cheap to clone: clones share the client.
+/// state could last; so does making it afresh every [`REFRESH_AFTER`] reads. Each read
+/// serves the events the client queued. Cheap to clone: clones share the client.
 #[derive(Clone)]
 pub struct LagReader {
     bootstrap: String,
     group: String,
     topic: String,
-    client: std::sync::Arc<std::sync::Mutex<Option<BaseConsumer>>>,
+    /// The client and the reads it served.
+    client: std::sync::Arc<std::sync::Mutex<Option<(BaseConsumer, u32)>>>,
 }
 
 impl std::fmt::Debug for LagReader {
@@ -92,14 +94,17 @@ impl LagReader {
     fn read_blocking(&self, timeout: Duration) -> anyhow::Result<Vec<PartitionLag>> {
         // One read at a time per client (a slow read and the next one never overlap).
         let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        let consumer = match slot.take() {
-            Some(c) => c,
-            None => ClientConfig::new()
-                .set("bootstrap.servers", &self.bootstrap)
-                .set("group.id", &self.group)
-                .set("enable.auto.commit", "false")
-                .create()
-                .context("cannot create a kafka client to read consumer lag")?,
+        let (consumer, reads) = match slot.take() {
+            Some((c, reads)) if reads < REFRESH_AFTER => (c, reads),
+            _ => (
+                ClientConfig::new()
+                    .set("bootstrap.servers", &self.bootstrap)
+                    .set("group.id", &self.group)
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .context("cannot create a kafka client to read consumer lag")?,
+                0,
+            ),
         };
         let lags = group_lag_with(
             &consumer,
@@ -107,11 +112,27 @@ impl LagReader {
             &self.group,
             &self.topic,
             timeout,
-        )?;
-        *slot = Some(consumer);
+        );
+        // With a group.id, librdkafka queues its events (a broker down, a connection
+        // refused: many under a soak's faults) for the consumer's poll, which nothing
+        // else calls here: served now, or the queue grows for as long as the client lives.
+        for _ in 0..MAX_EVENTS_SERVED {
+            if consumer.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
+        let lags = lags?;
+        *slot = Some((consumer, reads + 1));
         Ok(lags)
     }
 }
+
+/// Reads a [`LagReader`]'s client serves before it is made afresh (ten minutes at a
+/// read a second): whatever librdkafka keeps per client stays bounded.
+const REFRESH_AFTER: u32 = 600;
+/// Queued client events served per read at most (a bound on the loop, far above what a
+/// second of faults queues).
+const MAX_EVENTS_SERVED: usize = 10_000;
 
 fn group_lag_with(
     consumer: &BaseConsumer,

@@ -35,6 +35,13 @@ use crate::runfile::StoreTarget;
 /// Lookups per check at most: a backlog (the group was down, then catches up) is worked
 /// off over several checks rather than in one burst against a store that just recovered.
 pub const MAX_PER_CHECK: usize = 20_000;
+/// Lookups judged together: a chunk's documents are all a check holds at once.
+const CHUNK: usize = 500;
+/// A chunk the store does not answer within this is put back (a fault is on).
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(20);
+/// Time one check may spend on lookups before it leaves the rest to the next: it starts
+/// no chunk after this.
+const CHECK_BUDGET: Duration = Duration::from_secs(30);
 /// Lookups in flight: the final verify's [`store::READ_CONCURRENCY`], halved, since the
 /// stack is under load while this runs.
 const CONCURRENCY: usize = 4;
@@ -281,23 +288,44 @@ impl Watermarked {
             self.judge("", &[], &HashMap::new(), wiber_model::now_ms());
             return Ok(());
         }
-        let ids: Vec<String> = due.iter().map(|p| p.entry.message_id.clone()).collect();
         if self.store.is_none() {
             // A URI that does not parse is an error to report, not a fault to wait out.
             self.store = Some(store::collection(target).await?);
         }
-        let coll = self.store.as_ref().expect("made above");
-        let found = match lookup(coll, &ids).await {
-            Ok(f) => f,
-            Err(_) => {
-                // The store is down (a fault): these are checked next time.
-                self.summary.skipped += 1;
-                self.pending.extend(due);
-                return Ok(());
-            }
-        };
+        let coll = self.store.clone().expect("made above");
         let run = due[0].entry.run.clone();
-        self.judge(&run, &due, &found, wiber_model::now_ms());
+        // Chunk by chunk, each judged as it returns, within a budget: a backlog (checks
+        // skipped under faults, a group that was down) is worked off over several checks
+        // and every chunk done counts. Looked up in one go, 20,000 due messages outlasted
+        // the lookup timeout under an hour's faults, were all put back, and the next check
+        // tried them all again: the soak's checker stalled for minutes while their
+        // documents filled the generator's memory.
+        let started = tokio::time::Instant::now();
+        let mut rest = due.into_iter();
+        loop {
+            let chunk: Vec<Pending> = rest.by_ref().take(CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            if started.elapsed() >= CHECK_BUDGET {
+                // Out of time: the rest waits for the next check.
+                self.pending.extend(chunk);
+                break;
+            }
+            let ids: Vec<String> = chunk.iter().map(|p| p.entry.message_id.clone()).collect();
+            match lookup(&coll, &ids).await {
+                Ok(found) => self.judge(&run, &chunk, &found, wiber_model::now_ms()),
+                Err(_) => {
+                    // The store is down (a fault): these are checked next time.
+                    self.summary.skipped += 1;
+                    self.pending.extend(chunk);
+                    break;
+                }
+            }
+        }
+        self.pending.extend(rest);
+        self.summary.pending = self.pending.len() as u64;
+        self.summary.pending_max = self.summary.pending_max.max(self.summary.pending);
         Ok(())
     }
 }
@@ -306,12 +334,14 @@ async fn lookup(
     coll: &mongodb::Collection<mongodb::bson::Document>,
     ids: &[String],
 ) -> anyhow::Result<HashMap<String, StoredDoc>> {
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        store::find_by_ids(coll, ids, CONCURRENCY),
-    )
-    .await
-    .context("the store did not answer the lookups within 60 s")?
+    tokio::time::timeout(CHUNK_TIMEOUT, store::find_by_ids(coll, ids, CONCURRENCY))
+        .await
+        .with_context(|| {
+            format!(
+                "the store did not answer {} lookups within {CHUNK_TIMEOUT:?}",
+                ids.len()
+            )
+        })?
 }
 
 /// `ledger.jsonl` of every run directory directly under `dir`, in name order (bench run
