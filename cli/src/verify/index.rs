@@ -65,6 +65,8 @@ pub struct LedgerIndex {
     run: String,
     requests: SeqSet,
     other: HashMap<String, (u32, u64)>,
+    /// Every (conversation, seq) the ledger holds, whatever its id's form.
+    named: SeqSet,
     /// One more than the highest conversation the ledger names.
     conversations: u32,
 }
@@ -79,6 +81,7 @@ impl LedgerIndex {
 
     pub fn add(&mut self, e: &LedgerEntry) {
         self.conversations = self.conversations.max(e.conversation.saturating_add(1));
+        self.named.insert(e.conversation, e.seq);
         if canonical(&self.run, &e.message_id) == Some((e.conversation, e.seq)) {
             self.requests.insert(e.conversation, e.seq);
         } else {
@@ -97,15 +100,18 @@ impl LedgerIndex {
 
     /// The request a ledger id names, if the ledger holds it.
     pub fn request_of_id(&self, id: &str) -> Option<(u32, u64)> {
-        match canonical(&self.run, id) {
-            Some((c, s)) if self.requests.contains(c, s) => Some((c, s)),
-            _ => self.other.get(id).copied(),
-        }
+        self.held_canonical(id)
+            .or_else(|| self.other.get(id).copied())
+    }
+
+    /// The request `id` names when it is of the canonical form and the ledger holds it.
+    fn held_canonical(&self, id: &str) -> Option<(u32, u64)> {
+        canonical(&self.run, id).filter(|(c, s)| self.requests.contains(*c, *s))
     }
 
     /// The request (conversation, seq) names, if the ledger holds it.
     pub fn holds(&self, conv: u32, seq: u64) -> bool {
-        self.requests.contains(conv, seq) || self.other.values().any(|k| *k == (conv, seq))
+        self.named.contains(conv, seq)
     }
 
     /// The ledger's message ids that `found` does not hold.
@@ -142,20 +148,9 @@ pub struct FoundIds {
 impl FoundIds {
     /// Records `id`; `true` when it was not found before.
     pub fn insert(&mut self, index: Option<&LedgerIndex>, id: &str) -> bool {
-        match index
-            .and_then(|i| canonical(i.run(), id).filter(|(c, s)| i.requests.contains(*c, *s)))
-        {
+        match index.and_then(|i| i.held_canonical(id)) {
             Some((c, s)) => self.requests.insert(c, s),
             None => self.other.insert(id.to_string()),
-        }
-    }
-
-    pub fn contains(&self, index: Option<&LedgerIndex>, id: &str) -> bool {
-        match index
-            .and_then(|i| canonical(i.run(), id).filter(|(c, s)| i.requests.contains(*c, *s)))
-        {
-            Some((c, s)) => self.requests.contains(c, s),
-            None => self.other.contains(id),
         }
     }
 }
