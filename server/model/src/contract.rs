@@ -42,6 +42,20 @@ pub mod env {
     pub const CONSUMER_BUSY_LINGER_MS: &str = "CONSUMER_BUSY_LINGER_MS";
     pub const CONSUMER_BUSY_RATE: &str = "CONSUMER_BUSY_RATE";
     pub const CONSUMER_MAX_BACKOFF_MS: &str = "CONSUMER_MAX_BACKOFF_MS";
+    /// How long (ms) a partition with records in hand may go without advancing before
+    /// the consumer reports it stalled (log, metric, the group's offset metadata).
+    pub const CONSUMER_STALL_AFTER_MS: &str = "CONSUMER_STALL_AFTER_MS";
+    /// A record retried this long (ms) for an error of unknown class is reported loudly
+    /// (it stays retried: nothing is dropped on a guess).
+    pub const CONSUMER_RETRY_BOUND_MS: &str = "CONSUMER_RETRY_BOUND_MS";
+    /// ... or this many attempts, whichever comes first.
+    pub const CONSUMER_RETRY_BOUND_ATTEMPTS: &str = "CONSUMER_RETRY_BOUND_ATTEMPTS";
+    /// Requests the API serves at once; more get a fast 503 with `Retry-After`.
+    pub const API_MAX_CONCURRENT: &str = "API_MAX_CONCURRENT";
+    /// Longest time (ms) a client may take to send a request's headers.
+    pub const API_HEADER_TIMEOUT_MS: &str = "API_HEADER_TIMEOUT_MS";
+    /// Longest time (ms) a request may take from its headers to its answer.
+    pub const API_REQUEST_TIMEOUT_MS: &str = "API_REQUEST_TIMEOUT_MS";
     pub const API_HOST: &str = "API_HOST";
     pub const API_PORT: &str = "API_PORT";
     /// The instance's name in logs, e.g. `consumer#2` (set by the runtimes).
@@ -61,7 +75,7 @@ pub mod env {
 
     /// Every variable a deployment may set on the services, for checks of deployment
     /// files (the services also read [`SEEDED`], which no deployment may set).
-    pub const ALL: [&str; 27] = [
+    pub const ALL: [&str; 33] = [
         KAFKA_BOOTSTRAP_SERVERS,
         STORE_SQL_URL,
         KAFKA_TOPIC,
@@ -85,6 +99,12 @@ pub mod env {
         CONSUMER_BUSY_LINGER_MS,
         CONSUMER_BUSY_RATE,
         CONSUMER_MAX_BACKOFF_MS,
+        CONSUMER_STALL_AFTER_MS,
+        CONSUMER_RETRY_BOUND_MS,
+        CONSUMER_RETRY_BOUND_ATTEMPTS,
+        API_MAX_CONCURRENT,
+        API_HEADER_TIMEOUT_MS,
+        API_REQUEST_TIMEOUT_MS,
         API_HOST,
         API_PORT,
         WIBER_INSTANCE,
@@ -136,6 +156,139 @@ pub mod headers {
     pub const OFFSET: &str = "wiber-offset";
 }
 
+/// The dead-letter topic's records: the original record (same key, same payload, byte for
+/// byte) with headers that say why it is there and where it came from, so `wiberctl dlq`
+/// can list, show and replay it, and `verify` can tell a dead-lettered message from a lost
+/// one.
+pub mod dlq {
+    use std::fmt;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Serialize};
+
+    /// Why the record is there ([`Class`]).
+    pub const CLASS: &str = "wiber-dlq-class";
+    /// The reason in words: the store's error, or why the record does not decode.
+    pub const REASON: &str = "wiber-dlq-reason";
+    pub const SOURCE_TOPIC: &str = "wiber-source-topic";
+    pub const SOURCE_PARTITION: &str = "wiber-source-partition";
+    pub const SOURCE_OFFSET: &str = "wiber-source-offset";
+    /// When the consumer dead-lettered it (ms since the epoch).
+    pub const DEAD_LETTERED_AT: &str = "wiber-dead-lettered-at";
+    /// Set on a record `wiberctl dlq replay` re-published to the message topic: the DLQ
+    /// offset it came from (so a replay can be traced, and is never replayed twice by
+    /// mistake without being seen).
+    pub const REPLAYED_FROM: &str = "wiber-replayed-from";
+
+    /// Why a record was dead-lettered.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum Class {
+        /// The record is not a wiber message (no payload, not JSON, fails validation).
+        Undecodable,
+        /// The store refused the message for good (retrying cannot help), e.g. a string
+        /// PostgreSQL's jsonb cannot hold.
+        Refused,
+        /// Its messageId is already stored with other content: an id reused by a client.
+        /// The stored message stays; this one is kept here.
+        Conflict,
+    }
+
+    impl Class {
+        pub const ALL: [Class; 3] = [Class::Undecodable, Class::Refused, Class::Conflict];
+
+        pub fn name(self) -> &'static str {
+            match self {
+                Class::Undecodable => "undecodable",
+                Class::Refused => "refused",
+                Class::Conflict => "conflict",
+            }
+        }
+    }
+
+    impl fmt::Display for Class {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.name())
+        }
+    }
+
+    impl FromStr for Class {
+        type Err = String;
+
+        fn from_str(s: &str) -> Result<Self, Self::Err> {
+            Class::ALL
+                .into_iter()
+                .find(|c| c.name() == s.trim())
+                .ok_or_else(|| {
+                    format!("unknown dead-letter class {s:?}: expected undecodable, refused or conflict")
+                })
+        }
+    }
+}
+
+/// What a consumer says, in the metadata of the group's committed offset of a partition,
+/// while that partition is stalled: it commits the offset it is stuck at (where it
+/// would resume anyway) with this as JSON, so anyone who reads the group's offsets
+/// (`stack status`, `top`, `verify`) sees the stall and its cause without a port of the
+/// consumer's own. The next ordinary commit of the partition clears it (empty metadata).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StallReport {
+    /// The instance that holds the partition, e.g. `consumer#2`.
+    pub instance: String,
+    /// The offset it is stuck at (the first record not yet stored or dead-lettered).
+    pub offset: i64,
+    /// Since when the partition has not advanced (ms since the epoch).
+    pub since_ms: i64,
+    /// Write attempts so far.
+    pub attempts: u64,
+    /// The last error, as the store gave it.
+    pub error: String,
+}
+
+impl StallReport {
+    /// Kafka keeps offset metadata up to `offset.metadata.max.bytes` (4,096 by default):
+    /// the error is cut to fit well inside it.
+    pub const MAX_ERROR_BYTES: usize = 1024;
+
+    /// The report as offset metadata.
+    pub fn to_metadata(&self) -> String {
+        let mut r = self.clone();
+        if r.error.len() > Self::MAX_ERROR_BYTES {
+            let mut end = Self::MAX_ERROR_BYTES;
+            while !r.error.is_char_boundary(end) {
+                end -= 1;
+            }
+            r.error.truncate(end);
+        }
+        serde_json::to_string(&r).unwrap_or_default()
+    }
+
+    /// The report in a committed offset's metadata, if it holds one.
+    pub fn from_metadata(metadata: &str) -> Option<StallReport> {
+        if metadata.is_empty() {
+            return None;
+        }
+        serde_json::from_str(metadata).ok()
+    }
+
+    /// `stalled p3@1042 for 2m: <error>` as `stack status` and `top` print it.
+    pub fn describe(&self, partition: i32, now_ms: i64) -> String {
+        let secs = ((now_ms - self.since_ms).max(0) / 1000) as u64;
+        let age = if secs >= 3600 {
+            format!("{}h{}m", secs / 3600, secs % 3600 / 60)
+        } else if secs >= 60 {
+            format!("{}m", secs / 60)
+        } else {
+            format!("{secs}s")
+        };
+        format!(
+            "stalled p{partition}@{} for {age} ({} attempts, {}): {}",
+            self.offset, self.attempts, self.instance, self.error
+        )
+    }
+}
+
 /// Defaults of the services' settings (what a service uses when its variable is unset).
 pub mod defaults {
     pub const KAFKA_BOOTSTRAP_SERVERS: &str = "127.0.0.1:9092";
@@ -185,6 +338,20 @@ pub mod defaults {
     pub const MAX_BACKOFF_MS: u64 = 5000;
     pub const API_HOST: &str = "0.0.0.0";
     pub const API_PORT: u16 = 8000;
+    /// A partition not advanced for 30 s while it has records in hand is stalled.
+    pub const STALL_AFTER_MS: u64 = 30_000;
+    /// A record retried for 5 minutes, or 100 attempts, for an error of unknown class is
+    /// reported loudly (and retried on).
+    pub const RETRY_BOUND_MS: u64 = 300_000;
+    pub const RETRY_BOUND_ATTEMPTS: u64 = 100;
+    /// Requests in service at once. Measured: 5,000 req/s at p99 ~50 ms holds ~250 in
+    /// flight; 1,024 leaves room for bursts while bounding memory and file descriptors.
+    pub const API_MAX_CONCURRENT: usize = 1024;
+    /// A client gets 10 s to send its request's headers (slowloris bound).
+    pub const API_HEADER_TIMEOUT_MS: u64 = 10_000;
+    /// A request gets 30 s from its headers to its answer (a POST's Kafka wait is bounded
+    /// by KAFKA_MESSAGE_TIMEOUT_MS well inside it; a body trickled in slowly is not).
+    pub const API_REQUEST_TIMEOUT_MS: u64 = 30_000;
     /// A seeded bug strikes every 10th message unless `WIBER_SEEDED_BUG_EVERY` says otherwise.
     pub const SEEDED_BUG_EVERY: u32 = 10;
 }
@@ -275,11 +442,15 @@ pub enum SeededBug {
     Corrupt,
     /// API: every POST gets a fast 503 and nothing is produced (no goodput).
     RefuseAll,
+    /// Consumer: a write the store refuses for good is retried forever, batch and all, as
+    /// the consumer did before poison records were isolated (the poison record is never
+    /// dead-lettered, and every partition of its batch stalls behind it).
+    RetryForever,
 }
 
 impl SeededBug {
     /// Every seeded bug, in the order they are documented.
-    pub const ALL: [SeededBug; 7] = [
+    pub const ALL: [SeededBug; 8] = [
         SeededBug::AckWithoutProduce,
         SeededBug::CommitBeforeWrite,
         SeededBug::SkipOnStoreError,
@@ -287,6 +458,7 @@ impl SeededBug {
         SeededBug::Reorder,
         SeededBug::Corrupt,
         SeededBug::RefuseAll,
+        SeededBug::RetryForever,
     ];
 
     /// The value of `WIBER_SEEDED_BUG` that selects this bug.
@@ -299,6 +471,7 @@ impl SeededBug {
             SeededBug::Reorder => "reorder",
             SeededBug::Corrupt => "corrupt",
             SeededBug::RefuseAll => "refuse-all",
+            SeededBug::RetryForever => "retry-forever",
         }
     }
 
@@ -311,7 +484,8 @@ impl SeededBug {
             SeededBug::CommitBeforeWrite
             | SeededBug::SkipOnStoreError
             | SeededBug::NoDedup
-            | SeededBug::Corrupt => Service::Consumer,
+            | SeededBug::Corrupt
+            | SeededBug::RetryForever => Service::Consumer,
         }
     }
 

@@ -28,6 +28,9 @@ pub const MAX_USER_CHARS: usize = 50;
 pub const MAX_CONTENT_CHARS: usize = 5000;
 /// Longest accepted client-chosen message id, in characters.
 pub const MAX_MESSAGE_ID_CHARS: usize = 128;
+/// Deepest page a conversation read may start at (`skip`/`offset`): a deeper OFFSET costs
+/// the store a scan of every row before it, holding a read connection while it does.
+pub const MAX_SKIP: u64 = 100_000;
 /// Largest accepted request body for `POST /messages`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -208,7 +211,8 @@ impl ValidationError {
 }
 
 /// Checks a new message against the contract: users 1–50 characters without control
-/// characters, content 1–5000 characters, an optional message id of 1–128 printable characters.
+/// characters, content 1–5000 characters that the store can hold ([`store_cannot_hold`]),
+/// an optional message id of 1–128 printable characters.
 pub fn validate(m: &NewMessage) -> Result<(), ValidationError> {
     validate_user("fromUser", &m.from_user)?;
     validate_user("toUser", &m.to_user)?;
@@ -219,10 +223,31 @@ pub fn validate(m: &NewMessage) -> Result<(), ValidationError> {
             format!("must be 1 to {MAX_CONTENT_CHARS} characters, got {n}"),
         ));
     }
+    if let Some(reason) = store_cannot_hold(&m.content) {
+        return Err(ValidationError::new("content", reason));
+    }
     if let Some(id) = &m.message_id {
         validate_message_id("messageId", id)?;
     }
     Ok(())
+}
+
+/// Why the store cannot hold `s`, if it cannot: the one rule every string of a message
+/// must meet besides its field's own, so that nothing is acknowledged that the consumer
+/// could never write (it would be dead-lettered instead of stored).
+///
+/// Found against the real store (FerretDB 1.24 on PostgreSQL) and MongoDB's rules, by the
+/// end-to-end property test (`cli/tests/hostile_input.rs`): U+0000 is the only character
+/// refused. PostgreSQL's `jsonb` (and `text`) cannot hold it (`unsupported Unicode escape
+/// sequence`, SQLSTATE 22P05), and MongoDB's BSON C strings end at it (keys, regexes).
+/// Every other Unicode scalar value, C0/C1 controls, noncharacters (U+FFFE, U+FFFF,
+/// U+FDD0..), astral planes, bidi and zero-width marks is stored and read back
+/// byte-identical. Lone surrogates cannot reach this function: JSON that spells one is
+/// malformed (400) and Rust strings cannot hold one.
+pub fn store_cannot_hold(s: &str) -> Option<&'static str> {
+    s.contains('\u{0}').then_some(
+        "must not contain U+0000 (NUL): the store cannot hold it (PostgreSQL jsonb refuses it)",
+    )
 }
 
 /// Checks a user name (also used for path parameters of the read routes).

@@ -421,6 +421,19 @@ pub struct VerifyCounts {
     /// makes up `ledger_unknown`.
     #[serde(default)]
     pub indeterminate: u64,
+    /// `ok` in the ledger, not stored, found in the dead-letter topic (the store refused
+    /// it, or it did not decode). Must be 0 unless a scenario expects it.
+    #[serde(default)]
+    pub dead_lettered: u64,
+    /// `ok` in the ledger, not stored, and its partition's committed offset still at or
+    /// below its offset: behind a partition that is not advancing (not lost yet, but not
+    /// stored either). Must be 0.
+    #[serde(default)]
+    pub stalled: u64,
+    /// Found in the dead-letter topic as a conflict: its messageId is stored with other
+    /// content (an id reused by a client). Must be 0.
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 impl VerifyCounts {
@@ -437,17 +450,23 @@ impl VerifyCounts {
         self.reordered += b.reordered;
         self.recovered += b.recovered;
         self.indeterminate += b.indeterminate;
+        self.dead_lettered += b.dead_lettered;
+        self.stalled += b.stalled;
+        self.conflicts += b.conflicts;
     }
 
     /// The counts that must be zero for the run to pass. Reordered is among them: bench
     /// sends each conversation sequentially, so the store must keep that order.
-    pub fn must_be_zero(&self) -> [(&'static str, u64); 5] {
+    pub fn must_be_zero(&self) -> [(&'static str, u64); 8] {
         [
             ("lost", self.lost),
             ("duplicated", self.duplicated),
             ("unexpected", self.unexpected),
             ("corrupted", self.corrupted),
             ("reordered", self.reordered),
+            ("dead_lettered", self.dead_lettered),
+            ("stalled", self.stalled),
+            ("conflicts", self.conflicts),
         ]
     }
 
