@@ -102,6 +102,20 @@ pub struct ApiConfig {
     /// the leader alone, without idempotence).
     #[arg(long, env = env::KAFKA_ACKS, default_value = "all")]
     pub acks: wiber_model::contract::Acks,
+    /// Requests served at once; more get a fast 503 with `Retry-After` (load shedding:
+    /// an overloaded API answers at once instead of queueing until clients time out).
+    /// Health and metrics are not counted.
+    #[arg(long, env = env::API_MAX_CONCURRENT, default_value_t = defaults::API_MAX_CONCURRENT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrent: u64,
+    /// Longest time, in ms, a client may take to send its request's headers; a slower
+    /// one is disconnected (slowloris).
+    #[arg(long, env = env::API_HEADER_TIMEOUT_MS, default_value_t = defaults::API_HEADER_TIMEOUT_MS)]
+    pub header_timeout_ms: u64,
+    /// Longest time, in ms, from a request's headers to its answer: a body trickled in
+    /// slower gets 408, anything else over it 503.
+    #[arg(long, env = env::API_REQUEST_TIMEOUT_MS, default_value_t = defaults::API_REQUEST_TIMEOUT_MS)]
+    pub request_timeout_ms: u64,
 }
 
 impl ApiConfig {
@@ -149,6 +163,17 @@ pub struct ConsumerConfig {
     /// Longest back-off, in ms, between retries of a failed store write.
     #[arg(long, env = env::CONSUMER_MAX_BACKOFF_MS, default_value_t = defaults::MAX_BACKOFF_MS)]
     pub max_backoff_ms: u64,
+    /// A partition whose records have failed to be stored for this long (ms) is reported
+    /// stalled: an error log naming it, and a stall report in the group's offsets.
+    #[arg(long, env = env::CONSUMER_STALL_AFTER_MS, default_value_t = defaults::STALL_AFTER_MS)]
+    pub stall_after_ms: u64,
+    /// A write failing this long (ms) with an error not known to be transient is reported
+    /// loudly (it is still retried: nothing is dropped on a guess).
+    #[arg(long, env = env::CONSUMER_RETRY_BOUND_MS, default_value_t = defaults::RETRY_BOUND_MS)]
+    pub retry_bound_ms: u64,
+    /// ... or after this many attempts, whichever comes first.
+    #[arg(long, env = env::CONSUMER_RETRY_BOUND_ATTEMPTS, default_value_t = defaults::RETRY_BOUND_ATTEMPTS)]
+    pub retry_bound_attempts: u64,
 }
 
 /// A name for this process in logs, e.g. `consumer#2` (set by the runtimes).
@@ -246,6 +271,9 @@ mod tests {
             ("KAFKA_PROMPT_MAX_RATE", Some("1000")),
             ("KAFKA_ACKS", Some("all")),
             ("WIBER_STORE_SQL_URL", None),
+            ("API_MAX_CONCURRENT", Some("1024")),
+            ("API_HEADER_TIMEOUT_MS", Some("10000")),
+            ("API_REQUEST_TIMEOUT_MS", Some("30000")),
         ]));
         assert_eq!(env_defaults::<ApiConfig>(), api);
         let mut consumer = table(&shared);
@@ -257,6 +285,9 @@ mod tests {
             ("CONSUMER_BUSY_RATE", Some("1000")),
             ("KAFKA_SESSION_TIMEOUT_MS", Some("10000")),
             ("CONSUMER_MAX_BACKOFF_MS", Some("5000")),
+            ("CONSUMER_STALL_AFTER_MS", Some("30000")),
+            ("CONSUMER_RETRY_BOUND_MS", Some("300000")),
+            ("CONSUMER_RETRY_BOUND_ATTEMPTS", Some("100")),
         ]));
         assert_eq!(env_defaults::<ConsumerConfig>(), consumer);
         for var in api.keys().chain(consumer.keys()) {

@@ -23,6 +23,7 @@ use futures::future::BoxFuture;
 use crate::api::{Delivered, Lane, Publish, PublishError};
 use crate::config::{ConsumerConfig, KafkaConfig};
 use crate::consumer::{Position, Record, RecordSource};
+use wiber_model::contract::{dlq, StallReport};
 
 /// librdkafka's callbacks for our clients. It notices when every broker connection is
 /// down, so the API can answer 503 at once instead of holding each POST for the whole
@@ -322,7 +323,23 @@ impl Publisher {
                 .fetch_metadata(Some(&topic), Timeout::After(timeout))
                 .map_err(|e| e.to_string())?;
             match md.topics().first() {
-                Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    // A partition without a leader cannot acknowledge a produce: the API
+                    // is not ready, whatever else answers.
+                    let leaderless: Vec<i32> = t
+                        .partitions()
+                        .iter()
+                        .filter(|p| p.leader() < 0 || p.error().is_some())
+                        .map(|p| p.id())
+                        .collect();
+                    if leaderless.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "topic {topic}: partitions {leaderless:?} have no leader (their replicas' brokers are down)"
+                        ))
+                    }
+                }
                 Some(t) => Err(format!("topic {topic} not available: {:?}", t.error())),
                 None => Err(format!("topic {topic} not found")),
             }
@@ -471,25 +488,41 @@ impl RecordSource for GroupRecords {
         self.consumer.recv().await.map(|m| to_record(&m))
     }
 
-    async fn dead_letter(&self, record: &Record, reason: &str) -> Result<(), KafkaError> {
+    async fn dead_letter(
+        &self,
+        record: &Record,
+        class: dlq::Class,
+        reason: &str,
+    ) -> Result<(), KafkaError> {
         let (partition, offset) = (record.partition.to_string(), record.offset.to_string());
-        // Where the record came from, so it can be found and replayed from the DLQ.
+        let at = wiber_model::now_ms().to_string();
+        // Why it is there and where it came from, so it can be found, judged by verify
+        // and replayed (`wiberctl dlq`). Headers are bytes: a reason holding U+0000 (the
+        // store's echo of a refused value) travels as it is.
         let headers = OwnedHeaders::new()
             .insert(Header {
-                key: "wiber-dlq-reason",
+                key: dlq::CLASS,
+                value: Some(class.name()),
+            })
+            .insert(Header {
+                key: dlq::REASON,
                 value: Some(reason),
             })
             .insert(Header {
-                key: "wiber-source-topic",
+                key: dlq::SOURCE_TOPIC,
                 value: Some(&record.topic),
             })
             .insert(Header {
-                key: "wiber-source-partition",
+                key: dlq::SOURCE_PARTITION,
                 value: Some(&partition),
             })
             .insert(Header {
-                key: "wiber-source-offset",
+                key: dlq::SOURCE_OFFSET,
                 value: Some(&offset),
+            })
+            .insert(Header {
+                key: dlq::DEAD_LETTERED_AT,
+                value: Some(&at),
             });
         let mut out = FutureRecord::to(&self.dlq_topic).headers(headers);
         if let Some(k) = &record.key {
@@ -503,6 +536,28 @@ impl RecordSource for GroupRecords {
             .await
             .map(|_| ())
             .map_err(|(e, _)| e)
+    }
+
+    /// Commits each stalled partition's stuck offset with the report as its metadata
+    /// (asynchronously: best effort, the log says it too). The offset is where the
+    /// partition resumes anyway: everything below it is durable.
+    fn report_stall(&self, stalls: &[(Position, StallReport)]) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, report) in stalls {
+            let added = tpl
+                .add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next_offset))
+                .map(|()| tpl.find_partition(&p.topic, p.partition));
+            match added {
+                Ok(Some(mut elem)) => elem.set_metadata(report.to_metadata()),
+                Ok(None) | Err(_) => {
+                    tracing::error!(topic = %p.topic, partition = p.partition, "cannot build the stall report's commit");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(error = %e, "stall report not committed (the log has it)");
+        }
     }
 
     /// Stores the positions as the group's offsets and commits them asynchronously. A

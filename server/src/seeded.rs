@@ -8,7 +8,9 @@
 //! paths carry no hooks: the API's [`Publish`] ([`SeededPublisher`]: `ack-without-produce`,
 //! `refuse-all`) and the consumer's [`MessageStore`] ([`SeededStore`]:
 //! `commit-before-write`, `skip-on-store-error`, `no-dedup`, `corrupt`). Only `reorder`
-//! needs a line in the POST handler, which picks the timestamp ([`Reorder`]).
+//! needs a line in the POST handler, which picks the timestamp ([`Reorder`]), and
+//! `retry-forever` a setting of the consumer loop ([`Seeded::recovery`]: the loop's
+//! isolation of refused writes turned off, as the consumer was before it had one).
 //!
 //! A build without the feature refuses to start when the variable is set
 //! ([`crate::config::refuse_seeded_bug`]).
@@ -90,6 +92,18 @@ impl Seeded {
             _ => {}
         }
         state
+    }
+}
+
+impl Seeded {
+    /// The consumer loop's `recovery` with this bug applied, if it is `retry-forever`: a
+    /// write the store refuses for good is retried forever, batch and all.
+    pub fn recovery(&self, mut recovery: crate::consumer::Recovery) -> crate::consumer::Recovery {
+        if self.bug == SeededBug::RetryForever {
+            tracing::warn!("seeded bug retry-forever: refused writes are retried, never isolated");
+            recovery.isolate_refused = false;
+        }
+        recovery
     }
 }
 
@@ -289,6 +303,10 @@ where
             }
             _ => self.inner.insert_batch(batch).await,
         }
+    }
+
+    async fn stored(&self, ids: &[String]) -> Result<Vec<StoredMessage>, M::Error> {
+        self.inner.stored(ids).await
     }
 }
 

@@ -26,28 +26,110 @@ use wiber_model::{conversation_key, Message, StoredMessage};
 
 use crate::api::{CountScope, ReadStore};
 use crate::config::MongoConfig;
-use crate::consumer::MessageStore;
+use crate::consumer::{Classify, FailureClass, MessageStore};
 
 /// MongoDB's duplicate-key error code: for us, a de-duplication hit.
 const DUPLICATE_KEY: i32 = 11000;
 /// `NamespaceExists`: a `create` of a collection that is already there.
 const NAMESPACE_EXISTS: i32 = 48;
 
-/// A store error. Callers retry these; nothing here is a reason to skip a message.
+/// Server error codes that refuse a document for what it holds: retrying the same
+/// document cannot help. BadValue, FailedToParse, TypeMismatch, InvalidBSON,
+/// DollarPrefixedFieldName, InvalidPath (55), EmptyFieldName (56), InvalidDBRef (57),
+/// DocumentValidationFailure, BSONObjectTooLarge, KeyTooLong.
+const REFUSING_CODES: [i32; 11] = [2, 9, 14, 22, 52, 55, 56, 57, 121, 10334, 17280];
+
+/// PostgreSQL error classes (under FerretDB, which passes the SQLSTATE on in its
+/// `InternalError` text) that refuse a value for what it is: 22 "data exception" (e.g.
+/// 22P05, U+0000 in jsonb; 22021, bytes that are not UTF-8) and 54 "program limit
+/// exceeded" (e.g. an index row too large). Other classes (connections, locks,
+/// read-only, disk full, shutdown) may pass: they are not permanent.
+const REFUSING_SQLSTATE_CLASSES: [&str; 2] = ["SQLSTATE 22", "SQLSTATE 54"];
+
+/// A store error, with what retrying it can do ([`FailureClass`]).
 #[derive(Debug, thiserror::Error)]
-#[error("mongodb: {0}")]
-pub struct StoreError(String);
+#[error("mongodb: {detail}")]
+pub struct StoreError {
+    detail: String,
+    class: FailureClass,
+}
 
 impl StoreError {
-    /// An error described by `detail` (for stand-ins of the store, e.g. in tests).
+    /// An error described by `detail` (for stand-ins of the store, e.g. in tests), of
+    /// unknown class.
     pub fn new(detail: impl Into<String>) -> StoreError {
-        StoreError(detail.into())
+        StoreError::of(FailureClass::Unknown, detail)
+    }
+
+    pub fn of(class: FailureClass, detail: impl Into<String>) -> StoreError {
+        StoreError {
+            detail: detail.into(),
+            class,
+        }
+    }
+}
+
+impl Classify for StoreError {
+    fn class(&self) -> FailureClass {
+        self.class
     }
 }
 
 impl From<mongodb::error::Error> for StoreError {
     fn from(e: mongodb::error::Error) -> Self {
-        StoreError(e.to_string())
+        let class = classify(&e);
+        StoreError::of(class, e.to_string())
+    }
+}
+
+/// What retrying a failed command can do. Refusals are named by code or by the
+/// PostgreSQL class FerretDB reports; the network, server selection, pools and
+/// not-primary states are transient; anything else is unknown (retried, never dropped).
+fn classify(e: &mongodb::error::Error) -> FailureClass {
+    if e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+        || matches!(
+            *e.kind,
+            ErrorKind::ConnectionPoolCleared { .. }
+                | ErrorKind::Io(_)
+                | ErrorKind::ServerSelection { .. }
+                | ErrorKind::DnsResolve { .. }
+        )
+    {
+        return FailureClass::Transient;
+    }
+    match *e.kind {
+        ErrorKind::Command(ref c) => class_of(c.code, &c.message),
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(ref w)) => {
+            class_of(w.code, &w.message)
+        }
+        ErrorKind::InsertMany(ref ime) => {
+            if let Some(w) = ime
+                .write_errors
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|w| w.code != DUPLICATE_KEY)
+            {
+                class_of(w.code, &w.message)
+            } else {
+                FailureClass::Unknown
+            }
+        }
+        ErrorKind::BsonSerialization(_) => FailureClass::Permanent,
+        _ => FailureClass::Unknown,
+    }
+}
+
+/// The class of a server error `code` with `message`.
+fn class_of(code: i32, message: &str) -> FailureClass {
+    if REFUSING_CODES.contains(&code)
+        || REFUSING_SQLSTATE_CLASSES
+            .iter()
+            .any(|class| message.contains(class))
+    {
+        FailureClass::Permanent
+    } else {
+        FailureClass::Unknown
     }
 }
 
@@ -195,8 +277,12 @@ impl Store {
         let docs = batch
             .iter()
             .map(|m| {
-                bson::to_document(m)
-                    .map_err(|e| StoreError(format!("cannot encode message {} as BSON: {e}", m.id)))
+                bson::to_document(m).map_err(|e| {
+                    StoreError::of(
+                        FailureClass::Permanent,
+                        format!("cannot encode message {} as BSON: {e}", m.id),
+                    )
+                })
             })
             .collect::<Result<Vec<Document>, _>>()?;
         match self.messages.insert_many(docs).ordered(false).await {
@@ -222,6 +308,37 @@ impl Store {
                 _ => Err(e.into()),
             },
         }
+    }
+
+    /// The stored documents among `ids`: one `{_id: id}` lookup each, 8 at a time (an
+    /// equality FerretDB pushes down to its `_id` index; an `$in` it would not). Used
+    /// only for de-duplication hits, to hold them to the stored content.
+    pub async fn stored(&self, ids: &[String]) -> Result<Vec<StoredMessage>, StoreError> {
+        use futures::StreamExt;
+        let found: Vec<Result<Option<Document>, mongodb::error::Error>> =
+            futures::stream::iter(ids.to_vec())
+                .map(|id| {
+                    // Owned (a clone of a collection is a handle): the stream's futures
+                    // outlive no borrow, as `Send` across the trait's future requires.
+                    let messages = self.messages.clone();
+                    async move { messages.find_one(doc! {(StoredMessage::ID): id}).await }
+                })
+                .buffer_unordered(8)
+                .collect()
+                .await;
+        let mut out = Vec::with_capacity(found.len());
+        for d in found {
+            if let Some(d) = d? {
+                let id = d.get(StoredMessage::ID).cloned().unwrap_or(Bson::Null);
+                out.push(bson::from_document::<StoredMessage>(d).map_err(|e| {
+                    StoreError::of(
+                        FailureClass::Permanent,
+                        format!("stored document {id} is not a wiber message ({e})"),
+                    )
+                })?);
+            }
+        }
+        Ok(out)
     }
 
     /// Both directions of a conversation, oldest first, ordered by (timestamp, messageId).
@@ -275,6 +392,10 @@ impl MessageStore for Store {
 
     async fn insert_batch(&self, batch: &[StoredMessage]) -> Result<InsertOutcome, StoreError> {
         Store::insert_batch(self, batch).await
+    }
+
+    async fn stored(&self, ids: &[String]) -> Result<Vec<StoredMessage>, StoreError> {
+        Store::stored(self, ids).await
     }
 }
 
@@ -338,10 +459,13 @@ fn outcome_with_errors(
 ) -> Result<InsertOutcome, StoreError> {
     if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
         let id = batch.get(other.index).map_or("?", |m| m.id.as_str());
-        return Err(StoreError(format!(
-            "insert_many failed for message {id} (document {} of the batch, code {}): {}",
-            other.index, other.code, other.message
-        )));
+        return Err(StoreError::of(
+            class_of(other.code, other.message),
+            format!(
+                "insert_many failed for message {id} (document {} of the batch, code {}): {}",
+                other.index, other.code, other.message
+            ),
+        ));
     }
     let duplicates = errors
         .iter()
@@ -370,7 +494,7 @@ fn from_document(d: Document) -> Result<Message, StoreError> {
     bson::from_document::<StoredMessage>(d)
         .map(StoredMessage::into_message)
         .map_err(|e| {
-            StoreError(format!(
+            StoreError::new(format!(
                 "stored document {id} is not a wiber message ({e}); fix or delete it in MongoDB"
             ))
         })
@@ -470,9 +594,42 @@ mod tests {
                 message: "Document failed validation",
             },
         ];
-        let e = outcome_with_errors(&batch, &errors)
-            .unwrap_err()
-            .to_string();
+        let e = outcome_with_errors(&batch, &errors).unwrap_err();
+        assert_eq!(
+            e.class(),
+            FailureClass::Permanent,
+            "121 refuses the document"
+        );
+        let e = e.to_string();
         assert!(e.contains("message b") && e.contains("code 121"), "{e}");
+    }
+
+    #[test]
+    fn refusals_are_permanent_and_the_rest_is_not() {
+        // What FerretDB 1.24 on PostgreSQL answers for U+0000 in a string.
+        let nul = "[msg_insert.go:168 handler.(*Handler).MsgInsert] [collection.go:163 \
+                   postgresql.(*collection).InsertAll.func1] ERROR: unsupported Unicode \
+                   escape sequence (SQLSTATE 22P05)";
+        assert_eq!(class_of(1, nul), FailureClass::Permanent);
+        assert_eq!(
+            class_of(
+                1,
+                "ERROR: index row size 3000 exceeds btree version 4 maximum (SQLSTATE 54000)"
+            ),
+            FailureClass::Permanent
+        );
+        assert_eq!(
+            class_of(121, "Document failed validation"),
+            FailureClass::Permanent
+        );
+        // Connections, read-only, shutdown: may pass; unknown, so retried.
+        for m in [
+            "ERROR: cannot execute INSERT in a read-only transaction (SQLSTATE 25006)",
+            "FATAL: terminating connection due to administrator command (SQLSTATE 57P01)",
+            "failed to connect to `host=127.0.0.1`: dial error (SQLSTATE 08006)",
+        ] {
+            assert_eq!(class_of(1, m), FailureClass::Unknown, "{m}");
+        }
+        assert_eq!(class_of(91, "ShutdownInProgress"), FailureClass::Unknown);
     }
 }

@@ -346,7 +346,7 @@ pub mod defaults {
     pub const RETRY_BOUND_ATTEMPTS: u64 = 100;
     /// Requests in service at once. Measured: 5,000 req/s at p99 ~50 ms holds ~250 in
     /// flight; 1,024 leaves room for bursts while bounding memory and file descriptors.
-    pub const API_MAX_CONCURRENT: usize = 1024;
+    pub const API_MAX_CONCURRENT: u64 = 1024;
     /// A client gets 10 s to send its request's headers (slowloris bound).
     pub const API_HEADER_TIMEOUT_MS: u64 = 10_000;
     /// A request gets 30 s from its headers to its answer (a POST's Kafka wait is bounded

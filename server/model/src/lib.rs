@@ -214,6 +214,19 @@ impl ValidationError {
 /// characters, content 1–5000 characters that the store can hold ([`store_cannot_hold`]),
 /// an optional message id of 1–128 printable characters.
 pub fn validate(m: &NewMessage) -> Result<(), ValidationError> {
+    validate_shape(m)?;
+    if let Some(reason) = store_cannot_hold(&m.content) {
+        return Err(ValidationError::new("content", reason));
+    }
+    Ok(())
+}
+
+/// [`validate`] without the store's rule: what the consumer holds a record of the topic
+/// to before it writes it. The store itself is the authority on what it can hold (a
+/// record put on the topic behind the API's back is written, refused by the store,
+/// isolated and dead-lettered with the store's own error), and the API refuses the same
+/// values up front so that a client is never acknowledged for them.
+pub fn validate_shape(m: &NewMessage) -> Result<(), ValidationError> {
     validate_user("fromUser", &m.from_user)?;
     validate_user("toUser", &m.to_user)?;
     let n = m.content.chars().count();
@@ -222,9 +235,6 @@ pub fn validate(m: &NewMessage) -> Result<(), ValidationError> {
             "content",
             format!("must be 1 to {MAX_CONTENT_CHARS} characters, got {n}"),
         ));
-    }
-    if let Some(reason) = store_cannot_hold(&m.content) {
-        return Err(ValidationError::new("content", reason));
     }
     if let Some(id) = &m.message_id {
         validate_message_id("messageId", id)?;

@@ -21,6 +21,14 @@ pub enum ApiError {
     KafkaUnavailable(String),
     #[error("mongodb unavailable: {0}")]
     StoreUnavailable(String),
+    #[error("the API is serving its limit of {limit} requests at once; retry after 1 s")]
+    Overloaded { limit: usize },
+    #[error("the request body did not arrive within {0:?}; nothing was published")]
+    BodyTimeout(std::time::Duration),
+    #[error(
+        "no answer within {0:?}; a POST may or may not be published: retry with the same messageId"
+    )]
+    Timeout(std::time::Duration),
 }
 
 impl ApiError {
@@ -30,9 +38,11 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::KafkaUnavailable(_) | ApiError::StoreUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::KafkaUnavailable(_)
+            | ApiError::StoreUnavailable(_)
+            | ApiError::Overloaded { .. }
+            | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -41,7 +51,11 @@ impl ApiError {
     fn rejects_before_reading_body(&self) -> bool {
         matches!(
             self,
-            ApiError::TooLarge { .. } | ApiError::UnsupportedMediaType(_)
+            ApiError::TooLarge { .. }
+                | ApiError::UnsupportedMediaType(_)
+                | ApiError::Overloaded { .. }
+                | ApiError::BodyTimeout(_)
+                | ApiError::Timeout(_)
         )
     }
 
@@ -53,6 +67,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::KafkaUnavailable(_) => "kafka_unavailable",
             ApiError::StoreUnavailable(_) => "mongodb_unavailable",
+            ApiError::Overloaded { .. } => "overloaded",
+            ApiError::BodyTimeout(_) => "request_timeout",
+            ApiError::Timeout(_) => "timeout",
         }
     }
 }
@@ -63,8 +80,21 @@ impl IntoResponse for ApiError {
         if let ApiError::Validation(v) = &self {
             body["field"] = json!(v.field);
         }
-        if self.status().is_server_error() {
+        // A shed request is logged by its count (`wiber_http_shed_total`), not one line
+        // each: an overload must not also flood the log.
+        if self.status().is_server_error() && !matches!(self, ApiError::Overloaded { .. }) {
             tracing::warn!(error = %self, "request failed");
+        }
+        if let ApiError::Overloaded { .. } | ApiError::Timeout(_) = self {
+            return (
+                self.status(),
+                [
+                    (axum::http::header::RETRY_AFTER, "1"),
+                    (axum::http::header::CONNECTION, "close"),
+                ],
+                Json(body),
+            )
+                .into_response();
         }
         if self.rejects_before_reading_body() {
             // The body was not read to its end, so the server drops the connection after

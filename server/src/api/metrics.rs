@@ -2,7 +2,7 @@
 //! Kafka produce latency and errors. Rendered as text at `GET /metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -13,6 +13,8 @@ pub struct Metrics {
     pub produce_seconds: HistogramVec,
     pub produce_errors: IntCounterVec,
     pub produce_lane: IntCounterVec,
+    /// Requests answered 503 `overloaded` at once (over the bound on requests in service).
+    pub shed: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -64,12 +66,18 @@ impl Metrics {
             &["lane"],
         )
         .expect("valid metric");
+        let shed = IntCounter::new(
+            "wiber_http_shed_total",
+            "Requests answered 503 overloaded at once: over API_MAX_CONCURRENT in service",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
             Box::new(produce_seconds.clone()),
             Box::new(produce_errors.clone()),
             Box::new(produce_lane.clone()),
+            Box::new(shed.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -80,6 +88,7 @@ impl Metrics {
             produce_seconds,
             produce_errors,
             produce_lane,
+            shed,
         }
     }
 

@@ -9,7 +9,9 @@
 mod docs;
 mod error;
 mod handlers;
+pub mod limits;
 mod metrics;
+pub mod readiness;
 mod seams;
 
 use std::future::Future;
@@ -26,6 +28,7 @@ use tracing::Instrument;
 
 pub use docs::OPENAPI_JSON;
 pub use error::ApiError;
+pub use limits::Limits;
 pub use metrics::Metrics;
 pub use seams::{CountScope, Delivered, Lane, Publish, PublishError, ReadStore};
 
@@ -41,6 +44,10 @@ pub struct AppState {
     pub store: Arc<dyn ReadStore>,
     pub topic: Arc<str>,
     pub metrics: Metrics,
+    /// The bound on requests in service, and the request timeout.
+    pub limits: Limits,
+    /// The last readiness answer, shared by every probe for a second.
+    pub readiness: Arc<readiness::Cache>,
     /// Test builds only: the seeded `reorder` bug, which picks accept timestamps.
     #[cfg(feature = "seeded-bugs")]
     pub(crate) reorder: Option<Arc<crate::seeded::Reorder>>,
@@ -59,9 +66,16 @@ impl AppState {
             store,
             topic: topic.into(),
             metrics: Metrics::new(),
+            limits: Limits::default(),
+            readiness: Arc::default(),
             #[cfg(feature = "seeded-bugs")]
             reorder: None,
         }
+    }
+
+    /// The same state with other limits.
+    pub fn with_limits(self, limits: Limits) -> AppState {
+        AppState { limits, ..self }
     }
 }
 
@@ -81,6 +95,8 @@ pub fn router(state: AppState) -> Router {
         .route("/docs/", get(docs::ui))
         .route("/docs/swagger-ui-bundle.js", get(docs::bundle_js))
         .route("/docs/swagger-ui.css", get(docs::css))
+        // Inside `observe`, so a shed request is counted and logged like any other.
+        .layer(middleware::from_fn_with_state(state.clone(), limits::shed))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -148,7 +164,8 @@ pub async fn run(
             kafka::ensure_topics_until(&kafka_cfg, std::future::pending()).await;
         });
     }
-    let state = AppState::new(Arc::new(publisher.clone()), reads, cfg.kafka.topic.as_str());
+    let state = AppState::new(Arc::new(publisher.clone()), reads, cfg.kafka.topic.as_str())
+        .with_limits(Limits::from(&cfg));
     #[cfg(feature = "seeded-bugs")]
     let state = match &seeded {
         Some(s) => s.api(state),
@@ -160,7 +177,7 @@ pub async fn run(
             "cannot listen on {addr}: {e} (is another process using the port? set API_PORT)"
         )
     })?;
-    tracing::info!(%instance, %addr, "api listening");
+    tracing::info!(%instance, %addr, max_concurrent = cfg.max_concurrent, "api listening");
     serve(listener, state, shutdown).await?;
     publisher.flush(Duration::from_secs(5));
     tracing::info!(%instance, "api stopped");
@@ -169,23 +186,56 @@ pub async fn run(
 
 /// Serves the router on `listener` until `shutdown`; in-flight requests get a bounded
 /// grace period so a stuck client cannot hold the process.
+///
+/// Our own accept loop rather than `axum::serve`, which sets no timer on hyper's
+/// connections and so has no header-read timeout: a client that sends its headers a byte
+/// a second would hold a connection (and a task) for as long as it likes. Here a client
+/// gets [`Limits::header_timeout`] to send them, then the connection is closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
-    });
-    let drained = async {
-        let _ = rx.await;
-        tokio::time::sleep(Duration::from_secs(10)).await;
-    };
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let header_timeout = state.limits.header_timeout;
+    let app = router(state);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, most likely: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed; backing off 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
     tokio::select! {
-        r = server => r.map_err(|e| anyhow::anyhow!("http server failed: {e}")),
-        _ = drained => {
+        _ = graceful.shutdown() => Ok(()),
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {
             tracing::warn!("in-flight requests did not finish within 10s of shutdown; leaving");
             Ok(())
         }

@@ -432,6 +432,10 @@ async fn readiness_names_the_failing_part() {
 
     api.publisher
         .set_check(Err("broker transport failure".into()));
+    // Probes within a second share the last check: no broker call per probe.
+    let (s, v) = get(&api, "/health/readiness").await;
+    assert_eq!(s, 200, "the cached answer: {v}");
+    tokio::time::sleep(wiber_server::api::readiness::Cache::FRESH).await;
     let (s, v) = get(&api, "/health/readiness").await;
     assert_eq!((s, v["status"].as_str()), (503, Some("not ready")), "{v}");
     assert_eq!(
@@ -442,6 +446,7 @@ async fn readiness_names_the_failing_part() {
 
     api.publisher.set_check(Ok(()));
     *api.store.ping.lock().unwrap() = Ping::Fail("auth failed".into());
+    tokio::time::sleep(wiber_server::api::readiness::Cache::FRESH).await;
     let (s, v) = get(&api, "/health/readiness").await;
     assert_eq!(s, 503, "{v}");
     assert_eq!(v["kafka"], "connected");
@@ -449,6 +454,7 @@ async fn readiness_names_the_failing_part() {
 
     // A store that does not answer at all: reported within the bound, not waited for.
     *api.store.ping.lock().unwrap() = Ping::Hang;
+    tokio::time::sleep(wiber_server::api::readiness::Cache::FRESH).await;
     let started = std::time::Instant::now();
     let (s, v) = get(&api, "/health/readiness").await;
     assert_eq!(s, 503, "{v}");

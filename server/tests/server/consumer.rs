@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use wiber_model::contract::dlq;
 use wiber_model::Message;
-use wiber_server::consumer::Batching;
+use wiber_server::consumer::{Batching, Recovery};
 
 use crate::support::*;
 
@@ -382,4 +383,205 @@ fn the_commit_check_catches_a_commit_ahead_of_the_writes() {
     let e = commits_only_durable(&records, &events).unwrap_err();
     assert!(e.contains("offset 1"), "{e}");
     assert!(commits_only_durable(&records, &events[..1]).is_ok());
+}
+
+/// Records of several partitions, two of them holding U+0000 (which PostgreSQL's jsonb
+/// cannot hold), in one batch.
+fn batch_with_poison() -> Vec<wiber_server::consumer::Record> {
+    vec![
+        message(0, 10, "a"),
+        message(1, 20, "b"),
+        message_with(1, 21, "poison-1", "bad \u{0} content"),
+        message(2, 30, "c"),
+        message(0, 11, "d"),
+        message(2, 31, "e"),
+        message_with(0, 12, "poison-2", "\u{0}"),
+        message(1, 22, "f"),
+    ]
+}
+
+fn has_nul(m: &wiber_model::StoredMessage) -> bool {
+    m.content.contains('\u{0}')
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_the_store_refuses_is_isolated_dead_lettered_and_stalls_nothing() {
+    let log = Log::new();
+    let records = batch_with_poison();
+    let source = FakeSource::new(&log, records.clone());
+    let store = FakeStore::refusing(&log, has_nul);
+    run_until(&source, &store, BATCHING, Duration::from_secs(10)).await;
+    let events = log.events();
+    // Every other record is stored; each refused one is dead-lettered, with the store's
+    // error, as `refused`.
+    let mut stored: Vec<String> = store.docs().into_iter().map(|d| d.id).collect();
+    stored.sort();
+    assert_eq!(stored, ids(&["a", "b", "c", "d", "e", "f"]), "{events:#?}");
+    let dead: Vec<(i32, i64, dlq::Class)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::DeadLettered {
+                partition,
+                offset,
+                class,
+                reason,
+            } => {
+                assert!(reason.contains("SQLSTATE 22P05"), "{reason}");
+                Some((*partition, *offset, *class))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dead,
+        [(1, 21, dlq::Class::Refused), (0, 12, dlq::Class::Refused)],
+        "{events:#?}"
+    );
+    // The whole batch is committed, and only once all of it is done: nothing stalled.
+    assert_eq!(log.commits(), [at(0, 13), at(1, 23), at(2, 32)]);
+    commits_only_durable(&records, &events).unwrap();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Stalled { .. })),
+        "{events:#?}"
+    );
+    // Isolation costs a few writes, not one per record: 8 records, 2 refused.
+    let writes = events
+        .iter()
+        .filter(|e| matches!(e, Event::WriteFailed { .. } | Event::Stored { .. }))
+        .count();
+    assert!(writes <= 12, "{writes} writes: {events:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_isolation_a_refused_record_stalls_its_whole_batch_and_is_reported() {
+    // What the seeded bug `retry-forever` does (the consumer before isolation): the
+    // harness must see this, so the test shows what it looks like.
+    let log = Log::new();
+    let records = batch_with_poison();
+    let source = FakeSource::new(&log, records.clone());
+    let store = FakeStore::refusing(&log, has_nul);
+    let recovery = Recovery {
+        isolate_refused: false,
+        ..Recovery::new("consumer#1")
+    };
+    run_with(
+        &source,
+        &store,
+        BATCHING,
+        &recovery,
+        Duration::from_secs(100),
+    )
+    .await;
+    let events = log.events();
+    assert!(store.docs().is_empty(), "nothing of the batch is stored");
+    assert!(log.commits().is_empty(), "nothing committed: {events:#?}");
+    let stalls: Vec<(u64, Vec<(i32, i64)>)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Stalled { at_ms, at, .. } => Some((*at_ms, at.clone())),
+            _ => None,
+        })
+        .collect();
+    // Reported once the batch has failed for 30 s, and again every 30 s, each time at
+    // the lowest offset of each partition of the batch.
+    assert!(stalls.len() >= 3, "{stalls:?}");
+    assert!(stalls[0].0 >= 30_000 && stalls[0].0 < 36_000, "{stalls:?}");
+    assert_eq!(stalls[0].1, [(0, 10), (1, 20), (2, 30)]);
+    assert!(stalls[1].0 - stalls[0].0 >= 30_000, "{stalls:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_of_unknown_class_is_retried_never_dropped_and_reported_stalled() {
+    let log = Log::new();
+    let records = batch_with_poison();
+    let source = FakeSource::new(&log, records.clone());
+    let store = FakeStore::refusing(&log, has_nul);
+    // The same refusal, but not known to be permanent: nothing is dropped on a guess.
+    *store.refusal_class.lock().unwrap() = wiber_server::consumer::FailureClass::Unknown;
+    run_until(&source, &store, BATCHING, Duration::from_secs(45)).await;
+    let events = log.events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::DeadLettered { .. })),
+        "{events:#?}"
+    );
+    assert!(log.commits().is_empty());
+    assert!(events.iter().any(|e| matches!(e, Event::Stalled { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_id_reused_with_other_content_is_a_conflict_not_a_silent_drop() {
+    let log = Log::new();
+    let records = vec![
+        message_with(0, 5, "order-42", "the second content"),
+        message(0, 6, "x"),
+    ];
+    let source = FakeSource::new(&log, records.clone());
+    let store = FakeStore::new(&log, 0);
+    let first: Message = serde_json::from_slice(
+        message_with(0, 1, "order-42", "the first content")
+            .payload
+            .as_deref()
+            .unwrap(),
+    )
+    .unwrap();
+    store.put(wiber_model::StoredMessage::new(first, 0, 0, 1));
+    run_until(&source, &store, BATCHING, Duration::from_secs(10)).await;
+    let events = log.events();
+    let conflicts: Vec<(i64, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::DeadLettered {
+                offset,
+                class: dlq::Class::Conflict,
+                reason,
+                ..
+            } => Some((*offset, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{events:#?}");
+    assert_eq!(conflicts[0].0, 5);
+    assert!(
+        conflicts[0].1.contains("\"order-42\""),
+        "{}",
+        conflicts[0].1
+    );
+    // The stored message stays as it was; the batch is committed.
+    let kept = store.docs();
+    assert_eq!(
+        kept.iter()
+            .find(|d| d.id == "order-42")
+            .map(|d| d.content.as_str()),
+        Some("the first content")
+    );
+    assert_eq!(log.commits(), [at(0, 7)]);
+    commits_only_durable(&records, &events).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_with_the_same_content_is_a_de_duplication_hit_not_a_conflict() {
+    let log = Log::new();
+    // The client's retry: same id, users and content; the API accepted it anew, so its
+    // timestamp differs.
+    let retry: Message =
+        serde_json::from_slice(message(0, 3, "a").payload.as_deref().unwrap()).unwrap();
+    let retry = Message {
+        timestamp: retry.timestamp + 700,
+        ..retry
+    };
+    let records = vec![record(0, 3, Some(serde_json::to_vec(&retry).unwrap()))];
+    let source = FakeSource::new(&log, records);
+    let store = FakeStore::new(&log, 0);
+    store.preload(&["a"]);
+    run_until(&source, &store, BATCHING, Duration::from_secs(10)).await;
+    let events = log.events();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::DeadLettered { .. })),
+        "{events:#?}"
+    );
+    assert_eq!(log.commits(), [at(0, 4)]);
 }

@@ -4,12 +4,15 @@
 //!
 //! - `api`: the HTTP contract, served on `127.0.0.1:0` with a fake publisher and store.
 //! - `consumer`: the consumer loop's delivery contract, with a fake group and store.
+//! - `hostile`: hostile input and clients: what the store cannot hold, deep pages, load
+//!   shedding, slow headers and bodies.
 //! - `start`: the binary's start-up checks (a seeded bug it cannot honour).
 //! - `seeded`: each seeded bug, against the same fakes (`--features seeded-bugs`).
 //! - `support`: the fakes and helpers.
 
 mod api;
 mod consumer;
+mod hostile;
 #[cfg(feature = "seeded-bugs")]
 mod seeded;
 mod start;

@@ -20,11 +20,14 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Instant;
+use wiber_model::contract::{dlq, StallReport};
 use wiber_model::{Message, StoredMessage};
 use wiber_server::api::{
     self, AppState, CountScope, Delivered, Lane, Publish, PublishError, ReadStore,
 };
-use wiber_server::consumer::{Batching, MessageStore, Position, Record, RecordSource};
+use wiber_server::consumer::{
+    Batching, Classify, FailureClass, MessageStore, Position, Record, RecordSource, Recovery,
+};
 use wiber_server::store::{InsertOutcome, StoreError};
 
 pub const TOPIC: &str = "wiber.messages";
@@ -383,7 +386,14 @@ pub enum Event {
     DeadLettered {
         partition: i32,
         offset: i64,
+        class: dlq::Class,
         reason: String,
+    },
+    /// A stall report: (partition, stuck offset) and the report's attempts.
+    Stalled {
+        at_ms: u64,
+        at: Vec<(i32, i64)>,
+        attempts: u64,
     },
     DeadLetterFailed {
         offset: i64,
@@ -459,7 +469,12 @@ impl RecordSource for FakeSource {
         }
     }
 
-    async fn dead_letter(&self, record: &Record, reason: &str) -> Result<(), String> {
+    async fn dead_letter(
+        &self,
+        record: &Record,
+        class: dlq::Class,
+        reason: &str,
+    ) -> Result<(), String> {
         let mut failures = self.dlq_failures.lock().unwrap();
         if *failures > 0 {
             *failures -= 1;
@@ -471,6 +486,7 @@ impl RecordSource for FakeSource {
         self.log.push(Event::DeadLettered {
             partition: record.partition,
             offset: record.offset,
+            class,
             reason: reason.to_string(),
         });
         Ok(())
@@ -478,6 +494,20 @@ impl RecordSource for FakeSource {
 
     fn commit(&self, positions: &[Position]) {
         self.log.push(Event::Committed(positions.to_vec()));
+    }
+
+    fn report_stall(&self, stalls: &[(Position, StallReport)]) {
+        self.log.push(Event::Stalled {
+            at_ms: self.log.now_ms(),
+            at: stalls
+                .iter()
+                .map(|(p, r)| {
+                    assert_eq!(p.next_offset, r.offset, "the report names the stuck offset");
+                    (p.partition, p.next_offset)
+                })
+                .collect(),
+            attempts: stalls.first().map_or(0, |(_, r)| r.attempts),
+        });
     }
 
     fn close(&self) {
@@ -488,12 +518,39 @@ impl RecordSource for FakeSource {
 /// Which write attempts fail (numbered from 1).
 type FailurePlan = Box<dyn Fn(usize) -> bool + Send + Sync>;
 
+/// Which documents the store refuses for good (as PostgreSQL refuses U+0000).
+type RefusalRule = Box<dyn Fn(&StoredMessage) -> bool + Send + Sync>;
+
+/// A fake store's error: its text and its class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeError {
+    pub class: FailureClass,
+    pub text: String,
+}
+
+impl std::fmt::Display for FakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Classify for FakeError {
+    fn class(&self) -> FailureClass {
+        self.class
+    }
+}
+
 /// A collection with a unique `_id`, keeping what was stored. Write attempts the plan
-/// names fail as a whole.
+/// names fail as a whole (unknown class, as "not primary" reads to the loop); a batch
+/// holding a document the refusal rule names fails as a whole, permanently (as FerretDB
+/// fails a whole `insert_many` when PostgreSQL refuses one row).
 pub struct FakeStore {
     docs: Mutex<BTreeMap<String, StoredMessage>>,
     attempts: AtomicUsize,
     fails: FailurePlan,
+    refuses: RefusalRule,
+    /// How the refusal is classed: permanent for a store that says so.
+    pub refusal_class: Mutex<FailureClass>,
     log: Log,
 }
 
@@ -509,8 +566,26 @@ impl FakeStore {
             docs: Mutex::default(),
             attempts: AtomicUsize::new(0),
             fails: Box::new(fails),
+            refuses: Box::new(|_| false),
+            refusal_class: Mutex::new(FailureClass::Permanent),
             log: log.clone(),
         }
+    }
+
+    /// A store that refuses for good every batch holding a document `refuses` names.
+    pub fn refusing(
+        log: &Log,
+        refuses: impl Fn(&StoredMessage) -> bool + Send + Sync + 'static,
+    ) -> FakeStore {
+        FakeStore {
+            refuses: Box::new(refuses),
+            ..FakeStore::new(log, 0)
+        }
+    }
+
+    /// Stores `m` as if an earlier write had (another content under an id, say).
+    pub fn put(&self, m: StoredMessage) {
+        self.docs.lock().unwrap().insert(m.id.clone(), m);
     }
 
     /// Pretends `ids` were stored before (by an earlier life of the consumer).
@@ -530,15 +605,30 @@ impl FakeStore {
 }
 
 impl MessageStore for FakeStore {
-    type Error = String;
+    type Error = FakeError;
 
-    async fn insert_batch(&self, batch: &[StoredMessage]) -> Result<InsertOutcome, String> {
+    async fn insert_batch(&self, batch: &[StoredMessage]) -> Result<InsertOutcome, FakeError> {
         let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
         if (self.fails)(attempt) {
             self.log.push(Event::WriteFailed {
                 at_ms: self.log.now_ms(),
             });
-            return Err("not primary".into());
+            return Err(FakeError {
+                class: FailureClass::Unknown,
+                text: "not primary".into(),
+            });
+        }
+        if let Some(bad) = batch.iter().find(|m| (self.refuses)(m)) {
+            self.log.push(Event::WriteFailed {
+                at_ms: self.log.now_ms(),
+            });
+            return Err(FakeError {
+                class: *self.refusal_class.lock().unwrap(),
+                text: format!(
+                    "ERROR: unsupported Unicode escape sequence (SQLSTATE 22P05) in {}",
+                    bad.id
+                ),
+            });
         }
         let mut docs = self.docs.lock().unwrap();
         let (mut inserted, mut duplicates) = (Vec::new(), Vec::new());
@@ -559,6 +649,11 @@ impl MessageStore for FakeStore {
             inserted: inserted.len(),
             duplicates,
         })
+    }
+
+    async fn stored(&self, ids: &[String]) -> Result<Vec<StoredMessage>, FakeError> {
+        let docs = self.docs.lock().unwrap();
+        Ok(ids.iter().filter_map(|id| docs.get(id).cloned()).collect())
     }
 }
 
@@ -612,7 +707,45 @@ pub async fn run_until<M: MessageStore>(
     batching: Batching,
     stop_after: Duration,
 ) {
-    wiber_server::consumer::consume(source, store, batching, tokio::time::sleep(stop_after)).await;
+    run_with(
+        source,
+        store,
+        batching,
+        &Recovery::new("consumer#1"),
+        stop_after,
+    )
+    .await;
+}
+
+/// [`run_until`] with `recovery`.
+pub async fn run_with<M: MessageStore>(
+    source: &FakeSource,
+    store: &M,
+    batching: Batching,
+    recovery: &Recovery,
+    stop_after: Duration,
+) {
+    wiber_server::consumer::consume(
+        source,
+        store,
+        batching,
+        recovery,
+        tokio::time::sleep(stop_after),
+    )
+    .await;
+}
+
+/// A well-formed record whose message id is `id` and content `content`.
+pub fn message_with(partition: i32, offset: i64, id: &str, content: &str) -> Record {
+    let m = Message {
+        message_id: id.into(),
+        from_user: "alice".into(),
+        to_user: "bob".into(),
+        content: content.into(),
+        timestamp: 1_758_865_780_040,
+        created_at: wiber_model::rfc3339_ms(1_758_865_780_040),
+    };
+    record(partition, offset, Some(serde_json::to_vec(&m).unwrap()))
 }
 
 /// The delivery contract's commit rule, checked over a run's log: when an offset is
