@@ -254,7 +254,7 @@ fn the_document_is_openapi_3_and_documents_every_route_the_router_serves() {
                 let required = schema["required"].as_array().unwrap();
                 assert!(required.contains(&"error".into()) && required.contains(&"detail".into()));
             }
-            if code == 413 || code == 415 {
+            if code == 408 || code == 413 || code == 415 {
                 assert!(
                     resp["headers"]["Connection"].is_object(),
                     "{at}: the API closes the connection after this answer and says so"
@@ -272,7 +272,7 @@ fn the_document_is_openapi_3_and_documents_every_route_the_router_serves() {
         .collect();
     assert_eq!(
         statuses,
-        BTreeSet::from(["200", "400", "413", "415", "422", "503"])
+        BTreeSet::from(["200", "400", "408", "413", "415", "422", "503"])
     );
     let body = post["requestBody"]["description"].as_str().unwrap();
     assert!(
@@ -383,10 +383,11 @@ fn the_document_states_exactly_the_rules_the_api_enforces() {
     }
     assert_eq!(new["content"]["minLength"], 1);
     assert_eq!(new["content"]["maxLength"], MAX_CONTENT_CHARS);
-    assert!(
-        new["content"].get("pattern").is_none(),
-        "content takes any character"
-    );
+    // Any character the store can hold: the pattern and `store_cannot_hold` agree on all
+    // of Unicode (U+0000 is the one it cannot).
+    assert_same_characters("NewMessage.content", &new["content"]["pattern"], |c| {
+        wiber_model::store_cannot_hold(&c.to_string()).is_none()
+    });
     for (what, s) in [
         ("MessageId", &schemas["MessageId"]),
         ("NewMessage.messageId", &new["messageId"]),
@@ -443,7 +444,7 @@ fn the_document_states_exactly_the_rules_the_api_enforces() {
         let s = param("GET", conv, name);
         assert_eq!(
             (&s["minimum"], &s["maximum"]),
-            (&0.into(), &i64::MAX.into()),
+            (&0.into(), &wiber_model::MAX_SKIP.into()),
             "{name}"
         );
     }
