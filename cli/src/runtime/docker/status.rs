@@ -19,6 +19,21 @@ use crate::runtime::{
 };
 
 impl DockerStack {
+    /// A broker property (`min.insync.replicas`) as `kafka#1`'s container was created
+    /// with it: how a running stack's shape is read back (`Stack::shape`). `None` when
+    /// the container does not set it (a stack of the compose file).
+    pub async fn broker_setting(&self, prop: &str) -> Result<Option<String>> {
+        let f = self.find(&crate::runtime::InstanceId::first(Service::Kafka)).await?;
+        let ins = self.inspect(&f.container_id).await?;
+        let var = format!("{}=", super::spec::property_var(prop));
+        Ok(ins
+            .config
+            .and_then(|c| c.env)
+            .unwrap_or_default()
+            .iter()
+            .find_map(|kv| kv.strip_prefix(&var).map(str::to_string)))
+    }
+
     /// Every container of the project with state, health and network attachment.
     pub async fn status(&self) -> Result<Vec<InstanceStatus>> {
         let found = self.find_all().await?;
