@@ -1304,8 +1304,10 @@ mod tests {
             "{html}"
         );
         // A minute of flat 64 MiB for kafka and the generator (the sample report's).
-        r.resources =
-            super::super::resource_trend::compute(&[crate::report::sample_report("r", T0, 60)], &[]);
+        r.resources = super::super::resource_trend::compute(
+            &[crate::report::sample_report("r", T0, 60)],
+            &[],
+        );
         let html = render(&r, &dir);
         let res =
             &html[html.find("id=\"resources\"").unwrap()..html.find("id=\"verify\"").unwrap()];

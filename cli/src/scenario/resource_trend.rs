@@ -525,7 +525,10 @@ mod tests {
     /// `lives` are (instance, incarnation, first second, last second, RSS at second t).
     type Rss2 = Box<dyn Fn(i64) -> u64>;
 
-    fn run_of(seconds: i64, lives: &[(&str, &str, i64, i64, Rss2)]) -> (Report, Vec<InstanceSample>) {
+    fn run_of(
+        seconds: i64,
+        lives: &[(&str, &str, i64, i64, Rss2)],
+    ) -> (Report, Vec<InstanceSample>) {
         const T0: i64 = 1_000_000;
         let mut r = crate::report::sample_report("soak-ci", T0, seconds as u32);
         r.run.measured_from_ms = T0;
@@ -581,11 +584,25 @@ mod tests {
 
     /// The old measure, the sum's growth, is kept beside the new one: computable from the
     /// same samples, so the two can be set side by side.
-    fn old_and_new(r: &Report, instances: &[InstanceSample], service: &str) -> (Option<f64>, Option<f64>, ServiceTrend) {
+    fn old_and_new(
+        r: &Report,
+        instances: &[InstanceSample],
+        service: &str,
+    ) -> (Option<f64>, Option<f64>, ServiceTrend) {
         let summed = compute(std::slice::from_ref(r), &[]).unwrap();
         let judged = compute(std::slice::from_ref(r), instances).unwrap();
-        let s = judged.services.iter().find(|s| s.service == service).unwrap().clone();
-        let old = summed.services.iter().find(|s| s.service == service).unwrap().rss_growth_pct;
+        let s = judged
+            .services
+            .iter()
+            .find(|s| s.service == service)
+            .unwrap()
+            .clone();
+        let old = summed
+            .services
+            .iter()
+            .find(|s| s.service == service)
+            .unwrap()
+            .rss_growth_pct;
         assert_eq!(s.rss_growth_summed_pct, old);
         (old, s.rss_growth_pct, s)
     }
@@ -624,11 +641,21 @@ mod tests {
         assert_eq!(s.judged_on.as_deref(), Some("consumer#1 (100:1: 599 s)"));
         // soak-ci's bound, on the metrics thresholds read.
         let mut m = Metrics::new();
-        compute(std::slice::from_ref(&r), &[]).unwrap().insert_metrics(&mut m);
-        assert_eq!(check(&m, "rss_growth.consumer", "< 100%").verdict, Verdict::Fail);
+        compute(std::slice::from_ref(&r), &[])
+            .unwrap()
+            .insert_metrics(&mut m);
+        assert_eq!(
+            check(&m, "rss_growth.consumer", "< 100%").verdict,
+            Verdict::Fail
+        );
         let mut m = Metrics::new();
-        compute(std::slice::from_ref(&r), &inst).unwrap().insert_metrics(&mut m);
-        assert_eq!(check(&m, "rss_growth.consumer", "< 100%").verdict, Verdict::Pass);
+        compute(std::slice::from_ref(&r), &inst)
+            .unwrap()
+            .insert_metrics(&mut m);
+        assert_eq!(
+            check(&m, "rss_growth.consumer", "< 100%").verdict,
+            Verdict::Pass
+        );
     }
 
     /// A planted leak: consumer#1 keeps every record (+0.2 MiB a second, one process all
@@ -656,8 +683,13 @@ mod tests {
         assert!((new - (159.9 / 79.9 - 1.0) * 100.0).abs() < 1e-6, "{new}");
         assert_eq!(s.judged_on.as_deref(), Some("consumer#1 (100:1: 599 s)"));
         let mut m = Metrics::new();
-        compute(std::slice::from_ref(&r), &inst).unwrap().insert_metrics(&mut m);
-        assert_eq!(check(&m, "rss_growth.consumer", "< 20%").verdict, Verdict::Fail);
+        compute(std::slice::from_ref(&r), &inst)
+            .unwrap()
+            .insert_metrics(&mut m);
+        assert_eq!(
+            check(&m, "rss_growth.consumer", "< 20%").verdict,
+            Verdict::Fail
+        );
         // A leak in the restarted process's second life is caught as well.
         let (r, inst) = run_of(
             600,
@@ -685,7 +717,13 @@ mod tests {
         let lives: Vec<(&str, &str, i64, i64, Rss2)> = (0..4)
             .map(|i| {
                 let inc: &str = ["a", "b", "c", "d"][i as usize];
-                ("api#1", inc, i * 150, i * 150 + 140, Box::new(|_| 30 * MIB) as Rss2)
+                (
+                    "api#1",
+                    inc,
+                    i * 150,
+                    i * 150 + 140,
+                    Box::new(|_| 30 * MIB) as Rss2,
+                )
             })
             .collect();
         let (r, inst) = run_of(600, &lives);
@@ -694,7 +732,9 @@ mod tests {
         assert_eq!(new, None);
         assert_eq!((s.judged, s.not_judged_count), (0, 4));
         let mut m = Metrics::new();
-        compute(std::slice::from_ref(&r), &inst).unwrap().insert_metrics(&mut m);
+        compute(std::slice::from_ref(&r), &inst)
+            .unwrap()
+            .insert_metrics(&mut m);
         let e = check(&m, "rss_growth.api", "< 20%");
         assert_eq!(e.verdict, Verdict::Fail);
         assert!(e.detail.unwrap().contains("not measured"));

@@ -94,12 +94,24 @@ mod tests {
     fn the_stated_shape_passes() {
         let c = three_safe();
         assert_eq!(
-            check(FILE, "wiber", &c, &running(3, Some(3), Some(2)), Meeting::Existing),
+            check(
+                FILE,
+                "wiber",
+                &c,
+                &running(3, Some(3), Some(2)),
+                Meeting::Existing
+            ),
             Ok(())
         );
         // What the stack cannot say is not held against it (a stopped stack's topic).
         assert_eq!(
-            check(FILE, "wiber", &c, &running(3, None, None), Meeting::Existing),
+            check(
+                FILE,
+                "wiber",
+                &c,
+                &running(3, None, None),
+                Meeting::Existing
+            ),
             Ok(())
         );
         assert_eq!(
@@ -175,7 +187,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("min.insync.replicas 2 instead of 1"), "{e}");
-        assert!(e.contains("unclean leader election off (the safe profile)"), "{e}");
+        assert!(
+            e.contains("unclean leader election off (the safe profile)"),
+            "{e}"
+        );
         assert!(
             e.contains("`wiberctl stack up --brokers 3 --profile unsafe --project p`"),
             "{e}"

@@ -101,16 +101,16 @@ impl StallTracker {
         }
     }
 
-    /// The longest stall of the run, those still under way included: `Ok(None)` when no
-    /// partition ever had lag, `Err(())` when no sample was taken (not measured).
-    pub fn finish(mut self) -> Result<Option<Stall>, ()> {
+    /// The longest stall of the run, those still under way included: `Some(None)` when
+    /// no partition stalled, `None` when no sample was taken (not measured).
+    pub fn finish(mut self) -> Option<Option<Stall>> {
         if !self.sampled {
-            return Err(());
+            return None;
         }
         for s in std::mem::take(&mut self.open).into_values() {
             self.close(s);
         }
-        Ok(self.longest)
+        Some(self.longest)
     }
 }
 
@@ -197,6 +197,6 @@ mod tests {
         let l = t.finish().unwrap().unwrap();
         assert_eq!((l.ms, l.offset), (12_000, Some(7)));
         // No sample at all: not measured.
-        assert_eq!(StallTracker::default().finish(), Err(()));
+        assert_eq!(StallTracker::default().finish(), None);
     }
 }

@@ -23,7 +23,9 @@ impl DockerStack {
     /// with it: how a running stack's shape is read back (`Stack::shape`). `None` when
     /// the container does not set it (a stack of the compose file).
     pub async fn broker_setting(&self, prop: &str) -> Result<Option<String>> {
-        let f = self.find(&crate::runtime::InstanceId::first(Service::Kafka)).await?;
+        let f = self
+            .find(&crate::runtime::InstanceId::first(Service::Kafka))
+            .await?;
         let ins = self.inspect(&f.container_id).await?;
         let var = format!("{}=", super::spec::property_var(prop));
         Ok(ins
