@@ -417,4 +417,34 @@ mod tests {
         let (b, _) = usage::own_process().unwrap();
         assert!(b > a, "CPU time grows while we compute ({x})");
     }
+
+    /// Each instance's samples go to the file as they are taken, a JSON line each.
+    #[test]
+    fn instance_samples_are_written_a_line_each() {
+        let path =
+            std::env::temp_dir().join(format!("wiber-{}-{INSTANCES_FILE}", uuid::Uuid::new_v4()));
+        let mut notes = Vec::new();
+        let mut log = InstanceLog::open(Some(path.clone()), &mut notes);
+        let s = |t_ms, incarnation: &str| InstanceSample {
+            t_ms,
+            instance: "consumer#2".into(),
+            incarnation: incarnation.into(),
+            rss_bytes: Some(7),
+        };
+        log.write(&[s(1, "10:1"), s(2, "10:1")], &mut notes);
+        log.write(&[s(3, "11:9")], &mut notes);
+        drop(log);
+        assert!(notes.is_empty(), "{notes:?}");
+        let back: Vec<InstanceSample> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(back, [s(1, "10:1"), s(2, "10:1"), s(3, "11:9")]);
+        std::fs::remove_file(&path).unwrap();
+        // No file asked for: nothing written, nothing said.
+        let mut log = InstanceLog::open(None, &mut notes);
+        log.write(&[s(4, "x")], &mut notes);
+        assert!(notes.is_empty());
+    }
 }

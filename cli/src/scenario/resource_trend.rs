@@ -739,4 +739,36 @@ mod tests {
         assert_eq!(e.verdict, Verdict::Fail);
         assert!(e.detail.unwrap().contains("not measured"));
     }
+
+    /// The bench's per-instance file, as its sampler writes it, is read back within the
+    /// report's measured window; a run without the file has none (judged on the sum).
+    #[test]
+    fn instance_samples_are_read_within_the_measured_window() {
+        let dir = std::env::temp_dir().join(format!("wiber-instances-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = crate::report::sample_report("x", 1_000_000, 10);
+        assert!(read_instances(&dir, &r).unwrap().is_empty());
+        let line = |t_ms: i64| {
+            serde_json::to_string(&InstanceSample {
+                t_ms,
+                instance: "consumer#1".into(),
+                incarnation: "42:7".into(),
+                rss_bytes: Some(MIB),
+            })
+            .unwrap()
+        };
+        let (from, to) = (r.run.measured_from_ms, r.run.ended_ms);
+        let text = [from - 1000, from, to, to + 1000].map(line).join("\n");
+        let path = dir.join(crate::bench::resources::INSTANCES_FILE);
+        std::fs::write(&path, text + "\n").unwrap();
+        let got = read_instances(&dir, &r).unwrap();
+        assert_eq!(got.iter().map(|s| s.t_ms).collect::<Vec<_>>(), [from, to]);
+        std::fs::write(&path, "{\"t_ms\": 1}\n").unwrap();
+        let e = format!("{:#}", read_instances(&dir, &r).unwrap_err());
+        assert!(
+            e.contains("resources-instances.jsonl:1: not an instance sample"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
