@@ -702,6 +702,27 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_stall_is_in_the_summary_with_its_partition() {
+        let mut o = soak_run(1);
+        assert!(!terminal(&o).contains("consumer.stalled_max"));
+        o.metrics.insert("consumer.stalled_max".into(), 0.0);
+        assert!(terminal(&o).contains(
+            "consumer.stalled_max = 0 s: no partition held lag with its committed offset still"
+        ));
+        o.metrics.insert("consumer.stalled_max".into(), 40.0);
+        o.stall = Some(super::super::stall::Stall {
+            partition: 3,
+            offset: Some(1042),
+            from_ms: o.started_ms + 12_500,
+            ms: 40_000,
+            peak_lag: 812,
+        });
+        let line = "consumer.stalled_max = 40 s: partition 3 at offset 1042: 40.0 s (lag up to 812), from 12.5 s into the run";
+        assert!(terminal(&o).contains(line), "{}", terminal(&o));
+        assert!(markdown(&o).contains(&format!("- {line}\n")));
+    }
+
+    #[test]
     fn a_few_faults_keep_every_row_on_the_terminal() {
         let t = terminal(&soak_run(20));
         assert!(t.contains("faults and recovery:\n"), "{t}");
