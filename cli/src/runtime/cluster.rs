@@ -242,6 +242,46 @@ mod tests {
     }
 
     #[test]
+    fn a_running_shape_says_what_it_knows_and_differs_only_there() {
+        let mut r = RunningShape {
+            brokers: 3,
+            topic: "wiber.messages".into(),
+            replication: None,
+            replication_unknown: Some("kafka is down".into()),
+            min_insync: None,
+            unclean_election: None,
+        };
+        assert_eq!(
+            r.describe(),
+            "3 brokers, topic wiber.messages of unknown replication (kafka is down)"
+        );
+        let safe3 = Cluster {
+            brokers: 3,
+            profile: Profile::Safe,
+        };
+        assert!(safe3.differences(&r).is_empty());
+        r.unclean_election = Some(true);
+        r.min_insync = Some(1);
+        assert_eq!(
+            safe3.differences(&r),
+            [
+                "min.insync.replicas 1 instead of 2",
+                "unclean leader election on (the unsafe profile)"
+            ]
+        );
+        assert!(Cluster {
+            profile: Profile::Unsafe,
+            ..safe3
+        }
+        .differences(&r)
+        .is_empty());
+        assert_eq!(
+            safe3.describe(),
+            "3 brokers, replication factor 3, min.insync.replicas 2 (safe profile)"
+        );
+    }
+
+    #[test]
     fn one_broker_and_the_unsafe_profile() {
         assert_eq!(Cluster::default().min_insync(), 1);
         let u = Cluster {

@@ -47,19 +47,15 @@ impl Stack {
             }
             Backend::Docker(d) => {
                 // Unknown rather than wrong when kafka#1 is gone or says nothing.
-                let min = d
-                    .broker_setting("min.insync.replicas")
+                let got = d
+                    .broker_settings(&["min.insync.replicas", "unclean.leader.election.enable"])
                     .await
-                    .ok()
-                    .flatten()
-                    .and_then(|v| v.trim().parse().ok());
-                let unclean = d
-                    .broker_setting("unclean.leader.election.enable")
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|v| v.trim().parse().ok());
-                (min, unclean)
+                    .unwrap_or_default();
+                let setting = |i: usize| got.get(i).cloned().flatten();
+                (
+                    setting(0).and_then(|v| v.trim().parse().ok()),
+                    setting(1).and_then(|v| v.trim().parse().ok()),
+                )
             }
         };
         Ok(RunningShape {
