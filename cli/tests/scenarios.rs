@@ -89,44 +89,186 @@ fn run_scenario(name: &str) {
     );
 }
 
-/// The scenarios of a one-broker stack with two consumers, on one stack brought up once
-/// (see [`run_group`]).
+/// The scenarios of a one-broker stack with two consumers (`stack up --consumers 2`).
+const ONE_BROKER: [&str; 11] = [
+    "smoke",
+    "kill-consumer",
+    "kill-api",
+    "restart-broker",
+    "restart-mongo",
+    "pause-consumer",
+    "partition-consumer",
+    "pause-broker",
+    "lossy-store-link",
+    "store-outage-kill-consumer",
+    // Last: scaling has no undo, it leaves the stack with four consumers.
+    "scale-consumers",
+];
+
+/// The cluster scenarios of a safe three-broker stack (`stack up --brokers 3`).
+const CLUSTER: [&str; 5] = [
+    "kill-partition-leader",
+    "isolate-leader",
+    "slow-broker",
+    "rolling-broker-restart",
+    // Last: three minutes of random faults on every service, verified as it goes.
+    "soak-ci",
+];
+
+/// The one-broker scenarios on one stack brought up once (see [`run_group`]).
 #[test]
 fn one_broker_scenarios() {
-    run_group(
-        "ob",
-        &["--consumers", "2"],
-        &[
-            "smoke",
-            "kill-consumer",
-            "kill-api",
-            "restart-broker",
-            "restart-mongo",
-            "pause-consumer",
-            "partition-consumer",
-            "pause-broker",
-            "lossy-store-link",
-            "store-outage-kill-consumer",
-            // Last: scaling has no undo, it leaves the stack with four consumers.
-            "scale-consumers",
-        ],
-    );
+    run_group("ob", &["--consumers", "2"], &ONE_BROKER);
 }
 
-/// The cluster scenarios of a safe three-broker stack (see [`run_group`]).
+/// The cluster scenarios on one three-broker stack (see [`run_group`]).
 #[test]
 fn cluster_scenarios() {
-    run_group(
-        "cl",
-        &["--brokers", "3", "--consumers", "2"],
-        &[
-            "kill-partition-leader",
-            "isolate-leader",
-            "slow-broker",
-            "rolling-broker-restart",
-            // Last: three minutes of random faults on every service, verified as it goes.
-            "soak-ci",
-        ],
+    run_group("cl", &["--brokers", "3", "--consumers", "2"], &CLUSTER);
+}
+
+/// A scenario runs only on the shape its `[stack]` states, `--attach` included: every
+/// file CI runs on a shared stack states that stack's shape, and a one-broker stack
+/// under a three-broker file is refused with both shapes and the fix. Pure: the shapes
+/// are those `stack up` makes, no stack is needed.
+#[test]
+fn shared_stacks_are_of_the_shape_their_scenarios_state() {
+    use wiberctl::runtime::{Cluster, Profile, RunningShape};
+    use wiberctl::scenario::shape::{check, Meeting};
+    let shape_of = |c: Cluster| RunningShape {
+        brokers: c.brokers,
+        topic: "wiber.messages".into(),
+        replication: Some(c.replication()),
+        replication_unknown: None,
+        min_insync: Some(c.min_insync()),
+        unclean_election: Some(c.profile == Profile::Unsafe),
+    };
+    let one = shape_of(Cluster::default());
+    let three = shape_of(Cluster {
+        brokers: 3,
+        profile: Profile::Safe,
+    });
+    let file = |name: &str| repo_root().join("scenarios").join(format!("{name}.toml"));
+    for (names, running) in [(&ONE_BROKER[..], &one), (&CLUSTER[..], &three)] {
+        for name in names {
+            let f = file(name);
+            let sc = wiberctl::scenario::format::load(&f).unwrap();
+            let stated = sc.stack.expect("CI's scenarios state their stack").cluster;
+            if let Err(e) = check(
+                &f.display().to_string(),
+                "ci",
+                &stated,
+                running,
+                Meeting::Attached,
+            ) {
+                panic!("{name} would be refused on its shared stack: {e}");
+            }
+        }
+    }
+    let f = file("kill-partition-leader");
+    let stated = wiberctl::scenario::format::load(&f)
+        .unwrap()
+        .stack
+        .unwrap()
+        .cluster;
+    let e = check(
+        "kill-partition-leader.toml",
+        "wiber",
+        &stated,
+        &one,
+        Meeting::Existing,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("it has 1 broker, topic wiber.messages at replication factor 1"),
+        "{e}"
+    );
+    assert!(
+        e.contains("the file states 3 brokers, replication factor 3"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`wiberctl stack down --volumes --project wiber`"),
+        "{e}"
+    );
+    assert!(e.contains("--fresh"), "{e}");
+    // Grown halfway: three broker instances, the topic still at replication factor 1.
+    let grown = RunningShape {
+        replication: Some(1),
+        ..three.clone()
+    };
+    assert!(check("k.toml", "wiber", &stated, &grown, Meeting::Existing).is_err());
+}
+
+/// What `scenario run` refuses before touching any stack: `--fresh` with `--attach`,
+/// `--fresh` for a file without `[stack]` (no shape to bring up); and `scenario validate`
+/// knows `consumer.stalled_max`, in seconds.
+#[test]
+fn fresh_needs_a_shape_and_stalled_max_validates() {
+    let root = repo_root();
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fresh-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bare = dir.join("bare.toml");
+    std::fs::write(
+        &bare,
+        "name = \"bare\"\n[load]\nrate = 10\nduration = \"5s\"\n[thresholds]\n\"consumer.stalled_max\" = \"< 30\"\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(WIBERCTL)
+            .args([
+                "scenario",
+                "run",
+                "--runtime",
+                "local",
+                "--project",
+                "nosuchstack",
+            ])
+            .args(extra)
+            .arg("--reports-dir")
+            .arg(&dir)
+            .arg(&bare)
+            .env("WIBER_ROOT", &root)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--fresh", "--attach"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--attach"),
+        "{}",
+        describe(&out)
+    );
+    let out = run(&["--fresh"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--fresh brings a stack up in the shape of the file's [stack]"),
+        "{}",
+        describe(&out)
+    );
+    let out = Command::new(WIBERCTL)
+        .args(["scenario", "validate"])
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    std::fs::write(
+        &bare,
+        "name = \"bare\"\n[load]\nrate = 10\nduration = \"5s\"\n[thresholds]\n\"consumer.stalled\" = \"< 30\"\n",
+    )
+    .unwrap();
+    let out = Command::new(WIBERCTL)
+        .args(["scenario", "validate"])
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("consumer.stalled_max"),
+        "{}",
+        describe(&out)
     );
 }
 

@@ -220,7 +220,14 @@ async fn run_on<T: Transport>(
         target_rate,
     };
     let sampler = match &opts.resources {
-        Some(loc) => Some(resources::start(loc, RESOURCE_EVERY).await),
+        Some(loc) => Some(
+            resources::start(
+                loc,
+                RESOURCE_EVERY,
+                Some(dir.join(resources::INSTANCES_FILE)),
+            )
+            .await,
+        ),
         None => None,
     };
     let (main, find_max) = match &opts.mode {

@@ -7,7 +7,11 @@
 //! limit was.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -37,6 +41,26 @@ pub struct Tick {
     pub cells: BTreeMap<String, Cell>,
 }
 
+/// Where a bench run keeps each instance's RSS samples, a line per instance per sample
+/// ([`InstanceSample`]): a service's sum cannot tell a leak from a restart (a consumer
+/// killed and started again small), so a scenario judges growth per process incarnation
+/// from these (`scenario::resource_trend`). Written as the samples are taken, so an
+/// hour's run holds none of them in memory.
+pub const INSTANCES_FILE: &str = "resources-instances.jsonl";
+
+/// One instance's resident memory at one sample, and which process it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSample {
+    /// Milliseconds since the epoch.
+    pub t_ms: i64,
+    /// `consumer#2`, or [`GENERATOR`] (wiberctl itself).
+    pub instance: String,
+    /// Which process (local: `pid:start_ticks`; docker: `container@start time`): it
+    /// changes when the instance is restarted.
+    pub incarnation: String,
+    pub rss_bytes: Option<u64>,
+}
+
 /// A running sampler; [`Sampler::finish`] stops it and sums up.
 pub struct Sampler {
     source: String,
@@ -44,9 +68,10 @@ pub struct Sampler {
     task: JoinHandle<(Vec<Tick>, Vec<String>)>,
 }
 
-/// Starts sampling the stack of `loc` (and this process) every `every`. When the stack
+/// Starts sampling the stack of `loc` (and this process) every `every`; each instance's
+/// RSS also goes to `instances_file` ([`INSTANCES_FILE`]) when given. When the stack
 /// cannot be found, only the generator is sampled and the figures say why.
-pub async fn start(loc: &Locator, every: Duration) -> Sampler {
+pub async fn start(loc: &Locator, every: Duration, instances_file: Option<PathBuf>) -> Sampler {
     // Without a stack (bench against something wiberctl does not run) the generator is
     // still measured: a saturated generator is what a benchmark most needs to know.
     let (stack, source, note) = match Stack::open(loc).await {
@@ -61,7 +86,7 @@ pub async fn start(loc: &Locator, every: Duration) -> Sampler {
         ),
     };
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(sample(stack, every, rx, note));
+    let task = tokio::spawn(sample(stack, every, rx, note, instances_file));
     Sampler { source, stop, task }
 }
 
@@ -87,14 +112,59 @@ impl Sampler {
     }
 }
 
+/// Appends [`InstanceSample`] lines to a file; gives up (with a note) at the first
+/// error, the service figures do not depend on it.
+struct InstanceLog {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    path: PathBuf,
+}
+
+impl InstanceLog {
+    fn open(path: Option<PathBuf>, notes: &mut Vec<String>) -> InstanceLog {
+        let Some(path) = path else {
+            return InstanceLog {
+                out: None,
+                path: PathBuf::new(),
+            };
+        };
+        let out = match std::fs::File::create(&path) {
+            Ok(f) => Some(std::io::BufWriter::new(f)),
+            Err(e) => {
+                notes.push(format!("cannot write {}: {e}", path.display()));
+                None
+            }
+        };
+        InstanceLog { out, path }
+    }
+
+    fn write(&mut self, samples: &[InstanceSample], notes: &mut Vec<String>) {
+        let Some(out) = &mut self.out else { return };
+        let mut written = || -> std::io::Result<()> {
+            for s in samples {
+                serde_json::to_writer(&mut *out, s)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()
+        };
+        if let Err(e) = written() {
+            notes.push(format!("stopped writing {}: {e}", self.path.display()));
+            self.out = None;
+        }
+    }
+}
+
 async fn sample(
     stack: Option<Stack>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
     note: Option<String>,
+    instances_file: Option<PathBuf>,
 ) -> (Vec<Tick>, Vec<String>) {
     let mut ticks = Vec::new();
     let mut notes: Vec<String> = note.into_iter().collect();
+    let mut log = InstanceLog::open(instances_file, &mut notes);
+    let own = format!("wiberctl:{}", std::process::id());
+    let mut per_instance: Vec<InstanceSample> = Vec::new();
     let mut prev: HashMap<InstanceId, Usage> = HashMap::new();
     let mut prev_own: Option<(u64, Instant)> = None;
     for _ in 0..MAX_SAMPLES {
@@ -108,6 +178,12 @@ async fn sample(
             None => {}
             Some(Ok(all)) => {
                 let cur: HashMap<InstanceId, Usage> = all.into_iter().map(|u| (u.id, u)).collect();
+                per_instance.extend(cur.values().map(|u| InstanceSample {
+                    t_ms: at_ms,
+                    instance: u.id.to_string(),
+                    incarnation: u.incarnation.clone(),
+                    rss_bytes: u.rss_bytes,
+                }));
                 for (id, u) in &cur {
                     let cell = cells.entry(service_key(id.service)).or_default();
                     cell.instances += 1;
@@ -141,6 +217,12 @@ async fn sample(
                 (wall > 0).then(|| cpu_ns.saturating_sub(p) as f64 / wall as f64)
             });
             prev_own = Some((cpu_ns, now));
+            per_instance.push(InstanceSample {
+                t_ms: at_ms,
+                instance: GENERATOR.into(),
+                incarnation: own.clone(),
+                rss_bytes: rss,
+            });
             cells.insert(
                 GENERATOR.into(),
                 Cell {
@@ -150,6 +232,8 @@ async fn sample(
                 },
             );
         }
+        log.write(&per_instance, &mut notes);
+        per_instance.clear();
         ticks.push(Tick { at_ms, cells });
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -332,5 +416,35 @@ mod tests {
         }
         let (b, _) = usage::own_process().unwrap();
         assert!(b > a, "CPU time grows while we compute ({x})");
+    }
+
+    /// Each instance's samples go to the file as they are taken, a JSON line each.
+    #[test]
+    fn instance_samples_are_written_a_line_each() {
+        let path =
+            std::env::temp_dir().join(format!("wiber-{}-{INSTANCES_FILE}", uuid::Uuid::new_v4()));
+        let mut notes = Vec::new();
+        let mut log = InstanceLog::open(Some(path.clone()), &mut notes);
+        let s = |t_ms, incarnation: &str| InstanceSample {
+            t_ms,
+            instance: "consumer#2".into(),
+            incarnation: incarnation.into(),
+            rss_bytes: Some(7),
+        };
+        log.write(&[s(1, "10:1"), s(2, "10:1")], &mut notes);
+        log.write(&[s(3, "11:9")], &mut notes);
+        drop(log);
+        assert!(notes.is_empty(), "{notes:?}");
+        let back: Vec<InstanceSample> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(back, [s(1, "10:1"), s(2, "10:1"), s(3, "11:9")]);
+        std::fs::remove_file(&path).unwrap();
+        // No file asked for: nothing written, nothing said.
+        let mut log = InstanceLog::open(None, &mut notes);
+        log.write(&[s(4, "x")], &mut notes);
+        assert!(notes.is_empty());
     }
 }

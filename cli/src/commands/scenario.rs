@@ -21,6 +21,10 @@ scenario.json, summary.md, junit.xml, events.jsonl, lag.jsonl, and load/ (the be
 A file with [stack] brings the stack up when it is not running and takes it down afterwards (unless --keep-stack); \
 without [stack] (or with --attach) it runs against the running stack. Every fault is undone at the end, also on \
 failure or Ctrl-C.\n\n\
+A scenario runs only on the shape its [stack] states (brokers, the topic's replication factor, min.insync.replicas, \
+profile): a stack of the project in another shape, running or stopped, is refused before any load, with both shapes \
+and the fix: `wiberctl stack down --volumes` then run again, or run again with --fresh (takes it down with its volumes \
+and brings it up as the file states). Consumers are not shape: a warm stack gets the ones the file asks for.\n\n\
 A file with [random] draws its faults from a weighted menu with a seed: --seed N, else the file's `seed`, else a fresh \
 one. The seed is printed at the start and in the summary with the command that replays the run (the same file and seed \
 draw the same faults, fault for fault); scenario.json keeps it as `seed`. Preview a draw with \
@@ -69,6 +73,11 @@ pub struct RunArgs {
     /// Leave a stack that the run brought up running afterwards.
     #[arg(long)]
     pub keep_stack: bool,
+    /// Take the project's stack (running or stopped) down with its volumes first, and
+    /// bring it up in the shape of the file's [stack]: brokers, the topic's replication
+    /// and min.insync.replicas, as `stack up --brokers N` makes them.
+    #[arg(long, conflicts_with = "attach")]
+    pub fresh: bool,
     /// Compare with an earlier run (a scenario or bench run directory, or its scenario.json / report.json);
     /// enables thresholds such as `"ack.p99" = "< 1.2 * baseline"`.
     #[arg(long)]
@@ -117,6 +126,7 @@ async fn run_files(args: RunArgs, json: bool) -> Result<Exit> {
         service_env: args.up.service_env.clone(),
         attach: args.attach,
         keep_stack: args.keep_stack,
+        fresh: args.fresh,
         baseline,
         reports_dir: args
             .reports_dir

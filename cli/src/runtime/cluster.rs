@@ -119,6 +119,106 @@ impl Cluster {
     }
 }
 
+/// A stack's Kafka as it is, read back from the stack rather than from what it was once
+/// asked to be ([`super::Stack::shape`]): the brokers a scenario's faults meet, and the
+/// replication its topic really has. A stack grown by adding brokers keeps the topic it
+/// had (replication factor 1 on `kafka#1`), so the broker count alone does not tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunningShape {
+    /// Broker instances of the stack, running or not.
+    pub brokers: u32,
+    /// The stack's topic.
+    pub topic: String,
+    /// The smallest replication factor among the topic's partitions; `None` when its
+    /// metadata could not be read (the reason in `replication_unknown`).
+    pub replication: Option<u32>,
+    pub replication_unknown: Option<String>,
+    /// `min.insync.replicas` the brokers run with; `None` when the stack does not say
+    /// (a stack started by the compose file).
+    pub min_insync: Option<u32>,
+    /// Whether unclean leader election is on (the unsafe profile); `None`: not known.
+    pub unclean_election: Option<bool>,
+}
+
+impl RunningShape {
+    /// `3 brokers, topic wiber.messages at replication factor 1, min.insync.replicas 1`.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} broker{}",
+            self.brokers,
+            if self.brokers == 1 { "" } else { "s" }
+        );
+        match (self.replication, &self.replication_unknown) {
+            (Some(rf), _) => s.push_str(&format!(
+                ", topic {} at replication factor {rf}",
+                self.topic
+            )),
+            (None, Some(why)) => s.push_str(&format!(
+                ", topic {} of unknown replication ({why})",
+                self.topic
+            )),
+            (None, None) => {}
+        }
+        if let Some(m) = self.min_insync {
+            s.push_str(&format!(", min.insync.replicas {m}"));
+        }
+        if self.unclean_election == Some(true) {
+            s.push_str(", unclean leader election on");
+        }
+        s
+    }
+}
+
+impl Cluster {
+    /// `3 brokers, replication factor 3, min.insync.replicas 2 (safe profile)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} broker{}, replication factor {}, min.insync.replicas {} ({} profile)",
+            self.brokers,
+            if self.brokers == 1 { "" } else { "s" },
+            self.replication(),
+            self.min_insync(),
+            self.profile.name()
+        )
+    }
+
+    /// How `running` differs from this shape, one phrase each; empty when it is this
+    /// shape (a figure the stack could not say is not held against it).
+    pub fn differences(&self, running: &RunningShape) -> Vec<String> {
+        let mut out = Vec::new();
+        if running.brokers != self.brokers {
+            out.push(format!(
+                "{} broker{} instead of {}",
+                running.brokers,
+                if running.brokers == 1 { "" } else { "s" },
+                self.brokers
+            ));
+        }
+        if let Some(rf) = running.replication.filter(|rf| *rf != self.replication()) {
+            out.push(format!(
+                "topic {} at replication factor {rf} instead of {}",
+                running.topic,
+                self.replication()
+            ));
+        }
+        if let Some(m) = running.min_insync.filter(|m| *m != self.min_insync()) {
+            out.push(format!(
+                "min.insync.replicas {m} instead of {}",
+                self.min_insync()
+            ));
+        }
+        let unclean = self.profile == Profile::Unsafe;
+        if let Some(u) = running.unclean_election.filter(|u| *u != unclean) {
+            out.push(format!(
+                "unclean leader election {} (the {} profile)",
+                if u { "on" } else { "off" },
+                if u { "unsafe" } else { "safe" }
+            ));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +238,46 @@ mod tests {
         assert_eq!(
             c.quorum_voters(|n| format!("kafka-{n}"), 9093),
             "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+        );
+    }
+
+    #[test]
+    fn a_running_shape_says_what_it_knows_and_differs_only_there() {
+        let mut r = RunningShape {
+            brokers: 3,
+            topic: "wiber.messages".into(),
+            replication: None,
+            replication_unknown: Some("kafka is down".into()),
+            min_insync: None,
+            unclean_election: None,
+        };
+        assert_eq!(
+            r.describe(),
+            "3 brokers, topic wiber.messages of unknown replication (kafka is down)"
+        );
+        let safe3 = Cluster {
+            brokers: 3,
+            profile: Profile::Safe,
+        };
+        assert!(safe3.differences(&r).is_empty());
+        r.unclean_election = Some(true);
+        r.min_insync = Some(1);
+        assert_eq!(
+            safe3.differences(&r),
+            [
+                "min.insync.replicas 1 instead of 2",
+                "unclean leader election on (the unsafe profile)"
+            ]
+        );
+        assert!(Cluster {
+            profile: Profile::Unsafe,
+            ..safe3
+        }
+        .differences(&r)
+        .is_empty());
+        assert_eq!(
+            safe3.describe(),
+            "3 brokers, replication factor 3, min.insync.replicas 2 (safe profile)"
         );
     }
 

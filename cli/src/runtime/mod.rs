@@ -41,7 +41,7 @@ mod process;
 pub mod stack;
 pub mod usage;
 
-pub use cluster::{Cluster, Profile};
+pub use cluster::{Cluster, Profile, RunningShape};
 pub use fault::{Action, Signal, Target};
 pub use stack::{Locator, NoStack, Stack};
 pub use wiber_model::contract::{InstanceId, Names, ParseIdError, Service};

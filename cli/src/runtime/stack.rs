@@ -18,6 +18,7 @@ use crate::provision;
 
 mod network;
 mod rejoin;
+mod shape;
 
 pub use rejoin::REJOIN_TIMEOUT;
 

@@ -294,6 +294,9 @@ fn header(run: &ScenarioRun) -> String {
     if let Some(inc) = &run.incremental {
         let _ = writeln!(h, "<p>{}</p>", esc(&inc.describe()));
     }
+    if let Some(line) = super::print::stall_line(run) {
+        let _ = writeln!(h, "<p>{}</p>", esc(&line));
+    }
     if let Some(e) = &run.error {
         let _ = writeln!(
             h,
@@ -768,8 +771,9 @@ fn resources(run: &ScenarioRun) -> String {
     }
     let _ = write!(
         h,
-        "<p class=\"muted\">{}. Each service's instances together; the generator is wiberctl \
-itself. Growth is measured with at least {} samples in each of the two sixths.</p>\n{}\n",
+        "<p class=\"muted\">{}. Peak RSS and CPU are each service's instances together; the generator is wiberctl \
+itself. Growth is judged per process incarnation (an instance between two restarts) that lived at least half \
+the run, the worst of them, with at least {} samples in each of the two sixths; a restart is not a growth.</p>\n{}\n",
         esc(&print::resource_title(run)),
         super::threshold::MIN_WINDOW_SAMPLES,
         t.html("resources")
@@ -1066,6 +1070,7 @@ mod tests {
             seed: None,
             random: None,
             incremental: None,
+            stall: None,
         }
     }
 
@@ -1299,13 +1304,15 @@ mod tests {
             "{html}"
         );
         // A minute of flat 64 MiB for kafka and the generator (the sample report's).
-        r.resources =
-            super::super::resource_trend::compute(&[crate::report::sample_report("r", T0, 60)]);
+        r.resources = super::super::resource_trend::compute(
+            &[crate::report::sample_report("r", T0, 60)],
+            &[],
+        );
         let html = render(&r, &dir);
         let res =
             &html[html.find("id=\"resources\"").unwrap()..html.find("id=\"verify\"").unwrap()];
         assert!(
-            res.contains("<tr><td>kafka</td><td class=\"num\">60</td><td class=\"num\">64.0</td><td class=\"num\">64.0</td><td class=\"num\">+0.0%</td><td class=\"num\">64.0</td><td class=\"num\">0.50</td></tr>"),
+            res.contains("<tr><td>kafka</td><td class=\"num\">60</td><td class=\"num\">64.0</td><td class=\"num\">64.0</td><td class=\"num\">+0.0%</td><td class=\"num\">64.0</td><td class=\"num\">0.50</td><td class=\"num\">instances summed</td></tr>"),
             "{res}"
         );
         assert!(res.contains("<td>generator</td>"), "{res}");

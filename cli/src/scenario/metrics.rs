@@ -86,7 +86,7 @@ pub fn report_metrics(r: &Report) -> Metrics {
     if let Some(v) = &r.verify {
         insert_counts(&mut m, &v.counts);
     }
-    if let Some(t) = resource_trend::compute(std::slice::from_ref(r)) {
+    if let Some(t) = resource_trend::compute(std::slice::from_ref(r), &[]) {
         t.insert_metrics(&mut m);
     }
     m
@@ -119,13 +119,14 @@ fn insert_counts(m: &mut Metrics, c: &VerifyCounts) {
 /// A scenario's metrics: one segment's exactly; several segments summed (counts),
 /// time-weighted (rate) or the worst segment's (latencies: conservative, as percentiles
 /// of separate runs cannot be merged from their summaries). Resource figures are of
-/// every segment's samples put end to end ([`resource_trend`]).
+/// every segment's samples put end to end (`resources`, see [`resource_trend`]).
 pub(super) fn metrics(
     reports: &[Report],
     durations: &[Duration],
     counts: &VerifyCounts,
     rec: &[Recovery],
     phases: &[PhaseStats],
+    resources: Option<&resource_trend::ResourceTrends>,
 ) -> Metrics {
     let mut m = Metrics::new();
     let total: f64 = durations.iter().map(Duration::as_secs_f64).sum();
@@ -154,7 +155,7 @@ pub(super) fn metrics(
         }
     }
     insert_counts(&mut m, counts);
-    if let Some(t) = resource_trend::compute(reports) {
+    if let Some(t) = resources {
         t.insert_metrics(&mut m);
     }
     for p in phases {
@@ -276,12 +277,14 @@ mod tests {
         let one = report_metrics(&a);
         assert_eq!(one["rss_growth.api"], 0.0);
         assert_eq!(one["rss_max.api"], (100u64 << 20) as f64);
+        let both = [a, b];
         let m = metrics(
-            &[a, b],
+            &both,
             &[Duration::from_secs(600); 2],
             &VerifyCounts::default(),
             &[],
             &[],
+            resource_trend::compute(&both, &[]).as_ref(),
         );
         assert!((m["rss_growth.api"] - 50.0).abs() < 1e-9, "{m:?}");
         assert_eq!(m["rss_max.api"], (150u64 << 20) as f64);

@@ -13,7 +13,11 @@
 //! - [`recovery`]: per-fault figures from the ledger and the lag samples;
 //!   [`recovery_stats`]: the same grouped by kind of fault, their spread, the worst fault.
 //! - [`resource_trend`]: CPU and RSS per service over the whole run (leak detection).
+//! - [`stall`]: `consumer.stalled_max`, the longest a partition had lag while its
+//!   committed offset did not move (from the lag samples).
 //! - [`phases`]: `before` / `during` / `after` windows and their figures (`during.ok_rate`).
+//! - [`shape`]: a scenario runs only on the shape its `[stack]` states (brokers,
+//!   replication, min ISR), checked against the stack as it is.
 //! - [`run`]: one scenario end to end (stack, steady state, load + faults, verify,
 //!   thresholds, run directory), through the runtime's [`crate::runtime::Stack`] only.
 //! - [`outcome`]: what a run found ([`outcome::ScenarioRun`], `scenario.json`);
@@ -37,6 +41,8 @@ pub mod recovery;
 pub mod recovery_stats;
 pub mod resource_trend;
 pub mod run;
+pub mod shape;
+pub mod stall;
 pub mod threshold;
 pub mod timeline;
 

@@ -78,6 +78,10 @@ pub struct ScenarioRun {
     /// final verify still checks the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<crate::verify::incremental::IncrementalSummary>,
+    /// The longest a partition had lag while its committed offset did not move
+    /// (`consumer.stalled_max`); `None` when none did, or nothing was sampled.
+    #[serde(default)]
+    pub stall: Option<super::stall::Stall>,
 }
 
 /// One row of the `--baseline` comparison.
@@ -133,6 +137,7 @@ impl ScenarioRun {
             seed: None,
             random: None,
             incremental: None,
+            stall: None,
         }
     }
 

@@ -337,6 +337,7 @@ pub fn resource_rows(o: &ScenarioRun) -> Option<(Vec<&'static str>, Vec<Vec<Stri
         "RSS growth",
         "peak RSS (MiB)",
         "CPU mean (cores)",
+        "growth judged on",
     ];
     let mib = |b: Option<f64>| b.map_or("-".into(), |b| format!("{:.1}", b / 1_048_576.0));
     let rows: Vec<Vec<String>> = t
@@ -352,17 +353,34 @@ pub fn resource_rows(o: &ScenarioRun) -> Option<(Vec<&'static str>, Vec<Vec<Stri
                     .map_or("not measured".into(), |g| format!("{g:+.1}%")),
                 mib(s.rss_max_bytes.map(|b| b as f64)),
                 s.cpu_mean_cores.map_or("-".into(), |c| format!("{c:.2}")),
+                judged_on(s),
             ]
         })
         .collect();
     (!rows.is_empty()).then_some((header, rows))
 }
 
+/// Which process a service's growth was judged on, and how many were too short to be:
+/// `consumer#2 (4242:77: 178 s); 3 shorter not judged`.
+pub fn judged_on(s: &super::resource_trend::ServiceTrend) -> String {
+    let short = match s.not_judged_count {
+        0 => String::new(),
+        n => format!("{n} shorter not judged"),
+    };
+    match (&s.judged_on, short.is_empty()) {
+        (Some(j), true) => j.clone(),
+        (Some(j), false) => format!("{j}; {short}"),
+        (None, false) => format!("none: {short}"),
+        // A run without per-instance samples (written before them).
+        (None, true) => "instances summed".into(),
+    }
+}
+
 /// The title of the resources table: the windows it compares.
 pub fn resource_title(o: &ScenarioRun) -> String {
     let w = o.resources.as_ref().map_or(0, |t| t.window_ms());
     format!(
-        "resources over the run (growth: mean RSS of the last sixth over the second; a sixth is {:.0} s)",
+        "resources over the run (growth per process that lived at least half the run: mean RSS of its last sixth of the run's length over its second; a sixth is {:.0} s)",
         w as f64 / 1000.0
     )
 }
@@ -510,6 +528,9 @@ pub fn terminal(o: &ScenarioRun) -> String {
     if let Some(inc) = &o.incremental {
         s.push_str(&format!("\n  {}", inc.describe()));
     }
+    if let Some(line) = stall_line(o) {
+        s.push_str(&format!("\n  {line}"));
+    }
     if o.verify.is_some() || !o.thresholds.is_empty() {
         // Many faults (a soak): by kind, and the worst ones only.
         let rows = (o.recovery.len() > TERMINAL_FAULT_ROWS).then_some(TERMINAL_WORST);
@@ -553,6 +574,9 @@ pub fn markdown(o: &ScenarioRun) -> String {
     if let Some(inc) = &o.incremental {
         s.push_str(&format!("- {}\n", inc.describe()));
     }
+    if let Some(line) = stall_line(o) {
+        s.push_str(&format!("- {line}\n"));
+    }
     if let Some(e) = &o.error {
         s.push_str(&format!("\n**Could not be done:** {e}\n"));
     }
@@ -566,6 +590,22 @@ pub fn markdown(o: &ScenarioRun) -> String {
         }
     }
     s
+}
+
+/// `consumer.stalled_max = 40 s: partition 3 at offset 1042 ...`: the longest a partition
+/// had lag while its committed offset did not move; `None` when the run sampled no lag.
+pub fn stall_line(o: &ScenarioRun) -> Option<String> {
+    let secs = *o.metrics.get("consumer.stalled_max")?;
+    Some(match o.stall.filter(|s| s.ms > 0) {
+        Some(s) => format!(
+            "consumer.stalled_max = {}: {}, from {:.1} s into the run",
+            fmt_metric("consumer.stalled_max", secs),
+            s.describe(),
+            (s.from_ms - o.started_ms) as f64 / 1000.0
+        ),
+        None => "consumer.stalled_max = 0 s: no partition held lag with its committed offset still"
+            .to_string(),
+    })
 }
 
 /// `2.4 s (partition 3)`: the longest a partition went without an ack during the fault.
@@ -659,6 +699,27 @@ mod tests {
         ] {
             assert!(kills.contains(cell), "{cell}: {kills}");
         }
+    }
+
+    #[test]
+    fn the_longest_stall_is_in_the_summary_with_its_partition() {
+        let mut o = soak_run(1);
+        assert!(!terminal(&o).contains("consumer.stalled_max"));
+        o.metrics.insert("consumer.stalled_max".into(), 0.0);
+        assert!(terminal(&o).contains(
+            "consumer.stalled_max = 0 s: no partition held lag with its committed offset still"
+        ));
+        o.metrics.insert("consumer.stalled_max".into(), 40.0);
+        o.stall = Some(super::super::stall::Stall {
+            partition: 3,
+            offset: Some(1042),
+            from_ms: o.started_ms + 12_500,
+            ms: 40_000,
+            peak_lag: 812,
+        });
+        let line = "consumer.stalled_max = 40 s: partition 3 at offset 1042: 40.0 s (lag up to 812), from 12.5 s into the run";
+        assert!(terminal(&o).contains(line), "{}", terminal(&o));
+        assert!(markdown(&o).contains(&format!("- {line}\n")));
     }
 
     #[test]

@@ -23,6 +23,8 @@ use super::outcome::{RunVerdict, ScenarioRun};
 use super::phases;
 use super::progress::{Live, Plan};
 use super::recovery::{self, LagSample};
+use super::shape::{self, Meeting};
+use super::stall::{PartitionLag, StallTracker};
 use super::threshold::{self, Metrics};
 use super::timeline::{self, Records, Rollbacks};
 use crate::bench::{self, BenchOptions, Mode, ProgressContext};
@@ -57,6 +59,9 @@ pub struct RunOptions {
     pub attach: bool,
     /// Leave a stack this run brought up running.
     pub keep_stack: bool,
+    /// Take a stack that exists down with its volumes first and bring it up in the
+    /// file's shape (`--fresh`).
+    pub fresh: bool,
     pub baseline: Option<(PathBuf, Metrics)>,
     pub reports_dir: PathBuf,
     pub drain_timeout: Duration,
@@ -220,12 +225,14 @@ async fn execute(
     // 2. Load and faults together; rollbacks whatever happens.
     let log = EventLog::new(dir.join("events.jsonl")).for_project(&opts.stack.project);
     let samples: Arc<Mutex<Vec<LagSample>>> = Arc::default();
+    let stalls: Arc<Mutex<StallTracker>> = Arc::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The progress line's phase counts from here, like the fault timeline's due times.
     let live = Live::new(Plan::new(&sc.faults), Instant::now());
     let sampler = tokio::spawn(sample_lag(
         target.clone(),
         Arc::clone(&samples),
+        Arc::clone(&stalls),
         live.clone(),
         stop_rx.clone(),
     ));
@@ -283,6 +290,8 @@ async fn execute(
     say("  verifying (waiting for the consumer group to drain)".into());
     let mut counts = VerifyCounts::default();
     let mut reports = Vec::new();
+    // Each instance's RSS, to judge growth per process incarnation (`resource_trend`).
+    let mut instance_rss = Vec::new();
     for d in &load_dirs {
         let v = verify::run(&VerifyOptions {
             run_dir: d.clone(),
@@ -293,7 +302,9 @@ async fn execute(
         .with_context(|| format!("verify of {} could not check", d.display()))?;
         counts.add(&v.counts);
         out.verify_verdicts.push(v.verdict);
-        reports.push(read_report(d)?);
+        let report = read_report(d)?;
+        instance_rss.extend(super::resource_trend::read_instances(d, &report)?);
+        reports.push(report);
     }
     out.verify = Some(counts);
     // A little more lag history after the drain, for faults near the end of the load.
@@ -302,6 +313,8 @@ async fn execute(
     let _ = sampler.await;
     let samples = samples.lock().expect("samples lock").clone();
     write_lines(&dir.join("lag.jsonl"), &samples)?;
+    let stalled = std::mem::take(&mut *stalls.lock().expect("stalls lock")).finish();
+    out.stall = stalled.flatten();
 
     // 4. Figures, thresholds, comparison.
     let mut ledger = Vec::new();
@@ -318,7 +331,8 @@ async fn execute(
         .unwrap_or_default();
     out.recovery = recovery::compute(&out.faults, &ledger, &samples, load_start_ms, load_end_ms);
     out.recovery_stats = Some(super::recovery_stats::compute(&out.faults, &out.recovery));
-    out.resources = super::resource_trend::compute(&reports);
+    out.resources = super::resource_trend::compute(&reports, &instance_rss);
+    drop(instance_rss);
     // Phases end with the scheduled load, not with the drain that follows it.
     let scheduled_end = load_start_ms + sc.load.duration().as_millis() as i64;
     let phases_end = scheduled_end.min(load_end_ms);
@@ -343,6 +357,7 @@ async fn execute(
         &counts,
         &out.recovery,
         &out.phases,
+        out.resources.as_ref(),
     );
     if let Some(inc) = &out.incremental {
         out.metrics
@@ -351,6 +366,13 @@ async fn execute(
             .insert("incremental.corrupted".into(), inc.corrupted as f64);
         out.metrics
             .insert("incremental.checked".into(), inc.checked as f64);
+    }
+    // Not measured when Kafka never answered a lag read.
+    if let Some(longest) = stalled {
+        out.metrics.insert(
+            "consumer.stalled_max".into(),
+            super::stall::stalled_max_seconds(longest.as_ref()),
+        );
     }
     let baseline = opts.baseline.as_ref().map(|b| &b.1);
     out.thresholds = sc
@@ -367,20 +389,56 @@ async fn execute(
     Ok(())
 }
 
-/// Brings the stack up (or attaches); records whether this run created it.
+/// Brings the stack up (or attaches); records whether this run created it. A stack of
+/// another shape than the file's `[stack]` is refused before anything runs
+/// ([`super::shape`]), or with `--fresh` taken down with its volumes and brought up as
+/// the file states.
 async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut ScenarioRun) -> Result<Stack> {
-    let existing = Stack::open(&opts.stack).await;
+    let mut existing = Stack::open(&opts.stack).await;
+    let file = sc.path.display().to_string();
+    let project = &opts.stack.project;
     let spec = match (&sc.stack, opts.attach) {
         (Some(spec), false) => spec,
-        _ => {
+        (stated, _) => {
+            if opts.fresh {
+                bail!("--fresh brings a stack up in the shape of the file's [stack], and {file} has none: add one, or run without --fresh against the running stack");
+            }
             let why = if opts.attach {
                 "--attach"
             } else {
                 "the scenario has no [stack] section"
             };
-            return existing.with_context(|| format!("{why}, so it runs against a running stack; bring one up with `wiberctl stack up --project {}`", opts.stack.project));
+            let stack = existing.with_context(|| format!("{why}, so it runs against a running stack; bring one up with `wiberctl stack up --project {project}`"))?;
+            if let Some(spec) = stated {
+                let shape = stack.shape().await?;
+                shape::check(&file, project, &spec.cluster, &shape, Meeting::Attached)
+                    .map_err(anyhow::Error::msg)?;
+            }
+            return Ok(stack);
         }
     };
+    if opts.fresh {
+        if let Ok(s) = &existing {
+            say(format!(
+                "  stack {project:?}: taking it down with its volumes (--fresh)"
+            ));
+            s.down(true)
+                .await
+                .with_context(|| format!("--fresh could not take the stack of project {project:?} down (try `wiberctl stack down --volumes --project {project}`)"))?;
+            let runtime = Some(s.kind());
+            existing = Err(anyhow::anyhow!("taken down by --fresh"));
+            // Bring it up again where it ran.
+            out.runtime = runtime;
+        }
+    }
+    // A stack that exists, running or stopped with its data, is refused in another
+    // shape before `up` could grow it: its brokers count from its instances, and a
+    // running one's topic says its replication.
+    if let Ok(s) = &existing {
+        let shape = s.shape().await?;
+        shape::check(&file, project, &spec.cluster, &shape, Meeting::Existing)
+            .map_err(anyhow::Error::msg)?;
+    }
     // A stack counts as already there only when something of it runs: a stopped one
     // (state left by an earlier `stack down`) is brought up, and so taken down, by us.
     let running = match &existing {
@@ -393,21 +451,23 @@ async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut ScenarioRun) -> Re
     };
     out.brought_up = !running;
     let loc = Locator {
-        project: opts.stack.project.clone(),
+        project: project.clone(),
         runtime: opts
             .stack
             .runtime
-            .or(existing.as_ref().ok().map(Stack::kind)),
+            .or(existing.as_ref().ok().map(Stack::kind))
+            .or(out.runtime),
     };
     drop(existing);
     say(format!(
-        "  stack {:?}: {} ({} consumers)",
-        opts.stack.project,
+        "  stack {:?}: {} ({}, {} consumers)",
+        project,
         if out.brought_up {
             "bringing it up"
         } else {
-            "already there, making sure it is whole"
+            "already there in the file's shape, making sure it is whole"
         },
+        spec.cluster.describe(),
         spec.consumers
     ));
     let stack_spec = StackSpec {
@@ -426,6 +486,15 @@ async fn bring_up(sc: &Scenario, opts: &RunOptions, out: &mut ScenarioRun) -> Re
         UpEvent::Waiting { .. } | UpEvent::Ready { .. } => {}
     })
     .await?;
+    // Whole now, so its topic answers: a stopped stack's data (a topic made by an
+    // earlier stack of another shape) shows here, before any load.
+    let shape = stack.shape().await?;
+    let meeting = if out.brought_up {
+        Meeting::BroughtUp
+    } else {
+        Meeting::Existing
+    };
+    shape::check(&file, project, &spec.cluster, &shape, meeting).map_err(anyhow::Error::msg)?;
     Ok(stack)
 }
 
@@ -584,21 +653,31 @@ async fn run_load(
     Ok(dirs)
 }
 
-/// Samples the consumer group's total lag every second until told to stop.
+/// Samples the consumer group's total lag every second until told to stop, and follows
+/// each partition's committed offset for stalls ([`super::stall`]).
 async fn sample_lag(
     target: StoreTarget,
     out: Arc<Mutex<Vec<LagSample>>>,
+    stalls: Arc<Mutex<StallTracker>>,
     live: Live,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let reader = kafka::LagReader::new(&target.kafka, &target.group, &target.topic);
     for _ in 0..MAX_LAG_SAMPLES {
         let time_ms = wiber_model::now_ms();
-        let lag = reader
-            .read(Duration::from_secs(2))
-            .await
-            .ok()
-            .map(|l| kafka::total(&l));
+        let read = reader.read(Duration::from_secs(2)).await.ok();
+        if let Some(parts) = &read {
+            let parts: Vec<PartitionLag> = parts
+                .iter()
+                .map(|p| PartitionLag {
+                    partition: p.partition,
+                    committed: p.committed,
+                    lag: p.lag,
+                })
+                .collect();
+            stalls.lock().expect("stalls lock").observe(time_ms, &parts);
+        }
+        let lag = read.map(|l| kafka::total(&l));
         live.set_lag(lag);
         out.lock()
             .expect("samples lock")

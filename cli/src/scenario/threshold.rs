@@ -51,6 +51,9 @@ pub enum Kind {
     Bytes,
     /// CPU cores, 1.0 = one core busy (`cpu_mean.api`).
     Cores,
+    /// Seconds (`consumer.stalled_max`): a bare number is seconds, a duration
+    /// (`500ms`, `2m`) is converted.
+    Seconds,
 }
 
 /// Counts from verify and from the load summary.
@@ -118,6 +121,10 @@ pub const INCREMENTAL: [&str; 3] = [
     "incremental.corrupted",
     "incremental.checked",
 ];
+/// The consumer group as the lag samples saw it (the `stall` module), seconds:
+/// `consumer.stalled_max`, the longest a partition had lag while its committed offset
+/// did not move.
+pub const CONSUMER: [&str; 1] = ["consumer.stalled_max"];
 /// Error kinds bench records (besides `http_<status>`).
 pub const ERROR_KINDS: [&str; 4] = ["timeout", "connect", "transport", "not_started"];
 
@@ -137,6 +144,9 @@ pub fn kind(metric: &str) -> Option<Kind> {
     }
     if INCREMENTAL.contains(&metric) {
         return Some(Kind::Count);
+    }
+    if CONSUMER.contains(&metric) {
+        return Some(Kind::Seconds);
     }
     // Requests by error kind of their last attempt, as bench counts them. Only kinds
     // bench can record: a misspelt kind would otherwise read as 0 and never fail.
@@ -224,12 +234,14 @@ fn phase_kind(rest: &str) -> Option<Kind> {
 
 fn known_metrics() -> String {
     format!(
-        "{}, {}, errors.<kind> ({}, http_<status>), {{{}}}.{{{}}}, {}, \
+        "{}, {}, {}, {}, errors.<kind> ({}, http_<status>), {{{}}}.{{{}}}, {}, \
          recovery.{{{}}}.{{{}}}, {{{}}}.<service> (services {}), \
          reads.<read kind>.{{{},{},{},<stat>}} (read kinds {}), and per phase \
          {{before,during,after}}.{{{},{},ack.<stat>,reads.<read kind>.{{{},ok_rate,answered_rate,error_rate,<stat>}}}}",
         COUNTS.join(", "),
         RATES.join(", "),
+        INCREMENTAL.join(", "),
+        CONSUMER.join(", "),
         ERROR_KINDS.join(", "),
         LATENCIES.join(","),
         STATS.join(","),
@@ -395,6 +407,10 @@ fn parse_rhs(s: &str, kind: Kind) -> Result<Rhs, String> {
             None => number(term).map(Rhs::Value),
         },
         Kind::Bytes => parse_bytes(term).map(Rhs::Value),
+        Kind::Seconds if term.chars().all(|c| c.is_ascii_digit() || c == '.') => {
+            number(term).map(Rhs::Value)
+        }
+        Kind::Seconds => crate::units::parse_duration(term).map(|d| Rhs::Value(d.as_secs_f64())),
         Kind::Count | Kind::Rate | Kind::Cores => number(term).map(Rhs::Value),
     }
 }
@@ -525,6 +541,9 @@ pub fn evaluate(t: &Threshold, m: &Metrics, rate: f64, baseline: Option<&Metrics
                  the second and in the last sixth of the run)",
                 MIN_WINDOW_SAMPLES
             ),
+            None if CONSUMER.contains(&t.metric.as_str()) => {
+                " (Kafka never answered a read of the group's lag)".to_string()
+            }
             None if matches!(kind(&t.metric), Some(Kind::Bytes | Kind::Cores)) => {
                 " (its CPU/RSS was not sampled)".to_string()
             }
@@ -557,6 +576,7 @@ pub fn fmt_metric(metric: &str, v: f64) -> String {
         Some(Kind::Percent) => format!("{}%", fmt_num(v)),
         Some(Kind::Bytes) => format!("{:.1} MiB", v / 1_048_576.0),
         Some(Kind::Cores) => format!("{} cores", fmt_num(v)),
+        Some(Kind::Seconds) => format!("{} s", fmt_num(v)),
         _ => fmt_num(v),
     }
 }
@@ -579,6 +599,31 @@ mod tests {
 
     fn m(pairs: &[(&str, f64)]) -> Metrics {
         pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn consumer_stalled_max_is_in_seconds_bare_or_with_a_unit() {
+        assert_eq!(kind("consumer.stalled_max"), Some(Kind::Seconds));
+        assert_eq!(t("consumer.stalled_max", "< 30").rhs, Rhs::Value(30.0));
+        assert_eq!(t("consumer.stalled_max", "< 30s").rhs, Rhs::Value(30.0));
+        assert_eq!(t("consumer.stalled_max", "<= 1500ms").rhs, Rhs::Value(1.5));
+        assert_eq!(t("consumer.stalled_max", "< 2m").rhs, Rhs::Value(120.0));
+        assert!(parse("consumer.stalled_max", "< soon", 1).is_err());
+        assert!(parse("consumer.stalled", "< 30", 1)
+            .unwrap_err()
+            .contains("consumer.stalled_max"));
+        let th = t("consumer.stalled_max", "< 30");
+        let e = evaluate(&th, &m(&[("consumer.stalled_max", 40.0)]), 100.0, None);
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert_eq!(
+            e.detail.as_deref(),
+            Some("consumer.stalled_max = 40 s does not satisfy < 30 s")
+        );
+        let e = evaluate(&th, &m(&[("consumer.stalled_max", 0.0)]), 100.0, None);
+        assert_eq!(e.verdict, Verdict::Pass);
+        let e = evaluate(&th, &m(&[]), 100.0, None);
+        assert_eq!(e.verdict, Verdict::Fail);
+        assert!(e.detail.unwrap().contains("never answered"));
     }
 
     #[test]

@@ -347,7 +347,7 @@ fn kafka_env(node: u32, cluster: Cluster, host_port: u16, partitions: u32) -> Ve
 }
 
 /// `min.insync.replicas` -> `KAFKA_MIN_INSYNC_REPLICAS`, as the images read it.
-fn property_var(prop: &str) -> String {
+pub(super) fn property_var(prop: &str) -> String {
     format!("KAFKA_{}", prop.replace('.', "_").to_ascii_uppercase())
 }
 

@@ -19,6 +19,30 @@ use crate::runtime::{
 };
 
 impl DockerStack {
+    /// Broker properties (`min.insync.replicas`, ...) as `kafka#1`'s container was
+    /// created with them, one per name asked: how a running stack's shape is read back
+    /// (`Stack::shape`). `None` for one the container does not set (a stack of the
+    /// compose file).
+    pub async fn broker_settings(&self, props: &[&str]) -> Result<Vec<Option<String>>> {
+        let f = self
+            .find(&crate::runtime::InstanceId::first(Service::Kafka))
+            .await?;
+        let env = self
+            .inspect(&f.container_id)
+            .await?
+            .config
+            .and_then(|c| c.env)
+            .unwrap_or_default();
+        Ok(props
+            .iter()
+            .map(|prop| {
+                let var = format!("{}=", super::spec::property_var(prop));
+                env.iter()
+                    .find_map(|kv| kv.strip_prefix(&var).map(str::to_string))
+            })
+            .collect())
+    }
+
     /// Every container of the project with state, health and network attachment.
     pub async fn status(&self) -> Result<Vec<InstanceStatus>> {
         let found = self.find_all().await?;
