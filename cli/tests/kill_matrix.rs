@@ -50,6 +50,9 @@ fn expected(bug: SeededBug) -> &'static [&'static str] {
         SeededBug::Corrupt => &["corrupted"],
         // Refused requests are not stored, so no invariant can see them: goodput can.
         SeededBug::RefuseAll => &["achieved_rate", "during.ok_rate", "after.ok_rate"],
+        // The poison record is never dead-lettered, and its batch's partitions stall
+        // behind it: what is acknowledged after it is not stored.
+        SeededBug::RetryForever => &["dead_lettered", "stalled", "consumer.stalled_max"],
     }
 }
 
@@ -59,6 +62,7 @@ fn likely(bug: SeededBug) -> &'static str {
         SeededBug::CommitBeforeWrite => "store-outage-kill-consumer",
         SeededBug::SkipOnStoreError => "restart-mongo",
         SeededBug::NoDedup => "pause-broker",
+        SeededBug::RetryForever => "poison-record",
         _ => "kill-consumer",
     }
 }

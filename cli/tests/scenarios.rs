@@ -90,7 +90,7 @@ fn run_scenario(name: &str) {
 }
 
 /// The scenarios of a one-broker stack with two consumers (`stack up --consumers 2`).
-const ONE_BROKER: [&str; 11] = [
+const ONE_BROKER: [&str; 12] = [
     "smoke",
     "kill-consumer",
     "kill-api",
@@ -101,6 +101,7 @@ const ONE_BROKER: [&str; 11] = [
     "pause-broker",
     "lossy-store-link",
     "store-outage-kill-consumer",
+    "poison-record",
     // Last: scaling has no undo, it leaves the stack with four consumers.
     "scale-consumers",
 ];

@@ -22,6 +22,7 @@
 
 pub mod collector;
 pub mod hist;
+pub mod poison;
 pub mod print;
 pub mod reads;
 pub mod resources;
@@ -70,6 +71,11 @@ const RESOURCE_EVERY: Duration = Duration::from_secs(1);
 /// generator limit. More would mostly buy sockets: each slot is one connection, and
 /// 1024 of them is also a common default limit of open files (see [`fd_cap`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// A fresh run id: 8 hex digits.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+}
 
 /// How the run is driven.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +128,9 @@ pub struct BenchOptions {
     pub resources: Option<Locator>,
     /// Reads mixed into the writes, each kind at its own rate (`None`: writes only).
     pub reads: Option<ReadsConfig>,
+    /// The run's id (embedded in every message id and user name), when the caller must
+    /// know it before the run starts (a scenario's poison records); `None`: a fresh one.
+    pub run_id: Option<String>,
 }
 
 /// A caller's part of the progress line, asked for at every refresh.
@@ -186,7 +195,7 @@ async fn run_on<T: Transport>(
     threads: Threads,
 ) -> anyhow::Result<BenchResult> {
     validate(&opts)?;
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
     let dir = create_run_dir(&opts.reports_dir, &opts.name)?;
     let run_file = RunFile {
         run: run_id.clone(),
@@ -1282,6 +1291,7 @@ mod tests {
             progress_context: None,
             resources: None,
             reads: None,
+            run_id: None,
         }
     }
 

@@ -237,6 +237,7 @@ pub async fn run(
             },
             page: PAGE,
         }),
+        run_id: None,
     };
     let result = bench::run(opts).await?;
     let r = &result.report;

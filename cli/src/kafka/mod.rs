@@ -5,6 +5,7 @@
 
 pub mod age;
 pub mod cluster;
+pub mod produce;
 pub mod tail;
 
 use std::time::Duration;

@@ -131,6 +131,7 @@ struct RawLoad {
     read_fixture: Option<Spanned<u64>>,
     read_fixture_size: Option<Spanned<u64>>,
     verify_every: Option<Spanned<String>>,
+    poison: Option<Spanned<u32>>,
 }
 
 /// `reads = { conversation = 200, user = 50, count = 20 }`: reads per second by kind.
@@ -220,6 +221,9 @@ pub struct LoadSpec {
     /// group committed past is looked up in the store while the load runs. `None`: only
     /// the final verify, which short runs need no more than.
     pub verify_every: Option<Duration>,
+    /// Records the store cannot hold, produced straight to the topic halfway through
+    /// the first segment (`bench::poison`): each must be dead-lettered, nothing else lost.
+    pub poison: u32,
 }
 
 /// One constant-rate piece of the load.
@@ -557,7 +561,9 @@ const SYNTAX_TOP: &str = "name = \"kill-consumer\" (letters, digits, - and _), d
 const SYNTAX_EXPECT: &str = "[expect] fail = [\"lost\"] (delivery invariants: lost, duplicated, unexpected, corrupted, reordered; or metrics of [thresholds]): the run passes only if each of them fails";
 const SYNTAX_STACK: &str =
     "[stack] consumers = 2, partitions = 6, brokers = 3 (1..=5), profile = \"safe\" | \"unsafe\" (acks=1, min.insync.replicas=1, unclean leader election: for showing loss being caught) (omit [stack] to attach to the running stack)";
-const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\", reads = { conversation = 200, user = 50, count = 20 } (reads/s of each kind, any of the three), read_fixture = 1000 (read that many conversations of a `wiberctl store fill` fixture instead of the run's own), read_fixture_size = 1000 (messages per fixture conversation), verify_every = \"20s\" (check what the consumers committed past against the store while the load runs; for long runs); or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
+const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\", reads = { conversation = 200, user = 50, count = 20 } (reads/s of each kind, any of the three), read_fixture = 1000 (read that many conversations of a `wiberctl store fill` fixture instead of the run's own), read_fixture_size = 1000 (messages per fixture conversation), verify_every = \"20s\" (check what the consumers committed past against the store while the load runs; for long runs), poison = 1 (records the store cannot hold, produced straight to the topic halfway through: each must be dead-lettered, counted as dead_lettered); or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
+/// The most poison records a scenario may ask for.
+const MAX_POISON: u32 = 100;
 /// The shortest `verify_every`.
 const MIN_VERIFY_EVERY: Duration = Duration::from_secs(5);
 const SYNTAX_STAGE: &str =
@@ -880,6 +886,17 @@ fn load_spec(cx: &Ctx<'_>, raw: Spanned<RawLoad>) -> Result<LoadSpec, FormatErro
         }
         None => None,
     };
+    let poison = match &l.poison {
+        Some(p) if p.get_ref() > &MAX_POISON => {
+            return Err(cx.at(
+                p.span().start,
+                format!("poison = {} is over {MAX_POISON}: a few records prove isolation", p.get_ref()),
+                SYNTAX_LOAD,
+            ))
+        }
+        Some(p) => *p.get_ref(),
+        None => 0,
+    };
     Ok(LoadSpec {
         segments,
         conversations,
@@ -889,6 +906,7 @@ fn load_spec(cx: &Ctx<'_>, raw: Spanned<RawLoad>) -> Result<LoadSpec, FormatErro
         timeout,
         reads,
         verify_every,
+        poison,
     })
 }
 

@@ -111,6 +111,9 @@ fn insert_counts(m: &mut Metrics, c: &VerifyCounts) {
         ("recovered", c.recovered),
         ("indeterminate", c.indeterminate),
         ("stored", c.stored),
+        ("dead_lettered", c.dead_lettered),
+        ("stalled", c.stalled),
+        ("conflicts", c.conflicts),
     ] {
         m.insert(k.into(), v as f64);
     }

@@ -67,6 +67,11 @@ pub struct ScenarioRun {
     /// a run on a deliberately unsafe stack passes only when the harness catches it.
     #[serde(default)]
     pub expect_fail: Vec<String>,
+    /// Records the run put on the topic that the store cannot hold (`[load] poison`):
+    /// exactly that many must be dead-lettered, and `dead_lettered` is broken when it is
+    /// any other number.
+    #[serde(default)]
+    pub expected_dead_lettered: u64,
     /// The seed `[random]` drew its faults with (`scenario run FILE --seed N` replays
     /// them); absent when the file has no `[random]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,6 +139,7 @@ impl ScenarioRun {
             baseline,
             comparison: Vec::new(),
             expect_fail: sc.expect_fail.clone(),
+            expected_dead_lettered: u64::from(sc.load.poison),
             seed: None,
             random: None,
             incremental: None,
@@ -148,7 +154,11 @@ impl ScenarioRun {
             .map(|c| {
                 c.must_be_zero()
                     .into_iter()
-                    .filter(|(_, n)| *n > 0)
+                    .filter(|(k, n)| match *k {
+                        // The run's own poison records: those, no more, no fewer.
+                        "dead_lettered" => *n != self.expected_dead_lettered,
+                        _ => *n > 0,
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -356,5 +366,29 @@ fail = ["lost"]
         let mut o = run_with(3, 0);
         o.expect_fail = sc.expect_fail;
         assert_eq!(o.judged(), RunVerdict::Fail);
+    }
+
+    #[test]
+    fn the_runs_poison_records_must_be_dead_lettered_exactly() {
+        let sc = crate::scenario::format::parse(
+            Path::new("p.toml"),
+            "name = \"p\"\n[load]\nrate = 10\nduration = \"5s\"\npoison = 1\n",
+        )
+        .unwrap();
+        let judged = |dead_lettered: u64, lost: u64| {
+            let mut o = ScenarioRun::new(&sc, "p", None);
+            o.verify = Some(VerifyCounts {
+                dead_lettered,
+                lost,
+                ..Default::default()
+            });
+            o.verify_verdicts = vec![RunVerdict::Pass];
+            (o.broken_invariants(), o.judged())
+        };
+        assert_eq!(judged(1, 0), (vec![], RunVerdict::Pass));
+        // Not dead-lettered (stuck, or stored after all), or more than the run's own.
+        assert_eq!(judged(0, 0), (vec![("dead_lettered", 0)], RunVerdict::Fail));
+        assert_eq!(judged(2, 0), (vec![("dead_lettered", 2)], RunVerdict::Fail));
+        assert_eq!(judged(1, 1).1, RunVerdict::Fail);
     }
 }

@@ -103,6 +103,7 @@ pub async fn run(path: &Path, opts: &RunOptions) -> ScenarioRun {
                         timeout: Duration::ZERO,
                         reads: None,
                         verify_every: None,
+                        poison: 0,
                     },
                     faults: Vec::new(),
                     random: None,
@@ -609,6 +610,17 @@ async fn run_load(
             continue;
         }
         let last = i + 1 == n;
+        let run_id = bench::new_run_id();
+        // Poison records go halfway through the first segment, among the load, as
+        // another producer of the topic would put them there.
+        let poison = (i == 0 && sc.load.poison > 0).then(|| {
+            let (target, run_id, count) = (target.clone(), run_id.clone(), sc.load.poison);
+            let half = seg.duration / 2;
+            tokio::spawn(async move {
+                tokio::time::sleep(half).await;
+                bench::poison::inject(&target.kafka, &target.topic, &run_id, count).await
+            })
+        });
         let result = bench::run(BenchOptions {
             api_url: api_url.to_string(),
             mode: Mode::Open { rate: seg.rate },
@@ -633,9 +645,18 @@ async fn run_load(
             progress_context: progress_context.clone(),
             resources: Some(opts.stack.clone()),
             reads: sc.load.reads.clone(),
+            run_id: Some(run_id),
         })
         .await
         .with_context(|| format!("the load ({name}) could not run"))?;
+        if let Some(p) = poison {
+            let entries = p
+                .await
+                .context("the poison task failed")?
+                .context("the poison records could not be produced")?;
+            bench::poison::append(&result.dir.join("ledger.jsonl"), &entries)?;
+            say_poison(&entries);
+        }
         // bench names its directory by time; inside a scenario a fixed name reads better.
         let fixed = dir.join(&name);
         std::fs::rename(&result.dir, &fixed).with_context(|| {
@@ -651,6 +672,18 @@ async fn run_load(
         dirs.push(fixed);
     }
     Ok(dirs)
+}
+
+/// Says where the poison records went.
+fn say_poison(entries: &[wiber_model::ledger::LedgerEntry]) {
+    for e in entries {
+        say(format!(
+            "  poison record {} produced behind the API's back to partition {} offset {} (content holds U+0000): it must be dead-lettered",
+            e.message_id,
+            e.partition.unwrap_or(-1),
+            e.offset.unwrap_or(-1)
+        ));
+    }
 }
 
 /// Samples the consumer group's total lag every second until told to stop, and follows

@@ -57,8 +57,11 @@ pub enum Kind {
 }
 
 /// Counts from verify and from the load summary.
-pub const COUNTS: [&str; 14] = [
+pub const COUNTS: [&str; 17] = [
     "lost",
+    "dead_lettered",
+    "stalled",
+    "conflicts",
     "duplicated",
     "unexpected",
     "corrupted",

@@ -1,0 +1,94 @@
+//! Poison records (`[load] poison = N` in a scenario): records the store cannot hold,
+//! produced straight to the topic in the middle of the load, as another producer of the
+//! topic could (the API refuses them: this is how they get there anyway).
+//!
+//! Each is a well-formed message of the run whose content holds U+0000, which
+//! PostgreSQL's jsonb refuses. Kafka acknowledges it, so it is written to the run's ledger
+//! as `ok` (acknowledged: it must be stored or accounted for), in a conversation of its
+//! own. The consumer must isolate it from the records batched with it, dead-letter it
+//! within seconds and store every other record; verify then counts it as
+//! `dead_lettered` (found in the DLQ, not stored) and nothing as lost or stalled.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use wiber_model::ledger::{self, LedgerEntry, Outcome};
+use wiber_model::{conversation_key, now_ms, Message};
+
+use crate::kafka::produce::RawProducer;
+
+/// Conversation indexes of poison records: far above any run's own (`conversations`
+/// is at most a few thousand), so they never share a conversation with the load.
+pub const FIRST_CONVERSATION: u32 = 1_000_000;
+
+/// The content of poison record `i`: its key (so a stored copy could be traced), then
+/// U+0000.
+pub fn content(run: &str, i: u32) -> String {
+    format!("{run}:{}:0|poison \u{0} record", FIRST_CONVERSATION + i)
+}
+
+/// Produces `count` poison records of `run` to `topic`, each acknowledged, and returns
+/// their ledger lines.
+pub async fn inject(
+    bootstrap: &str,
+    topic: &str,
+    run: &str,
+    count: u32,
+) -> anyhow::Result<Vec<LedgerEntry>> {
+    let producer = RawProducer::new(bootstrap, topic)?;
+    let mut entries = Vec::new();
+    for i in 0..count {
+        let conv = FIRST_CONVERSATION + i;
+        let (from, to) = ledger::users(run, conv);
+        let id = ledger::message_id(run, conv, 0);
+        let sent = now_ms();
+        let message = Message {
+            message_id: id.clone(),
+            from_user: from.clone(),
+            to_user: to.clone(),
+            content: content(run, i),
+            timestamp: sent,
+            created_at: wiber_model::rfc3339_ms(sent),
+        };
+        let payload = serde_json::to_vec(&message).context("a message serialises")?;
+        let placed = producer
+            .send(conversation_key(&from, &to).as_bytes(), &payload, &[])
+            .await
+            .with_context(|| format!("cannot produce poison record {id}"))?;
+        entries.push(LedgerEntry {
+            message_id: id,
+            run: run.to_string(),
+            conversation: conv,
+            seq: 0,
+            due: sent,
+            sent: Some(sent),
+            answered: now_ms(),
+            outcome: Outcome::Ok,
+            status: None,
+            error: None,
+            acked_timestamp: Some(sent),
+            partition: Some(placed.partition),
+            offset: Some(placed.offset),
+            attempts: 1,
+            size: message.content.len(),
+            content_hash: ledger::content_hash(&message.content),
+            warmup: false,
+            step: 0,
+        });
+    }
+    Ok(entries)
+}
+
+/// Appends `entries` to the ledger file at `path` (after the load wrote it).
+pub fn append(path: &Path, entries: &[LedgerEntry]) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {} to add the poison records", path.display()))?;
+    for e in entries {
+        let line = serde_json::to_string(e).context("a ledger line serialises")?;
+        writeln!(f, "{line}").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
