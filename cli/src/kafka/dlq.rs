@@ -101,7 +101,7 @@ impl DlqRecord {
 }
 
 /// A dead letter: what its headers say and what its payload holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     pub pos: DlqPos,
     /// `None`: the record has no class header, or one this wiberctl does not know

@@ -6,7 +6,7 @@
 //! [`Fates`] holds what verify learnt from Kafka after the drain: the dead-letter
 //! topic's records of the run's messages (only those: the topic may hold other runs'
 //! records, and their payloads are not kept) and the group's committed offsets. The check
-//! ([`super::check::check_with`]) asks it about each `ok` request it does not find stored.
+//! (`check_with` in the `check` module) asks it about each `ok` request it does not find stored.
 
 use std::collections::HashMap;
 
@@ -196,14 +196,28 @@ impl Fates {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::check::tests::{entry, RUN};
     use super::*;
     use crate::kafka::dlq::{decode, tests::record};
-    use wiber_model::ledger::Outcome;
+
+    const RUN: &str = "r1";
+
+    /// Request (conv, seq) of run `RUN`, acknowledged (`ok`), as the bench ledger has it.
+    /// (Not `check`'s test helper: `check` imports this module, and the layering test
+    /// holds sibling modules to one direction.)
+    fn entry(conv: u32, seq: u64) -> LedgerEntry {
+        let content = ledger::content(RUN, conv, seq, 40);
+        serde_json::from_value(serde_json::json!({
+            "messageId": ledger::message_id(RUN, conv, seq),
+            "run": RUN, "conversation": conv, "seq": seq, "due": 0, "answered": 1,
+            "outcome": "ok", "status": 200, "attempts": 1, "size": content.len(),
+            "contentHash": ledger::content_hash(&content),
+        }))
+        .expect("a ledger entry")
+    }
 
     /// A dead letter of request (0, seq) of the run, as the consumer writes it.
     pub(crate) fn letter(offset: i64, class: &str, seq: u64, content: Option<&str>) -> DeadLetter {
-        let e = entry(0, seq, Outcome::Ok);
+        let e = entry(0, seq);
         let (from, to) = ledger::users(RUN, 0);
         let m = wiber_model::Message {
             message_id: e.message_id.clone(),
@@ -240,7 +254,7 @@ pub(crate) mod tests {
         let mut d = letter(0, "refused", 0, None);
         d.reason = Some("é".repeat(300));
         f.add(&d, |_| true);
-        let Unstored::DeadLettered(why) = f.unstored(&entry(0, 0, Outcome::Ok)) else {
+        let Unstored::DeadLettered(why) = f.unstored(&entry(0, 0)) else {
             panic!("dead-lettered");
         };
         assert!(why.len() < 300, "{why}");
@@ -260,7 +274,7 @@ pub(crate) mod tests {
         };
         f.set_lags(&[lag(0, Some(50)), lag(1, None)], 0);
         let at = |p, o| {
-            let mut e = entry(0, 0, Outcome::Ok);
+            let mut e = entry(0, 0);
             (e.partition, e.offset) = (Some(p), Some(o));
             e
         };
@@ -269,11 +283,7 @@ pub(crate) mod tests {
         assert_eq!(f.unstored(&at(0, 49)), Unstored::Lost, "consumed past it");
         assert!(matches!(f.unstored(&at(1, 0)), Unstored::Stalled(_)));
         assert_eq!(f.unstored(&at(2, 0)), Unstored::Lost, "no such partition");
-        assert_eq!(
-            f.unstored(&entry(0, 0, Outcome::Ok)),
-            Unstored::Lost,
-            "unplaced"
-        );
+        assert_eq!(f.unstored(&entry(0, 0)), Unstored::Lost, "unplaced");
         // A stall report is quoted.
         let mut stuck = lag(0, Some(50));
         stuck.stall = crate::kafka::tests::stalled(0, 50, 100).stall;
