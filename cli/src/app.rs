@@ -114,6 +114,11 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::dlq::DlqCmd,
     },
+    /// Kafka behind the API's back: produce a record as given (tests and drills).
+    Kafka {
+        #[command(subcommand)]
+        cmd: commands::kafka::KafkaCmd,
+    },
     /// Print shell completions (bash, zsh, fish, ...) for wiberctl.
     Completions(commands::completions::CompletionsArgs),
     /// Write wiberctl's man pages (one per command).
@@ -181,6 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Top(args) => commands::top::run(args, json).await,
         Command::Tail(args) => commands::tail::run(args, json).await,
         Command::Dlq { cmd } => commands::dlq::run(cmd, cli.timeout, json).await,
+        Command::Kafka { cmd } => commands::kafka::run(cmd, json).await,
         Command::Completions(args) => {
             commands::completions::completions(args, <Cli as clap::CommandFactory>::command())
         }

@@ -442,9 +442,11 @@ async fn show(a: ShowArgs, timeout: Duration, json: bool) -> anyhow::Result<Exit
     );
     println!("  reason:         {}", or(r.reason.clone()));
     println!(
-        "  source:         {} {}",
-        or(r.source_topic.clone()),
-        r.source
+        "  source:         {}",
+        match &r.source_topic {
+            Some(t) => format!("{t} {}", r.source),
+            None => r.source.clone(),
+        }
     );
     println!("  dead-lettered:  {}", or(r.dead_lettered_at.clone()));
     if let Some(from) = &r.replayed_from {
