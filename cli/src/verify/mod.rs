@@ -174,10 +174,6 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     // After the order note, which readers of the report look for first.
     notes.extend(read.notes);
     notes.push(dlq_note);
-    // A group that did not drain leaves the store unfinished: no verdict, unless a
-    // partition is stuck (not merely slow) with messages of the run behind it: then
-    // those are a finding (`stalled`), and waiting longer would not change it.
-    let stuck = !drain.stuck.is_empty() && found.counts.stalled > 0;
     if !drain.drained {
         let stalls = crate::kafka::stall_lines(&drain.lags, wiber_model::now_ms());
         notes.push(format!(
@@ -205,20 +201,7 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
             }
         ));
     }
-    let (verdict, error) = if !drain.drained && !stuck {
-        (
-            Verdict::Error,
-            Some(format!(
-                "consumer group {} still had lag {} after {:?}: the store is not final yet \
-                 (check the consumers with `wiberctl stack status`, or raise --drain-timeout)",
-                target.group, drain.lag, opts.drain_timeout
-            )),
-        )
-    } else if found.counts.pass() {
-        (Verdict::Pass, None)
-    } else {
-        (Verdict::Fail, None)
-    };
+    let (verdict, error) = verdict(&drain, &found.counts, &target.group, opts.drain_timeout);
     let report = VerifyReport {
         verdict,
         checked_ms: wiber_model::now_ms(),
@@ -231,6 +214,34 @@ pub async fn run(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     };
     record(&opts.run_dir, &report)?;
     Ok(report)
+}
+
+/// The verdict, and why there is none. A group that did not drain leaves the store
+/// unfinished: no verdict (error), unless a partition is stuck (not merely slow) with
+/// messages of the run behind it: those are a finding (`stalled`), and waiting longer
+/// would not change it.
+fn verdict(
+    drain: &store::Drain,
+    counts: &wiber_model::report::VerifyCounts,
+    group: &str,
+    timeout: Duration,
+) -> (Verdict, Option<String>) {
+    let stuck = !drain.stuck.is_empty() && counts.stalled > 0;
+    if !drain.drained && !stuck {
+        (
+            Verdict::Error,
+            Some(format!(
+                "consumer group {group} still had lag {} after {timeout:?}: the store is not \
+                 final yet (check the consumers with `wiberctl stack status`, or raise \
+                 --drain-timeout)",
+                drain.lag
+            )),
+        )
+    } else if counts.pass() {
+        (Verdict::Pass, None)
+    } else {
+        (Verdict::Fail, None)
+    }
 }
 
 /// Reads `ledger.jsonl` line by line; a torn last line (a run killed mid-write) is
@@ -256,4 +267,37 @@ fn record(dir: &Path, v: &VerifyReport) -> anyhow::Result<()> {
         .with_context(|| format!("{} is not a wiber.report.v1 report", path.display()))?;
     report.verify = Some(v.clone());
     crate::report::write_all(dir, &report)
+}
+
+#[cfg(test)]
+mod tests {
+    use wiber_model::report::VerifyCounts;
+
+    use super::*;
+
+    #[test]
+    fn a_group_that_did_not_drain_has_no_verdict_unless_a_partition_is_stuck() {
+        let drain = |drained, stuck: Vec<i32>| store::Drain {
+            drained,
+            lag: if drained { 0 } else { 7 },
+            lags: Vec::new(),
+            stuck,
+        };
+        let clean = VerifyCounts::default();
+        let stalled = VerifyCounts {
+            stalled: 2,
+            ..VerifyCounts::default()
+        };
+        let t = Duration::from_secs(60);
+        let v = |d, c| verdict(&d, c, "g", t).0;
+        assert_eq!(v(drain(true, vec![]), &clean), Verdict::Pass);
+        // Slow, not stuck: the store is not final, whatever was counted so far.
+        let (e, why) = verdict(&drain(false, vec![]), &stalled, "g", t);
+        assert_eq!(e, Verdict::Error);
+        assert!(why.unwrap().contains("raise --drain-timeout"));
+        // Stuck with messages of the run behind it: a finding.
+        assert_eq!(v(drain(false, vec![3]), &stalled), Verdict::Fail);
+        // Stuck, but none of the run's messages behind it: judged once drained, as before.
+        assert_eq!(v(drain(false, vec![3]), &clean), Verdict::Error);
+    }
 }
