@@ -42,7 +42,7 @@ pub enum DlqCmd {
     /// One row per dead letter: offset, class, source partition@offset, messageId, from → to, when, why.
     #[command(
         after_help = "--json: {\"topic\", \"partitions\": [{\"partition\", \"low\", \"high\"}], \
-\"records\", \"matched\", \"dead_letters\": [{\"dlq\", \"class\", \"source_topic\", \"source_partition\", \
+\"records\", \"matched\", \"dead_letters\": [{\"dlq\" (as show and replay take it), \"dlq_partition\", \"dlq_offset\", \"class\", \"source_topic\", \"source_partition\", \
 \"source_offset\", \"message_id\", \"from_user\", \"to_user\", \"dead_lettered_at\", \"reason\", \
 \"replayed_from\"}]}
 
@@ -226,6 +226,8 @@ pub async fn run(cmd: DlqCmd, timeout: Duration, json: bool) -> anyhow::Result<E
 struct Row {
     /// `N` or `P@N`, as `show` and `replay` take it.
     dlq: String,
+    dlq_partition: i32,
+    dlq_offset: i64,
     class: Option<Class>,
     source_topic: Option<String>,
     source_partition: Option<i32>,
@@ -246,6 +248,8 @@ impl Row {
         let m = d.message.as_ref().ok();
         Row {
             dlq: d.pos.to_string(),
+            dlq_partition: d.pos.partition,
+            dlq_offset: d.pos.offset,
             class: d.class,
             source_topic: d.source_topic.clone(),
             source_partition: d.source_partition,
@@ -680,6 +684,10 @@ mod tests {
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["class"], "refused");
         assert_eq!(v["source_offset"], 1042);
+        assert_eq!(
+            (v["dlq_partition"].clone(), v["dlq_offset"].clone()),
+            (0.into(), 4.into())
+        );
         assert!(v.get("source").is_none(), "the text column only");
         assert_eq!(cut("a\nb", 10), "a b");
     }

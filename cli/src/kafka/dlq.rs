@@ -260,6 +260,18 @@ pub async fn scan(
     })
 }
 
+/// Every record of dead-letter topic `topic` ([`scan`], collected): for tests and small
+/// topics (a reader of a topic of any size keeps what it needs in [`scan`]'s callback).
+pub async fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<DeadLetter>, DlqError> {
+    let mut out = Vec::new();
+    scan(bootstrap, topic, timeout, |d| out.push(d)).await?;
+    Ok(out)
+}
+
 /// The record at `pos`, or `None` when the topic does not hold it (below its first
 /// record kept, at or past its end, or a partition it does not have).
 pub async fn read_at(
