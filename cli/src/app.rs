@@ -20,7 +20,7 @@ use crate::units::parse_duration;
 (HTTP API → Kafka → consumer group → MongoDB).\n\n\
 Exit codes: 0 pass; 1 a check failed (the API refused a message, the stack is not ready, \
 an invariant or threshold failed); 2 wiberctl itself failed (bad usage, API unreachable, I/O).",
-    after_help = "Examples:\n  wiberctl demo                          # local stack up, send, read back\n  wiberctl stack up                      # Kafka, FerretDB, api, 2 consumers in Docker\n  wiberctl send --from alice --to bob \"Hello\"\n  wiberctl read alice bob --limit 20\n  wiberctl count --user1 alice\n  wiberctl health --json\n  wiberctl top                           # live dashboard of the running stack\n  wiberctl tail --user alice --last 20\n  wiberctl completions bash > ~/.local/share/bash-completion/completions/wiberctl"
+    after_help = "Examples:\n  wiberctl demo                          # local stack up, send, read back\n  wiberctl stack up                      # Kafka, FerretDB, api, 2 consumers in Docker\n  wiberctl send --from alice --to bob \"Hello\"\n  wiberctl read alice bob --limit 20\n  wiberctl count --user1 alice\n  wiberctl health --json\n  wiberctl top                           # live dashboard of the running stack\n  wiberctl tail --user alice --last 20\n  wiberctl dlq list                      # what the consumers could not store, and why\n  wiberctl completions bash > ~/.local/share/bash-completion/completions/wiberctl"
 )]
 pub struct Cli {
     /// Base URL of the Wiber API.
@@ -105,6 +105,20 @@ enum Command {
     Top(commands::top::TopArgs),
     /// Follow messages as Kafka acknowledges them or as the consumers store them.
     Tail(commands::tail::TailArgs),
+    /// The dead-letter topic: list, show and replay the records the consumers could not store.
+    #[command(
+        long_about = commands::dlq::ABOUT,
+        after_help = "Examples:\n  wiberctl dlq list --class refused\n  wiberctl dlq show 0\n  wiberctl dlq replay 0 --dry-run\n  wiberctl dlq replay --class refused --json"
+    )]
+    Dlq {
+        #[command(subcommand)]
+        cmd: commands::dlq::DlqCmd,
+    },
+    /// Kafka behind the API's back: produce a record as given (tests and drills).
+    Kafka {
+        #[command(subcommand)]
+        cmd: commands::kafka::KafkaCmd,
+    },
     /// Print shell completions (bash, zsh, fish, ...) for wiberctl.
     Completions(commands::completions::CompletionsArgs),
     /// Write wiberctl's man pages (one per command).
@@ -171,6 +185,8 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Store { cmd } => commands::store::run(cmd, json).await,
         Command::Top(args) => commands::top::run(args, json).await,
         Command::Tail(args) => commands::tail::run(args, json).await,
+        Command::Dlq { cmd } => commands::dlq::run(cmd, cli.timeout, json).await,
+        Command::Kafka { cmd } => commands::kafka::run(cmd, json).await,
         Command::Completions(args) => {
             commands::completions::completions(args, <Cli as clap::CommandFactory>::command())
         }

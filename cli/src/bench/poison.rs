@@ -16,7 +16,7 @@ use anyhow::Context;
 use wiber_model::ledger::{self, LedgerEntry, Outcome};
 use wiber_model::{conversation_key, now_ms, Message};
 
-use crate::kafka::produce::RawProducer;
+use crate::kafka::dlq::RawProducer;
 
 /// Conversation indexes of poison records: far above any run's own (`conversations`
 /// is at most a few thousand), so they never share a conversation with the load.
@@ -36,7 +36,7 @@ pub async fn inject(
     run: &str,
     count: u32,
 ) -> anyhow::Result<Vec<LedgerEntry>> {
-    let producer = RawProducer::new(bootstrap, topic)?;
+    let producer = RawProducer::new(bootstrap)?;
     let mut entries = Vec::new();
     for i in 0..count {
         let conv = FIRST_CONVERSATION + i;
@@ -53,7 +53,12 @@ pub async fn inject(
         };
         let payload = serde_json::to_vec(&message).context("a message serialises")?;
         let placed = producer
-            .send(conversation_key(&from, &to).as_bytes(), &payload, &[])
+            .send(
+                topic,
+                Some(conversation_key(&from, &to).as_bytes()),
+                Some(&payload),
+                &[],
+            )
             .await
             .with_context(|| format!("cannot produce poison record {id}"))?;
         entries.push(LedgerEntry {

@@ -6,6 +6,8 @@ pub mod bench;
 pub mod chaos;
 pub mod completions;
 pub mod demo;
+pub mod dlq;
+pub mod kafka;
 pub mod messages;
 pub mod scenario;
 pub mod stack;

@@ -39,9 +39,11 @@ wiberctl stack up --runtime local"
     /// Each instance's state, health, uptime and restarts; API readiness; consumer lag.
     #[command(
         after_help = "Exit codes: 0 every instance runs (healthy where it has a healthcheck, \
-attached to the stack network) and the API is ready; 1 otherwise; 2 no stack found or the engine is unreachable.\n\n\
+attached to the stack network), the API is ready and no partition is stalled; 1 otherwise; 2 no stack found or the engine is unreachable.\n\n\
+A partition is stalled when its consumer reports (in the group's committed offset) that it cannot get past a record \
+while records wait behind it: `stalled p3@1042 for 2m (N attempts, consumer#1): <the store's error>`.\n\n\
 --json: {\"containers\": [{\"service\", \"instance\", \"index\", \"state\", \"health\", \"network\", \
-\"restarts\", \"uptime_s\", ...}], \"api\": {...}, \"lag\": [{\"partition\", \"lag\", ...}], \"total_lag\", \"problems\", \"ok\"}"
+\"restarts\", \"uptime_s\", ...}], \"api\": {...}, \"lag\": [{\"partition\", \"lag\", \"stalled\", \"stall\", ...}], \"total_lag\", \"problems\", \"ok\"}"
     )]
     Status {
         #[command(flatten)]
@@ -256,6 +258,13 @@ struct LagRow {
     lag: i64,
     committed: Option<i64>,
     high: i64,
+    /// `stalled p3@1042 for 2m (...): <error>` while the partition is stalled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stalled: Option<String>,
+    /// The consumer's stall report behind `stalled` (instance, offset, since, attempts,
+    /// error), as it committed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stall: Option<wiber_model::contract::StallReport>,
 }
 
 async fn status(r: &StackArgs, json: bool) -> Result<Exit> {
@@ -288,16 +297,22 @@ async fn status(r: &StackArgs, json: bool) -> Result<Exit> {
         Ok(l) => (l.clone(), None),
         Err(e) => (Vec::new(), Some(e.clone())),
     };
+    let now_ms = wiber_model::now_ms();
     let lag_rows: Vec<LagRow> = lag
         .iter()
-        .map(|l| LagRow {
-            partition: l.partition,
-            lag: l.lag,
-            committed: l.committed,
-            high: l.high,
+        .map(|l| {
+            let stalled = l.stall_line(now_ms);
+            LagRow {
+                partition: l.partition,
+                lag: l.lag,
+                committed: l.committed,
+                high: l.high,
+                stall: stalled.as_ref().and(l.stall.clone()),
+                stalled,
+            }
         })
         .collect();
-    let problems = report.problems(false);
+    let problems = report.problems_at(false, now_ms);
     let ok = problems.is_empty();
     let faults = stack.active_faults()?;
     // A cluster's partitions: who leads each and who is in sync (what leader and ISR
@@ -416,6 +431,9 @@ async fn status(r: &StackArgs, json: bool) -> Result<Exit> {
                     ep.names.topic,
                     kafka::total(&lag)
                 );
+                for line in lag_rows.iter().filter_map(|l| l.stalled.as_ref()) {
+                    println!("{line}");
+                }
             }
         }
         if !ok {

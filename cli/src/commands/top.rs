@@ -27,7 +27,8 @@ const TEXT_WIDTH: u16 = 120;
 CPU (% of one core, over the interval) and resident memory; the API's request, ack and error \
 rates and ack latency p50/p99 over the interval (from the differences of its /metrics between \
 refreshes); consumer lag per partition and as time (how long the oldest record not yet stored \
-has waited); the store's write rate (the group's committed offsets per second: consumers \
+has waited), and under it the line of each stalled partition (`stalled p3@1042 for 2m (N attempts, \
+consumer#1): <error>`, what its consumer reports in the group's committed offset); the store's write rate (the group's committed offsets per second: consumers \
 commit only after the durable write); faults in force with the time left until their undo; \
 and the latest events of the event log.\n\n\
 Keys: q, Esc or Ctrl-C quit (the terminal is restored).\n\n\
@@ -37,7 +38,7 @@ With --json it is: {\"schema\", \"project\", \"runtime\", \"time_ms\", \"interva
 \"uptime_s\", \"pid_or_container\", \"cpu_percent\", \"rss_bytes\"}], \"api\": {\"scraped\", \
 \"requests_per_s\", \"acked_per_s\", \"client_errors_per_s\", \"server_errors_per_s\", \
 \"ack_p50_ms\", \"ack_p99_ms\"}, \"kafka\": {\"topic\", \"group\", \"partitions\": [{\"partition\", \
-\"committed\", \"end\", \"lag\", \"oldest_unstored_ms\"}], \"total_lag\", \"oldest_unstored_ms\", \
+\"committed\", \"end\", \"lag\", \"oldest_unstored_ms\", \"stalled\" (only while stalled)}], \"total_lag\", \"oldest_unstored_ms\", \
 \"stored_per_s\"}, \"faults\": [{\"target\", \"action\", \"since_ms\", \"undo_at_ms\", \"left_ms\"}], \
 \"events\": [...], \"events_file\", \"problems\": [...]} (null: unknown this time).\n\n\
 Exit codes: 0 quit or printed; 2 no stack found, bad flags, or the terminal cannot be used.\n\n\

@@ -23,9 +23,17 @@ use crate::verify::{self, VerifyOptions};
                  the API answered with, createdAt                         (must be 0)
   reordered      a conversation read back in the API's order (timestamp,
                  then messageId) differs from the order it was sent in    (must be 0)
+  dead_lettered  ok, not stored, found in the dead-letter topic (the store
+                 refused it, or it did not decode): `wiberctl dlq list`   (must be 0)
+  stalled        ok, not stored, and its partition's committed offset never
+                 passed it: behind a partition the consumers are stuck on (must be 0)
+  conflicts      its messageId was reused with other content: the other one
+                 is in the dead-letter topic as a conflict                (must be 0)
   recovered      unknown outcomes (timeout, 5xx) that were stored         (informational)
   indeterminate  unknown outcomes that were not stored                    (informational)
-Exit 0 pass, 1 an invariant failed, 2 could not check (no run, store unreachable, lag not drained).
+Exit 0 pass, 1 an invariant failed, 2 could not check (no run, store unreachable, lag not
+drained: unless a partition is stuck with messages of the run behind it, which is a finding:
+stalled, exit 1).
 MongoDB/Kafka settings default to those recorded in the run's run.json.")]
 pub struct VerifyArgs {
     /// Run directory (default: the latest run in the reports directory).
@@ -54,6 +62,9 @@ pub struct VerifyArgs {
     pub group: Option<String>,
     #[arg(long)]
     pub topic: Option<String>,
+    /// The dead-letter topic to tell dead_lettered and conflicts from lost (default: <topic>.dlq).
+    #[arg(long)]
+    pub dlq_topic: Option<String>,
 }
 
 pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<Exit> {
@@ -74,6 +85,7 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<Exit> {
         kafka: args.kafka,
         group: args.group,
         topic: args.topic,
+        dlq_topic: args.dlq_topic,
         api_url: args.read_api,
     };
     let v = verify::run(&opts).await?;
@@ -106,7 +118,7 @@ fn print_table(v: &VerifyReport, run_dir: &std::path::Path) {
     let c = &v.counts;
     let mut t = output::table(&["check", "count", "must be 0"]);
     let share = |n: u64| crate::report::with_share(n, c.share_of_unknown(n));
-    let rows: [(&str, String, bool); 11] = [
+    let rows: [(&str, String, bool); 14] = [
         ("ledger ok", c.ledger_ok.to_string(), false),
         ("ledger failed", c.ledger_failed.to_string(), false),
         ("ledger unknown", c.ledger_unknown.to_string(), false),
@@ -116,6 +128,9 @@ fn print_table(v: &VerifyReport, run_dir: &std::path::Path) {
         ("unexpected", c.unexpected.to_string(), true),
         ("corrupted", c.corrupted.to_string(), true),
         ("reordered", c.reordered.to_string(), true),
+        ("dead_lettered", c.dead_lettered.to_string(), true),
+        ("stalled", c.stalled.to_string(), true),
+        ("conflicts", c.conflicts.to_string(), true),
         ("recovered (unknown, stored)", share(c.recovered), false),
         (
             "indeterminate (unknown, not stored)",

@@ -177,6 +177,7 @@ mod tests {
             low,
             high,
             lag: (high - committed.unwrap_or(low).max(low)).max(0),
+            stall: None,
         }
     }
 

@@ -1,11 +1,12 @@
 //! Kafka adapter for wiberctl (the only module here that touches rdkafka): how far
 //! behind the consumer group is, per partition. `stack status`, `verify` and scenarios
 //! use it to know when everything acknowledged has been consumed. [`tail`]: an assign-only
-//! reader of the topic that never joins the group; [`age`]: lag as time, for `top`.
+//! reader of the topic that never joins the group; [`age`]: lag as time, for `top`;
+//! [`dlq`]: the dead-letter topic read, shown and replayed, and raw records produced.
 
 pub mod age;
 pub mod cluster;
-pub mod produce;
+pub mod dlq;
 pub mod tail;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use wiber_model::contract::StallReport;
 
 /// One partition's position: `lag` = records at or above the group's committed offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,11 +28,32 @@ pub struct PartitionLag {
     pub low: i64,
     pub high: i64,
     pub lag: i64,
+    /// What the consumer holding the partition said in the committed offset's metadata
+    /// while it could not advance (cleared by its next ordinary commit). Only meaningful
+    /// with lag: see [`PartitionLag::stall_line`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<StallReport>,
+}
+
+impl PartitionLag {
+    /// `stalled p3@1042 for 2m (...): <error>` when the partition is stalled at `now_ms`:
+    /// a stall report *and* records waiting. A report on a partition without lag is
+    /// stale (its consumer got past the record, or the records were deleted, and no
+    /// ordinary commit cleared it yet): nothing waits behind it.
+    pub fn stall_line(&self, now_ms: i64) -> Option<String> {
+        let s = self.stall.as_ref().filter(|_| self.lag > 0)?;
+        Some(s.describe(self.partition, now_ms))
+    }
 }
 
 /// Total lag over all partitions.
 pub fn total(lags: &[PartitionLag]) -> i64 {
     lags.iter().map(|l| l.lag).sum()
+}
+
+/// The stall line of every stalled partition ([`PartitionLag::stall_line`]), by partition.
+pub fn stall_lines(lags: &[PartitionLag], now_ms: i64) -> Vec<String> {
+    lags.iter().filter_map(|l| l.stall_line(now_ms)).collect()
 }
 
 /// Reads the group's committed offsets and the topic's watermarks. Does not join the
@@ -175,8 +198,66 @@ fn group_lag_with(
             low,
             high,
             lag,
+            // A consumer stuck on the partition commits the offset it is stuck at with
+            // a report as metadata (the contract's `StallReport`); other metadata (none,
+            // or another tool's) is no report.
+            stall: StallReport::from_metadata(el.metadata()),
         });
     }
     out.sort_by_key(|l| l.partition);
     Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn stalled(partition: i32, committed: i64, high: i64) -> PartitionLag {
+        PartitionLag {
+            partition,
+            committed: Some(committed),
+            low: 0,
+            high,
+            lag: high - committed,
+            stall: Some(StallReport {
+                instance: "consumer#1".into(),
+                offset: committed,
+                since_ms: 1_000,
+                attempts: 7,
+                error: "unsupported Unicode escape sequence".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_stall_report_counts_only_while_records_wait() {
+        let l = stalled(3, 1042, 1050);
+        assert_eq!(
+            l.stall_line(121_000).as_deref(),
+            Some("stalled p3@1042 for 2m (7 attempts, consumer#1): unsupported Unicode escape sequence")
+        );
+        // The partition drained since: the report is stale.
+        let drained = PartitionLag {
+            lag: 0,
+            ..stalled(3, 1050, 1050)
+        };
+        assert_eq!(drained.stall_line(121_000), None);
+        let plain = PartitionLag {
+            stall: None,
+            ..l.clone()
+        };
+        assert_eq!(plain.stall_line(121_000), None);
+        assert_eq!(stall_lines(&[plain, drained, l], 61_000).len(), 1);
+    }
+
+    #[test]
+    fn lag_written_before_stall_reports_still_reads() {
+        let old = r#"{"partition":1,"committed":5,"low":0,"high":9,"lag":4}"#;
+        let l: PartitionLag = serde_json::from_str(old).unwrap();
+        assert_eq!(l.stall, None);
+        // And a report goes through JSON whole (top's and stack status's --json).
+        let s = stalled(0, 1, 2);
+        let back: PartitionLag = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
 }

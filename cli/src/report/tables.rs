@@ -301,6 +301,9 @@ pub fn verify_counts(c: &VerifyCounts) -> Table {
         ("unexpected", true),
         ("corrupted", true),
         ("reordered", true),
+        ("dead-lettered", true),
+        ("stalled", true),
+        ("conflicts", true),
         ("recovered", true),
         ("indeterminate", true),
     ]);
@@ -314,6 +317,9 @@ pub fn verify_counts(c: &VerifyCounts) -> Table {
         c.unexpected.to_string(),
         c.corrupted.to_string(),
         c.reordered.to_string(),
+        c.dead_lettered.to_string(),
+        c.stalled.to_string(),
+        c.conflicts.to_string(),
         with_share(c.recovered, c.share_of_unknown(c.recovered)),
         with_share(c.indeterminate, c.share_of_unknown(c.indeterminate)),
     ]);

@@ -3,7 +3,9 @@
 //!
 //! An instance is whole when it runs, is attached to the stack's network, and its
 //! healthcheck (where it has one) says healthy; `starting` is not healthy yet. The stack
-//! is whole when every instance is, and the API answers ready.
+//! is whole when every instance is, and the API answers ready, and no partition is
+//! stalled (a consumer reports it cannot get past a record while records wait behind it:
+//! [`PartitionLag::stall_line`]).
 
 use std::time::Duration;
 
@@ -55,6 +57,11 @@ pub fn instance_problem(s: &InstanceStatus) -> Option<String> {
 impl HealthReport {
     /// What is wrong, one line each; with `want_drained`, lag above 0 is wrong too.
     pub fn problems(&self, want_drained: bool) -> Vec<String> {
+        self.problems_at(want_drained, wiber_model::now_ms())
+    }
+
+    /// [`HealthReport::problems`] as judged at `now_ms` (how long a stall has lasted).
+    pub fn problems_at(&self, want_drained: bool, now_ms: i64) -> Vec<String> {
         let mut out: Vec<String> = self.instances.iter().filter_map(instance_problem).collect();
         if self.instances.is_empty() {
             out.push("the stack has no instances".into());
@@ -72,6 +79,11 @@ impl HealthReport {
             ApiReadiness::NoApi => {
                 out.push("the stack has no api instance with a published port".into())
             }
+        }
+        // A stall is wrong whether or not the caller wants the lag drained: lag is normal
+        // under load, a consumer that cannot get past a record is not.
+        if let Ok(l) = &self.lag {
+            out.extend(kafka::stall_lines(l, now_ms));
         }
         if want_drained {
             match &self.lag {
@@ -157,6 +169,7 @@ mod tests {
                 low: 0,
                 high: lag,
                 lag,
+                stall: None,
             }]),
         }
     }
@@ -213,5 +226,30 @@ mod tests {
         down.api = ApiReadiness::Unreachable("refused".into());
         assert!(!down.ok());
         assert!(!report(Vec::new(), 0).ok(), "an empty stack is not whole");
+    }
+
+    /// A stalled partition makes the stack not whole (`stack status` exits 1); a report
+    /// left on a partition that drained since does not.
+    #[test]
+    fn a_stalled_partition_is_a_problem_until_it_drains() {
+        let whole = vec![status(
+            "api#1",
+            InstanceState::Running,
+            Health::Healthy,
+            true,
+        )];
+        let mut r = report(whole, 0);
+        r.lag = Ok(vec![crate::kafka::tests::stalled(3, 1042, 1050)]);
+        assert!(!r.ok());
+        assert_eq!(
+            r.problems_at(false, 121_000),
+            ["stalled p3@1042 for 2m (7 attempts, consumer#1): unsupported Unicode escape sequence"]
+        );
+        // Stale: the partition's lag is 0 (the consumer got past it since).
+        let mut drained = crate::kafka::tests::stalled(3, 1050, 1050);
+        drained.lag = 0;
+        r.lag = Ok(vec![drained]);
+        assert!(r.ok(), "{:?}", r.problems(false));
+        assert!(r.problems(true).is_empty());
     }
 }

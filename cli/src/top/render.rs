@@ -94,8 +94,9 @@ pub fn to_text(header: &Header, s: &Snapshot, width: u16) -> String {
 }
 
 fn middle_height(s: &Snapshot) -> u16 {
-    // Kafka panel: two summary lines, the table header, one row per partition.
-    let kafka = 3 + s.kafka.partitions.len().max(1) as u16;
+    // Kafka panel: two summary lines, the table header, one row per partition, a line
+    // per stalled partition.
+    let kafka = 3 + s.kafka.partitions.len().max(1) as u16 + stalled_lines(s);
     kafka.max(API_LINES) + 2
 }
 
@@ -226,13 +227,34 @@ fn api_panel(s: &Snapshot) -> Paragraph<'static> {
     Paragraph::new(lines).block(Block::bordered().title(" api (over the last interval) "))
 }
 
+/// Partitions whose consumer reports a stall.
+fn stalled_lines(s: &Snapshot) -> u16 {
+    s.kafka
+        .partitions
+        .iter()
+        .filter(|p| p.stalled.is_some())
+        .count() as u16
+}
+
 fn kafka_panel(s: &Snapshot, area: Rect, buf: &mut Buffer) {
     let k = &s.kafka;
     let block = Block::bordered().title(format!(" kafka {} → store (group {}) ", k.topic, k.group));
     let inner = block.inner(area);
     block.render(area, buf);
-    let [summary, table] =
-        Layout::vertical([Constraint::Length(2), Constraint::Min(1)]).areas(inner);
+    let [summary, table, stalls] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(1),
+        Constraint::Length(stalled_lines(s)),
+    ])
+    .areas(inner);
+    // Under the lag it explains: which record holds the partition, and the store's error.
+    let stalled: Vec<Line> = k
+        .partitions
+        .iter()
+        .filter_map(|p| p.stalled.as_ref())
+        .map(|l| Line::styled(l.clone(), Style::new().fg(Color::Red)))
+        .collect();
+    Paragraph::new(stalled).render(stalls, buf);
     let dim = Style::new().fg(Color::DarkGray);
     let lag_style = |lag: i64| {
         if lag > 0 {
@@ -485,6 +507,7 @@ mod tests {
                         end: 10,
                         lag: 0,
                         oldest_unstored_ms: None,
+                        stalled: None,
                     },
                     PartitionRow {
                         partition: 1,
@@ -492,6 +515,7 @@ mod tests {
                         end: 60,
                         lag: 57,
                         oldest_unstored_ms: Some(12_300),
+                        stalled: None,
                     },
                 ],
                 total_lag: Some(57),
@@ -566,6 +590,41 @@ mod tests {
         assert_eq!(value_after(&text, "stored/s"), "0.0");
         assert!(!text.contains("q quit"), "no keys off a terminal");
         assert_eq!(text.lines().count() as u16, full_height(&snapshot()));
+    }
+
+    /// A stalled partition's line shows under the lag, and the height makes room for it.
+    #[test]
+    fn a_stalled_partition_is_shown_under_the_lag() {
+        let mut s = snapshot();
+        let plain = to_text(&header(), &s, 140);
+        assert!(!plain.contains("stalled"), "{plain}");
+        s.kafka.partitions[1].stalled =
+            Some("stalled p1@3 for 2m (7 attempts, consumer#1): refused".into());
+        let text = to_text(&header(), &s, 140);
+        assert!(
+            text.contains("stalled p1@3 for 2m (7 attempts, consumer#1): refused"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count() as u16, full_height(&s));
+        // Below the table: the partitions' rows are all there.
+        let table_end = text.find("12.3 s").unwrap();
+        assert!(text.find("stalled p1").unwrap() > table_end, "{text}");
+        // Room is made for every stalled line, beyond what the API panel's height gives.
+        let mut many = snapshot();
+        for p in 2..8 {
+            let mut row = many.kafka.partitions[1].clone();
+            row.partition = p;
+            many.kafka.partitions.push(row);
+        }
+        let unstalled = full_height(&many);
+        for row in &mut many.kafka.partitions {
+            row.stalled = Some(format!("stalled p{}@3 for 2m: refused", row.partition));
+        }
+        assert_eq!(full_height(&many), unstalled + 8);
+        let text = to_text(&header(), &many, 140);
+        for p in 0..8 {
+            assert!(text.contains(&format!("stalled p{p}@3")), "{p}: {text}");
+        }
     }
 
     #[test]

@@ -132,6 +132,10 @@ pub struct PartitionRow {
     /// How long the oldest record not yet stored has waited, ms (absent when the
     /// partition has no lag, or its record could not be read in time).
     pub oldest_unstored_ms: Option<i64>,
+    /// `stalled p3@1042 for 2m (...): <error>` while the consumer holding the partition
+    /// reports it cannot get past a record ([`PartitionLag::stall_line`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled: Option<String>,
 }
 
 /// What the previous sample left for the next one's differences.
@@ -305,6 +309,7 @@ impl Sampler {
                         oldest_unstored_ms: (l.lag > 0)
                             .then(|| ages.get(&l.partition).copied())
                             .flatten(),
+                        stalled: l.stall_line(now_ms),
                     })
                     .collect();
                 kafka_stats.total_lag = Some(kafka::total(&lags));
@@ -484,6 +489,7 @@ mod tests {
             low,
             high: 100,
             lag: 0,
+            stall: None,
         };
         assert_eq!(committed_total(&[l(0, Some(40), 0), l(1, None, 7)]), 47);
     }

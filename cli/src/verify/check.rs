@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use wiber_model::ledger::{self, LedgerEntry, Outcome};
 use wiber_model::report::{Example, VerifyCounts};
 
+use super::fate::{Fates, Unstored};
 use super::store::StoredDoc;
 
 /// Examples kept per kind.
@@ -83,6 +84,23 @@ pub fn check(
     docs: &[StoredDoc],
     read_back: Option<&BTreeMap<u32, Vec<String>>>,
 ) -> Findings {
+    check_with(run, entries, docs, read_back, None)
+}
+
+/// [`check`], with what Kafka says of messages the store does not hold ([`Fates`]): an
+/// `ok` request not stored is `dead_lettered` when the dead-letter topic holds it (refused
+/// or undecodable), `stalled` when its partition's committed offset never passed it, and
+/// `lost` otherwise (always, without `fates`). A request whose id has a conflict dead
+/// letter (reused with other content) counts in `conflicts`, stored or not; when the
+/// letter holds the request's own content, what is stored under its id is the other
+/// message's, and is not held against the request as corrupted or reordered.
+pub fn check_with(
+    run: &str,
+    entries: &[LedgerEntry],
+    docs: &[StoredDoc],
+    read_back: Option<&BTreeMap<u32, Vec<String>>>,
+    fates: Option<&Fates>,
+) -> Findings {
     let mut f = Findings::default();
     let by_id: HashMap<&str, &LedgerEntry> =
         entries.iter().map(|e| (e.message_id.as_str(), e)).collect();
@@ -121,15 +139,40 @@ pub fn check(
     // document a reader gets: the one under the message id.
     let mut order: HashMap<u32, Vec<(&LedgerEntry, &StoredDoc)>> = HashMap::new();
     for e in entries {
+        let conflict = fates
+            .filter(|_| e.outcome == Outcome::Ok)
+            .and_then(|fs| Some((fs, fs.conflict(&e.message_id)?)));
+        if let Some((fs, c)) = conflict {
+            f.counts.conflicts += 1;
+            let stored = per_entry.get(e.message_id.as_str()).map(|v| v[0]);
+            f.note(
+                "conflicts",
+                example(Some(e), stored, fs.describe_conflict(e, c)),
+            );
+        }
+        // The store holds another message under this id: not this request's copy.
+        let not_ours = conflict.is_some_and(|(fs, c)| fs.refused_is_ours(e, c));
         let Some(stored) = per_entry.get_mut(e.message_id.as_str()) else {
             match e.outcome {
-                Outcome::Ok => {
-                    f.counts.lost += 1;
-                    f.note(
-                        "lost",
-                        example(Some(e), None, "acknowledged (ok) but not in MongoDB".into()),
-                    );
-                }
+                // Counted as a conflict above.
+                Outcome::Ok if conflict.is_some() => {}
+                Outcome::Ok => match fates.map_or(Unstored::Lost, |fs| fs.unstored(e)) {
+                    Unstored::DeadLettered(why) => {
+                        f.counts.dead_lettered += 1;
+                        f.note("dead_lettered", example(Some(e), None, why));
+                    }
+                    Unstored::Stalled(why) => {
+                        f.counts.stalled += 1;
+                        f.note("stalled", example(Some(e), None, why));
+                    }
+                    Unstored::Lost => {
+                        f.counts.lost += 1;
+                        f.note(
+                            "lost",
+                            example(Some(e), None, "acknowledged (ok) but not in MongoDB".into()),
+                        );
+                    }
+                },
                 Outcome::Unknown => f.counts.indeterminate += 1,
                 Outcome::Failed => {}
             }
@@ -156,13 +199,16 @@ pub fn check(
             f.note("duplicated", example(Some(e), Some(extra), why));
         }
         for (i, d) in stored.iter().enumerate() {
+            if not_ours && i == 0 {
+                continue;
+            }
             // A copy under another id is a duplicate; its id is not held against it twice.
             if let Some(why) = corruption(run, e, d, i == 0) {
                 f.counts.corrupted += 1;
                 f.note("corrupted", example(Some(e), Some(d), why));
             }
         }
-        if e.outcome != Outcome::Failed {
+        if e.outcome != Outcome::Failed && !not_ours {
             order
                 .entry(e.conversation)
                 .or_default()
@@ -631,5 +677,78 @@ pub(crate) mod tests {
             f.examples["unexpected"][0].message_id,
             ledger::message_id(RUN, 0, 99)
         );
+    }
+
+    /// What Kafka says turns a `lost` into the class that explains it; without it the
+    /// same run counts them lost (and the conflict that replaced a message, corrupted).
+    #[test]
+    fn kafka_explains_what_the_store_does_not_hold() {
+        use super::super::fate::tests::letter;
+        use crate::kafka::PartitionLag;
+
+        let mut entries: Vec<_> = (0..7).map(|s| entry(0, s, Outcome::Ok)).collect();
+        (entries[4].partition, entries[4].offset) = (Some(1), Some(60)); // stalled
+        (entries[5].partition, entries[5].offset) = (Some(1), Some(10)); // lost
+        let mut replaced = doc(&entries[3], 3);
+        replaced.stored.as_mut().unwrap().content = "someone else's words".into();
+        let docs = vec![doc(&entries[2], 2), replaced];
+
+        let mut fates = Fates::new("wiber.messages.dlq");
+        fates.set_lags(
+            &[PartitionLag {
+                partition: 1,
+                committed: Some(50),
+                low: 0,
+                high: 100,
+                lag: 50,
+                stall: None,
+            }],
+            0,
+        );
+        for d in [
+            letter(0, "refused", 0, None),
+            letter(1, "undecodable", 1, None),
+            // Another client reused seq 2's id: its message went to the DLQ, ours is stored.
+            letter(2, "conflict", 2, Some("other words")),
+            // Ours came second: the store keeps the other's, ours went to the DLQ.
+            letter(3, "conflict", 3, None),
+            letter(4, "conflict", 6, None),
+        ] {
+            fates.add(&d, |_| true);
+        }
+
+        let without = check(RUN, &entries, &docs, None);
+        let c = without.counts;
+        assert_eq!(
+            (c.lost, c.corrupted, c.dead_lettered, c.stalled, c.conflicts),
+            (5, 1, 0, 0, 0),
+            "{without:#?}"
+        );
+        assert!(!c.pass());
+
+        let with = check_with(RUN, &entries, &docs, None, Some(&fates));
+        let c = with.counts;
+        assert_eq!(
+            (c.lost, c.corrupted, c.dead_lettered, c.stalled, c.conflicts),
+            (1, 0, 2, 1, 3),
+            "{with:#?}"
+        );
+        assert!(!c.pass(), "each class must be 0");
+        let ids =
+            |kind: &str| -> Vec<u64> { with.examples[kind].iter().filter_map(|e| e.seq).collect() };
+        assert_eq!(ids("dead_lettered"), [0, 1]);
+        assert_eq!(ids("conflicts"), [2, 3, 6]);
+        assert_eq!(ids("stalled"), [4]);
+        assert_eq!(ids("lost"), [5]);
+        let detail = |kind: &str, i: usize| with.examples[kind][i].detail.clone();
+        assert!(detail("dead_lettered", 0).contains("refused at wiber.messages.dlq@0"));
+        assert!(detail("conflicts", 0).starts_with("another message reused"));
+        assert!(detail("conflicts", 1).starts_with("the store holds other content"));
+        assert!(detail("stalled", 0).contains("committed only to 50"));
+        // A letter of a request that is stored (and not as a conflict) changes nothing.
+        let mut only_stored = Fates::new("t.dlq");
+        only_stored.add(&letter(9, "refused", 2, None), |_| true);
+        let f = check_with(RUN, &entries[2..3], &docs[..1], None, Some(&only_stored));
+        assert!(f.counts.pass(), "{f:#?}");
     }
 }

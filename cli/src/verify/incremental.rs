@@ -7,7 +7,9 @@
 //! whose `(partition, offset)` (the API's `wiber-partition` / `wiber-offset` answer
 //! headers, kept in the ledger) lies below the group's committed offset of that partition
 //! must be in the store now. A message not there is lost (or its offset was committed
-//! before its write: the same bug, seen early). Until then it waits in `pending`, which
+//! before its write: the same bug, seen early), unless the dead-letter topic holds it:
+//! the consumer commits a record it could not store once it is there, and such a message
+//! is counted `dead_lettered` (the final verify's class), not lost. Until then it waits in `pending`, which
 //! is as large as the consumer lag, not as the run: memory stays flat however long the
 //! run, and the ledger itself streams from disk (read from where the last check stopped).
 //!
@@ -17,7 +19,7 @@
 //! (it checks everything again, so this never weakens the verdict, it only moves the
 //! first bad news earlier).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,6 +59,10 @@ pub struct IncrementalSummary {
     pub checked: u64,
     pub lost: u64,
     pub corrupted: u64,
+    /// Missing from the store but found in the dead-letter topic: not a problem here (the
+    /// final verify's `dead_lettered` judges it), and not lost.
+    #[serde(default)]
+    pub dead_lettered: u64,
     /// Acknowledged messages still above the watermark at the last check (to the final
     /// verify), and the most there ever were at once.
     pub pending: u64,
@@ -103,6 +109,12 @@ impl IncrementalSummary {
                 "; first problem seen at {} ({:.1} s after its ack)",
                 wiber_model::rfc3339_ms(at),
                 after as f64 / 1000.0
+            ));
+        }
+        if self.dead_lettered > 0 {
+            s.push_str(&format!(
+                "; {} found in the dead-letter topic instead of the store",
+                self.dead_lettered
             ));
         }
         if self.skipped > 0 {
@@ -222,13 +234,30 @@ impl Watermarked {
         due
     }
 
-    /// Judges due messages by what the store holds under their ids.
-    fn judge(&mut self, run: &str, due: &[Pending], found: &HashMap<String, StoredDoc>, now: i64) {
+    /// Judges due messages by what the store holds under their ids, and what the
+    /// dead-letter topic holds of those it does not (`dead`: id → why, [`dead_letters`]).
+    fn judge(
+        &mut self,
+        run: &str,
+        due: &[Pending],
+        found: &HashMap<String, StoredDoc>,
+        dead: &HashMap<String, String>,
+        now: i64,
+    ) {
         let s = &mut self.summary;
         for p in due {
             s.checked += 1;
             s.max_wait_ms = s.max_wait_ms.max(now - p.entry.answered);
             let problem = match found.get(&p.entry.message_id) {
+                None if dead.contains_key(&p.entry.message_id) => {
+                    s.dead_lettered += 1;
+                    let v = s.examples.entry("dead_lettered".to_string()).or_default();
+                    if v.len() < MAX_EXAMPLES {
+                        let why = &dead[&p.entry.message_id];
+                        v.push(check::example(Some(&p.entry), None, why.clone()));
+                    }
+                    None
+                }
                 None => Some((
                     "lost",
                     format!(
@@ -285,7 +314,13 @@ impl Watermarked {
             .collect();
         let due = self.due(&committed, MAX_PER_CHECK);
         if due.is_empty() {
-            self.judge("", &[], &HashMap::new(), wiber_model::now_ms());
+            self.judge(
+                "",
+                &[],
+                &HashMap::new(),
+                &HashMap::new(),
+                wiber_model::now_ms(),
+            );
             return Ok(());
         }
         if self.store.is_none() {
@@ -314,7 +349,15 @@ impl Watermarked {
             }
             let ids: Vec<String> = chunk.iter().map(|p| p.entry.message_id.clone()).collect();
             match lookup(&coll, &ids).await {
-                Ok(found) => self.judge(&run, &chunk, &found, wiber_model::now_ms()),
+                Ok(found) => {
+                    let missing: HashSet<&str> = chunk
+                        .iter()
+                        .map(|p| p.entry.message_id.as_str())
+                        .filter(|id| !found.contains_key(*id))
+                        .collect();
+                    let dead = dead_letters(target, &missing).await;
+                    self.judge(&run, &chunk, &found, &dead, wiber_model::now_ms())
+                }
                 Err(_) => {
                     // The store is down (a fault): these are checked next time.
                     self.summary.skipped += 1;
@@ -328,6 +371,31 @@ impl Watermarked {
         self.summary.pending_max = self.summary.pending_max.max(self.summary.pending);
         Ok(())
     }
+}
+
+/// The dead letters of `ids` (id → why), read from the dead-letter topic only when some
+/// due message is missing (normally never). A topic that cannot be read gives none: the
+/// message then counts as lost here, and the final verify reads the topic again.
+async fn dead_letters(target: &StoreTarget, ids: &HashSet<&str>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if ids.is_empty() {
+        return out;
+    }
+    let topic = kafka::dlq::topic_of(&target.topic);
+    let _ = kafka::dlq::scan(&target.kafka, &topic, Duration::from_secs(5), |d| {
+        if let Some(id) = d.message_id.as_deref().filter(|id| ids.contains(id)) {
+            out.entry(id.to_string()).or_insert_with(|| {
+                format!(
+                    "acknowledged, not in the store once the group had committed past it: \
+                     dead-lettered as {} at {topic}@{}",
+                    d.class.map_or("unclassified", |c| c.name()),
+                    d.pos
+                )
+            });
+        }
+    })
+    .await;
+    out
 }
 
 async fn lookup(
@@ -500,13 +568,35 @@ mod tests {
             let e = entry(seq, Outcome::Ok, None);
             found.insert(e.message_id.clone(), doc(&e, content));
         }
-        w.judge(RUN, &due, &found, 5_000);
+        w.judge(RUN, &due, &found, &HashMap::new(), 5_000);
         let s = &w.summary;
         assert_eq!((s.checked, s.lost, s.corrupted), (3, 1, 1), "{s:#?}");
         assert_eq!(s.examples["lost"][0].seq, Some(1));
         assert_eq!(s.examples["lost"][0].offset, Some(1));
         assert_eq!(s.first_problem_ms, Some(5_000));
         assert!(s.line().contains("LOST 1"), "{}", s.line());
+    }
+
+    /// A missing message the dead-letter topic holds is dead-lettered, not lost, and no
+    /// problem here (the final verify's class judges it).
+    #[test]
+    fn a_missing_message_found_in_the_dlq_is_dead_lettered_not_lost() {
+        let mut w = Watermarked::new(Path::new("/nonexistent"));
+        for seq in 0..2 {
+            w.push(entry(seq, Outcome::Ok, Some((0, seq as i64))));
+        }
+        let due = w.due(&HashMap::from([(0, 2)]), 100);
+        let dead = HashMap::from([(
+            entry(1, Outcome::Ok, None).message_id,
+            "dead-lettered as refused at t.dlq@0".to_string(),
+        )]);
+        w.judge(RUN, &due, &HashMap::new(), &dead, 5_000);
+        let s = &w.summary;
+        assert_eq!((s.checked, s.lost, s.dead_lettered), (2, 1, 1), "{s:#?}");
+        assert_eq!(s.examples["lost"][0].seq, Some(0));
+        assert_eq!(s.examples["dead_lettered"][0].seq, Some(1));
+        assert_eq!(s.problems(), 1);
+        assert!(s.describe().contains("1 found in the dead-letter topic"));
     }
 
     #[test]

@@ -65,16 +65,28 @@ impl StoredDoc {
 const PARTIAL_READ: &str = "only messageId and storedAt were read";
 
 /// Whether the consumer group caught up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drain {
     pub drained: bool,
     /// Total lag at the last look.
     pub lag: i64,
+    /// The group's partitions at the last look (committed offsets, stall reports).
+    pub lags: Vec<kafka::PartitionLag>,
+    /// Partitions with lag that did not advance: their consumer reports a stall, or
+    /// their committed offset stayed where it was for the whole wait (at least
+    /// [`STUCK_AFTER`]). Empty when drained.
+    pub stuck: Vec<i32>,
 }
+
+/// A wait this long without a partition's committed offset moving, records waiting,
+/// makes it stuck (and not merely slow).
+pub const STUCK_AFTER: Duration = Duration::from_secs(10);
 
 /// Polls the consumer group's lag until it is 0 or `timeout` passed.
 pub async fn drain(target: &StoreTarget, timeout: Duration) -> anyhow::Result<Drain> {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut first: Option<HashMap<i32, Option<i64>>> = None;
     loop {
         let lags = kafka::group_lag(&target.kafka, &target.group, &target.topic, Duration::from_secs(5))
             .await
@@ -86,16 +98,44 @@ pub async fn drain(target: &StoreTarget, timeout: Duration) -> anyhow::Result<Dr
             })?;
         let lag = kafka::total(&lags);
         if lag == 0 {
-            return Ok(Drain { drained: true, lag });
+            return Ok(Drain {
+                drained: true,
+                lag,
+                lags,
+                stuck: Vec::new(),
+            });
         }
+        let first =
+            first.get_or_insert_with(|| lags.iter().map(|l| (l.partition, l.committed)).collect());
         if Instant::now() >= deadline {
+            let stuck = stuck(first, &lags, started.elapsed() >= STUCK_AFTER);
             return Ok(Drain {
                 drained: false,
                 lag,
+                lags,
+                stuck,
             });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The partitions of `lags` that have lag and did not advance (see [`Drain::stuck`]):
+/// `first` is their committed offsets when the wait began; `waited` says whether it
+/// lasted long enough for an unmoved offset to mean anything.
+fn stuck(
+    first: &HashMap<i32, Option<i64>>,
+    lags: &[kafka::PartitionLag],
+    waited: bool,
+) -> Vec<i32> {
+    let now = wiber_model::now_ms();
+    lags.iter()
+        .filter(|l| l.lag > 0)
+        .filter(|l| {
+            l.stall_line(now).is_some() || (waited && first.get(&l.partition) == Some(&l.committed))
+        })
+        .map(|l| l.partition)
+        .collect()
 }
 
 /// Reads at a time when a run's documents are read key by key: enough to keep FerretDB
@@ -524,6 +564,30 @@ mod tests {
         let stored = StoredMessage::new(m, 1_758_865_781_000, 2, 40);
         let d = bson::to_document(&stored).unwrap();
         (stored, d)
+    }
+
+    /// A partition that has lag is stuck when its consumer says so, or when its offset
+    /// did not move over a wait long enough to tell; a slow one, or a short wait, is not.
+    #[test]
+    fn stuck_partitions_did_not_advance_or_report_a_stall() {
+        let lag = |partition, committed: i64| kafka::PartitionLag {
+            partition,
+            committed: Some(committed),
+            low: 0,
+            high: 100,
+            lag: 100 - committed,
+            stall: None,
+        };
+        let first = HashMap::from([(0, Some(10)), (1, Some(10)), (2, Some(100))]);
+        let now = [lag(0, 10), lag(1, 40), lag(2, 100)];
+        assert_eq!(stuck(&first, &now, true), [0]);
+        assert!(
+            stuck(&first, &now, false).is_empty(),
+            "too short a wait to tell"
+        );
+        let mut reported = lag(1, 40);
+        reported.stall = crate::kafka::tests::stalled(1, 40, 100).stall;
+        assert_eq!(stuck(&first, &[reported], false), [1]);
     }
 
     #[test]
