@@ -1067,6 +1067,7 @@ mod tests {
             baseline: None,
             comparison: Vec::new(),
             expect_fail: Vec::new(),
+            expected_dead_lettered: 0,
             seed: None,
             random: None,
             incremental: None,
