@@ -558,7 +558,7 @@ pub struct FormatError {
 
 /// What each part of the file looks like, for error messages.
 const SYNTAX_TOP: &str = "name = \"kill-consumer\" (letters, digits, - and _), description = \"...\", then [stack], [load], [[faults]], [random], [thresholds], [expect]";
-const SYNTAX_EXPECT: &str = "[expect] fail = [\"lost\"] (delivery invariants: lost, duplicated, unexpected, corrupted, reordered; or metrics of [thresholds]): the run passes only if each of them fails";
+const SYNTAX_EXPECT: &str = "[expect] fail = [\"lost\"] (delivery invariants: lost, duplicated, unexpected, corrupted, reordered, dead_lettered, stalled, conflicts; or metrics of [thresholds]): the run passes only if each of them fails";
 const SYNTAX_STACK: &str =
     "[stack] consumers = 2, partitions = 6, brokers = 3 (1..=5), profile = \"safe\" | \"unsafe\" (acks=1, min.insync.replicas=1, unclean leader election: for showing loss being caught) (omit [stack] to attach to the running stack)";
 const SYNTAX_LOAD: &str = "[load] rate = 200 (req/s), duration = \"30s\", conversations = 50, size = 256, retries = 0, connections = 64 (in flight at the start; grows as needed), timeout = \"10s\", reads = { conversation = 200, user = 50, count = 20 } (reads/s of each kind, any of the three), read_fixture = 1000 (read that many conversations of a `wiberctl store fill` fixture instead of the run's own), read_fixture_size = 1000 (messages per fixture conversation), verify_every = \"20s\" (check what the consumers committed past against the store while the load runs; for long runs), poison = 1 (records the store cannot hold, produced straight to the topic halfway through: each must be dead-lettered, counted as dead_lettered); or [[load.stages]] to = 400, over = \"10s\" (instead of duration)";
@@ -890,7 +890,10 @@ fn load_spec(cx: &Ctx<'_>, raw: Spanned<RawLoad>) -> Result<LoadSpec, FormatErro
         Some(p) if p.get_ref() > &MAX_POISON => {
             return Err(cx.at(
                 p.span().start,
-                format!("poison = {} is over {MAX_POISON}: a few records prove isolation", p.get_ref()),
+                format!(
+                    "poison = {} is over {MAX_POISON}: a few records prove isolation",
+                    p.get_ref()
+                ),
                 SYNTAX_LOAD,
             ))
         }

@@ -90,7 +90,17 @@ pub struct CheckRow {
     pub verdict_text: String,
 }
 
-const INVARIANTS: &str = "lost, duplicated, unexpected, corrupted, reordered == 0";
+const INVARIANTS: &str =
+    "lost, duplicated, unexpected, corrupted, reordered, stalled, conflicts == 0; dead_lettered == the run's poison records";
+
+/// The invariants' threshold text for `o`: dead-lettered is 0 unless the run put poison
+/// records on the topic.
+fn invariants_text(o: &ScenarioRun) -> String {
+    INVARIANTS.replace(
+        "the run's poison records",
+        &o.expected_dead_lettered.to_string(),
+    )
+}
 
 pub fn check_rows(o: &ScenarioRun) -> Vec<CheckRow> {
     let mut rows = Vec::new();
@@ -106,10 +116,10 @@ pub fn check_rows(o: &ScenarioRun) -> Vec<CheckRow> {
                 .collect();
             rows.push(CheckRow {
                 check: "invariants (verify)".into(),
-                threshold: INVARIANTS.into(),
+                threshold: invariants_text(o),
                 actual: format!(
-                    "lost {}, duplicated {}, unexpected {}, corrupted {}, reordered {} (ok {}, unknown {}: recovered {}, indeterminate {}){}",
-                    c.lost, c.duplicated, c.unexpected, c.corrupted, c.reordered, c.ledger_ok, c.ledger_unknown, c.recovered, c.indeterminate,
+                    "lost {}, duplicated {}, unexpected {}, corrupted {}, reordered {}, stalled {}, conflicts {}, dead_lettered {} (ok {}, unknown {}: recovered {}, indeterminate {}){}",
+                    c.lost, c.duplicated, c.unexpected, c.corrupted, c.reordered, c.stalled, c.conflicts, c.dead_lettered, c.ledger_ok, c.ledger_unknown, c.recovered, c.indeterminate,
                     if undrained { "; did not drain" } else { "" }
                 ),
                 class: if ok { CheckClass::Pass } else { CheckClass::Fail },
@@ -122,7 +132,7 @@ pub fn check_rows(o: &ScenarioRun) -> Vec<CheckRow> {
         }
         None => rows.push(CheckRow {
             check: "invariants (verify)".into(),
-            threshold: INVARIANTS.into(),
+            threshold: invariants_text(o),
             actual: "not measured".into(),
             class: CheckClass::Skipped,
             verdict_text: "not checked".into(),
