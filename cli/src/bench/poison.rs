@@ -18,28 +18,27 @@ use wiber_model::{conversation_key, now_ms, Message};
 
 use crate::kafka::dlq::RawProducer;
 
-/// Conversation indexes of poison records: far above any run's own (`conversations`
-/// is at most a few thousand), so they never share a conversation with the load.
-pub const FIRST_CONVERSATION: u32 = 1_000_000;
-
-/// The content of poison record `i`: its key (so a stored copy could be traced), then
-/// U+0000.
-pub fn content(run: &str, i: u32) -> String {
-    format!("{run}:{}:0|poison \u{0} record", FIRST_CONVERSATION + i)
+/// The content of the poison record of conversation `conv`: its key (so a stored copy
+/// could be traced), then U+0000.
+pub fn content(run: &str, conv: u32) -> String {
+    format!("{run}:{conv}:0|poison \u{0} record")
 }
 
 /// Produces `count` poison records of `run` to `topic`, each acknowledged, and returns
-/// their ledger lines.
+/// their ledger lines. Each has a conversation of its own, right after the load's
+/// `conversations` (so it shares none with the load, and verify, which reads a run's
+/// conversations by index up to the highest in its ledger, reads only a few more).
 pub async fn inject(
     bootstrap: &str,
     topic: &str,
     run: &str,
+    conversations: u32,
     count: u32,
 ) -> anyhow::Result<Vec<LedgerEntry>> {
     let producer = RawProducer::new(bootstrap)?;
     let mut entries = Vec::new();
     for i in 0..count {
-        let conv = FIRST_CONVERSATION + i;
+        let conv = conversations + i;
         let (from, to) = ledger::users(run, conv);
         let id = ledger::message_id(run, conv, 0);
         let sent = now_ms();
@@ -47,7 +46,7 @@ pub async fn inject(
             message_id: id.clone(),
             from_user: from.clone(),
             to_user: to.clone(),
-            content: content(run, i),
+            content: content(run, conv),
             timestamp: sent,
             created_at: wiber_model::rfc3339_ms(sent),
         };

@@ -615,10 +615,12 @@ async fn run_load(
         // another producer of the topic would put them there.
         let poison = (i == 0 && sc.load.poison > 0).then(|| {
             let (target, run_id, count) = (target.clone(), run_id.clone(), sc.load.poison);
+            let conversations = sc.load.conversations;
             let half = seg.duration / 2;
             tokio::spawn(async move {
                 tokio::time::sleep(half).await;
-                bench::poison::inject(&target.kafka, &target.topic, &run_id, count).await
+                bench::poison::inject(&target.kafka, &target.topic, &run_id, conversations, count)
+                    .await
             })
         });
         let result = bench::run(BenchOptions {
