@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use crate::config::{ApiConfig, ConsumerConfig};
-use crate::{api, consumer, shutdown, telemetry};
+use crate::{shutdown, telemetry, wiring};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -33,8 +33,8 @@ enum Command {
 pub async fn main() -> ExitCode {
     telemetry::init();
     let result = match Cli::parse().command {
-        Command::Api(cfg) => api::run(cfg, shutdown::signal()).await,
-        Command::Consumer(cfg) => consumer::run(cfg, shutdown::signal()).await,
+        Command::Api(cfg) => wiring::run_api(cfg, shutdown::signal()).await,
+        Command::Consumer(cfg) => wiring::run_consumer(cfg, shutdown::signal()).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -122,15 +122,6 @@ impl ApiConfig {
     pub fn message_timeout(&self) -> Duration {
         Duration::from_millis(self.message_timeout_ms)
     }
-
-    pub fn batching(&self) -> crate::kafka::Batching {
-        crate::kafka::Batching {
-            linger_ms: self.linger_ms,
-            max_in_flight: self.max_in_flight,
-            prompt_max_rate: self.prompt_max_rate,
-            acks: self.acks,
-        }
-    }
 }
 
 /// The consumer service.

@@ -27,13 +27,13 @@
 //! On SIGTERM it stops fetching, finishes (or abandons, uncommitted) the batch in hand,
 //! commits synchronously and leaves the group.
 //!
-//! The loop ([`consume`]) sees Kafka and MongoDB only through two seams of its own,
-//! [`RecordSource`] (implemented by [`kafka::GroupRecords`]) and [`MessageStore`]
-//! (implemented by [`Store`]), so the contract above is tested without either
-//! (`tests/server/consumer.rs`, with a fake group whose commits are logged).
+//! The loop ([`consume`]) sees Kafka and MongoDB only through two seams,
+//! [`RecordSource`] (implemented by `kafka::GroupRecords`) and [`MessageStore`]
+//! (implemented by `store::Store`), defined in [`crate::seams`], so the contract above
+//! is tested without either (`tests/server/consumer.rs`, with a fake group whose commits
+//! are logged). `wiring::run_consumer` puts the real ones behind it.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
@@ -41,95 +41,9 @@ use wiber_model::contract::{dlq, StallReport};
 use wiber_model::{now_ms, validate_shape, Message, NewMessage, StoredMessage};
 
 use crate::config::{instance_name, ConsumerConfig};
-use crate::kafka;
-use crate::store::{InsertOutcome, Store};
-
-/// A record of the message topic as the loop sees it, whichever client fetched it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-}
-
-/// Where the group resumes reading a partition: one past the last record done with.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Position {
-    pub topic: String,
-    pub partition: i32,
-    pub next_offset: i64,
-}
-
-/// The consumer group's side of the loop: records in, offsets committed, records the
-/// store cannot take out to the dead-letter topic.
-pub trait RecordSource {
-    type Error: fmt::Display;
-
-    /// The next record assigned to this member. Errors are transient: the loop logs
-    /// them and reads again.
-    fn recv(&self) -> impl Future<Output = Result<Record, Self::Error>> + Send;
-
-    /// One attempt to publish `record` to the dead-letter topic as `class` with `reason`,
-    /// waiting for the broker's ack (the loop retries until it comes).
-    fn dead_letter(
-        &self,
-        record: &Record,
-        class: dlq::Class,
-        reason: &str,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    /// Commits `positions` without waiting: a commit that is lost means redelivery,
-    /// which the store de-duplicates, never loss.
-    fn commit(&self, positions: &[Position]);
-
-    /// Says, in the group's committed offsets, that these partitions are stalled: each
-    /// position is where its partition is stuck (where it would resume anyway), with the
-    /// report as the offset's metadata. Best effort: the log says it too.
-    fn report_stall(&self, stalls: &[(Position, StallReport)]);
-
-    /// Commits synchronously what [`RecordSource::commit`] was given, then leaves the group.
-    fn close(&self);
-}
-
-/// How a failed write is to be treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureClass {
-    /// The store is unreachable, down, read-only or slow: retry the same write later.
-    Transient,
-    /// The store refuses these documents (a value it cannot hold, a document it
-    /// rejects): retrying cannot help. The batch is split to isolate the refused ones.
-    Permanent,
-    /// Not known to be either: retried as transient, so nothing is dropped on a guess,
-    /// and reported loudly past [`Recovery::retry_bound`].
-    Unknown,
-}
-
-/// A store error that knows its [`FailureClass`].
-pub trait Classify {
-    fn class(&self) -> FailureClass;
-}
-
-/// Where messages are stored.
-pub trait MessageStore {
-    type Error: fmt::Display + Classify;
-
-    /// Writes every document of `batch` or fails as a whole (retrying is safe). A
-    /// document whose `_id` is already stored is a de-duplication hit, reported in
-    /// [`InsertOutcome::duplicates`], not an error.
-    fn insert_batch(
-        &self,
-        batch: &[StoredMessage],
-    ) -> impl Future<Output = Result<InsertOutcome, Self::Error>> + Send;
-
-    /// The stored documents among `ids` (those not stored are absent): what a duplicate
-    /// key is compared with, to tell a redelivery from an id reused with other content.
-    fn stored(
-        &self,
-        ids: &[String],
-    ) -> impl Future<Output = Result<Vec<StoredMessage>, Self::Error>> + Send;
-}
+pub use crate::seams::{
+    Classify, FailureClass, InsertOutcome, MessageStore, Position, Record, RecordSource,
+};
 
 /// How the loop batches records and backs off failed writes.
 #[derive(Debug, Clone, Copy)]
@@ -214,50 +128,6 @@ impl From<&ConsumerConfig> for Recovery {
             isolate_refused: true,
         }
     }
-}
-
-/// Runs the consumer until `shutdown` resolves: connects to MongoDB and Kafka (waiting
-/// for them), joins the group and runs [`consume`].
-pub async fn run(cfg: ConsumerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    tokio::pin!(shutdown);
-    // First, before any connection: a seeded bug that cannot be honoured is a start error.
-    #[cfg(not(feature = "seeded-bugs"))]
-    crate::config::refuse_seeded_bug()?;
-    #[cfg(feature = "seeded-bugs")]
-    let seeded = crate::seeded::Seeded::from_env(wiber_model::contract::Service::Consumer)?;
-    let instance = instance_name("consumer");
-    let store = Store::connect(&cfg.mongo).await?;
-    // Indexes and topics are retried until they work: a consumer started before its
-    // dependencies (compose, restarts) waits for them instead of crash-looping.
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match store.ensure_indexes().await {
-            Ok(()) => break,
-            Err(e) => tracing::warn!(error = %e, "mongodb not ready yet; retrying"),
-        }
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-    if !kafka::ensure_topics_until(&cfg.kafka, &mut shutdown).await {
-        return Ok(());
-    }
-    let records = kafka::GroupRecords::subscribe(&cfg, &instance)?;
-    tracing::info!(%instance, group = %cfg.group, topic = %cfg.kafka.topic, "consumer started");
-    let recovery = Recovery::from(&cfg);
-    #[cfg(feature = "seeded-bugs")]
-    let recovery = match &seeded {
-        Some(s) => s.recovery(recovery),
-        None => recovery,
-    };
-    #[cfg(feature = "seeded-bugs")]
-    let store =
-        crate::seeded::SeededStore::new(seeded.as_ref(), &store, &records, &cfg.kafka.topic);
-    consume(&records, &store, Batching::from(&cfg), &recovery, shutdown).await;
-    tracing::info!(%instance, "consumer stopped");
-    Ok(())
 }
 
 /// The consumer loop, until `shutdown` resolves: gather a batch, dead-letter what does

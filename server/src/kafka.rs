@@ -1,8 +1,8 @@
 //! Kafka adapter: the only module that touches rdkafka. It creates the topics, publishes
 //! messages with the delivery contract (acks=all, idempotent, bounded timeout, key = the
 //! conversation) and runs the consumer's side of the group. Domain code sees
-//! [`Publisher`] through the API's [`Publish`] seam and [`GroupRecords`] through the
-//! consumer's [`RecordSource`] seam, never rdkafka types.
+//! [`Publisher`] through the [`Publish`] seam and [`GroupRecords`] through the
+//! [`RecordSource`] seam ([`crate::seams`]), never rdkafka types.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -20,9 +20,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use futures::future::BoxFuture;
 
-use crate::api::{Delivered, Lane, Publish, PublishError};
 use crate::config::{ConsumerConfig, KafkaConfig};
-use crate::consumer::{Position, Record, RecordSource};
+use crate::seams::{Delivered, Lane, Position, Publish, PublishError, Record, RecordSource};
 use wiber_model::contract::{dlq, StallReport};
 
 /// librdkafka's callbacks for our clients. It notices when every broker connection is

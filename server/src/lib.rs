@@ -1,38 +1,45 @@
 //! The Wiber stack's services.
 //!
-//! Layout:
-//! - [`api`]: the HTTP API (axum): validates, publishes to Kafka, serves reads from
-//!   MongoDB; it sees them through two seams, `Publish` and `ReadStore`, so tests serve
-//!   the real router with fakes.
-//! - [`consumer`]: the consumer-group member that stores messages in MongoDB: the loop
-//!   (`consume`, generic, tested with fakes) and its two seams, `RecordSource` (records
-//!   in, offsets committed, dead letters out) and `MessageStore` (batched writes with
-//!   de-duplication), with `Record` and `Position`, our rdkafka-free record and offset.
-//! - [`kafka`]: the rdkafka adapter, the only module that uses rdkafka: topics, the API's
-//!   `Publisher` (behind `Publish`), and `GroupRecords`, the group member behind
-//!   `RecordSource`.
-//! - [`store`]: the mongodb adapter, the only module that uses the mongodb crate: `Store`
-//!   (indexes, write concern, the read queries behind `ReadStore`, and `MessageStore`),
-//!   writing and reading `wiber_model::StoredMessage` documents.
-//! - [`sql_reads`]: the tokio-postgres adapter: `SqlReads`, the API's reads served in
-//!   SQL from the PostgreSQL under FerretDB (when the store is FerretDB on PostgreSQL:
-//!   FerretDB cannot push a page's sort and limit down).
-//! - [`config`]: flags/environment of both services, named and defaulted by
-//!   `wiber_model::contract`.
-//! - [`cli`]: the command line both binaries run (`wiber-server`, and
-//!   `wiber-server-seeded`, the test build with `seeded-bugs`).
-//! - [`telemetry`], [`shutdown`]: JSON logs and the Ctrl-C/SIGTERM signal.
-//! - `seeded` (only with the `seeded-bugs` feature, for test builds): the bugs
-//!   `WIBER_SEEDED_BUG` can switch on, as wrappers around the seams above.
+//! Layout, in layers (each module imports only from the layers below it; the server's
+//! layering test, `tests/server/layering.rs`, holds it to that):
+//! 1. [`config`] (flags/environment of both services, named and defaulted by
+//!    `wiber_model::contract`), [`telemetry`], [`shutdown`] (JSON logs, the
+//!    Ctrl-C/SIGTERM signal).
+//! 2. [`seams`]: what the services need from Kafka and the store, as traits and plain
+//!    types: `Publish` and `ReadStore` (the API's), `RecordSource` and `MessageStore` (the
+//!    consumer's), with `Record`, `Position`, `StoreError`, `InsertOutcome`.
+//! 3. The services, which see only the seams: [`api`] (axum: validates, publishes,
+//!    serves reads; tests serve the real router with fakes) and [`consumer`] (the loop,
+//!    `consume`, generic, tested with fakes). And the adapters, which implement them:
+//!    [`kafka`] (the only module that uses rdkafka: topics, the API's `Publisher`, the
+//!    group member `GroupRecords`), [`store`] (the only one that uses the mongodb crate:
+//!    indexes, write concern, the read queries, batched writes), and above it
+//!    [`sql_reads`] (tokio-postgres: the API's reads in SQL from the PostgreSQL under
+//!    FerretDB, which cannot push a page's sort and limit down).
+//! 4. `seeded` (only with the `seeded-bugs` feature, for debug test builds): the bugs
+//!    `WIBER_SEEDED_BUG` can switch on, as wrappers around the seams.
+//! 5. [`wiring`]: the one place that puts the adapters behind the services and runs them.
+//! 6. [`cli`]: the command line both binaries run (`wiber-server`, and
+//!    `wiber-server-seeded`, the test build with `seeded-bugs`).
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod kafka;
+pub mod seams;
 #[cfg(feature = "seeded-bugs")]
 pub mod seeded;
 pub mod shutdown;
 pub mod sql_reads;
 pub mod store;
 pub mod telemetry;
+pub mod wiring;
+
+// The seeded bugs break the delivery contract on purpose: they exist for the kill matrix's
+// debug test builds, never for a release build someone could ship.
+#[cfg(all(feature = "seeded-bugs", not(debug_assertions)))]
+compile_error!(
+    "the `seeded-bugs` feature is for test builds only: build it without --release \
+     (`cargo build -p wiber-server --features seeded-bugs --bin wiber-server-seeded`)"
+);

@@ -25,8 +25,7 @@ use wiber_model::contract::{defaults, env, SeededBug, Service};
 use wiber_model::{conversation_key, NewMessage, StoredMessage};
 
 use crate::api::{AppState, Delivered, Publish, PublishError};
-use crate::consumer::{MessageStore, Position, RecordSource};
-use crate::store::InsertOutcome;
+use crate::seams::{InsertOutcome, MessageStore, Position, RecordSource};
 
 /// The bug this process was told to have, and how often it strikes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +87,7 @@ impl Seeded {
             SeededBug::AckWithoutProduce | SeededBug::RefuseAll => {
                 state.publisher = Arc::new(SeededPublisher::new(*self, state.publisher));
             }
-            SeededBug::Reorder => state.reorder = Some(Arc::new(Reorder::new(self.every))),
+            SeededBug::Reorder => state.accept_clock = Some(Arc::new(Reorder::new(self.every))),
             _ => {}
         }
         state
@@ -215,13 +214,11 @@ impl Reorder {
         *last = ts;
         ts
     }
+}
 
-    /// The POST handler's hook: `now`, unless `reorder` is active.
-    pub(crate) fn timestamp_for(reorder: Option<&Reorder>, new: &NewMessage, now: i64) -> i64 {
-        match reorder {
-            Some(r) => r.timestamp(&conversation_key(&new.from_user, &new.to_user), now),
-            None => now,
-        }
+impl crate::api::AcceptClock for Reorder {
+    fn timestamp(&self, new: &NewMessage, now: i64) -> i64 {
+        Reorder::timestamp(self, &conversation_key(&new.from_user, &new.to_user), now)
     }
 }
 

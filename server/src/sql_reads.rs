@@ -24,9 +24,9 @@ use tokio_postgres::{Client, NoTls, Row};
 use wiber_model::reads::{self, sql};
 use wiber_model::{conversation_key, Message, StoredMessage};
 
-use crate::api::{CountScope, ReadStore};
 use crate::config::MongoConfig;
-use crate::store::{Store, StoreError};
+use crate::seams::{CountScope, ReadStore, StoreError};
+use crate::store::Store;
 
 /// Connections kept to PostgreSQL. A read is one or two short statements; on two cores
 /// more connections only queue in PostgreSQL instead of here.

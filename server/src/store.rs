@@ -4,14 +4,15 @@
 //! cheaply), `conversation` and `participants` for the reads, and provenance
 //! (`storedAt`, `partition`, `offset`) on every document. What this module adds is how
 //! the collection is used: indexes, write concern, what a duplicate key means, the read
-//! queries. The consumer sees it through [`MessageStore`], the API through [`ReadStore`].
+//! queries. The consumer sees it through [`MessageStore`], the API through [`ReadStore`]
+//! (both in [`crate::seams`], with [`StoreError`] and [`InsertOutcome`]).
 //!
 //! Every read is one equality on one field, then a sort (the shapes are in
 //! [`wiber_model::reads`]): FerretDB pushes a single equality down to PostgreSQL, where
 //! the GIN indexes of `server/sql/ferretdb-postgres.sql` serve it, and MongoDB serves it
 //! from the indexes created here. Counts count documents (MongoDB's indexes make that
 //! cheap). On FerretDB-on-PostgreSQL the API reads pages and exact counters in SQL
-//! instead ([`crate::sql_reads`]); these reads are its fallback there.
+//! instead (`sql_reads`, which falls back on these reads).
 
 use std::time::Duration;
 
@@ -24,9 +25,9 @@ use mongodb::{Client, Collection, IndexModel};
 use wiber_model::reads::{self, ReadShape};
 use wiber_model::{conversation_key, Message, StoredMessage};
 
-use crate::api::{CountScope, ReadStore};
 use crate::config::MongoConfig;
-use crate::consumer::{Classify, FailureClass, MessageStore};
+use crate::seams::{CountScope, FailureClass, MessageStore, ReadStore};
+pub use crate::seams::{InsertOutcome, StoreError};
 
 /// MongoDB's duplicate-key error code: for us, a de-duplication hit.
 const DUPLICATE_KEY: i32 = 11000;
@@ -45,35 +46,6 @@ const REFUSING_CODES: [i32; 11] = [2, 9, 14, 22, 52, 55, 56, 57, 121, 10334, 172
 /// exceeded" (e.g. an index row too large). Other classes (connections, locks,
 /// read-only, disk full, shutdown) may pass: they are not permanent.
 const REFUSING_SQLSTATE_CLASSES: [&str; 2] = ["SQLSTATE 22", "SQLSTATE 54"];
-
-/// A store error, with what retrying it can do ([`FailureClass`]).
-#[derive(Debug, thiserror::Error)]
-#[error("mongodb: {detail}")]
-pub struct StoreError {
-    detail: String,
-    class: FailureClass,
-}
-
-impl StoreError {
-    /// An error described by `detail` (for stand-ins of the store, e.g. in tests), of
-    /// unknown class.
-    pub fn new(detail: impl Into<String>) -> StoreError {
-        StoreError::of(FailureClass::Unknown, detail)
-    }
-
-    pub fn of(class: FailureClass, detail: impl Into<String>) -> StoreError {
-        StoreError {
-            detail: detail.into(),
-            class,
-        }
-    }
-}
-
-impl Classify for StoreError {
-    fn class(&self) -> FailureClass {
-        self.class
-    }
-}
 
 impl From<mongodb::error::Error> for StoreError {
     fn from(e: mongodb::error::Error) -> Self {
@@ -131,14 +103,6 @@ fn class_of(code: i32, message: &str) -> FailureClass {
     } else {
         FailureClass::Unknown
     }
-}
-
-/// What an `insert_batch` did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct InsertOutcome {
-    pub inserted: usize,
-    /// `_id`s that were already stored: redeliveries, de-duplicated.
-    pub duplicates: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -374,7 +338,7 @@ impl Store {
 
     /// How many messages are stored in `scope`: a count of the documents by the same
     /// indexed equality as the pages. MongoDB's indexes make that cheap; on FerretDB the
-    /// API reads the exact counters in SQL instead ([`crate::sql_reads`]).
+    /// API reads the exact counters in SQL instead (`sql_reads`).
     pub async fn count(&self, scope: &CountScope) -> Result<u64, StoreError> {
         let filter = match scope {
             CountScope::All => doc! {},
@@ -505,6 +469,7 @@ mod tests {
     use wiber_model::{Message, NewMessage};
 
     use super::*;
+    use crate::seams::Classify;
 
     fn stored(id: &str) -> StoredMessage {
         let new = NewMessage {

@@ -111,8 +111,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<crate::seams::StoreError> for ApiError {
+    fn from(e: crate::seams::StoreError) -> Self {
         ApiError::StoreUnavailable(e.to_string())
     }
 }

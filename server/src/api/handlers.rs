@@ -74,7 +74,10 @@ pub async fn post_message(
     let timestamp = now_ms();
     // A test build's `reorder` bug may move it back; without the feature there is no hook.
     #[cfg(feature = "seeded-bugs")]
-    let timestamp = crate::seeded::Reorder::timestamp_for(st.reorder.as_deref(), &new, timestamp);
+    let timestamp = match &st.accept_clock {
+        Some(clock) => clock.timestamp(&new, timestamp),
+        None => timestamp,
+    };
     let id = new
         .message_id
         .clone()

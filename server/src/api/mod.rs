@@ -1,8 +1,9 @@
 //! The HTTP API service (axum).
 //!
-//! Layout: [`seams`] (what the API needs from Kafka and MongoDB: [`Publish`] and
-//! [`ReadStore`]), [`handlers`] (one function per route), [`error`] (status + JSON body
-//! for every failure), [`metrics`] (Prometheus), [`docs`] (OpenAPI + vendored Swagger UI).
+//! Layout: [`handlers`] (one function per route), [`error`] (status + JSON body for every
+//! failure), [`metrics`] (Prometheus), [`docs`] (OpenAPI + vendored Swagger UI); what the
+//! API needs from Kafka and the store are the seams [`Publish`] and [`ReadStore`]
+//! ([`crate::seams`]), which `wiring::run_api` fills with the real adapters.
 //! This file wires them into a [`router`] and [`run`]s it with graceful shutdown; tests
 //! [`serve`] the same router with fakes behind the seams.
 
@@ -12,7 +13,6 @@ mod handlers;
 pub mod limits;
 mod metrics;
 pub mod readiness;
-mod seams;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,16 +26,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use tracing::Instrument;
 
+pub use crate::seams::{CountScope, Delivered, Lane, Publish, PublishError, ReadStore};
 pub use docs::OPENAPI_JSON;
 pub use error::ApiError;
 pub use limits::Limits;
 pub use metrics::Metrics;
-pub use seams::{CountScope, Delivered, Lane, Publish, PublishError, ReadStore};
-
-use crate::config::{instance_name, ApiConfig};
-use crate::kafka::{self, Publisher};
-use crate::sql_reads::SqlReads;
-use crate::store::Store;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -48,9 +43,18 @@ pub struct AppState {
     pub limits: Limits,
     /// The last readiness answer, shared by every probe for a second.
     pub readiness: Arc<readiness::Cache>,
-    /// Test builds only: the seeded `reorder` bug, which picks accept timestamps.
+    /// Test builds only: what picks accept timestamps instead of the clock (the seeded
+    /// `reorder` bug).
     #[cfg(feature = "seeded-bugs")]
-    pub(crate) reorder: Option<Arc<crate::seeded::Reorder>>,
+    pub(crate) accept_clock: Option<Arc<dyn AcceptClock>>,
+}
+
+/// Test builds only: picks the timestamp a message is accepted with (the hook of the
+/// seeded `reorder` bug, so the handler never names the seeded module).
+#[cfg(feature = "seeded-bugs")]
+pub trait AcceptClock: Send + Sync {
+    /// The timestamp to give `new`, accepted at `now`.
+    fn timestamp(&self, new: &wiber_model::NewMessage, now: i64) -> i64;
 }
 
 impl AppState {
@@ -69,7 +73,7 @@ impl AppState {
             limits: Limits::default(),
             readiness: Arc::default(),
             #[cfg(feature = "seeded-bugs")]
-            reorder: None,
+            accept_clock: None,
         }
     }
 
@@ -134,54 +138,6 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
-}
-
-/// Runs the API until `shutdown` resolves, then drains in-flight requests and flushes
-/// the producer (both bounded).
-pub async fn run(
-    cfg: ApiConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    // First, before any connection: a seeded bug that cannot be honoured is a start error.
-    #[cfg(not(feature = "seeded-bugs"))]
-    crate::config::refuse_seeded_bug()?;
-    #[cfg(feature = "seeded-bugs")]
-    let seeded = crate::seeded::Seeded::from_env(wiber_model::contract::Service::Api)?;
-    let instance = instance_name("api");
-    let publisher = Publisher::new(&cfg.kafka, cfg.message_timeout(), cfg.batching())?;
-    let store = Store::connect(&cfg.mongo).await?;
-    // Set but empty reads through MONGO_URI too: how an operator switches a stack's SQL
-    // reads off (`stack up --service-env WIBER_STORE_SQL_URL=`).
-    let reads: Arc<dyn ReadStore> = match cfg.store_sql_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => Arc::new(SqlReads::new(url, &cfg.mongo, store)?),
-        None => Arc::new(store),
-    };
-    // Topics are ensured in the background: the API serves liveness at once and
-    // readiness tells when Kafka is there. Indexes belong to the consumers (the writers).
-    {
-        let kafka_cfg = cfg.kafka.clone();
-        tokio::spawn(async move {
-            kafka::ensure_topics_until(&kafka_cfg, std::future::pending()).await;
-        });
-    }
-    let state = AppState::new(Arc::new(publisher.clone()), reads, cfg.kafka.topic.as_str())
-        .with_limits(Limits::from(&cfg));
-    #[cfg(feature = "seeded-bugs")]
-    let state = match &seeded {
-        Some(s) => s.api(state),
-        None => state,
-    };
-    let addr = format!("{}:{}", cfg.host, cfg.port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {addr}: {e} (is another process using the port? set API_PORT)"
-        )
-    })?;
-    tracing::info!(%instance, %addr, max_concurrent = cfg.max_concurrent, "api listening");
-    serve(listener, state, shutdown).await?;
-    publisher.flush(Duration::from_secs(5));
-    tracing::info!(%instance, "api stopped");
-    Ok(())
 }
 
 /// Serves the router on `listener` until `shutdown`; in-flight requests get a bounded

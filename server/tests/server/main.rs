@@ -6,6 +6,7 @@
 //! - `consumer`: the consumer loop's delivery contract, with a fake group and store.
 //! - `hostile`: hostile input and clients: what the store cannot hold, deep pages, load
 //!   shedding, slow headers and bodies.
+//! - `layering`: the server's module layers (no import cycles).
 //! - `start`: the binary's start-up checks (a seeded bug it cannot honour).
 //! - `seeded`: each seeded bug, against the same fakes (`--features seeded-bugs`).
 //! - `support`: the fakes and helpers.
@@ -13,6 +14,7 @@
 mod api;
 mod consumer;
 mod hostile;
+mod layering;
 #[cfg(feature = "seeded-bugs")]
 mod seeded;
 mod start;
