@@ -60,7 +60,8 @@ struct IdLetters {
 pub enum Unstored {
     /// In the dead-letter topic (not as a conflict).
     DeadLettered(String),
-    /// Its partition's committed offset is at or below its offset: never consumed past.
+    /// Still in its partition's log, at or above the group's committed offset: never
+    /// consumed past.
     Stalled(String),
     /// Nothing explains it.
     Lost,
@@ -72,8 +73,9 @@ pub struct Fates {
     /// The dead-letter topic, for the examples.
     pub dlq_topic: String,
     letters: HashMap<String, IdLetters>,
-    /// The group's committed offset per partition (`None`: it never committed there).
-    committed: HashMap<i32, Option<i64>>,
+    /// The group's committed offset per partition (`None`: it never committed there),
+    /// and the partition's log: low and high watermarks.
+    committed: HashMap<i32, (Option<i64>, i64, i64)>,
     /// The stall line of each stalled partition.
     stalls: HashMap<i32, String>,
     /// Dead letters read, kept (of the run), and naming no messageId.
@@ -92,7 +94,10 @@ impl Fates {
 
     /// Where the group stands (its committed offsets and stall reports) at `now_ms`.
     pub fn set_lags(&mut self, lags: &[PartitionLag], now_ms: i64) {
-        self.committed = lags.iter().map(|l| (l.partition, l.committed)).collect();
+        self.committed = lags
+            .iter()
+            .map(|l| (l.partition, (l.committed, l.low, l.high)))
+            .collect();
         self.stalls = lags
             .iter()
             .filter_map(|l| Some((l.partition, l.stall_line(now_ms)?)))
@@ -173,8 +178,13 @@ impl Fates {
             ));
         }
         if let (Some(p), Some(o)) = (e.partition, e.offset) {
-            if let Some(committed) = self.committed.get(&p) {
-                if committed.is_none_or(|c| c <= o) {
+            if let Some(&(committed, low, high)) = self.committed.get(&p) {
+                // Still in the log (`low <= o < high`), and the group not past it. A record
+                // the log no longer holds at its offset (truncated when an unclean leader
+                // came back, or deleted by retention) was not consumed late: it is lost,
+                // and so is one the group committed past.
+                let in_log = low <= o && o < high;
+                if in_log && committed.is_none_or(|c| c <= o) {
                     let at = committed.map_or("has no committed offset".to_string(), |c| {
                         format!("is committed only to {c}")
                     });
@@ -281,6 +291,10 @@ pub(crate) mod tests {
         assert!(matches!(f.unstored(&at(0, 50)), Unstored::Stalled(_)));
         assert!(matches!(f.unstored(&at(0, 70)), Unstored::Stalled(_)));
         assert_eq!(f.unstored(&at(0, 49)), Unstored::Lost, "consumed past it");
+        // Truncated away (an unclean leader's acked records): the log ends below it, and
+        // the group drained what the log holds. Lost, not stalled.
+        assert_eq!(f.unstored(&at(0, 100)), Unstored::Lost, "not in the log");
+        assert_eq!(f.unstored(&at(0, 250)), Unstored::Lost, "not in the log");
         assert!(matches!(f.unstored(&at(1, 0)), Unstored::Stalled(_)));
         assert_eq!(f.unstored(&at(2, 0)), Unstored::Lost, "no such partition");
         assert_eq!(f.unstored(&entry(0, 0)), Unstored::Lost, "unplaced");
