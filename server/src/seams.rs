@@ -228,7 +228,7 @@ pub enum FailureClass {
     /// rejects): retrying cannot help. The batch is split to isolate the refused ones.
     Permanent,
     /// Not known to be either: retried as transient, so nothing is dropped on a guess,
-    /// and reported loudly past [`Recovery::retry_bound`].
+    /// and reported loudly past [`crate::consumer::Recovery::retry_bound`].
     Unknown,
 }
 

@@ -3,9 +3,12 @@
 //! Layout: [`handlers`] (one function per route), [`error`] (status + JSON body for every
 //! failure), [`metrics`] (Prometheus), [`docs`] (OpenAPI + vendored Swagger UI); what the
 //! API needs from Kafka and the store are the seams [`Publish`] and [`ReadStore`]
-//! ([`crate::seams`]), which `wiring::run_api` fills with the real adapters.
-//! This file wires them into a [`router`] and [`run`]s it with graceful shutdown; tests
-//! [`serve`] the same router with fakes behind the seams.
+//! ([`crate::seams`]), which `wiring::run_api` fills with the real adapters. [`limits`]:
+//! load shedding (a bound on requests in service, answered 503 + `Retry-After` beyond it,
+//! a request timeout, the header-read timeout of [`serve`]); [`readiness`]: the readiness
+//! answer, cached for a second so probes never queue on Kafka.
+//! This file wires them into a [`router`] and [`serve`]s it with graceful shutdown, from
+//! its own accept loop; tests serve the same router with fakes behind the seams.
 
 mod docs;
 mod error;
