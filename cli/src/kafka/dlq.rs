@@ -205,13 +205,7 @@ pub enum DlqError {
     Kafka(#[from] anyhow::Error),
 }
 
-/// A partition of the dead-letter topic and its watermarks when the read started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PartitionRange {
-    pub partition: i32,
-    pub low: i64,
-    pub high: i64,
-}
+pub use super::tail::PartitionRange;
 
 /// What a [`scan`] read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -351,18 +345,12 @@ impl Reader {
                 bootstrap: bootstrap.to_string(),
             });
         };
-        let mut ranges = Vec::new();
-        for p in t.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), timeout)
-                .with_context(|| format!("cannot read the watermarks of {topic}/{}", p.id()))?;
-            ranges.push(PartitionRange {
-                partition: p.id(),
-                low,
-                high,
-            });
-        }
-        ranges.sort_by_key(|r| r.partition);
+        let ranges = super::tail::watermarks(
+            &consumer,
+            topic,
+            t.partitions().iter().map(|p| p.id()),
+            timeout,
+        )?;
         Ok((
             Reader {
                 consumer,

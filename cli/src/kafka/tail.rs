@@ -27,12 +27,35 @@ pub struct TopicRecord {
     pub payload: Option<Vec<u8>>,
 }
 
-/// A partition of the topic and its low/high watermarks when the tail started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A partition of a topic and its low/high watermarks when a read started (the tail's,
+/// the dead-letter topic's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionRange {
     pub partition: i32,
     pub low: i64,
     pub high: i64,
+}
+
+/// The watermarks of `partitions` of `topic`, sorted by partition.
+pub(crate) fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: impl Iterator<Item = i32>,
+    timeout: Duration,
+) -> anyhow::Result<Vec<PartitionRange>> {
+    let mut ranges = Vec::new();
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .with_context(|| format!("cannot read the watermarks of {topic}/{partition}"))?;
+        ranges.push(PartitionRange {
+            partition,
+            low,
+            high,
+        });
+    }
+    ranges.sort_by_key(|r| r.partition);
+    Ok(ranges)
 }
 
 /// An assign-based consumer of one topic.
@@ -85,18 +108,12 @@ impl TailConsumer {
                      consumer starts; check --topic)"
                 )
             })?;
-        let mut ranges = Vec::new();
-        for p in t.partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), timeout)
-                .with_context(|| format!("cannot read the watermarks of {topic}/{}", p.id()))?;
-            ranges.push(PartitionRange {
-                partition: p.id(),
-                low,
-                high,
-            });
-        }
-        ranges.sort_by_key(|r| r.partition);
+        let ranges = watermarks(
+            &consumer,
+            topic,
+            t.partitions().iter().map(|p| p.id()),
+            timeout,
+        )?;
         Ok((
             TailConsumer {
                 consumer,
